@@ -1,0 +1,74 @@
+package wg
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// ErrCorruptKeyFile is returned when a key file exists but does not hold a
+// WireGuard private key. dcmesh never replaces such a file by itself: a silent
+// new key would be a silent new identity.
+var ErrCorruptKeyFile = errors.New("corrupt key file")
+
+// maxKeyFileSize bounds what ReadPrivateKeyFile reads: a key file is one
+// 44-character line.
+const maxKeyFileSize = 1024
+
+// WritePrivateKeyFile stores k at path in the format of `wg genkey` (one
+// base64 line), mode 0600, atomically. Unless overwrite is set it refuses to
+// replace an existing file, so an operator's typo cannot destroy a key.
+func WritePrivateKeyFile(path string, k PrivateKey, overwrite bool) error {
+	if k.IsZero() {
+		return errors.New("write key file: refusing to write an empty key")
+	}
+	if !overwrite {
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("write key file %s: %w (refusing to overwrite a key; use --force to replace it)", path, fs.ErrExist)
+		}
+	}
+	return WriteFileAtomic(path, []byte(k.encode()+"\n"), 0o600)
+}
+
+// ReadPrivateKeyFile loads a key written by WritePrivateKeyFile or `wg genkey`.
+// It refuses files that group or others can read, and reports a file that does
+// not parse as ErrCorruptKeyFile. Errors never contain the file's content.
+func ReadPrivateKeyFile(path string) (PrivateKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return PrivateKey{}, fmt.Errorf("key file %s does not exist (create one with: dcmesh key generate --out %s): %w", path, path, err)
+		}
+		return PrivateKey{}, fmt.Errorf("open key file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("key file %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return PrivateKey{}, fmt.Errorf("key file %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return PrivateKey{}, fmt.Errorf("key file %s has mode %04o: a private key must not be readable by group or others (fix: chmod 600 %s, and consider the key exposed)", path, perm, path)
+	}
+	buf, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("read key file %s: %w", path, err)
+	}
+	defer clear(buf)
+	if len(buf) > maxKeyFileSize {
+		return PrivateKey{}, fmt.Errorf("key file %s: %w: larger than %d bytes, expected one base64 line as written by `dcmesh key generate`", path, ErrCorruptKeyFile, maxKeyFileSize)
+	}
+	k, err := parsePrivateKey(strings.TrimSpace(string(buf)))
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("key file %s: %w: expected one base64 WireGuard private key as written by `dcmesh key generate`; dcmesh will not replace it by itself (restore it from backup, or create a new key with `dcmesh key generate --force --out %s` and give its public key to every peer)", path, ErrCorruptKeyFile, path)
+	}
+	if k.IsZero() {
+		return PrivateKey{}, fmt.Errorf("key file %s: %w: the key is all zeros", path, ErrCorruptKeyFile)
+	}
+	return k, nil
+}
