@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/urfave/cli/v2"
+)
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "dcmesh",
+		Usage: "encrypt every backbone route between datacenter sites with WireGuard",
+		Description: `dcmesh runs one agent per site. The agent programs a WireGuard interface
+(the kernel module, or an embedded wireguard-go device where the kernel has
+none) with one peer per remote site, and routes every remote site prefix into
+it. Each remote prefix also gets an "unreachable" route with a worse metric,
+so if the tunnel goes away traffic is refused rather than sent in cleartext.
+
+Start here:
+  dcmesh key generate --out /etc/dcmesh/wg.key     # prints the public key
+  dcmesh agent --config /etc/dcmesh/dcmesh.yaml    # see examples/dcmesh.yaml`,
+		Version:              version(),
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Commands: []*cli.Command{
+			agentCommand(),
+			keyCommand(),
+			versionCommand(),
+		},
+	}
+}
+
+var configFlag = &cli.StringFlag{
+	Name:    "config",
+	Aliases: []string{"c"},
+	Usage:   "agent configuration `FILE`",
+	Value:   mesh.DefaultConfigPath,
+	EnvVars: []string{"DCMESH_CONFIG"},
+}
+
+var logFlags = []cli.Flag{
+	&cli.StringFlag{Name: "log-format", Usage: "log as `text` or json", Value: "text", EnvVars: []string{"DCMESH_LOG_FORMAT"}},
+	&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"DCMESH_LOG_LEVEL"}},
+}
+
+// newLogger builds the slog logger the flags ask for.
+func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(c.String("log-format")) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", c.String("log-format"))
+}
+
+var stderr io.Writer = os.Stderr

@@ -1,0 +1,413 @@
+package mesh
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/dcmesh/dcmesh/wg"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultConfigPath is where client commands and the agent look for the
+// configuration when --config is not given.
+const DefaultConfigPath = "/etc/dcmesh/dcmesh.yaml"
+
+// Defaults, each with its reason.
+const (
+	// DefaultInterface is short enough for the 15-character limit with room
+	// for a second site on the same host.
+	DefaultInterface = "dcm0"
+	// DefaultListenPort is WireGuard's customary port.
+	DefaultListenPort = 51820
+	// DefaultPersistentKeepalive keeps tunnels established through stateful
+	// middleboxes and makes handshake age a real health signal (a session
+	// renews every 2 minutes while keepalives flow).
+	DefaultPersistentKeepalive = 25 * time.Second
+	// DefaultResyncInterval bounds how long drift (a route deleted while the
+	// route watch was broken, a peer changed by hand) can last.
+	DefaultResyncInterval = 10 * time.Second
+	// DefaultRouteMetric leaves room below it for operators' preferred
+	// routes and above it for our fail-closed routes (metric+1).
+	DefaultRouteMetric = 100
+	// underlayOverhead is the outer IPv6 (40) + UDP (8) + WireGuard (32)
+	// header, so tunnels work over either IP version without fragmenting.
+	underlayOverhead = 80
+	// fallbackMTU is 1500 minus underlayOverhead, for when the underlay
+	// cannot be determined.
+	fallbackMTU   = 1420
+	maxConfigSize = 1 << 20
+)
+
+// Config is a validated agent configuration.
+type Config struct {
+	Path                string // the file it came from
+	Site                string
+	Interface           string
+	ListenPort          int
+	PrivateKeyFile      string
+	OverlayAddress      netip.Prefix
+	LocalPrefixes       []netip.Prefix
+	MTU                 int // 0: underlay MTU − 80
+	WireGuard           wg.Mode
+	PersistentKeepalive time.Duration
+	ResyncInterval      time.Duration
+	RouteTable          int
+	RouteMetric         int
+	Peers               []StaticPeer
+}
+
+// StaticPeer is a site configured by hand: a router running plain WireGuard,
+// or a dcmesh site before gossip discovers it.
+type StaticPeer struct {
+	Name                string
+	PublicKey           wg.PublicKey
+	Endpoint            netip.AddrPort // zero: the peer must initiate
+	AllowedPrefixes     []netip.Prefix
+	PersistentKeepalive time.Duration
+}
+
+// The file format. Everything that needs parsing is a string here so that
+// errors can name the field and quote the value.
+type fileConfig struct {
+	Site                string     `yaml:"site"`
+	Interface           string     `yaml:"interface"`
+	ListenPort          *int       `yaml:"listen_port"`
+	PrivateKeyFile      string     `yaml:"private_key_file"`
+	OverlayAddress      string     `yaml:"overlay_address"`
+	LocalPrefixes       []string   `yaml:"local_prefixes"`
+	MTU                 int        `yaml:"mtu"`
+	WireGuard           string     `yaml:"wireguard"`
+	PersistentKeepalive string     `yaml:"persistent_keepalive"`
+	ResyncInterval      string     `yaml:"resync_interval"`
+	Routes              fileRoutes `yaml:"routes"`
+	Peers               []filePeer `yaml:"peers"`
+}
+
+type fileRoutes struct {
+	Table  *int `yaml:"table"`
+	Metric *int `yaml:"metric"`
+}
+
+type filePeer struct {
+	Name                string   `yaml:"name"`
+	PublicKey           string   `yaml:"public_key"`
+	Endpoint            string   `yaml:"endpoint"`
+	AllowedPrefixes     []string `yaml:"allowed_prefixes"`
+	PersistentKeepalive *string  `yaml:"persistent_keepalive"`
+}
+
+// FieldError is one problem with one configuration field.
+type FieldError struct {
+	Field string // e.g. peers[1].endpoint
+	Msg   string // what is wrong and how to fix it
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// LoadConfig reads and validates the configuration at path. The error lists
+// every problem found, one per line, each naming its field.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("config %s does not exist (pass --config, or create it: see examples/dcmesh.yaml): %w", path, err)
+		}
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if len(raw) > maxConfigSize {
+		return nil, fmt.Errorf("config %s is larger than %d bytes", path, maxConfigSize)
+	}
+	cfg, err := ParseConfig(raw, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+var yamlUnknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// ParseConfig parses and validates YAML. Relative file names in it are taken
+// relative to dir.
+func ParseConfig(raw []byte, dir string) (*Config, error) {
+	var fc fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty: it needs at least site, overlay_address and private_key_file (see examples/dcmesh.yaml)")
+		}
+		msg := yamlUnknownField.ReplaceAllString(err.Error(), "unknown field $1 (check its spelling and indentation)")
+		return nil, errors.New(strings.TrimPrefix(msg, "yaml: "))
+	}
+	return fc.validate(dir)
+}
+
+var siteName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func (fc *fileConfig) validate(dir string) (*Config, error) {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	c := &Config{
+		Site:                fc.Site,
+		Interface:           fc.Interface,
+		ListenPort:          DefaultListenPort,
+		MTU:                 fc.MTU,
+		PersistentKeepalive: DefaultPersistentKeepalive,
+		ResyncInterval:      DefaultResyncInterval,
+		RouteTable:          254,
+		RouteMetric:         DefaultRouteMetric,
+	}
+	switch {
+	case c.Site == "":
+		bad("site", "required: this site's name, e.g. site: fra1")
+	case !siteName.MatchString(c.Site):
+		bad("site", "%q is not a valid site name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", c.Site)
+	}
+	if c.Interface == "" {
+		c.Interface = DefaultInterface
+	} else if len(c.Interface) > 15 || strings.ContainsAny(c.Interface, "/: \t") {
+		bad("interface", "%q is not a valid interface name: at most 15 characters, no '/', ':' or spaces", c.Interface)
+	}
+	if fc.ListenPort != nil {
+		c.ListenPort = *fc.ListenPort
+		if c.ListenPort < 1 || c.ListenPort > 65535 {
+			bad("listen_port", "%d is out of range: use 1-65535 (default %d)", c.ListenPort, DefaultListenPort)
+		}
+	}
+	if fc.PrivateKeyFile == "" {
+		bad("private_key_file", "required: path of the WireGuard private key (create one with: dcmesh key generate --out /etc/dcmesh/wg.key)")
+	} else {
+		c.PrivateKeyFile = fc.PrivateKeyFile
+		if !filepath.IsAbs(c.PrivateKeyFile) {
+			c.PrivateKeyFile = filepath.Join(dir, c.PrivateKeyFile)
+		}
+	}
+	if fc.OverlayAddress == "" {
+		bad("overlay_address", "required: this site's address on the tunnel interface, e.g. overlay_address: 10.255.0.1/32")
+	} else if p, err := parseAddress(fc.OverlayAddress); err != nil {
+		bad("overlay_address", "%v", err)
+	} else {
+		c.OverlayAddress = p
+	}
+	for i, s := range fc.LocalPrefixes {
+		p, err := parsePrefix(s)
+		if err != nil {
+			bad(fmt.Sprintf("local_prefixes[%d]", i), "%v", err)
+			continue
+		}
+		c.LocalPrefixes = append(c.LocalPrefixes, p)
+	}
+	if c.MTU != 0 && (c.MTU < 1280 || c.MTU > 9000) {
+		bad("mtu", "%d is out of range: use 1280-9000, or 0 (the default) for the underlay MTU minus %d", c.MTU, underlayOverhead)
+	}
+	mode, err := wg.ParseMode(fc.WireGuard)
+	if err != nil {
+		bad("wireguard", "%q is not a backend: use auto (the default), kernel or userspace", fc.WireGuard)
+	}
+	c.WireGuard = mode
+	if fc.PersistentKeepalive != "" {
+		d, err := parseKeepalive(fc.PersistentKeepalive)
+		if err != nil {
+			bad("persistent_keepalive", "%v", err)
+		}
+		c.PersistentKeepalive = d
+	}
+	if fc.ResyncInterval != "" {
+		d, err := time.ParseDuration(fc.ResyncInterval)
+		if err != nil || d < time.Second || d > time.Hour {
+			bad("resync_interval", "%q: use a duration between 1s and 1h, e.g. 10s", fc.ResyncInterval)
+		} else {
+			c.ResyncInterval = d
+		}
+	}
+	if fc.Routes.Table != nil {
+		c.RouteTable = *fc.Routes.Table
+		if c.RouteTable < 1 || c.RouteTable > 0xFFFFFFFE || c.RouteTable == 255 || c.RouteTable == 253 {
+			bad("routes.table", "%d cannot hold dcmesh routes: use 254 (main, the default) or a table of your own, 1-252 or 256 and up", c.RouteTable)
+		}
+	}
+	if fc.Routes.Metric != nil {
+		c.RouteMetric = *fc.Routes.Metric
+		if c.RouteMetric < 0 || c.RouteMetric >= 0xFFFFFFFF {
+			bad("routes.metric", "%d is out of range: use 0-4294967294 (fail-closed routes use metric+1)", c.RouteMetric)
+		}
+	}
+	errs = append(errs, c.parsePeers(fc.Peers)...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := c.checkOverlaps(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) parsePeers(peers []filePeer) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	names := map[string]int{}
+	keys := map[wg.PublicKey]int{}
+	for i, fp := range peers {
+		f := fmt.Sprintf("peers[%d]", i)
+		p := StaticPeer{Name: fp.Name, PersistentKeepalive: c.PersistentKeepalive}
+		switch {
+		case fp.Name == "":
+			bad(f+".name", "required: the peer site's name")
+		case !siteName.MatchString(fp.Name):
+			bad(f+".name", "%q is not a valid site name: use lowercase letters, digits and '-'", fp.Name)
+		case fp.Name == c.Site:
+			bad(f+".name", "%q is this site's own name", fp.Name)
+		default:
+			if j, dup := names[fp.Name]; dup {
+				bad(f+".name", "%q is also the name of peers[%d]", fp.Name, j)
+			}
+			names[fp.Name] = i
+		}
+		if k, err := wg.ParsePublicKey(strings.TrimSpace(fp.PublicKey)); err != nil {
+			bad(f+".public_key", "not a WireGuard public key: want the 44-character base64 line printed by `dcmesh key public` or `wg pubkey`")
+		} else {
+			if j, dup := keys[k]; dup {
+				bad(f+".public_key", "same key as peers[%d]: every site has its own key", j)
+			}
+			keys[k] = i
+			p.PublicKey = k
+		}
+		if fp.Endpoint != "" {
+			ap, err := netip.ParseAddrPort(fp.Endpoint)
+			if err != nil || ap.Port() == 0 {
+				bad(f+".endpoint", "%q is not IP:PORT: write e.g. 192.0.2.10:51820 or [2001:db8::10]:51820 (host names are not resolved)", fp.Endpoint)
+			} else {
+				p.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			}
+		}
+		if len(fp.AllowedPrefixes) == 0 {
+			bad(f+".allowed_prefixes", "required: the prefixes behind this peer (its site prefixes and its overlay address)")
+		}
+		for j, s := range fp.AllowedPrefixes {
+			pf, err := parsePrefix(s)
+			if err != nil {
+				bad(fmt.Sprintf("%s.allowed_prefixes[%d]", f, j), "%v", err)
+				continue
+			}
+			if pf.Bits() == 0 {
+				bad(fmt.Sprintf("%s.allowed_prefixes[%d]", f, j), "%s would send all traffic to one site: dcmesh routes site prefixes, not default routes", pf)
+				continue
+			}
+			p.AllowedPrefixes = append(p.AllowedPrefixes, pf)
+		}
+		if fp.PersistentKeepalive != nil {
+			d, err := parseKeepalive(*fp.PersistentKeepalive)
+			if err != nil {
+				bad(f+".persistent_keepalive", "%v", err)
+			}
+			p.PersistentKeepalive = d
+		}
+		c.Peers = append(c.Peers, p)
+	}
+	return errs
+}
+
+// checkOverlaps rejects configurations whose routes would fight: two peers
+// claiming the same addresses, a peer claiming this site's own addresses, or
+// a peer endpoint that would be routed into the tunnel itself.
+func (c *Config) checkOverlaps() error {
+	type owned struct {
+		field  string
+		prefix netip.Prefix
+	}
+	var local []owned
+	// The overlay address itself, not its network: peers' overlay addresses
+	// legitimately sit in the same overlay network.
+	a := c.OverlayAddress.Addr()
+	local = append(local, owned{"overlay_address", netip.PrefixFrom(a, a.BitLen())})
+	for i, p := range c.LocalPrefixes {
+		local = append(local, owned{fmt.Sprintf("local_prefixes[%d]", i), p})
+	}
+	var remote []owned
+	for i, p := range c.Peers {
+		for j, pf := range p.AllowedPrefixes {
+			remote = append(remote, owned{fmt.Sprintf("peers[%d].allowed_prefixes[%d]", i, j), pf})
+		}
+	}
+	var errs []error
+	for i, r := range remote {
+		for _, l := range local {
+			if r.prefix.Overlaps(l.prefix) {
+				errs = append(errs, &FieldError{r.field, fmt.Sprintf("%s overlaps this site's %s (%s): traffic for it would leave through the tunnel", r.prefix, l.field, l.prefix)})
+			}
+		}
+		for _, o := range remote[:i] {
+			if peerIndex(r.field) != peerIndex(o.field) && r.prefix.Overlaps(o.prefix) {
+				errs = append(errs, &FieldError{r.field, fmt.Sprintf("%s overlaps %s (%s): a prefix can belong to one site only", r.prefix, o.field, o.prefix)})
+			}
+		}
+	}
+	for i, p := range c.Peers {
+		if !p.Endpoint.IsValid() {
+			continue
+		}
+		for _, r := range remote {
+			if r.prefix.Contains(p.Endpoint.Addr()) {
+				errs = append(errs, &FieldError{fmt.Sprintf("peers[%d].endpoint", i), fmt.Sprintf("%s is inside %s (%s): the tunnel would be routed into itself; use an underlay address", p.Endpoint.Addr(), r.field, r.prefix)})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func peerIndex(field string) string { return field[:strings.Index(field, "]")+1] }
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix: write e.g. 10.1.0.0/16 or fd00:1::/48", s)
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s?", s, p.Masked())
+	}
+	return p, nil
+}
+
+// parseAddress accepts an address with or without a prefix length; a bare
+// address is a host (/32 or /128).
+func parseAddress(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address: write e.g. 10.255.0.1/32", s)
+		}
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not ADDRESS/LENGTH: write e.g. 10.255.0.1/32", s)
+	}
+	return p, nil
+}
+
+func parseKeepalive(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d < 0 || d > 65535*time.Second || d%time.Second != 0 {
+		return 0, fmt.Errorf("%q: use whole seconds from 0s (off) to 65535s, e.g. 25s", s)
+	}
+	return d, nil
+}
