@@ -68,12 +68,13 @@ func requireTool(t testing.TB, names ...string) {
 // testMesh is a test topology: an underlay namespace with a bridge and n site
 // namespaces attached to it.
 type testMesh struct {
-	t      *testing.T
-	id     string // random, in every name
-	ul     *netconfigtest.NS
-	subnet int // third octet of the underlay, 192.168.<subnet>.0/24
-	sites  []*site
-	dir    string
+	t       *testing.T
+	id      string // random, in every name
+	backend string // the agents' wireguard setting
+	ul      *netconfigtest.NS
+	subnet  int // third octet of the underlay, 192.168.<subnet>.0/24
+	sites   []*site
+	dir     string
 }
 
 type site struct {
@@ -106,7 +107,7 @@ func newMesh(t *testing.T, n int) *testMesh {
 	t.Helper()
 	netconfigtest.RequireRoot(t)
 	requireTool(t, "ip", "nsenter", "wg", "ping")
-	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: t.TempDir()}
+	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: t.TempDir(), backend: "userspace"}
 	m.subnet = 100 + int(m.id[0])%100
 	m.ul = netconfigtest.NewNS(t, "dcmt-"+m.id+"-ul")
 	disableIPv6(t, m.ul)
@@ -125,14 +126,23 @@ func disableIPv6(t testing.TB, ns *netconfigtest.NS) {
 	ns.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
 }
 
+// addSite creates site i attached to the underlay bridge.
 func (m *testMesh) addSite(i int) *site {
 	t := m.t
-	s := &site{m: m, idx: i, name: fmt.Sprintf("site%d", i), iface: fmt.Sprintf("dcm%s%d", m.id, i)}
-	s.ns = netconfigtest.NewNS(t, fmt.Sprintf("dcmt-%s-s%d", m.id, i))
+	s := m.newSite(i)
 	disableIPv6(t, s.ns)
 	netconfigtest.Veth(t, s.ns, "eth0", m.ul, fmt.Sprintf("ul%d", i))
 	m.ul.Run(t, "ip", "link", "set", fmt.Sprintf("ul%d", i), "master", "br0")
 	s.ns.Run(t, "ip", "addr", "add", s.underlay()+"/24", "dev", "eth0")
+	return s
+}
+
+// newSite creates site i's namespace, prefix and key; the caller connects
+// it to an underlay.
+func (m *testMesh) newSite(i int) *site {
+	t := m.t
+	s := &site{m: m, idx: i, name: fmt.Sprintf("site%d", i), iface: fmt.Sprintf("dcm%s%d", m.id, i)}
+	s.ns = netconfigtest.NewNS(t, fmt.Sprintf("dcmt-%s-s%d", m.id, i))
 	// The site's own prefix, represented by an address on lo.
 	s.ns.Run(t, "ip", "addr", "add", s.host()+"/24", "dev", "lo")
 	// An embedded device leaves its control socket behind when killed.
@@ -162,8 +172,8 @@ func (m *testMesh) writeConfigs() {
 // prefixes to announce for it.
 func (s *site) writeConfig(extra map[string][]string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "site: %s\ninterface: %s\nprivate_key_file: %s\noverlay_address: %s/32\nlocal_prefixes: [%s]\nwireguard: userspace\nresync_interval: 2s\npeers:\n",
-		s.name, s.iface, s.keyPath, s.overlay(), s.prefix())
+	fmt.Fprintf(&b, "site: %s\ninterface: %s\nprivate_key_file: %s\noverlay_address: %s/32\nlocal_prefixes: [%s]\nwireguard: %s\nresync_interval: 2s\npeers:\n",
+		s.name, s.iface, s.keyPath, s.overlay(), s.prefix(), s.m.backend)
 	for _, o := range s.m.sites {
 		if o == s {
 			continue

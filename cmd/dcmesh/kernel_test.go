@@ -1,0 +1,183 @@
+package main
+
+// The kernel WireGuard backend, for real: this machine's kernel has no
+// WireGuard module, so TestKernelBackendUnderQEMU boots a Debian kernel under
+// qemu and runs TestKernelBackend inside it, with a static dcmesh binary.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+const inGuestEnv = "DCMESH_KERNEL_TEST"
+
+func TestKernelBackendUnderQEMU(t *testing.T) {
+	if os.Getenv(inGuestEnv) != "" {
+		t.Skip("already inside the guest")
+	}
+	if testing.Short() {
+		t.Skip("skipping the qemu boot in -short mode")
+	}
+	netconfigtest.RequireRoot(t)
+	requireTool(t, "qemu-system-x86_64", "go")
+	dir := t.TempDir()
+	build := func(args ...string) {
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	build("test", "-c", "-o", filepath.Join(dir, "dcmesh.test"), ".")
+	build("build", "-o", filepath.Join(dir, "dcmesh"), ".")
+
+	script, err := filepath.Abs("../../scripts/qemu-kernel-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cmd := exec.Command(script, "--timeout", "300",
+		"--file", filepath.Join(dir, "dcmesh")+":/bin/dcmesh",
+		"--env", inGuestEnv+"=1", "--env", "DCMESH_BIN=/bin/dcmesh",
+		"--", filepath.Join(dir, "dcmesh.test"), "-test.run", "^TestKernelBackend$", "-test.v", "-test.count=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("guest output (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
+	if err != nil {
+		t.Fatalf("kernel backend test in qemu failed: %v", err)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: TestKernelBackend ")) {
+		t.Fatal("the guest did not report TestKernelBackend as passed (skipped?)")
+	}
+}
+
+// TestKernelBackend runs inside the qemu guest: two sites on a veth pair,
+// each with a dcmesh agent on the kernel backend.
+func TestKernelBackend(t *testing.T) {
+	if os.Getenv(inGuestEnv) == "" {
+		t.Skip("runs inside the qemu guest started by TestKernelBackendUnderQEMU")
+	}
+	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: t.TempDir(), backend: "kernel", subnet: 77}
+	a, b := m.newSite(1), m.newSite(2)
+	netconfigtest.Veth(t, a.ns, "eth0", b.ns, "eth0")
+	for _, s := range m.sites {
+		s.ns.Run(t, "ip", "addr", "add", s.underlay()+"/24", "dev", "eth0")
+		t.Cleanup(func() { _, _ = s.ns.Try("ip", "link", "del", s.iface) })
+	}
+	m.writeConfigs()
+	m.startAll()
+
+	// The link is a kernel WireGuard device, created through netlink.
+	for _, s := range m.sites {
+		if !strings.Contains(s.agent.Output(), "created kernel WireGuard link") {
+			t.Fatalf("%s did not create a kernel link:\n%s", s.name, s.agent.Output())
+		}
+		if d := s.device(); d.Type != wgtypes.LinuxKernel {
+			t.Fatalf("%s: device type %v, want %v", s.name, d.Type, wgtypes.LinuxKernel)
+		}
+	}
+	var hsA, hsB time.Time
+	netconfigtest.Eventually(t, 30*time.Second, 200*time.Millisecond, "handshake", func() error {
+		hsA, hsB = a.device().Peers[0].LastHandshakeTime, b.device().Peers[0].LastHandshakeTime
+		if hsA.IsZero() || hsB.IsZero() {
+			return fmt.Errorf("no handshake yet")
+		}
+		return nil
+	})
+	for _, p := range [][2]*site{{a, b}, {b, a}} {
+		if out, err := p[0].ns.Try("ping", "-c", "2", "-W", "3", "-I", p[0].host(), p[1].host()); err != nil {
+			t.Fatalf("ping %s → %s: %v\n%s", p[0].name, p[1].name, err, out)
+		}
+	}
+
+	// Restart a's agent: the link and its session survive, the new agent
+	// adopts them and changes nothing.
+	if err := a.agent.Stop(10 * time.Second); err != nil {
+		t.Fatalf("agent did not stop cleanly: %v", err)
+	}
+	if d := a.device(); len(d.Peers) != 1 || !d.Peers[0].LastHandshakeTime.Equal(hsA) {
+		t.Fatalf("after SIGTERM the kernel device lost its peer or session: %+v", d.Peers)
+	}
+	if out, err := a.ns.Try("ping", "-c", "1", "-W", "3", "-I", a.host(), b.host()); err != nil {
+		t.Errorf("traffic stopped while the agent was down: %v\n%s", err, out)
+	}
+	a.start()
+	if out := a.agent.Output(); !strings.Contains(out, "adopting existing kernel WireGuard link") || strings.Contains(out, "WireGuard peers changed") {
+		t.Fatalf("restarted agent did not adopt the link untouched:\n%s", out)
+	}
+	if out, err := a.ns.Try("ping", "-c", "2", "-W", "3", "-I", a.host(), b.host()); err != nil {
+		t.Fatalf("ping after restart: %v\n%s", err, out)
+	}
+	if got := a.device().Peers[0].LastHandshakeTime; !got.Equal(hsA) {
+		t.Errorf("%s handshake moved %s → %s: the restart renegotiated the session", a.name, hsA, got)
+	}
+	if got := b.device().Peers[0].LastHandshakeTime; !got.Equal(hsB) {
+		t.Errorf("%s handshake moved %s → %s: the restart renegotiated the session", b.name, hsB, got)
+	}
+}
+
+// device reads s's WireGuard device with wgctrl from inside its namespace, by
+// running this test binary there as a helper (the guest has no wg tool, and a
+// genetlink socket belongs to the namespace it was opened in).
+func (s *site) device() *wgtypes.Device {
+	t := s.m.t
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := s.ns.Command(self, "-test.run", "^TestHelperDevice$")
+	cmd.Env = append(os.Environ(), "DCMESH_HELPER_DEVICE="+s.iface)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("read device %s: %v\n%s", s.iface, err, out)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if j, ok := strings.CutPrefix(sc.Text(), "DCMESH-DEVICE "); ok {
+			var d wgtypes.Device
+			if err := json.Unmarshal([]byte(j), &d); err != nil {
+				t.Fatal(err)
+			}
+			return &d
+		}
+	}
+	t.Fatalf("helper printed no device:\n%s", out)
+	return nil
+}
+
+// TestHelperDevice is not a test: device() runs it in a namespace to print
+// one WireGuard device as JSON (without its private key).
+func TestHelperDevice(t *testing.T) {
+	name := os.Getenv("DCMESH_HELPER_DEVICE")
+	if name == "" {
+		t.Skip("helper process for device()")
+	}
+	c, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.Device(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.PrivateKey = wgtypes.Key{}
+	j, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("DCMESH-DEVICE %s\n", j)
+}
