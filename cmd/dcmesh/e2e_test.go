@@ -180,12 +180,22 @@ func TestKilledAgentFailsClosed(t *testing.T) {
 }
 
 // A route of ours deleted by hand comes back at once (route watch), not only
-// at the next periodic check.
-func TestDeletedRouteIsRepaired(t *testing.T) {
+// at the next periodic check. Also: the tunnel MTU follows the underlay
+// interface toward the peers, minus 80.
+func TestDeletedRouteIsRepairedAndMTUFollowsUnderlay(t *testing.T) {
 	m := newMesh(t, 2)
+	a, b := m.sites[0], m.sites[1]
+	a.ns.Run(t, "ip", "link", "set", "eth0", "mtu", "1400")
 	m.writeConfigs()
 	m.startAll()
-	a, b := m.sites[0], m.sites[1]
+	for _, c := range []struct {
+		s   *site
+		mtu string
+	}{{a, "mtu 1320 "}, {b, "mtu 1420 "}} {
+		if out := c.s.ns.Run(t, "ip", "link", "show", c.s.iface); !strings.Contains(out, c.mtu) {
+			t.Errorf("%s: want %s(underlay − 80):\n%s", c.s.name, c.mtu, out)
+		}
+	}
 	a.ns.Run(t, "ip", "route", "del", b.prefix(), "dev", a.iface, "proto", "220")
 	start := time.Now()
 	netconfigtest.Eventually(t, 5*time.Second, 20*time.Millisecond, "route repaired", func() error {

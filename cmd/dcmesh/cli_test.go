@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCLI runs the dcmesh app in-process and returns stdout and the error.
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer = &out
+	app.ErrWriter = &out
+	err := app.Run(append([]string{"dcmesh"}, args...))
+	return out.String(), err
+}
+
+func TestKeyCommands(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "wg.key")
+	pub, err := runCLI(t, "key", "generate", "--out", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(key)
+	if strings.Contains(pub, strings.TrimSpace(string(raw))) {
+		t.Fatal("key generate printed the private key")
+	}
+	if st, _ := os.Stat(key); st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %04o", st.Mode().Perm())
+	}
+	again, err := runCLI(t, "key", "public", "--in", key)
+	if err != nil || again != pub {
+		t.Fatalf("key public = %q, %v; want %q", again, err, pub)
+	}
+	// wireguard-tools agrees on the public key, if installed.
+	if _, err := exec.LookPath("wg"); err == nil {
+		cmd := exec.Command("wg", "pubkey")
+		cmd.Stdin = bytes.NewReader(raw)
+		if out, err := cmd.Output(); err != nil || string(out) != pub {
+			t.Errorf("wg pubkey = %q, %v; dcmesh says %q", out, err, pub)
+		}
+	}
+	if _, err := runCLI(t, "key", "generate", "--out", key); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("overwriting a key: %v", err)
+	}
+	if after, _ := os.ReadFile(key); !bytes.Equal(after, raw) {
+		t.Error("refused generate changed the key file")
+	}
+	if _, err := runCLI(t, "key", "generate", "--out", key, "--force"); err != nil {
+		t.Errorf("--force: %v", err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := runCLI(t, "version")
+	if err != nil || !strings.HasPrefix(out, "dcmesh ") {
+		t.Fatalf("version: %q %v", out, err)
+	}
+}
+
+// A corrupt key file stops the agent before it touches anything, with an
+// error that names the file and the way out, and the file is left as it was.
+func TestAgentRefusesCorruptKey(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "wg.key")
+	if err := os.WriteFile(key, []byte("this is not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "dcmesh.yaml")
+	if err := os.WriteFile(cfg, []byte("site: a\nprivate_key_file: wg.key\noverlay_address: 10.255.0.1/32\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runCLI(t, "agent", "--config", cfg)
+	if err == nil || !strings.Contains(err.Error(), "corrupt key file") || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "will not replace it") {
+		t.Fatalf("agent with a corrupt key: %v", err)
+	}
+	if raw, _ := os.ReadFile(key); string(raw) != "this is not a key\n" {
+		t.Error("the corrupt key file was modified")
+	}
+}
+
+func TestAgentReportsConfigFields(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "dcmesh.yaml")
+	if err := os.WriteFile(cfg, []byte("site: a\nprivate_key_file: k\noverlay_address: 10.255.0.1/32\nlisten_port: 99999\nmtu: 100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runCLI(t, "agent", "--config", cfg)
+	for _, want := range []string{cfg, "listen_port: 99999 is out of range", "mtu: 100 is out of range"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if _, err := runCLI(t, "agent", "--config", cfg, "--log-format", "xml"); err == nil || !strings.Contains(err.Error(), "--log-format") {
+		t.Errorf("bad --log-format: %v", err)
+	}
+}
