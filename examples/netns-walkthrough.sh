@@ -61,6 +61,7 @@ write_config() { # name iface key overlay local peer peer_pub peer_endpoint peer
 site: $1
 interface: $2
 private_key_file: $3
+state_dir: $work/$1-state
 overlay_address: $4
 local_prefixes: [$5]
 wireguard: userspace

@@ -1,12 +1,21 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
 	"github.com/vishvananda/netlink"
@@ -32,6 +41,7 @@ type Agent struct {
 	log    *slog.Logger
 	reload chan struct{}
 	kick   chan struct{}
+	api    chan apiCall
 }
 
 // NewAgent returns an agent; nothing happens until Run.
@@ -47,6 +57,7 @@ func NewAgent(opts Options) *Agent {
 		log:    opts.Logger,
 		reload: make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
+		api:    make(chan apiCall),
 	}
 }
 
@@ -61,7 +72,7 @@ func notify(ch chan struct{}) {
 	}
 }
 
-// runtime is what a running agent holds.
+// runtime is what a running agent holds. Only the Run goroutine touches it.
 type runtime struct {
 	cfg *Config
 	key wg.PrivateKey
@@ -70,11 +81,36 @@ type runtime struct {
 	wgc wg.Client
 	nl  *netlink.Handle
 	net *netconfig.Manager
+
+	// gossip mode only
+	enr       *enrollment
+	gossip    *gossip.Gossip
+	store     *siteStore
+	seq       uint64
+	bootID    [16]byte
+	own       *trust.SignedRecord
+	conflicts string // last logged, to log changes only
+
+	stop  bool // leave or down asked the loop to end
+	purge bool
+
+	// firstWanted is when each peer first appeared in the desired state
+	// (zero for peers already on the device at start).
+	firstWanted map[wg.PublicKey]time.Time
 }
 
-// Run starts the site and keeps it reconciled until ctx is done. On return
-// the embedded device, if any, is closed; a kernel link is left running with
-// its sessions, and the fail-closed routes stay in every case.
+// firstHandshakeDelay staggers the first handshake of a new pair. When two
+// sites learn each other at the same moment, both initiate; the crossing
+// initiations cancel each other and WireGuard retries only after 5 s. So the
+// site with the higher public key holds back its keepalive (which is what
+// initiates) for this long: longer than a handshake round trip, so that if
+// the other side initiated, the session exists by then and nothing crosses.
+const firstHandshakeDelay = 500 * time.Millisecond
+
+// Run starts the site and keeps it reconciled until ctx is done or a leave
+// or down request ends it. On return the embedded device, if any, is closed;
+// a kernel link is left running with its sessions, and the fail-closed
+// routes stay (unless `down --purge` asked otherwise).
 func (a *Agent) Run(ctx context.Context) (reterr error) {
 	cfg, key, err := a.load()
 	if err != nil {
@@ -86,6 +122,25 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		}
 	}
 	rt := &runtime{cfg: cfg, key: key}
+	if cfg.Gossip != nil {
+		if err := a.setupTrust(rt); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	ctl, err := control.Listen(cfg.ControlSocket(), a.handler())
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := ctl.Serve(); err != nil {
+			a.log.Error("control socket stopped", "err", err)
+		}
+	}()
+	defer ctl.Close()
+
 	// Only the routing family: asking for xfrm too fails where it is not
 	// loaded.
 	if rt.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
@@ -99,8 +154,8 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		return err
 	}
 	defer func() {
-		if err := rt.dev.Close(); err != nil {
-			reterr = errors.Join(reterr, fmt.Errorf("close WireGuard device: %w", err))
+		if err := a.teardown(rt); err != nil {
+			reterr = errors.Join(reterr, err)
 		}
 	}()
 	wgc, err := wgctrl.New()
@@ -110,22 +165,38 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	defer wgc.Close()
 	rt.wgc = wgc
 
+	// Records kept from the last run are programmed at once: a restart
+	// does not wait for gossip (fail-static).
 	if err := a.reconcile(rt, true); err != nil {
 		return err
 	}
 	if err := netconfig.WatchRouteDeletes(ctx, func() { notify(a.kick) }); err != nil {
 		a.log.Warn("not watching route deletions; drift is repaired by the periodic check only", "err", err)
 	}
+	var inbox <-chan gossip.Message
+	var joins <-chan string
+	var refresh <-chan time.Time
+	if cfg.Gossip != nil {
+		if err := a.startGossip(ctx, rt); err != nil {
+			return err
+		}
+		defer rt.gossip.Shutdown()
+		inbox = rt.gossip.Inbox()
+		joins = rt.gossip.Joins()
+		t := time.NewTicker(cfg.Trust.RecordRefresh)
+		defer t.Stop()
+		refresh = t.C
+	}
 	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
-		"public_key", key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu, "peers", len(cfg.Peers))
+		"public_key", key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
+		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.ControlSocket())
 
 	ticker := time.NewTicker(cfg.ResyncInterval)
 	defer ticker.Stop()
-	for {
+	for !rt.stop {
 		select {
 		case <-ctx.Done():
-			a.log.Info("agent stopping", "backend", string(rt.dev.Backend()),
-				"kept", keptOnStop(rt.dev.Backend()))
+			a.log.Info("agent stopping", "backend", string(rt.dev.Backend()), "kept", keptOnStop(rt.dev.Backend()))
 			return nil
 		case <-rt.dev.Done():
 			return fmt.Errorf("the embedded WireGuard device %s stopped unexpectedly (its link or control socket was deleted); traffic to the remote sites is now refused by the fail-closed routes until the agent restarts", cfg.Interface)
@@ -137,8 +208,27 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			a.logReconcileError(a.reconcile(rt, false))
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt, false))
+		case m := <-inbox:
+			if a.handleGossip(rt, m) {
+				a.commitStore(rt)
+			}
+		case name := <-joins:
+			// Hand the newcomer our record directly; see gossip.Joins.
+			if rt.own != nil {
+				if err := rt.gossip.SendTo(name, append([]byte{msgRecord}, rt.own.Raw...)); err != nil {
+					a.log.Debug("could not hand our record to a new member; push/pull will", "member", name, "err", err)
+				}
+			}
+		case <-refresh:
+			if err := a.publish(rt, false); err != nil {
+				a.log.Error("cannot refresh this site's record", "err", err)
+			}
+		case call := <-a.api:
+			v, err := call.fn(rt)
+			call.reply <- apiResult{v, err}
 		}
 	}
+	return nil
 }
 
 func keptOnStop(b wg.Backend) string {
@@ -146,6 +236,41 @@ func keptOnStop(b wg.Backend) string {
 		return "kernel link, sessions and routes"
 	}
 	return "fail-closed routes"
+}
+
+// teardown closes the device and, for `down --purge`, removes the link and
+// every route of ours.
+func (a *Agent) teardown(rt *runtime) error {
+	var errs []error
+	if err := rt.dev.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close WireGuard device: %w", err))
+	}
+	if rt.purge {
+		if err := wg.DeleteLink(rt.cfg.Interface); err != nil {
+			errs = append(errs, err)
+		}
+		gone, err := rt.net.Purge(rt.cfg.RouteTable)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		a.log.Info("purged", "interface", rt.cfg.Interface, "routes_removed", len(gone))
+	}
+	return errors.Join(errs...)
+}
+
+// Purge removes the WireGuard interface of cfg and every route of ours in its
+// table, for `dcmesh down --purge` when the agent is not running.
+func Purge(cfg *Config) (int, error) {
+	if err := wg.DeleteLink(cfg.Interface); err != nil {
+		return 0, err
+	}
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return 0, fmt.Errorf("open netlink: %w", err)
+	}
+	defer nl.Close()
+	gone, err := netconfig.New(nl, nil).Purge(cfg.RouteTable)
+	return len(gone), err
 }
 
 // load reads the configuration and the private key it names.
@@ -166,6 +291,218 @@ func (a *Agent) load() (*Config, wg.PrivateKey, error) {
 	return cfg, key, nil
 }
 
+// setupTrust loads the enrollment, the site store and the sequence number.
+func (a *Agent) setupTrust(rt *runtime) error {
+	cfg := rt.cfg
+	enr, err := loadEnrollment(cfg, time.Now())
+	if err != nil {
+		return err
+	}
+	rt.enr = enr
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	if rt.store, err = loadSiteStore(filepath.Join(cfg.StateDir, "records.json"), a.log, enr.cas); err != nil {
+		return err
+	}
+	if rt.seq, err = loadSeq(filepath.Join(cfg.StateDir, "seq.json")); err != nil {
+		return err
+	}
+	_, _ = rand.Read(rt.bootID[:])
+	return nil
+}
+
+// startGossip joins the cluster and publishes this site's record.
+func (a *Agent) startGossip(ctx context.Context, rt *runtime) error {
+	g := rt.cfg.Gossip
+	gs, err := gossip.New(gossip.Config{
+		NodeName:       rt.cfg.Site,
+		Bind:           g.Address,
+		Advertise:      g.Advertise,
+		SecretKey:      rt.enr.gossipKey,
+		Label:          "dcmesh/" + g.Cluster,
+		Profile:        gossip.Profile(g.Profile),
+		Seeds:          g.Join,
+		RejoinInterval: g.RejoinInterval,
+		KnownPeersFile: filepath.Join(rt.cfg.StateDir, "known-peers.json"),
+		Logger:         a.log,
+	})
+	if err != nil {
+		return err
+	}
+	rt.gossip = gs
+	if err := a.publish(rt, false); err != nil {
+		return err
+	}
+	go gs.Run(ctx)
+	return nil
+}
+
+// Message types on the gossip wire (first byte of a user message).
+const (
+	msgRecord byte = 'r'
+	msgCRL    byte = 'c'
+)
+
+// publish signs a new record of this site (persisting its sequence number
+// first, so a crash can never reuse it) and sends it to the cluster.
+func (a *Agent) publish(rt *runtime, leaving bool) error {
+	now := time.Now()
+	seq := trust.NextSeq(rt.seq, now)
+	if err := saveSeq(filepath.Join(rt.cfg.StateDir, "seq.json"), seq); err != nil {
+		return fmt.Errorf("persist record sequence: %w", err)
+	}
+	rt.seq = seq
+	rec := trust.Record{
+		Site:      rt.cfg.Site,
+		Seq:       seq,
+		IssuedAt:  now,
+		WGCurrent: rt.key.Public(),
+		Prefixes:  rt.cfg.LocalPrefixes,
+		Endpoints: []netip.AddrPort{rt.cfg.Endpoint},
+		BootID:    rt.bootID,
+		Leaving:   leaving,
+		Cert:      rt.enr.cert,
+	}
+	sr, err := trust.SignRecord(rec, rt.enr.identity)
+	if err != nil {
+		return fmt.Errorf("sign this site's record: %w", err)
+	}
+	rt.own = sr
+	a.updateLocalState(rt)
+	msg := append([]byte{msgRecord}, sr.Raw...)
+	if len(msg) <= gossip.MaxBroadcastSize {
+		rt.gossip.Broadcast("record/"+rt.cfg.Site, msg)
+	}
+	if leaving || len(msg) > gossip.MaxBroadcastSize {
+		if err := rt.gossip.SendToAll(msg); err != nil {
+			a.log.Warn("record not delivered to every member directly; gossip will carry it", "err", err)
+		}
+	}
+	a.log.Debug("published site record", "seq", seq, "leaving", leaving, "bytes", len(sr.Raw))
+	return nil
+}
+
+func (a *Agent) updateLocalState(rt *runtime) {
+	st, err := rt.store.state(rt.own)
+	if err != nil {
+		a.log.Error("cannot encode gossip state", "err", err)
+		return
+	}
+	rt.gossip.SetLocalState(st)
+}
+
+// policy is what remote records are checked against, now.
+func (a *Agent) policy(rt *runtime) *trust.Policy {
+	cfg := rt.cfg
+	local := append(slices.Clone(cfg.LocalPrefixes), netip.PrefixFrom(cfg.OverlayAddress.Addr(), cfg.OverlayAddress.Addr().BitLen()))
+	var underlay []netip.Prefix
+	host := func(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+	underlay = append(underlay, host(cfg.Endpoint.Addr()))
+	if cfg.Gossip != nil {
+		underlay = append(underlay, host(cfg.Gossip.Address.Addr()))
+		if cfg.Gossip.Advertise.IsValid() {
+			underlay = append(underlay, host(cfg.Gossip.Advertise.Addr()))
+		}
+	}
+	for _, p := range cfg.Peers {
+		if p.Endpoint.IsValid() {
+			underlay = append(underlay, host(p.Endpoint.Addr()))
+		}
+	}
+	underlay = append(underlay, rt.enr.cert.Underlay...)
+	return &trust.Policy{
+		CAs: rt.enr.cas, LocalSite: cfg.Site, LocalPrefixes: local, Underlay: underlay,
+		CRL: rt.store.crl, Now: time.Now(), Skew: cfg.Trust.ClockSkew,
+	}
+}
+
+// handleGossip processes one received payload; it reports whether the store
+// changed.
+func (a *Agent) handleGossip(rt *runtime, m gossip.Message) bool {
+	switch m.Kind {
+	case gossip.MsgState:
+		st, err := trust.DecodeState(m.Data)
+		if err != nil {
+			rt.store.reject("(push/pull state)", err)
+			return false
+		}
+		changed := false
+		for _, c := range st.CRLs {
+			changed = a.offerCRL(rt, c) || changed
+		}
+		for _, r := range st.Records {
+			changed = a.offerRecord(rt, r) || changed
+		}
+		return changed
+	case gossip.MsgUser:
+		if len(m.Data) == 0 {
+			return false
+		}
+		switch m.Data[0] {
+		case msgRecord:
+			return a.offerRecord(rt, m.Data[1:])
+		case msgCRL:
+			return a.offerCRL(rt, m.Data[1:])
+		}
+	}
+	return false
+}
+
+func (a *Agent) offerRecord(rt *runtime, raw []byte) bool {
+	sr, err := trust.DecodeRecord(raw)
+	if err != nil {
+		rt.store.reject("(undecodable)", err)
+		return false
+	}
+	if sr.Site == rt.cfg.Site && sr.Seq <= rt.seq && sr.Cert.Serial.Cmp(rt.enr.cert.Serial) == 0 {
+		return false // our own record, relayed back
+	}
+	if !rt.store.offer(sr, a.policy(rt)) {
+		return false
+	}
+	a.log.Info("site record accepted", "site", sr.Site, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
+	// Spread it further: memberlist only retransmits what a node queued
+	// itself.
+	if msg := append([]byte{msgRecord}, raw...); len(msg) <= gossip.MaxBroadcastSize {
+		rt.gossip.Broadcast("record/"+sr.Site, msg)
+	}
+	return true
+}
+
+func (a *Agent) offerCRL(rt *runtime, der []byte) bool {
+	crl, err := trust.ParseRevocationList(der, rt.enr.cas)
+	if err != nil {
+		rt.store.reject("(revocation list)", err)
+		return false
+	}
+	if !rt.store.setCRL(crl) {
+		return false
+	}
+	a.log.Info("revocation list accepted", "number", crl.Number.String(), "revoked", len(crl.Serials))
+	a.spreadCRL(rt)
+	return true
+}
+
+func (a *Agent) spreadCRL(rt *runtime) {
+	msg := append([]byte{msgCRL}, rt.store.crl.Raw...)
+	if len(msg) <= gossip.MaxBroadcastSize {
+		rt.gossip.Broadcast("crl", msg)
+	} else if err := rt.gossip.SendToAll(msg); err != nil {
+		a.log.Warn("revocation list not delivered to every member directly; push/pull will carry it", "err", err)
+	}
+}
+
+// commitStore persists the store, refreshes the push/pull state and
+// reconciles.
+func (a *Agent) commitStore(rt *runtime) {
+	if err := rt.store.save(); err != nil {
+		a.log.Error("cannot persist site records", "err", err)
+	}
+	a.updateLocalState(rt)
+	a.logReconcileError(a.reconcile(rt, false))
+}
+
 // applyReload swaps in a new configuration if it is valid and does not change
 // what only a restart can change. It reports whether it did.
 func (a *Agent) applyReload(rt *runtime) bool {
@@ -175,27 +512,55 @@ func (a *Agent) applyReload(rt *runtime) bool {
 		return false
 	}
 	cfg.WireGuard = rt.cfg.WireGuard // the backend is fixed for the process
-	if cfg.Interface != rt.cfg.Interface {
-		a.log.Error("reload rejected; keeping the running configuration",
-			"err", fmt.Sprintf("interface changed from %s to %s: restart the agent to move to another interface", rt.cfg.Interface, cfg.Interface))
+	why := ""
+	switch {
+	case cfg.Interface != rt.cfg.Interface:
+		why = fmt.Sprintf("interface changed from %s to %s", rt.cfg.Interface, cfg.Interface)
+	case (cfg.Gossip == nil) != (rt.cfg.Gossip == nil) || cfg.StateDir != rt.cfg.StateDir:
+		why = "gossip or state_dir changed"
+	}
+	if why != "" {
+		a.log.Error("reload rejected; keeping the running configuration", "err", why+": restart the agent for that")
 		return false
 	}
+	if rt.enr != nil {
+		enr, err := loadEnrollment(cfg, time.Now())
+		if err != nil {
+			a.log.Error("reload rejected; keeping the running configuration", "err", err)
+			return false
+		}
+		rt.enr = enr
+	}
+	keyChanged := !key.Equal(rt.key)
 	rt.cfg, rt.key = cfg, key
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
-	a.log.Info("configuration reloaded", "path", cfg.Path, "peers", len(cfg.Peers))
+	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))
 	a.logReconcileError(a.reconcile(rt, false))
+	if rt.gossip != nil && keyChanged {
+		if err := a.publish(rt, false); err != nil {
+			a.log.Error("cannot publish the new key", "err", err)
+		}
+	}
 	return true
 }
 
 // resolveMTU returns the configured MTU or, for auto, the underlay MTU toward
-// the peers minus the tunnel overhead.
+// the peers (static endpoints and gossip seeds) minus the tunnel overhead.
 func (a *Agent) resolveMTU(cfg *Config, nl netconfig.Netlink) int {
 	if cfg.MTU > 0 {
 		return cfg.MTU
 	}
-	under, links := netconfig.UnderlayMTU(nl, cfg.endpoints())
+	dsts := cfg.endpoints()
+	if cfg.Gossip != nil {
+		for _, j := range cfg.Gossip.Join {
+			if ap, err := netip.ParseAddrPort(j); err == nil {
+				dsts = append(dsts, ap.Addr())
+			}
+		}
+	}
+	under, links := netconfig.UnderlayMTU(nl, dsts)
 	if under == 0 {
-		a.log.Info("underlay MTU unknown (no peer endpoint routable yet); using the 1500-byte assumption", "mtu", fallbackMTU)
+		a.log.Info("underlay MTU unknown (no peer or seed routable yet); using the 1500-byte assumption", "mtu", fallbackMTU)
 		return fallbackMTU
 	}
 	mtu := max(under-underlayOverhead, 1280)
@@ -207,7 +572,22 @@ func (a *Agent) resolveMTU(cfg *Config, nl netconfig.Netlink) int {
 // be up before peers are configured), then WireGuard peers.
 func (a *Agent) reconcile(rt *runtime, first bool) error {
 	start := time.Now()
-	d := computeDesired(rt.cfg, rt.key, rt.mtu)
+	var sites []remoteSite
+	if rt.store != nil {
+		var conflicts []trust.Conflict
+		sites, conflicts = rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+		if s := fmt.Sprint(conflicts); s != rt.conflicts {
+			rt.conflicts = s
+			for _, c := range conflicts {
+				a.log.Warn("site prefix refused: an older certificate owns it", "site", c.Site, "prefix", c.Prefix.String(), "owner", c.Winner, "reason", string(c.Reason))
+			}
+		}
+	}
+	d := computeDesired(rt.cfg, rt.key, rt.mtu, sites)
+	a.staggerFirstHandshakes(rt, &d)
+	for _, why := range d.Dropped {
+		a.log.Warn("gossip site left out in favour of a static peer", "what", why)
+	}
 	var errs []error
 	nch, err := rt.net.Apply(d.Net)
 	if err != nil {
@@ -232,11 +612,49 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		errs = append(errs, err)
 	}
 	if !wch.Empty() {
-		a.log.Info("WireGuard peers changed", "added", peerNames(rt.cfg, wch.Added), "updated", peerNames(rt.cfg, wch.Updated),
+		a.log.Info("WireGuard peers changed", "added", peerNames(rt, sites, wch.Added), "updated", peerNames(rt, sites, wch.Updated),
 			"removed", shortKeys(wch.Removed), "private_key_changed", wch.PrivateKey, "listen_port_changed", wch.ListenPort)
 	}
 	a.log.Debug("reconciled", "took", time.Since(start))
 	return errors.Join(errs...)
+}
+
+// staggerFirstHandshakes applies firstHandshakeDelay to d and schedules the
+// reconcile that sets the held-back keepalives.
+func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState) {
+	now := time.Now()
+	if rt.firstWanted == nil {
+		rt.firstWanted = map[wg.PublicKey]time.Time{}
+		if dev, err := rt.wgc.Device(rt.cfg.Interface); err == nil {
+			for _, p := range dev.Peers {
+				rt.firstWanted[wg.PublicKey(p.PublicKey)] = time.Time{}
+			}
+		}
+	}
+	self := rt.key.Public()
+	wanted := map[wg.PublicKey]bool{}
+	held := false
+	for i := range d.WG.Peers {
+		p := &d.WG.Peers[i]
+		wanted[p.PublicKey] = true
+		t, ok := rt.firstWanted[p.PublicKey]
+		if !ok {
+			t = now
+			rt.firstWanted[p.PublicKey] = now
+		}
+		if p.PersistentKeepalive > 0 && bytes.Compare(self[:], p.PublicKey[:]) > 0 && now.Sub(t) < firstHandshakeDelay {
+			p.PersistentKeepalive = 0
+			held = true
+		}
+	}
+	for k := range rt.firstWanted {
+		if !wanted[k] {
+			delete(rt.firstWanted, k)
+		}
+	}
+	if held {
+		time.AfterFunc(firstHandshakeDelay, func() { notify(a.kick) })
+	}
 }
 
 func (a *Agent) logReconcileError(err error) {
@@ -260,13 +678,19 @@ func onlyConflicts(err error) bool {
 	return errors.Is(err, netconfig.ErrRouteConflict)
 }
 
-func peerNames(cfg *Config, keys []wg.PublicKey) []string {
+// peerNames names peers by site where known, else by short key.
+func peerNames(rt *runtime, sites []remoteSite, keys []wg.PublicKey) []string {
 	var out []string
 	for _, k := range keys {
 		name := k.Short()
-		for _, p := range cfg.Peers {
+		for _, p := range rt.cfg.Peers {
 			if p.PublicKey == k {
 				name = p.Name
+			}
+		}
+		for _, s := range sites {
+			if s.PublicKey == k {
+				name = s.Name
 			}
 		}
 		out = append(out, name)

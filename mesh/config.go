@@ -44,6 +44,19 @@ const (
 	// cannot be determined.
 	fallbackMTU   = 1420
 	maxConfigSize = 1 << 20
+	// DefaultStateDir holds the control socket and, with gossip, the
+	// enrollment bundle, the records seen and the sequence number.
+	DefaultStateDir = "/var/lib/dcmesh"
+	// DefaultRecordRefresh re-signs the site's record well within
+	// DefaultRecordExpiry, so a live site never expires.
+	DefaultRecordRefresh = time.Hour
+	// DefaultRecordExpiry drops a site whose record nobody refreshed for a
+	// day: long enough to ride out any control-plane outage (liveness is not
+	// authority), short enough that a vanished site does not stay forever.
+	DefaultRecordExpiry = 24 * time.Hour
+	// DefaultClockSkew is how far sites' clocks may disagree before a
+	// certificate counts as not yet valid or expired.
+	DefaultClockSkew = 5 * time.Minute
 )
 
 // Config is a validated agent configuration.
@@ -62,7 +75,39 @@ type Config struct {
 	RouteTable          int
 	RouteMetric         int
 	Peers               []StaticPeer
+	// StateDir holds the control socket and the gossip state.
+	StateDir string
+	// Endpoint is the underlay IP:PORT this site announces for WireGuard.
+	Endpoint netip.AddrPort
+	// Gossip is nil for a site with static peers only.
+	Gossip *GossipConfig
+	Trust  TrustConfig
 }
+
+// GossipConfig enables discovery of the other sites.
+type GossipConfig struct {
+	Address        netip.AddrPort // bind and, unless Advertise is set, advertise
+	Advertise      netip.AddrPort
+	Join           []string
+	KeyFile        string
+	Cluster        string
+	Profile        string
+	RejoinInterval time.Duration
+}
+
+// TrustConfig names the enrollment files (from `dcmesh ca issue`).
+type TrustConfig struct {
+	CAFile          string
+	CertFile        string
+	IdentityKeyFile string
+	RecordRefresh   time.Duration
+	RecordExpiry    time.Duration
+	// ClockSkew is tolerated between sites' clocks for certificate validity.
+	ClockSkew time.Duration
+}
+
+// ControlSocket is the agent's local API socket.
+func (c *Config) ControlSocket() string { return filepath.Join(c.StateDir, "control.sock") }
 
 // StaticPeer is a site configured by hand: a router running plain WireGuard,
 // or a dcmesh site before gossip discovers it.
@@ -77,18 +122,41 @@ type StaticPeer struct {
 // The file format. Everything that needs parsing is a string here so that
 // errors can name the field and quote the value.
 type fileConfig struct {
-	Site                string     `yaml:"site"`
-	Interface           string     `yaml:"interface"`
-	ListenPort          *int       `yaml:"listen_port"`
-	PrivateKeyFile      string     `yaml:"private_key_file"`
-	OverlayAddress      string     `yaml:"overlay_address"`
-	LocalPrefixes       []string   `yaml:"local_prefixes"`
-	MTU                 int        `yaml:"mtu"`
-	WireGuard           string     `yaml:"wireguard"`
-	PersistentKeepalive string     `yaml:"persistent_keepalive"`
-	ResyncInterval      string     `yaml:"resync_interval"`
-	Routes              fileRoutes `yaml:"routes"`
-	Peers               []filePeer `yaml:"peers"`
+	Site                string      `yaml:"site"`
+	Interface           string      `yaml:"interface"`
+	ListenPort          *int        `yaml:"listen_port"`
+	PrivateKeyFile      string      `yaml:"private_key_file"`
+	OverlayAddress      string      `yaml:"overlay_address"`
+	LocalPrefixes       []string    `yaml:"local_prefixes"`
+	MTU                 int         `yaml:"mtu"`
+	WireGuard           string      `yaml:"wireguard"`
+	PersistentKeepalive string      `yaml:"persistent_keepalive"`
+	ResyncInterval      string      `yaml:"resync_interval"`
+	Routes              fileRoutes  `yaml:"routes"`
+	Peers               []filePeer  `yaml:"peers"`
+	StateDir            string      `yaml:"state_dir"`
+	Endpoint            string      `yaml:"endpoint"`
+	Gossip              *fileGossip `yaml:"gossip"`
+	Trust               fileTrust   `yaml:"trust"`
+}
+
+type fileGossip struct {
+	Address        string   `yaml:"address"`
+	Advertise      string   `yaml:"advertise"`
+	Join           []string `yaml:"join"`
+	KeyFile        string   `yaml:"key_file"`
+	Cluster        string   `yaml:"cluster"`
+	Profile        string   `yaml:"profile"`
+	RejoinInterval string   `yaml:"rejoin_interval"`
+}
+
+type fileTrust struct {
+	CAFile          string `yaml:"ca_file"`
+	CertFile        string `yaml:"cert_file"`
+	IdentityKeyFile string `yaml:"identity_key_file"`
+	RecordRefresh   string `yaml:"record_refresh"`
+	RecordExpiry    string `yaml:"record_expiry"`
+	ClockSkew       string `yaml:"clock_skew"`
 }
 
 type fileRoutes struct {
@@ -199,7 +267,9 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 		}
 	}
 	if fc.OverlayAddress == "" {
-		bad("overlay_address", "required: this site's address on the tunnel interface, e.g. overlay_address: 10.255.0.1/32")
+		if fc.Gossip == nil {
+			bad("overlay_address", "required: this site's address on the tunnel interface, e.g. overlay_address: 10.255.0.1/32")
+		}
 	} else if p, err := parseAddress(fc.OverlayAddress); err != nil {
 		bad("overlay_address", "%v", err)
 	} else {
@@ -249,6 +319,7 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 		}
 	}
 	errs = append(errs, c.parsePeers(fc.Peers)...)
+	errs = append(errs, c.parseGossip(fc, dir)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -256,6 +327,118 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// parseGossip reads state_dir, endpoint, gossip and trust. File names in
+// gossip and trust are relative to state_dir.
+func (c *Config) parseGossip(fc *fileConfig, dir string) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	c.StateDir = fc.StateDir
+	switch {
+	case c.StateDir == "":
+		c.StateDir = DefaultStateDir
+	case !filepath.IsAbs(c.StateDir):
+		c.StateDir = filepath.Join(dir, c.StateDir)
+	}
+	inState := func(name, def string) string {
+		if name == "" {
+			name = def
+		}
+		if filepath.IsAbs(name) {
+			return name
+		}
+		return filepath.Join(c.StateDir, name)
+	}
+	if fc.Endpoint != "" {
+		ap, err := netip.ParseAddrPort(fc.Endpoint)
+		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			bad("endpoint", "%q is not IP:PORT: the underlay address other sites send WireGuard traffic to, e.g. 192.0.2.10:51820", fc.Endpoint)
+		} else {
+			c.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	duration := func(field, s string, def, min, max time.Duration) time.Duration {
+		if s == "" {
+			return def
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < min || d > max {
+			bad(field, "%q: use a duration between %s and %s", s, min, max)
+			return def
+		}
+		return d
+	}
+	c.Trust = TrustConfig{
+		CAFile:          inState(fc.Trust.CAFile, "ca.crt"),
+		CertFile:        inState(fc.Trust.CertFile, "site.crt"),
+		IdentityKeyFile: inState(fc.Trust.IdentityKeyFile, "identity.key"),
+		RecordRefresh:   duration("trust.record_refresh", fc.Trust.RecordRefresh, DefaultRecordRefresh, time.Second, 7*24*time.Hour),
+		RecordExpiry:    duration("trust.record_expiry", fc.Trust.RecordExpiry, DefaultRecordExpiry, 10*time.Second, 365*24*time.Hour),
+		ClockSkew:       duration("trust.clock_skew", fc.Trust.ClockSkew, DefaultClockSkew, 0, time.Hour),
+	}
+	if c.Trust.RecordRefresh*2 > c.Trust.RecordExpiry {
+		bad("trust.record_refresh", "%s must be at most half of trust.record_expiry (%s), or live sites would expire", c.Trust.RecordRefresh, c.Trust.RecordExpiry)
+	}
+	fg := fc.Gossip
+	if fg == nil {
+		return errs
+	}
+	g := &GossipConfig{
+		KeyFile:        inState(fg.KeyFile, "gossip.key"),
+		Cluster:        fg.Cluster,
+		Profile:        fg.Profile,
+		RejoinInterval: duration("gossip.rejoin_interval", fg.RejoinInterval, 30*time.Second, 100*time.Millisecond, time.Hour),
+	}
+	if fc.Endpoint == "" {
+		bad("endpoint", "required with gossip: the underlay IP:PORT other sites send WireGuard traffic to, e.g. endpoint: 192.0.2.10:51820")
+	}
+	if ap, err := parseGossipAddr(fg.Address); err != nil {
+		bad("gossip.address", "%v", err)
+	} else {
+		g.Address = ap
+	}
+	if fg.Advertise != "" {
+		if ap, err := parseGossipAddr(fg.Advertise); err != nil {
+			bad("gossip.advertise", "%v", err)
+		} else {
+			g.Advertise = ap
+		}
+	} else if g.Address.Addr().IsUnspecified() {
+		bad("gossip.advertise", "required when gossip.address is %s: the address other sites reach this one at", g.Address)
+	}
+	for i, j := range fg.Join {
+		if _, err := parseGossipAddr(j); err != nil {
+			bad(fmt.Sprintf("gossip.join[%d]", i), "%v", err)
+			continue
+		}
+		g.Join = append(g.Join, strings.TrimSpace(j))
+	}
+	if g.Cluster == "" {
+		bad("gossip.cluster", "required: the cluster name given to `dcmesh ca init --cluster` (sites of other clusters are kept apart)")
+	}
+	switch g.Profile {
+	case "":
+		g.Profile = "wan"
+	case "wan", "lan":
+	default:
+		bad("gossip.profile", "%q: use wan (the default: sites far apart) or lan", g.Profile)
+	}
+	c.Gossip = g
+	return errs
+}
+
+func parseGossipAddr(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, errors.New("required: IP:PORT for gossip, e.g. 192.0.2.10:7946")
+	}
+	ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
+	if err != nil || ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q is not IP:PORT (host names are not resolved), e.g. 192.0.2.10:7946", s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 func (c *Config) parsePeers(peers []filePeer) []error {

@@ -12,15 +12,20 @@ import (
 type desiredState struct {
 	WG  wg.Config
 	Net netconfig.Config
+	// Dropped lists gossip sites or prefixes left out because a static peer
+	// claims the same name, key or addresses (static configuration wins).
+	Dropped []string
 }
 
-// computeDesired computes the WireGuard peers and routes for cfg, with key as
-// this site's private key and mtu as the link MTU (already resolved from the
-// underlay when the config says auto).
-func computeDesired(cfg *Config, key wg.PrivateKey, mtu int) desiredState {
+// computeDesired computes the WireGuard peers and routes for cfg's static
+// peers plus the remote sites learned by gossip (already validated and
+// resolved), with key as this site's private key and mtu as the link MTU.
+func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite) desiredState {
 	var d desiredState
 	d.WG = wg.Config{PrivateKey: key, ListenPort: cfg.ListenPort}
 	var remote []netip.Prefix
+	names := map[string]bool{}
+	keys := map[wg.PublicKey]bool{}
 	for _, p := range cfg.Peers {
 		d.WG.Peers = append(d.WG.Peers, wg.Peer{
 			PublicKey:           p.PublicKey,
@@ -29,6 +34,30 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int) desiredState {
 			PersistentKeepalive: p.PersistentKeepalive,
 		})
 		remote = append(remote, p.AllowedPrefixes...)
+		names[p.Name] = true
+		keys[p.PublicKey] = true
+	}
+	static := len(remote)
+	for _, s := range sites {
+		if names[s.Name] || keys[s.PublicKey] || s.PublicKey == key.Public() {
+			d.Dropped = append(d.Dropped, s.Name+": name or WireGuard key of a static peer")
+			continue
+		}
+		var allowed []netip.Prefix
+		for _, p := range s.Prefixes {
+			if overlapsAny(p, remote[:static]) {
+				d.Dropped = append(d.Dropped, s.Name+" "+p.String()+": overlaps a static peer")
+				continue
+			}
+			allowed = append(allowed, p)
+		}
+		d.WG.Peers = append(d.WG.Peers, wg.Peer{
+			PublicKey:           s.PublicKey,
+			Endpoint:            s.Endpoint,
+			AllowedIPs:          allowed,
+			PersistentKeepalive: cfg.PersistentKeepalive,
+		})
+		remote = append(remote, allowed...)
 	}
 	d.Net = netconfig.Config{
 		Link:       cfg.Interface,
@@ -42,7 +71,17 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int) desiredState {
 	return d
 }
 
-// endpoints lists the peers' underlay addresses, to find the underlay MTU.
+func overlapsAny(p netip.Prefix, set []netip.Prefix) bool {
+	for _, q := range set {
+		if p.Overlaps(q) {
+			return true
+		}
+	}
+	return false
+}
+
+// endpoints lists the static peers' underlay addresses, to find the underlay
+// MTU.
 func (c *Config) endpoints() []netip.Addr {
 	var out []netip.Addr
 	for _, p := range c.Peers {

@@ -33,36 +33,54 @@ func WritePrivateKeyFile(path string, k PrivateKey, overwrite bool) error {
 	return WriteFileAtomic(path, []byte(k.encode()+"\n"), 0o600)
 }
 
-// ReadPrivateKeyFile loads a key written by WritePrivateKeyFile or `wg genkey`.
-// It refuses files that group or others can read, and reports a file that does
-// not parse as ErrCorruptKeyFile. Errors never contain the file's content.
-func ReadPrivateKeyFile(path string) (PrivateKey, error) {
+// ReadSecretFile reads a small secret file (a key): it must be a regular
+// file of at most max bytes that neither group nor others can read. Errors
+// never contain the content. The caller should clear the returned bytes.
+func ReadSecretFile(path string, max int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return PrivateKey{}, fmt.Errorf("key file %s does not exist (create one with: dcmesh key generate --out %s): %w", path, path, err)
+			return nil, fmt.Errorf("%s does not exist: %w", path, err)
 		}
-		return PrivateKey{}, fmt.Errorf("open key file: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return PrivateKey{}, fmt.Errorf("key file %s: %w", path, err)
+		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return PrivateKey{}, fmt.Errorf("key file %s is not a regular file", path)
+		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return PrivateKey{}, fmt.Errorf("key file %s has mode %04o: a private key must not be readable by group or others (fix: chmod 600 %s, and consider the key exposed)", path, perm, path)
+		return nil, fmt.Errorf("%s has mode %04o: a secret must not be readable by group or others (fix: chmod 600 %s, and consider the key exposed)", path, perm, path)
 	}
-	buf, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
+	buf, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
-		return PrivateKey{}, fmt.Errorf("read key file %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(buf) > max {
+		clear(buf)
+		return nil, fmt.Errorf("%s: %w: larger than %d bytes", path, ErrCorruptKeyFile, max)
+	}
+	return buf, nil
+}
+
+// ReadPrivateKeyFile loads a key written by WritePrivateKeyFile or `wg genkey`.
+// It refuses files that group or others can read, and reports a file that does
+// not parse as ErrCorruptKeyFile. Errors never contain the file's content.
+func ReadPrivateKeyFile(path string) (PrivateKey, error) {
+	buf, err := ReadSecretFile(path, maxKeyFileSize)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return PrivateKey{}, fmt.Errorf("key file %s does not exist (create one with: dcmesh key generate --out %s): %w", path, path, err)
+		}
+		if errors.Is(err, ErrCorruptKeyFile) {
+			return PrivateKey{}, fmt.Errorf("key file %w, expected one base64 line as written by `dcmesh key generate`", err)
+		}
+		return PrivateKey{}, fmt.Errorf("key file %w", err)
 	}
 	defer clear(buf)
-	if len(buf) > maxKeyFileSize {
-		return PrivateKey{}, fmt.Errorf("key file %s: %w: larger than %d bytes, expected one base64 line as written by `dcmesh key generate`", path, ErrCorruptKeyFile, maxKeyFileSize)
-	}
 	k, err := parsePrivateKey(strings.TrimSpace(string(buf)))
 	if err != nil {
 		return PrivateKey{}, fmt.Errorf("key file %s: %w: expected one base64 WireGuard private key as written by `dcmesh key generate`; dcmesh will not replace it by itself (restore it from backup, or create a new key with `dcmesh key generate --force --out %s` and give its public key to every peer)", path, ErrCorruptKeyFile, path)

@@ -21,14 +21,23 @@ none) with one peer per remote site, and routes every remote site prefix into
 it. Each remote prefix also gets an "unreachable" route with a worse metric,
 so if the tunnel goes away traffic is refused rather than sent in cleartext.
 
-Start here:
-  dcmesh key generate --out /etc/dcmesh/wg.key     # prints the public key
-  dcmesh agent --config /etc/dcmesh/dcmesh.yaml    # see examples/dcmesh.yaml`,
+Bootstrap (see examples/bootstrap.md):
+  dcmesh ca init  --dir CA --cluster prod                       # operator, once
+  dcmesh ca issue --dir CA --site fra1 --prefix 10.1.0.0/16 --overlay 10.255.0.1 --out fra1
+  dcmesh init --bundle fra1 --state-dir /var/lib/dcmesh --endpoint 192.0.2.10:51820 --join 192.0.2.20:7946
+  dcmesh agent --config /var/lib/dcmesh/dcmesh.yaml
+
+Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 		Version:              version(),
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
 		Commands: []*cli.Command{
+			caCommand(),
+			initCommand(),
 			agentCommand(),
+			leaveCommand(),
+			revokeCommand(),
+			downCommand(),
 			keyCommand(),
 			versionCommand(),
 		},

@@ -90,6 +90,9 @@ type site struct {
 	// extra peers (non-dcmesh) appended to the generated config
 	extraPeers []peerSpec
 	external   bool // configured by hand, not by a dcmesh agent
+	// gossip sites
+	bundle   string
+	stateDir string
 }
 
 type peerSpec struct {
@@ -107,7 +110,7 @@ func newMesh(t *testing.T, n int) *testMesh {
 	t.Helper()
 	netconfigtest.RequireRoot(t)
 	requireTool(t, "ip", "nsenter", "wg", "ping")
-	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: t.TempDir(), backend: "userspace"}
+	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: shortTempDir(t), backend: "userspace"}
 	m.subnet = 100 + int(m.id[0])%100
 	m.ul = netconfigtest.NewNS(t, "dcmt-"+m.id+"-ul")
 	disableIPv6(t, m.ul)
@@ -118,6 +121,18 @@ func newMesh(t *testing.T, n int) *testMesh {
 		m.addSite(i)
 	}
 	return m
+}
+
+// shortTempDir is a temporary directory with a short path: control sockets
+// live in it, and unix socket paths are limited to 107 bytes (t.TempDir
+// includes the test name).
+func shortTempDir(t testing.TB) string {
+	dir, err := os.MkdirTemp("", "dcmt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func disableIPv6(t testing.TB, ns *netconfigtest.NS) {
@@ -172,8 +187,8 @@ func (m *testMesh) writeConfigs() {
 // prefixes to announce for it.
 func (s *site) writeConfig(extra map[string][]string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "site: %s\ninterface: %s\nprivate_key_file: %s\noverlay_address: %s/32\nlocal_prefixes: [%s]\nwireguard: %s\nresync_interval: 2s\npeers:\n",
-		s.name, s.iface, s.keyPath, s.overlay(), s.prefix(), s.m.backend)
+	fmt.Fprintf(&b, "site: %s\ninterface: %s\nprivate_key_file: %s\noverlay_address: %s/32\nlocal_prefixes: [%s]\nwireguard: %s\nresync_interval: 2s\nstate_dir: %s\npeers:\n",
+		s.name, s.iface, s.keyPath, s.overlay(), s.prefix(), s.m.backend, filepath.Join(s.m.dir, s.name+"-state"))
 	for _, o := range s.m.sites {
 		if o == s {
 			continue
@@ -226,13 +241,18 @@ func (s *site) handshakes() map[string]int64 {
 	return hs
 }
 
-// waitHandshakes waits until s has a handshake with every peer in want.
-func (s *site) waitHandshakes(want ...*site) {
+// waitHandshakes waits until s has exactly the peers in want, each with a
+// handshake.
+func (s *site) waitHandshakes(want ...*site) { s.waitHandshakesWith(true, want...) }
+
+// waitHandshakesWith waits until s has a handshake with every peer in want
+// and, if exact, no other peer.
+func (s *site) waitHandshakesWith(exact bool, want ...*site) {
 	t := s.m.t
 	t.Helper()
 	netconfigtest.Eventually(t, 20*time.Second, 100*time.Millisecond, s.name+" handshakes", func() error {
 		hs := s.handshakes()
-		if len(hs) != len(want) {
+		if exact && len(hs) != len(want) {
 			return fmt.Errorf("wg show lists %d peers, want %d", len(hs), len(want))
 		}
 		for _, o := range want {

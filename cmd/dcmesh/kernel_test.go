@@ -68,7 +68,7 @@ func TestKernelBackend(t *testing.T) {
 	if os.Getenv(inGuestEnv) == "" {
 		t.Skip("runs inside the qemu guest started by TestKernelBackendUnderQEMU")
 	}
-	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: t.TempDir(), backend: "kernel", subnet: 77}
+	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: shortTempDir(t), backend: "kernel", subnet: 77}
 	a, b := m.newSite(1), m.newSite(2)
 	netconfigtest.Veth(t, a.ns, "eth0", b.ns, "eth0")
 	for _, s := range m.sites {

@@ -30,6 +30,10 @@ type Server struct {
 // Listen creates the socket at path (mode 0600). A leftover socket from a
 // crashed agent is replaced; a socket another process still serves is not.
 func Listen(path string, h http.Handler) (*Server, error) {
+	// sun_path holds 108 bytes with the terminating NUL.
+	if len(path) > 107 {
+		return nil, fmt.Errorf("control socket path %s is %d bytes, longer than a unix socket allows (107): use a shorter state_dir", path, len(path))
+	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is in use: is another agent running with this state directory?", path)

@@ -116,12 +116,14 @@ type Gossip struct {
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
 	inbox chan Message
+	joins chan string
 
 	localState atomic.Pointer[[]byte]
 	dropped    atomic.Uint64
 
 	mu       sync.Mutex
 	known    map[string]string // node name → "IP:PORT", persisted
+	view     map[string]Member // from events: memberlist's Members() omits dead nodes
 	stopOnce sync.Once
 	left     atomic.Bool
 }
@@ -146,7 +148,8 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.Advertise.Addr().IsUnspecified() {
 		return nil, fmt.Errorf("gossip address %s is unspecified: set an explicit address other sites can reach", cfg.Advertise)
 	}
-	g := &Gossip{cfg: cfg, log: cfg.Logger, inbox: make(chan Message, inboxSize), known: map[string]string{}}
+	g := &Gossip{cfg: cfg, log: cfg.Logger, inbox: make(chan Message, inboxSize), joins: make(chan string, inboxSize),
+		known: map[string]string{}, view: map[string]Member{}}
 	empty := []byte{}
 	g.localState.Store(&empty)
 	g.loadKnown()
@@ -189,6 +192,21 @@ func New(cfg Config) (*Gossip, error) {
 // Inbox delivers received payloads. The agent must drain it.
 func (g *Gossip) Inbox() <-chan Message { return g.inbox }
 
+// Joins delivers the name of every other node that joins (or comes back).
+// The agent sends it its own record directly: a node that refused a record
+// for its own local reasons does not relay it, so the originator must.
+func (g *Gossip) Joins() <-chan string { return g.joins }
+
+// SendTo sends msg over TCP to the named member.
+func (g *Gossip) SendTo(name string, msg []byte) error {
+	for _, n := range g.ml.Members() {
+		if n.Name == name {
+			return g.ml.SendReliable(n, msg)
+		}
+	}
+	return fmt.Errorf("gossip member %s unknown", name)
+}
+
 // Dropped counts payloads dropped because the inbox was full.
 func (g *Gossip) Dropped() uint64 { return g.dropped.Load() }
 
@@ -214,8 +232,8 @@ const MaxBroadcastSize = 1100
 // payloads too large to broadcast, and for urgent ones (a leave).
 func (g *Gossip) SendToAll(msg []byte) error {
 	var errs []error
-	for _, n := range g.ml.Members() {
-		if n.Name == g.cfg.NodeName || n.State != memberlist.StateAlive {
+	for _, n := range g.ml.Members() { // memberlist's: alive and suspect nodes
+		if n.Name == g.cfg.NodeName {
 			continue
 		}
 		if err := g.ml.SendReliable(n, msg); err != nil {
@@ -225,24 +243,17 @@ func (g *Gossip) SendToAll(msg []byte) error {
 	return errors.Join(errs...)
 }
 
-// Members returns the membership view, this node included, sorted by name.
+// Members returns every node seen, this one included, sorted by name, with
+// state "alive" or "dead" (failed, or left: memberlist does not say which).
 func (g *Gossip) Members() []Member {
-	var out []Member
-	for _, n := range g.ml.Members() {
-		out = append(out, Member{Name: n.Name, Addr: addrPort(n), State: stateName(n.State)})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, len(g.view))
+	for _, m := range g.view {
+		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-// Member returns the view of one node by name.
-func (g *Gossip) Member(name string) (Member, bool) {
-	for _, n := range g.ml.Members() {
-		if n.Name == name {
-			return Member{Name: n.Name, Addr: addrPort(n), State: stateName(n.State)}, true
-		}
-	}
-	return Member{}, false
 }
 
 // Run joins the seeds and known peers, then re-joins those that are not alive
@@ -268,9 +279,9 @@ func (g *Gossip) Run(ctx context.Context) {
 // partition would stay split.
 func (g *Gossip) rejoin() {
 	alive := map[string]bool{}
-	for _, n := range g.ml.Members() {
-		if n.State == memberlist.StateAlive {
-			alive[addrPort(n).String()] = true
+	for _, m := range g.Members() {
+		if m.State == "alive" {
+			alive[m.Addr.String()] = true
 		}
 	}
 	self := g.cfg.Advertise.String()
@@ -362,13 +373,14 @@ func (g *Gossip) saveKnown() {
 	}
 }
 
-func (g *Gossip) remember(n *memberlist.Node) {
-	if n.Name == g.cfg.NodeName {
-		return
-	}
+// observe records a membership event.
+func (g *Gossip) observe(n *memberlist.Node, state string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.known[n.Name] = addrPort(n).String()
+	g.view[n.Name] = Member{Name: n.Name, Addr: addrPort(n), State: state}
+	if n.Name != g.cfg.NodeName && state == "alive" {
+		g.known[n.Name] = addrPort(n).String()
+	}
 }
 
 // ---- memberlist plumbing ----
@@ -394,14 +406,22 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) { d.g.deliver(MsgStat
 type events struct{ g *Gossip }
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
-	e.g.remember(n)
+	e.g.observe(n, "alive")
+	if n.Name != e.g.cfg.NodeName {
+		select {
+		case e.g.joins <- n.Name:
+		default:
+			e.g.dropped.Add(1)
+		}
+	}
 	e.g.log.Info("gossip member joined", "member", n.Name, "addr", addrPort(n).String())
 }
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	// Failure or departure: reported, never acted on. Peers and routes stay.
-	e.g.log.Info("gossip member gone (its tunnel and routes stay)", "member", n.Name, "state", stateName(n.State))
+	e.g.observe(n, "dead")
+	e.g.log.Info("gossip member left or failed (its tunnel and routes stay)", "member", n.Name)
 }
-func (e *events) NotifyUpdate(n *memberlist.Node) { e.g.remember(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.g.observe(n, "alive") }
 
 type broadcast struct {
 	name string
@@ -419,20 +439,6 @@ func (b *broadcast) Finished()       {}
 func addrPort(n *memberlist.Node) netip.AddrPort {
 	a, _ := netip.AddrFromSlice(n.Addr)
 	return netip.AddrPortFrom(a.Unmap(), n.Port)
-}
-
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
 }
 
 // logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.

@@ -187,7 +187,16 @@ type Proc struct {
 // it does not stop within 5 s of SIGTERM) and logs its output on failure.
 func (ns *NS) Start(t testing.TB, label string, name string, args ...string) *Proc {
 	t.Helper()
+	return ns.StartEnv(t, label, nil, name, args...)
+}
+
+// StartEnv is Start with extra environment variables (KEY=VALUE).
+func (ns *NS) StartEnv(t testing.TB, label string, env []string, name string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Name: label, cmd: ns.Command(name, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/urfave/cli/v2"
+)
+
+func caCommand() *cli.Command {
+	dir := &cli.StringFlag{Name: "dir", Usage: "CA `DIR` (keep it offline: it holds the CA key)", Required: true}
+	return &cli.Command{
+		Name:  "ca",
+		Usage: "run the cluster's certificate authority (on the operator's machine, not on sites)",
+		Description: `The CA certifies each site: its name, the prefixes it may announce, its
+overlay address and the underlay ranges its endpoints may use. Agents believe
+only records signed by a certified site, so a machine with the gossip key but no
+certificate from this CA can change nothing.`,
+		Subcommands: []*cli.Command{
+			{
+				Name:  "init",
+				Usage: "create a CA directory: CA key and certificate, cluster gossip key",
+				Description: `Writes DIR/ca.key (0600), DIR/ca.crt, DIR/gossip.key (0600) and an empty
+inventory. Refuses a directory that already holds a CA.`,
+				Flags: []cli.Flag{dir, &cli.StringFlag{Name: "cluster", Usage: "cluster `NAME` (keeps clusters that share a network apart)", Value: "dcmesh"}},
+				Action: func(c *cli.Context) error {
+					if err := mesh.CAInit(c.String("dir"), c.String("cluster"), time.Now()); err != nil {
+						return err
+					}
+					_, err := fmt.Fprintf(c.App.Writer, "CA for cluster %q created in %s\nnext: dcmesh ca issue --dir %s --site NAME --prefix CIDR --overlay ADDR --out BUNDLE\n",
+						c.String("cluster"), c.String("dir"), c.String("dir"))
+					return err
+				},
+			},
+			{
+				Name:  "issue",
+				Usage: "certify a site and write its enrollment bundle",
+				Description: `Writes BUNDLE/identity.key (0600), BUNDLE/site.crt, BUNDLE/ca.crt and
+BUNDLE/gossip.key (0600): copy the bundle to the site and run 'dcmesh init'.
+Refuses a prefix or overlay address that overlaps one issued to another site
+(revoke that site first). Read the certificate with: openssl x509 -noout -text -in BUNDLE/site.crt`,
+				Flags: []cli.Flag{
+					dir,
+					&cli.StringFlag{Name: "site", Usage: "site `NAME` (lowercase letters, digits, '-')", Required: true},
+					&cli.StringSliceFlag{Name: "prefix", Usage: "a `CIDR` the site owns; repeat for more", Required: true},
+					&cli.StringFlag{Name: "overlay", Usage: "the site's overlay `ADDR` on the tunnel interface", Required: true},
+					&cli.StringSliceFlag{Name: "underlay", Usage: "a `CIDR` the site's endpoints must be in; repeat for more (default: anywhere)"},
+					&cli.DurationFlag{Name: "valid", Usage: "certificate lifetime", Value: mesh.DefaultCertValidity},
+					&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
+					&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
+				},
+				Action: func(c *cli.Context) error {
+					cert, err := mesh.CAIssue(mesh.IssueOptions{
+						Dir: c.String("dir"), Site: c.String("site"), Prefixes: c.StringSlice("prefix"), Overlay: c.String("overlay"),
+						Underlay: c.StringSlice("underlay"), AllowDefault: c.Bool("allow-default"), Valid: c.Duration("valid"),
+						Out: c.String("out"), Now: time.Now(),
+					})
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
+						cert.Site, cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
+					return err
+				},
+			},
+			{
+				Name:  "revoke",
+				Usage: "revoke every certificate of a site and write the revocation list",
+				Description: `Writes the CA-signed revocation list (all revocations so far) to FILE and
+DIR/crl.pem. Hand it to any one agent with 'dcmesh revoke --in FILE': it
+spreads to every site, and each drops the revoked site.`,
+				Flags: []cli.Flag{
+					dir,
+					&cli.StringFlag{Name: "site", Usage: "site `NAME` to revoke", Required: true},
+					&cli.StringFlag{Name: "out", Usage: "revocation list `FILE` to write", Required: true},
+				},
+				Action: func(c *cli.Context) error {
+					crl, err := mesh.CARevoke(c.String("dir"), c.String("site"), c.String("out"), time.Now())
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "site %s revoked; revocation list #%s (%d certificates) in %s\nnext: dcmesh revoke --in %s (on any site)\n",
+						c.String("site"), crl.Number, len(crl.Serials), c.String("out"), c.String("out"))
+					return err
+				},
+			},
+		},
+	}
+}

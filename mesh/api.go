@@ -1,0 +1,201 @@
+package mesh
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
+)
+
+// The control API. Every call runs on the agent's loop goroutine, so it sees
+// and changes the runtime without locks.
+
+type apiCall struct {
+	fn    func(rt *runtime) (any, error)
+	reply chan apiResult
+}
+
+type apiResult struct {
+	v   any
+	err error
+}
+
+// call runs fn on the loop and waits for its answer.
+func (a *Agent) call(ctx context.Context, fn func(rt *runtime) (any, error)) (any, error) {
+	c := apiCall{fn: fn, reply: make(chan apiResult, 1)}
+	select {
+	case a.api <- c:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-c.reply:
+		return r.v, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func route[In, Out any](a *Agent, f func(rt *runtime, in In) (Out, error)) http.HandlerFunc {
+	return control.Handle(func(ctx context.Context, in In) (Out, error) {
+		v, err := a.call(ctx, func(rt *runtime) (any, error) { return f(rt, in) })
+		if err != nil {
+			var zero Out
+			return zero, err
+		}
+		return v.(Out), nil
+	})
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/status", route(a, a.apiStatus))
+	mux.Handle("GET /v1/records", route(a, a.apiRecords))
+	mux.Handle("POST /v1/leave", route(a, a.apiLeave))
+	mux.Handle("POST /v1/revoke", route(a, a.apiRevoke))
+	mux.Handle("POST /v1/down", route(a, a.apiDown))
+	return mux
+}
+
+// Empty is the request or answer of calls without one.
+type Empty struct{}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Site      string            `json:"site"`
+	Interface string            `json:"interface"`
+	Backend   string            `json:"backend"`
+	PublicKey string            `json:"public_key"`
+	Members   []gossip.Member   `json:"members,omitempty"`
+	Peers     []PeerStatus      `json:"peers"`
+	Rejected  map[string]uint64 `json:"records_rejected,omitempty"`
+}
+
+// PeerStatus is one WireGuard peer as the device reports it.
+type PeerStatus struct {
+	PublicKey     string    `json:"public_key"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	AllowedIPs    []string  `json:"allowed_ips"`
+	LastHandshake time.Time `json:"last_handshake"`
+	RxBytes       int64     `json:"rx_bytes"`
+	TxBytes       int64     `json:"tx_bytes"`
+}
+
+func (a *Agent) apiStatus(rt *runtime, _ Empty) (Status, error) {
+	st := Status{Site: rt.cfg.Site, Interface: rt.cfg.Interface, Backend: string(rt.dev.Backend()), PublicKey: rt.key.Public().String()}
+	dev, err := rt.wgc.Device(rt.cfg.Interface)
+	if err != nil {
+		return st, err
+	}
+	for _, p := range dev.Peers {
+		ps := PeerStatus{PublicKey: wg.PublicKey(p.PublicKey).String(), LastHandshake: p.LastHandshakeTime, RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+		if p.Endpoint != nil {
+			ps.Endpoint = p.Endpoint.String()
+		}
+		for _, n := range p.AllowedIPs {
+			ps.AllowedIPs = append(ps.AllowedIPs, n.String())
+		}
+		sort.Strings(ps.AllowedIPs)
+		st.Peers = append(st.Peers, ps)
+	}
+	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].PublicKey < st.Peers[j].PublicKey })
+	if rt.gossip != nil {
+		st.Members = rt.gossip.Members()
+		st.Rejected = map[string]uint64{}
+		for r, n := range rt.store.rejected {
+			st.Rejected[string(r)] = n
+		}
+	}
+	return st, nil
+}
+
+// Records is the answer of GET /v1/records: every record held, encoded as
+// gossiped (for diagnostics and tests).
+type Records struct {
+	Records [][]byte `json:"records"`
+}
+
+func (a *Agent) apiRecords(rt *runtime, _ Empty) (Records, error) {
+	var out Records
+	if rt.store == nil {
+		return out, errGossipOff
+	}
+	if rt.own != nil {
+		out.Records = append(out.Records, rt.own.Raw)
+	}
+	for _, n := range rt.store.siteNames() {
+		out.Records = append(out.Records, rt.store.records[n].Raw)
+	}
+	return out, nil
+}
+
+var errGossipOff = errors.New("this site runs with static peers only (no gossip section in its configuration)")
+
+// apiLeave publishes a signed goodbye, tells the cluster, and ends the
+// agent. Other sites remove this site's peer and routes.
+func (a *Agent) apiLeave(rt *runtime, _ Empty) (Empty, error) {
+	if rt.gossip == nil {
+		return Empty{}, errGossipOff
+	}
+	if err := a.publish(rt, true); err != nil {
+		return Empty{}, err
+	}
+	// Give the broadcast a few gossip rounds before announcing the leave.
+	time.Sleep(time.Second)
+	if err := rt.gossip.Leave(5 * time.Second); err != nil {
+		a.log.Warn("gossip leave incomplete", "err", err)
+	}
+	a.log.Info("left the mesh; stopping", "site", rt.cfg.Site)
+	rt.stop = true
+	return Empty{}, nil
+}
+
+// RevokeRequest carries a CA-signed revocation list (PEM or DER).
+type RevokeRequest struct {
+	CRL []byte `json:"crl"`
+}
+
+// RevokeReply says what the agent now holds.
+type RevokeReply struct {
+	Number  string `json:"number"`
+	Revoked int    `json:"revoked"`
+}
+
+func (a *Agent) apiRevoke(rt *runtime, in RevokeRequest) (RevokeReply, error) {
+	if rt.store == nil {
+		return RevokeReply{}, errGossipOff
+	}
+	der := in.CRL
+	if b, _ := pem.Decode(in.CRL); b != nil {
+		der = b.Bytes
+	}
+	crl, err := trust.ParseRevocationList(der, rt.enr.cas)
+	if err != nil {
+		return RevokeReply{}, err
+	}
+	if rt.store.setCRL(crl) {
+		a.log.Info("revocation list installed", "number", crl.Number.String(), "revoked", len(crl.Serials))
+		a.spreadCRL(rt)
+		a.commitStore(rt)
+	}
+	return RevokeReply{Number: rt.store.crl.Number.String(), Revoked: len(rt.store.crl.Serials)}, nil
+}
+
+// DownRequest stops the agent; Purge also removes the link and every route
+// of ours, fail-closed routes included.
+type DownRequest struct {
+	Purge bool `json:"purge"`
+}
+
+func (a *Agent) apiDown(rt *runtime, in DownRequest) (Empty, error) {
+	rt.stop, rt.purge = true, in.Purge
+	a.log.Info("stopping on request", "purge", in.Purge)
+	return Empty{}, nil
+}

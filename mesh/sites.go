@@ -1,0 +1,214 @@
+package mesh
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
+)
+
+// siteStore keeps, per remote site, the newest record that passed the trust
+// checks and the highest sequence number ever accepted (so a replayed older
+// record is refused, also after a restart), plus the newest revocation list.
+// It is persisted in the state directory; a corrupt file stops the agent.
+type siteStore struct {
+	path    string
+	log     *slog.Logger
+	records map[string]*trust.SignedRecord
+	highest map[string]uint64
+	crl     *trust.RevocationList
+
+	rejected map[trust.Reason]uint64
+	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
+}
+
+const logEvery = 10 * time.Minute
+
+// storeFile is the on-disk form (JSON; records and CRL as base64 DER).
+type storeFile struct {
+	Version    int               `json:"version"`
+	HighestSeq map[string]uint64 `json:"highest_seq"`
+	Records    [][]byte          `json:"records"`
+	CRL        []byte            `json:"crl,omitempty"`
+}
+
+func newSiteStore(path string, log *slog.Logger) *siteStore {
+	return &siteStore{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{},
+		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}}
+}
+
+// loadSiteStore reads the store at path; cas verify the stored CRL. A missing
+// file is an empty store; anything else that fails is fatal: the file carries
+// the replay protection.
+func loadSiteStore(path string, log *slog.Logger, cas []*x509.Certificate) (*siteStore, error) {
+	s := newSiteStore(path, log)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read site records: %w", err)
+	}
+	var f storeFile
+	if err := json.Unmarshal(raw, &f); err != nil || f.Version != 1 {
+		return nil, fmt.Errorf("state file %s is corrupt (%v): it holds the replay protection for site records, so dcmesh will not guess; move it away to start over (records are relearned from gossip)", path, err)
+	}
+	for site, seq := range f.HighestSeq {
+		s.highest[site] = seq
+	}
+	for _, b := range f.Records {
+		sr, err := trust.DecodeRecord(b)
+		if err != nil {
+			return nil, fmt.Errorf("state file %s holds an unreadable record (%v); move it away to start over", path, err)
+		}
+		s.records[sr.Site] = sr
+	}
+	if len(f.CRL) > 0 {
+		crl, err := trust.ParseRevocationList(f.CRL, cas)
+		if err != nil {
+			return nil, fmt.Errorf("state file %s holds an invalid revocation list (%v); move it away and hand the list to the agent again with `dcmesh revoke`", path, err)
+		}
+		s.crl = crl
+	}
+	return s, nil
+}
+
+func (s *siteStore) save() error {
+	f := storeFile{Version: 1, HighestSeq: s.highest}
+	for _, name := range s.siteNames() {
+		f.Records = append(f.Records, s.records[name].Raw)
+	}
+	if s.crl != nil {
+		f.CRL = s.crl.Raw
+	}
+	raw, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return wg.WriteFileAtomic(s.path, raw, 0o600)
+}
+
+func (s *siteStore) siteNames() []string {
+	names := make([]string, 0, len(s.records))
+	for n := range s.records {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// offer runs the trust checks on a record and keeps it if it is the newest
+// valid one for its site. It reports whether the store changed.
+func (s *siteStore) offer(sr *trust.SignedRecord, p *trust.Policy) bool {
+	if cur, ok := s.records[sr.Site]; ok && bytes.Equal(cur.Raw, sr.Raw) {
+		return false // the same record again: gossip repeats itself
+	}
+	if err := p.CheckRecord(sr, "", s.highest[sr.Site]); err != nil {
+		s.reject(sr.Site, err)
+		return false
+	}
+	s.records[sr.Site] = sr
+	s.highest[sr.Site] = sr.Seq
+	return true
+}
+
+// reject counts a refused record and logs it at most once per site and
+// reason every logEvery, however often gossip repeats it.
+func (s *siteStore) reject(site string, err error) {
+	reason := trust.ReasonDecode
+	var re *trust.RejectError
+	if errors.As(err, &re) {
+		reason = re.Reason
+	}
+	s.rejected[reason]++
+	key := string(reason) + "/" + site
+	if last, ok := s.logged[key]; ok && time.Since(last) < logEvery {
+		return
+	}
+	if len(s.logged) > 10000 {
+		clear(s.logged)
+	}
+	s.logged[key] = time.Now()
+	s.log.Warn("site record rejected", "site", site, "reason", string(reason), "err", err)
+}
+
+// setCRL keeps crl if it is newer than the one held, and drops the records
+// of revoked sites. It reports whether anything changed.
+func (s *siteStore) setCRL(crl *trust.RevocationList) bool {
+	if s.crl != nil && crl.Number.Cmp(s.crl.Number) <= 0 {
+		return false
+	}
+	s.crl = crl
+	for name, sr := range s.records {
+		if crl.Revoked(sr.Cert.Serial) {
+			s.log.Warn("site certificate revoked; removing the site", "site", name, "serial", sr.Cert.Serial.Text(16))
+			delete(s.records, name)
+		}
+	}
+	return true
+}
+
+// remoteSite is a remote site as the data plane needs it.
+type remoteSite struct {
+	Name      string
+	PublicKey wg.PublicKey
+	Endpoint  netip.AddrPort
+	Prefixes  []netip.Prefix
+}
+
+// active returns the sites to program now: records that are not a goodbye,
+// not expired (IssuedAt + expiry) and whose certificate is still valid and
+// not revoked, with overlaps resolved in favour of the older certificate.
+// Conflicts are logged by the caller.
+func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite, []trust.Conflict) {
+	var live []*trust.SignedRecord
+	for _, name := range s.siteNames() {
+		sr := s.records[name]
+		if sr.Leaving || p.Now.Sub(sr.IssuedAt) > expiry {
+			continue
+		}
+		if err := sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew); err != nil {
+			continue
+		}
+		// The overlay address is the site's own: route it like a prefix.
+		cp := *sr
+		ov := sr.Cert.Overlay
+		cp.Prefixes = append(slices.Clone(sr.Prefixes), netip.PrefixFrom(ov, ov.BitLen()))
+		live = append(live, &cp)
+	}
+	won, conflicts := trust.Resolve(live)
+	var out []remoteSite
+	for _, sr := range live {
+		prefixes, ok := won[sr.Site]
+		if !ok || len(sr.Endpoints) == 0 {
+			continue
+		}
+		out = append(out, remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Endpoint: sr.Endpoints[0], Prefixes: prefixes})
+	}
+	return out, conflicts
+}
+
+// state returns every record and the CRL, encoded for push/pull.
+func (s *siteStore) state(own *trust.SignedRecord) ([]byte, error) {
+	var st trust.State
+	if own != nil {
+		st.Records = append(st.Records, own.Raw)
+	}
+	for _, n := range s.siteNames() {
+		st.Records = append(st.Records, s.records[n].Raw)
+	}
+	if s.crl != nil {
+		st.CRLs = append(st.CRLs, s.crl.Raw)
+	}
+	return trust.EncodeState(st)
+}

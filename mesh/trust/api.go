@@ -1,0 +1,157 @@
+package trust
+
+import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"math/big"
+	"net/netip"
+	"time"
+
+	"github.com/dcmesh/dcmesh/wg"
+)
+
+// ---- CA and certificates ----
+
+// CA is the cluster certificate authority: its self-signed certificate and
+// its private key (which only the operator's machine holds).
+type CA struct {
+	Cert *x509.Certificate
+	Key  ed25519.PrivateKey
+}
+
+// IssueRequest describes a site certificate.
+type IssueRequest struct {
+	Site         string
+	IdentityKey  ed25519.PublicKey
+	Prefixes     []netip.Prefix // prefixes the site may announce
+	Overlay      netip.Addr     // the site's overlay address
+	Underlay     []netip.Prefix // where its endpoints and gossip address may be; empty: anywhere
+	AllowDefault bool           // may announce 0.0.0.0/0 or ::/0
+	NotBefore    time.Time
+	NotAfter     time.Time
+}
+
+// Certificate is a parsed site certificate.
+type Certificate struct {
+	Raw          []byte // DER
+	X509         *x509.Certificate
+	Site         string
+	IdentityKey  ed25519.PublicKey
+	Prefixes     []netip.Prefix
+	Overlay      netip.Addr
+	Underlay     []netip.Prefix
+	AllowDefault bool
+	Serial       *big.Int
+	NotBefore    time.Time
+	NotAfter     time.Time
+}
+
+// RevocationList is a parsed, CA-signed CRL: every revocation so far.
+type RevocationList struct {
+	Raw     []byte // DER
+	X509    *x509.RevocationList
+	Number  *big.Int
+	Serials []*big.Int
+}
+
+// ---- site records ----
+
+// Phase is where a site is in a WireGuard key rotation.
+type Phase uint8
+
+const (
+	PhaseStable   Phase = 0 // only Current is in use
+	PhasePrepared Phase = 1 // Next announced; peers pre-install it
+	PhaseSwitched Phase = 2 // the site now uses Next; peers cut over
+)
+
+// Record is what a site says about itself.
+type Record struct {
+	Site      string
+	Seq       uint64 // strictly increasing per site: NextSeq
+	IssuedAt  time.Time
+	WGCurrent wg.PublicKey
+	WGNext    wg.PublicKey // zero unless a rotation is under way
+	Phase     Phase
+	Prefixes  []netip.Prefix // announced; must be within Cert.Prefixes
+	Endpoints []netip.AddrPort
+	BootID    [16]byte
+	Leaving   bool // a signed goodbye: receivers drop the site
+	Cert      *Certificate
+}
+
+// SignedRecord is a decoded record whose signature has been verified against
+// the identity key in its certificate (not yet against the CA: CheckRecord).
+type SignedRecord struct {
+	Record
+	Raw []byte // the encoded envelope, as gossiped
+}
+
+// ---- validation ----
+
+// Reason says why a record was rejected. Reasons are stable strings: they
+// become metric labels.
+type Reason string
+
+const (
+	ReasonDecode          Reason = "decode"             // not a well-formed record
+	ReasonSignature       Reason = "signature"          // record signature invalid
+	ReasonUnknownCA       Reason = "unknown_ca"         // certificate not signed by a pinned CA
+	ReasonNotYetValid     Reason = "cert_not_yet_valid" //
+	ReasonExpired         Reason = "cert_expired"       //
+	ReasonRevoked         Reason = "revoked"            // certificate serial in the CRL
+	ReasonNameMismatch    Reason = "name_mismatch"      // record site != certificate site
+	ReasonNodeMismatch    Reason = "node_mismatch"      // sender's gossip node name != site
+	ReasonSelf            Reason = "self"               // someone else speaking for the local site
+	ReasonReplay          Reason = "replay"             // sequence not newer than the highest seen
+	ReasonPrefixNotInCert Reason = "prefix_not_in_cert" //
+	ReasonDefaultRoute    Reason = "default_route"      // /0 without the certificate's permission
+	ReasonEndpoint        Reason = "endpoint_not_in_underlay"
+	ReasonOverlapLocal    Reason = "overlap_local"    // prefix overlaps the local site's
+	ReasonOverlapUnderlay Reason = "overlap_underlay" // prefix covers an underlay/endpoint range
+	ReasonOverlapSite     Reason = "overlap_site"     // Resolve: an older certificate owns it
+	ReasonDuplicateKey    Reason = "duplicate_wg_key" // Resolve: an older certificate uses the key
+)
+
+// RejectError is returned by CheckRecord.
+type RejectError struct {
+	Reason Reason
+	Detail string // for the log line; never contains key material
+}
+
+func (e *RejectError) Error() string { return string(e.Reason) + ": " + e.Detail }
+
+// Policy is what a receiver checks records against.
+type Policy struct {
+	CAs           []*x509.Certificate // pinned
+	LocalSite     string
+	LocalPrefixes []netip.Prefix  // local prefixes and the overlay address
+	Underlay      []netip.Prefix  // ranges no remote prefix may cover (own underlay, known endpoints)
+	CRL           *RevocationList // may be nil
+	Now           time.Time
+	Skew          time.Duration // tolerated clock difference for validity checks
+}
+
+// Conflict is one loser of Resolve.
+type Conflict struct {
+	Site   string
+	Prefix netip.Prefix // zero for a duplicate key
+	Winner string
+	Reason Reason
+}
+
+// State is the push/pull payload: every record and revocation list a node
+// holds.
+type State struct {
+	Records [][]byte // encoded SignedRecords
+	CRLs    [][]byte // DER CRLs
+}
+
+// Limits bound what decoders accept from the network.
+const (
+	MaxRecordSize   = 16 << 10
+	MaxStateSize    = 8 << 20
+	MaxStateRecords = 4096
+	MaxPrefixes     = 256
+	MaxEndpoints    = 16
+)
