@@ -106,6 +106,18 @@ type TrustConfig struct {
 	ClockSkew time.Duration
 }
 
+// FindConfig returns DefaultConfigPath, or the configuration `dcmesh init`
+// writes in DefaultStateDir when only that one exists.
+func FindConfig() string {
+	if _, err := os.Stat(DefaultConfigPath); err != nil {
+		alt := filepath.Join(DefaultStateDir, "dcmesh.yaml")
+		if _, err := os.Stat(alt); err == nil {
+			return alt
+		}
+	}
+	return DefaultConfigPath
+}
+
 // ControlSocket is the agent's local API socket.
 func (c *Config) ControlSocket() string { return filepath.Join(c.StateDir, "control.sock") }
 

@@ -47,9 +47,16 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 var configFlag = &cli.StringFlag{
 	Name:    "config",
 	Aliases: []string{"c"},
-	Usage:   "agent configuration `FILE`",
-	Value:   mesh.DefaultConfigPath,
+	Usage:   "agent configuration `FILE` (default " + mesh.DefaultConfigPath + ", else the one dcmesh init writes in " + mesh.DefaultStateDir + ")",
 	EnvVars: []string{"DCMESH_CONFIG"},
+}
+
+// configPath returns --config, or the default location that exists.
+func configPath(c *cli.Context) string {
+	if p := c.String("config"); p != "" {
+		return p
+	}
+	return mesh.FindConfig()
 }
 
 var logFlags = []cli.Flag{

@@ -20,7 +20,7 @@ var clientFlags = []cli.Flag{configFlag, socketFlag}
 // agentClient finds the agent's control socket through --socket or the
 // configuration.
 func agentClient(c *cli.Context) (*control.Client, *mesh.Config, error) {
-	cfg, err := mesh.LoadConfig(c.String("config"))
+	cfg, err := mesh.LoadConfig(configPath(c))
 	if s := c.String("socket"); s != "" {
 		return control.NewClient(s), cfg, nil
 	}

@@ -263,3 +263,48 @@ func others(m *testMesh, s *site) []*site {
 	}
 	return out
 }
+
+// `dcmesh down` stops the agent and keeps the fail-closed routes; `down
+// --purge` removes the interface and every route of ours, whether the agent
+// runs or not.
+func TestDownAndPurge(t *testing.T) {
+	m := newMesh(t, 2)
+	m.writeConfigs()
+	m.startAll()
+	a, b := m.sites[0], m.sites[1]
+	a.waitHandshakes(b)
+	bin := dcmeshBinary(t)
+
+	out := a.ns.Run(t, bin, "down", "--config", a.cfgPath)
+	if !strings.Contains(out, "agent stopping") {
+		t.Errorf("down said: %s", out)
+	}
+	netconfigtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "agent exits", func() error {
+		if !a.agent.Exited() {
+			return fmt.Errorf("still running")
+		}
+		return nil
+	})
+	if r := a.ns.Run(t, "ip", "route", "show", "proto", "220"); !strings.Contains(r, "unreachable "+b.prefix()) || strings.Contains(r, " dev ") {
+		t.Errorf("after down, want only fail-closed routes:\n%s", r)
+	}
+	// Agent gone: purge does the work itself.
+	out = a.ns.Run(t, bin, "down", "--purge", "--config", a.cfgPath)
+	if !strings.Contains(out, "agent not running; removed") {
+		t.Errorf("down --purge said: %s", out)
+	}
+	if r := a.ns.Run(t, "ip", "route", "show", "table", "all", "proto", "220"); strings.TrimSpace(r) != "" {
+		t.Errorf("routes left after purge:\n%s", r)
+	}
+	// Agent running: it purges on its way out.
+	b.ns.Run(t, bin, "down", "--purge", "--config", b.cfgPath)
+	netconfigtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "purged", func() error {
+		if r := b.ns.Run(t, "ip", "route", "show", "table", "all", "proto", "220"); strings.TrimSpace(r) != "" {
+			return fmt.Errorf("routes left:\n%s", r)
+		}
+		if l, err := b.ns.Try("ip", "link", "show", b.iface); err == nil {
+			return fmt.Errorf("link left: %s", l)
+		}
+		return nil
+	})
+}

@@ -82,7 +82,6 @@ func (s *site) seed() string { return s.underlay() + ":7946" }
 // joins the first. Agents are not started.
 func newGossipMesh(t *testing.T, n int) (*testMesh, string) {
 	m := newMesh(t, n)
-	requireTool(t, "openssl") // not used by dcmesh; a sign the test host is complete
 	caDir := m.newCA("ca")
 	for i, s := range m.sites {
 		var seeds []string
