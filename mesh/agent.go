@@ -374,10 +374,15 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 	if len(msg) <= gossip.MaxBroadcastSize {
 		rt.gossip.Broadcast("record/"+rt.cfg.Site, msg)
 	}
-	if leaving || len(msg) > gossip.MaxBroadcastSize {
+	// Gossip is probabilistic and a small cluster with dead members can miss
+	// a node for a whole push/pull interval; our own records are rare, so
+	// each also goes to every member directly. A goodbye waits for that.
+	if leaving {
 		if err := rt.gossip.SendToAll(msg); err != nil {
-			a.log.Warn("record not delivered to every member directly; gossip will carry it", "err", err)
+			a.log.Warn("goodbye not delivered to every member directly; gossip will carry it", "err", err)
 		}
+	} else {
+		a.sendToAllAsync(rt, msg, "site record")
 	}
 	a.log.Debug("published site record", "seq", seq, "leaving", leaving, "bytes", len(sr.Raw))
 	return nil
@@ -488,9 +493,19 @@ func (a *Agent) spreadCRL(rt *runtime) {
 	msg := append([]byte{msgCRL}, rt.store.crl.Raw...)
 	if len(msg) <= gossip.MaxBroadcastSize {
 		rt.gossip.Broadcast("crl", msg)
-	} else if err := rt.gossip.SendToAll(msg); err != nil {
-		a.log.Warn("revocation list not delivered to every member directly; push/pull will carry it", "err", err)
 	}
+	a.sendToAllAsync(rt, msg, "revocation list")
+}
+
+// sendToAllAsync sends msg to every member over TCP without holding up the
+// agent loop (an unreachable member costs a TCP timeout).
+func (a *Agent) sendToAllAsync(rt *runtime, msg []byte, what string) {
+	g := rt.gossip
+	go func() {
+		if err := g.SendToAll(msg); err != nil {
+			a.log.Debug(what+" not delivered to every member directly; gossip will carry it", "err", err)
+		}
+	}()
 }
 
 // commitStore persists the store, refreshes the push/pull state and

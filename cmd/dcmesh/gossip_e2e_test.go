@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -113,14 +114,15 @@ func TestGossipPartitionKeepsDataPlane(t *testing.T) {
 	if got := s1.ns.Run(t, "ip", "route", "show", "proto", "220"); got != routesBefore {
 		t.Errorf("routes changed during the partition:\nbefore\n%s\nafter\n%s", routesBefore, got)
 	}
-	_ = pinger.Signal(2) // SIGINT: ping prints its statistics
-	_ = pinger.Stop(5 * time.Second)
+	pinger.Interrupt(5 * time.Second) // ping prints its statistics on SIGINT
 	stats := pinger.Output()
-	if !strings.Contains(stats, " 0% packet loss") {
+	var sent, got int
+	if _, err := fmt.Sscanf(pingSummary.FindString(stats), "%d packets transmitted, %d received", &sent, &got); err != nil || sent < 20 || sent-got > 1 {
+		// One straggler is tolerated: on a loaded test host a reply can
+		// miss ping's deadline; a torn-down tunnel loses them all.
 		t.Errorf("traffic across the partition was disturbed:\n%s", lastLines(stats, 3))
-	} else {
-		t.Logf("during the partition: %s", strings.TrimSpace(lastLines(stats, 2)))
 	}
+	t.Logf("during the partition: %s", strings.TrimSpace(lastLines(stats, 2)))
 
 	block(false)
 	healed := time.Now()
@@ -141,6 +143,8 @@ func TestGossipPartitionKeepsDataPlane(t *testing.T) {
 		}
 	}
 }
+
+var pingSummary = regexp.MustCompile(`\d+ packets transmitted, \d+ received`)
 
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

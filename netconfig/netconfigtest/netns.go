@@ -239,6 +239,17 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return p.err
 }
 
+// Interrupt sends SIGINT and waits up to timeout for the process to end by
+// itself (ping prints its statistics on SIGINT), then stops it.
+func (p *Proc) Interrupt(timeout time.Duration) {
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = p.Stop(time.Second)
+	}
+}
+
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {
 	select {
