@@ -329,15 +329,17 @@ func CARevoke(dir, site, out string, now time.Time) (*trust.RevocationList, erro
 	if err != nil {
 		return nil, err
 	}
+	// --out first: if it fails, the CA directory is unchanged and the
+	// command can simply be run again.
 	pemCRL := trust.EncodeCRLPEM(crl.Raw)
+	if err := wg.WriteFileAtomic(out, pemCRL, 0o644); err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
 	if err := wg.WriteFileAtomic(filepath.Join(dir, crlFile), pemCRL, 0o644); err != nil {
 		return nil, err
 	}
 	if err := saveInventory(dir, inv); err != nil {
 		return nil, err
-	}
-	if err := wg.WriteFileAtomic(out, pemCRL, 0o644); err != nil {
-		return nil, fmt.Errorf("--out: %w", err)
 	}
 	return crl, nil
 }

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"net/netip"
 	"os"
@@ -106,13 +108,36 @@ func InitSite(o InitOptions) (*InitResult, error) {
 		return nil, fmt.Errorf("--bundle: %w", err)
 	}
 	defer clear(identity)
+	idKey, err := trust.ParseKeyPEM(identity)
+	if err != nil {
+		return nil, fmt.Errorf("--bundle: %s: %w", identityKeyFile, err)
+	}
+	if !idKey.Public().(ed25519.PublicKey).Equal(cert.IdentityKey) {
+		return nil, fmt.Errorf("--bundle: %s does not belong to %s (files from different bundles?)", identityKeyFile, siteCertFile)
+	}
 	gossipKey, err := wg.ReadSecretFile(filepath.Join(o.Bundle, gossipKeyFile), 1024)
 	if err != nil {
 		return nil, fmt.Errorf("--bundle: %w", err)
 	}
 	defer clear(gossipKey)
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(gossipKey))); err != nil || len(k) != GossipKeyLen {
+		return nil, fmt.Errorf("--bundle: %s is not the base64 32-byte key `dcmesh ca init` writes", gossipKeyFile)
+	}
 	cluster := strings.TrimPrefix(cas[0].Subject.CommonName, "dcmesh CA ")
 
+	var buf bytes.Buffer
+	err = configTemplate.Execute(&buf, map[string]any{
+		"Date": o.Now.UTC().Format(time.RFC3339), "Site": cert.Site, "Interface": o.Interface, "ListenPort": o.ListenPort,
+		"KeyFile": filepath.Join(stateDir, "wg.key"), "StateDir": stateDir, "Endpoint": ep.String(), "GossipAddr": o.GossipAddr,
+		"Join": o.Join, "Cluster": cluster, "Overlay": cert.Overlay.String(), "Prefixes": cert.Prefixes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The agent must accept what we write.
+	if _, err := ParseConfig(buf.Bytes(), filepath.Dir(o.ConfigPath)); err != nil {
+		return nil, fmt.Errorf("the configuration would be invalid:\n%w", err)
+	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
@@ -142,19 +167,6 @@ func InitSite(o InitOptions) (*InitResult, error) {
 		return nil, err
 	}
 
-	var buf bytes.Buffer
-	err = configTemplate.Execute(&buf, map[string]any{
-		"Date": o.Now.UTC().Format(time.RFC3339), "Site": cert.Site, "Interface": o.Interface, "ListenPort": o.ListenPort,
-		"KeyFile": wgKeyPath, "StateDir": stateDir, "Endpoint": ep.String(), "GossipAddr": o.GossipAddr,
-		"Join": o.Join, "Cluster": cluster, "Overlay": cert.Overlay.String(), "Prefixes": cert.Prefixes,
-	})
-	if err != nil {
-		return nil, err
-	}
-	// The agent must accept what we write.
-	if _, err := ParseConfig(buf.Bytes(), filepath.Dir(o.ConfigPath)); err != nil {
-		return nil, fmt.Errorf("the configuration would be invalid:\n%w", err)
-	}
 	if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {
 		return nil, err
 	}
@@ -167,19 +179,19 @@ func InitSite(o InitOptions) (*InitResult, error) {
 var configTemplate = template.Must(template.New("config").Parse(`# dcmesh agent configuration, written by "dcmesh init" on {{.Date}}.
 # Annotated reference: examples/dcmesh.yaml. Reload with SIGHUP.
 site: {{.Site}}
-interface: {{.Interface}}
+interface: {{printf "%q" .Interface}}
 listen_port: {{.ListenPort}}
-private_key_file: {{.KeyFile}}
-state_dir: {{.StateDir}}
+private_key_file: {{printf "%q" .KeyFile}}
+state_dir: {{printf "%q" .StateDir}}
 # From the certificate; the agent refuses anything else.
-overlay_address: {{.Overlay}}
+overlay_address: {{printf "%q" .Overlay}}
 local_prefixes:{{range .Prefixes}}
-  - {{.}}{{end}}
+  - {{printf "%q" .String}}{{end}}
 # Where other sites send WireGuard traffic.
-endpoint: {{.Endpoint}}
+endpoint: {{printf "%q" .Endpoint}}
 gossip:
-  address: {{.GossipAddr}}
-  cluster: {{.Cluster}}
+  address: {{printf "%q" .GossipAddr}}
+  cluster: {{printf "%q" .Cluster}}
   join:{{if not .Join}} []{{end}}{{range .Join}}
-    - {{.}}{{end}}
+    - {{printf "%q" .}}{{end}}
 `))

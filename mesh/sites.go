@@ -60,8 +60,11 @@ func loadSiteStore(path string, log *slog.Logger, cas []*x509.Certificate) (*sit
 		return nil, fmt.Errorf("read site records: %w", err)
 	}
 	var f storeFile
-	if err := json.Unmarshal(raw, &f); err != nil || f.Version != 1 {
+	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("state file %s is corrupt (%v): it holds the replay protection for site records, so dcmesh will not guess; move it away to start over (records are relearned from gossip)", path, err)
+	}
+	if f.Version != 1 {
+		return nil, fmt.Errorf("state file %s has format version %d, which this dcmesh does not know (written by a newer release?); move it away to start over (records are relearned from gossip)", path, f.Version)
 	}
 	for site, seq := range f.HighestSeq {
 		s.highest[site] = seq

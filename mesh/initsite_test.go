@@ -1,0 +1,405 @@
+package mesh
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
+)
+
+// newBundle creates a CA at caNow and issues the site fra1 (10.1.0.0/16 and
+// fd00:1::/48, overlay 10.255.0.1, underlay 192.0.2.0/24 and 2001:db8::/32)
+// into a bundle directory.
+func newBundle(t *testing.T, caNow time.Time, o IssueOptions) (string, *trust.Certificate) {
+	t.Helper()
+	dir := newCADir(t, caNow)
+	if o.Site == "" {
+		o.Site = "fra1"
+	}
+	if o.Prefixes == nil {
+		o.Prefixes = []string{"10.1.0.0/16", "fd00:1::/48"}
+	}
+	if o.Overlay == "" {
+		o.Overlay = "10.255.0.1"
+	}
+	if o.Underlay == nil {
+		o.Underlay = []string{"192.0.2.0/24", "2001:db8::/32"}
+	}
+	if o.Now.IsZero() {
+		o.Now = caNow
+	}
+	cert, out := mustIssue(t, dir, o)
+	return out, cert
+}
+
+func TestInitSite(t *testing.T) {
+	now := testNow()
+	bundle, cert := newBundle(t, now, IssueOptions{})
+	cases := []struct {
+		name       string
+		opts       InitOptions
+		wantListen int
+		wantIface  string
+		wantGossip string
+		wantJoin   []string
+		ownConfig  bool // ConfigPath outside the state directory
+	}{
+		{
+			name:       "defaults",
+			opts:       InitOptions{Endpoint: "192.0.2.10:51820"},
+			wantListen: 51820, wantIface: DefaultInterface, wantGossip: "192.0.2.10:7946",
+		},
+		{
+			name: "explicit",
+			opts: InitOptions{Endpoint: "192.0.2.10:51999", ListenPort: 51821, Interface: "dcm1",
+				GossipAddr: "192.0.2.11:8000", Join: []string{"192.0.2.20:7946", "192.0.2.21:7946"}},
+			wantListen: 51821, wantIface: "dcm1", wantGossip: "192.0.2.11:8000",
+			wantJoin: []string{"192.0.2.20:7946", "192.0.2.21:7946"}, ownConfig: true,
+		},
+		{
+			name:       "endpoint port becomes the listen port",
+			opts:       InitOptions{Endpoint: "192.0.2.10:4500", Join: []string{"192.0.2.20:7946"}},
+			wantListen: 4500, wantIface: DefaultInterface, wantGossip: "192.0.2.10:7946",
+			wantJoin: []string{"192.0.2.20:7946"},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := c.opts
+			o.Bundle = bundle
+			o.StateDir = filepath.Join(t.TempDir(), "var", "lib", "dcmesh")
+			o.Now = now
+			wantConfig := filepath.Join(o.StateDir, "dcmesh.yaml")
+			if c.ownConfig {
+				wantConfig = filepath.Join(t.TempDir(), "etc", "dcmesh.yaml")
+				o.ConfigPath = wantConfig
+			}
+			res, err := InitSite(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Site != "fra1" || res.ConfigPath != wantConfig {
+				t.Errorf("result %+v", res)
+			}
+
+			assertMode(t, o.StateDir, 0o700)
+			for _, f := range []struct {
+				name string
+				mode os.FileMode
+			}{{caCertFile, 0o644}, {siteCertFile, 0o644}, {identityKeyFile, 0o600}, {gossipKeyFile, 0o600}} {
+				path := filepath.Join(o.StateDir, f.name)
+				assertMode(t, path, f.mode)
+				got, _ := os.ReadFile(path)
+				want, _ := os.ReadFile(filepath.Join(bundle, f.name))
+				if len(want) == 0 || !bytes.Equal(got, want) {
+					t.Errorf("%s is not a copy of the bundle's", f.name)
+				}
+			}
+			keyPath := filepath.Join(o.StateDir, "wg.key")
+			assertMode(t, keyPath, 0o600)
+			key, err := wg.ReadPrivateKeyFile(keyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key.Public() != res.PublicKey {
+				t.Error("result's public key is not wg.key's")
+			}
+			assertMode(t, wantConfig, 0o600)
+
+			cfg, err := LoadConfig(wantConfig)
+			if err != nil {
+				t.Fatalf("the written configuration is refused: %v", err)
+			}
+			if cfg.Site != "fra1" || cfg.Interface != c.wantIface || cfg.ListenPort != c.wantListen ||
+				cfg.PrivateKeyFile != keyPath || cfg.StateDir != o.StateDir {
+				t.Errorf("config %+v", cfg)
+			}
+			if cfg.OverlayAddress != netip.MustParsePrefix("10.255.0.1/32") {
+				t.Errorf("overlay_address %v", cfg.OverlayAddress)
+			}
+			if !slices.Equal(cfg.LocalPrefixes, cert.Prefixes) {
+				t.Errorf("local_prefixes %v, want %v", cfg.LocalPrefixes, cert.Prefixes)
+			}
+			if cfg.Endpoint != netip.MustParseAddrPort(o.Endpoint) {
+				t.Errorf("endpoint %v", cfg.Endpoint)
+			}
+			g := cfg.Gossip
+			if g == nil {
+				t.Fatal("no gossip section")
+			}
+			if g.Address.String() != c.wantGossip || g.Cluster != "prod" || !slices.Equal(g.Join, c.wantJoin) ||
+				g.KeyFile != filepath.Join(o.StateDir, gossipKeyFile) {
+				t.Errorf("gossip %+v", g)
+			}
+			if cfg.Trust.CAFile != filepath.Join(o.StateDir, caCertFile) || cfg.Trust.CertFile != filepath.Join(o.StateDir, siteCertFile) ||
+				cfg.Trust.IdentityKeyFile != filepath.Join(o.StateDir, identityKeyFile) {
+				t.Errorf("trust %+v", cfg.Trust)
+			}
+
+			enr, err := loadEnrollment(cfg, now)
+			if err != nil {
+				t.Fatalf("the agent would not start: %v", err)
+			}
+			if !bytes.Equal(enr.cert.Raw, cert.Raw) || len(enr.gossipKey) != GossipKeyLen {
+				t.Error("enrollment is not the bundle's")
+			}
+		})
+	}
+}
+
+// An existing, too open state directory is tightened to 0700.
+func TestInitSiteTightensStateDir(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}); err != nil {
+		t.Fatal(err)
+	}
+	assertMode(t, state, 0o700)
+}
+
+// A certificate without underlay ranges allows any endpoint.
+func TestInitSiteNoUnderlay(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{Underlay: []string{}})
+	state := filepath.Join(t.TempDir(), "state")
+	if _, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "198.51.100.7:51820", Now: now}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInitSiteRefuses(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+
+	// A certificate that expired an hour ago: CA made two days ago.
+	past := now.Add(-48 * time.Hour)
+	expired, _ := newBundle(t, past, IssueOptions{Now: past.Add(time.Hour), Valid: time.Hour})
+	// A certificate issued for two hours from now.
+	future, _ := newBundle(t, now, IssueOptions{Now: now.Add(2 * time.Hour)})
+	// A bundle whose ca.crt is another CA's.
+	foreign := copyBundle(t, bundle)
+	otherCA := newCADir(t, now)
+	copyFile(t, filepath.Join(otherCA, caCertFile), filepath.Join(foreign, caCertFile))
+	// A bundle whose identity key is readable by everyone.
+	openKey := copyBundle(t, bundle)
+	if err := os.Chmod(filepath.Join(openKey, identityKeyFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := func(f string) string {
+		b := copyBundle(t, bundle)
+		if err := os.Remove(filepath.Join(b, f)); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	cases := []struct {
+		name     string
+		bundle   string
+		endpoint string
+		noState  bool // empty StateDir
+		hints    []string
+	}{
+		{name: "no state dir", noState: true, hints: []string{"--state-dir is required"}},
+		{name: "host name endpoint", endpoint: "fra1.example.net:51820", hints: []string{"--endpoint", "host names are not resolved"}},
+		{name: "endpoint without port", endpoint: "192.0.2.10", hints: []string{"--endpoint", "IP:PORT", "host names are not resolved"}},
+		{name: "endpoint port zero", endpoint: "192.0.2.10:0", hints: []string{"--endpoint", "host names are not resolved"}},
+		{name: "unspecified endpoint", endpoint: "0.0.0.0:51820", hints: []string{"--endpoint", "host names are not resolved"}},
+		{name: "unspecified v6 endpoint", endpoint: "[::]:51820", hints: []string{"--endpoint", "host names are not resolved"}},
+		{name: "empty endpoint", endpoint: "-", hints: []string{"--endpoint", "host names are not resolved"}},
+		{name: "endpoint outside underlay", endpoint: "198.51.100.7:51820", hints: []string{"--endpoint 198.51.100.7:51820", "outside the underlay"}},
+		{name: "missing ca.crt", bundle: missing(caCertFile), hints: []string{"--bundle", caCertFile}},
+		{name: "missing site.crt", bundle: missing(siteCertFile), hints: []string{"--bundle", siteCertFile}},
+		{name: "missing identity.key", bundle: missing(identityKeyFile), hints: []string{"--bundle", identityKeyFile}},
+		{name: "missing gossip.key", bundle: missing(gossipKeyFile), hints: []string{"--bundle", gossipKeyFile}},
+		{name: "no bundle at all", bundle: filepath.Join(t.TempDir(), "nothing"), hints: []string{"--bundle", "dcmesh ca issue --out"}},
+		{name: "identity key readable by others", bundle: openKey, hints: []string{"--bundle", "mode 0644"}},
+		{name: "expired certificate", bundle: expired, hints: []string{"not usable", string(trust.ReasonExpired)}},
+		{name: "certificate not yet valid", bundle: future, hints: []string{"not usable", string(trust.ReasonNotYetValid)}},
+		{name: "certificate of another CA", bundle: foreign, hints: []string{"not usable", string(trust.ReasonUnknownCA)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := InitOptions{Bundle: c.bundle, Endpoint: c.endpoint, Now: now}
+			if o.Bundle == "" {
+				o.Bundle = bundle
+			}
+			switch o.Endpoint {
+			case "":
+				o.Endpoint = "192.0.2.10:51820"
+			case "-":
+				o.Endpoint = ""
+			}
+			root := t.TempDir()
+			if !c.noState {
+				o.StateDir = filepath.Join(root, "state")
+			}
+			_, err := InitSite(o)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, h := range c.hints {
+				if !strings.Contains(err.Error(), h) {
+					t.Errorf("error does not say %q: %v", h, err)
+				}
+			}
+			// Everything is checked before anything is written.
+			if ents, _ := os.ReadDir(root); len(ents) != 0 {
+				t.Errorf("a refused init wrote %s", ents[0].Name())
+			}
+		})
+	}
+}
+
+func TestInitSiteRefusesExistingConfig(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	for _, own := range []bool{false, true} {
+		state := filepath.Join(t.TempDir(), "state")
+		cfgPath := filepath.Join(state, "dcmesh.yaml")
+		if own {
+			cfgPath = filepath.Join(t.TempDir(), "mine.yaml")
+		}
+		if err := os.MkdirAll(filepath.Dir(cfgPath), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfgPath, []byte("# hand written\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}
+		if own {
+			o.ConfigPath = cfgPath
+		}
+		_, err := InitSite(o)
+		if err == nil || !strings.Contains(err.Error(), cfgPath) || !strings.Contains(err.Error(), "refusing to overwrite") {
+			t.Fatalf("err = %v", err)
+		}
+		if b, _ := os.ReadFile(cfgPath); string(b) != "# hand written\n" {
+			t.Error("the configuration was overwritten")
+		}
+		if _, err := os.Stat(filepath.Join(state, "wg.key")); err == nil {
+			t.Error("a key was written")
+		}
+	}
+}
+
+// IPv6 underlay: the endpoint, gossip address and seeds are written into
+// the YAML unquoted, and "[2001:db8::10]:51820" starts a YAML flow sequence.
+func TestInitSiteIPv6Endpoint(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	state := filepath.Join(t.TempDir(), "state")
+	res, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "[2001:db8::10]:51820",
+		Join: []string{"[2001:db8::20]:7946"}, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(res.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Endpoint.String() != "[2001:db8::10]:51820" || cfg.Gossip.Address.String() != "[2001:db8::10]:7946" ||
+		!slices.Equal(cfg.Gossip.Join, []string{"[2001:db8::20]:7946"}) {
+		t.Errorf("endpoint %v gossip %+v", cfg.Endpoint, cfg.Gossip)
+	}
+}
+
+// InitSite promises to check "everything the agent will check at start",
+// but does not check that identity.key belongs to site.crt, nor that
+// gossip.key is a 32-byte key: the site is set up and the agent then refuses
+// to start.
+func TestInitSiteChecksWhatTheAgentChecks(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	other, _ := newBundle(t, now, IssueOptions{Site: "ams1"})
+	wrongKey := copyBundle(t, bundle)
+	copyFile(t, filepath.Join(other, identityKeyFile), filepath.Join(wrongKey, identityKeyFile))
+	badGossip := copyBundle(t, bundle)
+	if err := os.WriteFile(filepath.Join(badGossip, gossipKeyFile), []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]string{"identity key of another site": wrongKey, "short gossip key": badGossip} {
+		t.Run(name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			if _, err := InitSite(InitOptions{Bundle: b, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}); err == nil {
+				t.Error("accepted a bundle the agent will refuse")
+			}
+		})
+	}
+}
+
+func copyBundle(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "bundle")
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{caCertFile, siteCertFile, identityKeyFile, gossipKeyFile} {
+		copyFile(t, filepath.Join(src, f), filepath.Join(dst, f))
+	}
+	return dst
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wg.WriteFileAtomic(dst, b, st.Mode().Perm()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Options only the generated configuration checks (listen port, interface,
+// gossip address, seeds) are refused only after the state directory and
+// wg.key were written, so the corrected command then fails on the existing
+// wg.key.
+func TestInitSiteBadOptionWritesNothing(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	cases := []struct {
+		name string
+		edit func(o *InitOptions)
+	}{
+		{"listen port", func(o *InitOptions) { o.ListenPort = 70000 }},
+		{"interface", func(o *InitOptions) { o.Interface = "averyveryverylongname" }},
+		{"gossip address", func(o *InitOptions) { o.GossipAddr = "gossip.example:7946" }},
+		{"join", func(o *InitOptions) { o.Join = []string{"seed.example:7946"} }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			o := InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}
+			bad := o
+			c.edit(&bad)
+			if _, err := InitSite(bad); err == nil {
+				t.Fatal("accepted")
+			}
+			if _, err := os.Stat(filepath.Join(state, "wg.key")); err == nil {
+				t.Error("a refused init wrote wg.key")
+			}
+			if _, err := InitSite(o); err != nil {
+				t.Errorf("corrected retry: %v", err)
+			}
+		})
+	}
+}
