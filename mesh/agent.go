@@ -97,6 +97,19 @@ type runtime struct {
 	// firstWanted is when each peer first appeared in the desired state
 	// (zero for peers already on the device at start).
 	firstWanted map[wg.PublicKey]time.Time
+
+	// key rotation, this site (see rotate.go)
+	keys         *wg.KeyStore
+	rot          wg.RotationState
+	next         wg.PrivateKey // while prepared
+	run          *rotationRun
+	nextRotation time.Time
+	// key rotation, other sites
+	cutover  map[wg.PublicKey]bool   // new keys seen handshaking: cut over
+	awaiting map[wg.PublicKey]bool   // pre-installed new keys to poll
+	ackedPre map[string]uint64       // site → record sequence acked
+	ackedCut map[wg.PublicKey]bool   // cut-overs acked
+	siteKeys map[string]wg.PublicKey // current key per site, as last applied
 }
 
 // firstHandshakeDelay staggers the first handshake of a new pair. When two
@@ -112,7 +125,7 @@ const firstHandshakeDelay = 500 * time.Millisecond
 // a kernel link is left running with its sessions, and the fail-closed
 // routes stay (unless `down --purge` asked otherwise).
 func (a *Agent) Run(ctx context.Context) (reterr error) {
-	cfg, key, err := a.load()
+	cfg, err := LoadConfig(a.opts.ConfigPath)
 	if err != nil {
 		return err
 	}
@@ -121,7 +134,12 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			return fmt.Errorf("--wireguard: %w", err)
 		}
 	}
-	rt := &runtime{cfg: cfg, key: key}
+	rt := &runtime{cfg: cfg, cutover: map[wg.PublicKey]bool{}, awaiting: map[wg.PublicKey]bool{},
+		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{}}
+	if err := a.loadKeys(rt); err != nil {
+		return err
+	}
+	key := rt.key
 	if cfg.Gossip != nil {
 		if err := a.setupTrust(rt); err != nil {
 			return err
@@ -186,7 +204,20 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		t := time.NewTicker(cfg.Trust.RecordRefresh)
 		defer t.Stop()
 		refresh = t.C
+		a.resumeRotation(rt)
+		a.scheduleRotation(rt)
 	}
+	rotTimer := time.NewTimer(time.Hour)
+	defer rotTimer.Stop()
+	armRotation := func() {
+		rotTimer.Stop()
+		if due := rt.rotationTimerDue(); !due.IsZero() {
+			rotTimer.Reset(max(time.Until(due), 0))
+		}
+	}
+	armRotation()
+	poll := time.NewTicker(handshakePoll)
+	defer poll.Stop()
 	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
 		"public_key", key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
 		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.ControlSocket())
@@ -212,12 +243,21 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			if a.handleGossip(rt, m) {
 				a.commitStore(rt)
 			}
+			armRotation()
+		case <-rotTimer.C:
+			a.onRotationTimer(rt)
+			armRotation()
+		case <-poll.C:
+			a.pollHandshakes(rt)
 		case name := <-joins:
 			// Hand the newcomer our record directly; see gossip.Joins.
 			if rt.own != nil {
-				if err := rt.gossip.SendTo(name, append([]byte{msgRecord}, rt.own.Raw...)); err != nil {
-					a.log.Debug("could not hand our record to a new member; push/pull will", "member", name, "err", err)
-				}
+				g, msg := rt.gossip, append([]byte{msgRecord}, rt.own.Raw...)
+				go func() {
+					if err := g.SendTo(name, msg); err != nil {
+						a.log.Debug("could not hand our record to a new member; push/pull will", "member", name, "err", err)
+					}
+				}()
 			}
 		case <-refresh:
 			if err := a.publish(rt, false); err != nil {
@@ -226,6 +266,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		case call := <-a.api:
 			v, err := call.fn(rt)
 			call.reply <- apiResult{v, err}
+			armRotation()
 		}
 	}
 	return nil
@@ -271,24 +312,6 @@ func Purge(cfg *Config) (int, error) {
 	defer nl.Close()
 	gone, err := netconfig.New(nl, nil).Purge(cfg.RouteTable)
 	return len(gone), err
-}
-
-// load reads the configuration and the private key it names.
-func (a *Agent) load() (*Config, wg.PrivateKey, error) {
-	cfg, err := LoadConfig(a.opts.ConfigPath)
-	if err != nil {
-		return nil, wg.PrivateKey{}, err
-	}
-	key, err := wg.ReadPrivateKeyFile(cfg.PrivateKeyFile)
-	if err != nil {
-		return nil, wg.PrivateKey{}, fmt.Errorf("private_key_file: %w", err)
-	}
-	for i, p := range cfg.Peers {
-		if p.PublicKey == key.Public() {
-			return nil, wg.PrivateKey{}, fmt.Errorf("config %s: peers[%d].public_key is this site's own public key (from %s)", cfg.Path, i, cfg.PrivateKeyFile)
-		}
-	}
-	return cfg, key, nil
 }
 
 // setupTrust loads the enrollment, the site store and the sequence number.
@@ -342,6 +365,7 @@ func (a *Agent) startGossip(ctx context.Context, rt *runtime) error {
 const (
 	msgRecord byte = 'r'
 	msgCRL    byte = 'c'
+	msgAck    byte = 'a' // rotation acknowledgements, direct
 )
 
 // publish signs a new record of this site (persisting its sequence number
@@ -358,11 +382,15 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 		Seq:       seq,
 		IssuedAt:  now,
 		WGCurrent: rt.key.Public(),
+		Phase:     trust.PhaseStable,
 		Prefixes:  rt.cfg.LocalPrefixes,
 		Endpoints: []netip.AddrPort{rt.cfg.Endpoint},
 		BootID:    rt.bootID,
 		Leaving:   leaving,
 		Cert:      rt.enr.cert,
+	}
+	if rt.rot.Phase == wg.PhasePrepared && !rt.next.IsZero() {
+		rec.WGNext, rec.Phase = rt.next.Public(), trust.PhasePrepared
 	}
 	sr, err := trust.SignRecord(rec, rt.enr.identity)
 	if err != nil {
@@ -449,6 +477,8 @@ func (a *Agent) handleGossip(rt *runtime, m gossip.Message) bool {
 			return a.offerRecord(rt, m.Data[1:])
 		case msgCRL:
 			return a.offerCRL(rt, m.Data[1:])
+		case msgAck:
+			a.onAck(rt, m.Data[1:])
 		}
 	}
 	return false
@@ -521,10 +551,21 @@ func (a *Agent) commitStore(rt *runtime) {
 // applyReload swaps in a new configuration if it is valid and does not change
 // what only a restart can change. It reports whether it did.
 func (a *Agent) applyReload(rt *runtime) bool {
-	cfg, key, err := a.load()
+	cfg, err := LoadConfig(a.opts.ConfigPath)
 	if err != nil {
 		a.log.Error("reload rejected; keeping the running configuration", "err", err)
 		return false
+	}
+	key := rt.key
+	if rt.rot.Phase == wg.PhaseStable {
+		probe := &runtime{cfg: cfg}
+		if err := a.loadKeys(probe); err != nil {
+			a.log.Error("reload rejected; keeping the running configuration", "err", err)
+			return false
+		}
+		if probe.rot.Phase == wg.PhaseStable {
+			key, rt.keys = probe.key, probe.keys
+		}
 	}
 	cfg.WireGuard = rt.cfg.WireGuard // the backend is fixed for the process
 	why := ""
@@ -532,6 +573,8 @@ func (a *Agent) applyReload(rt *runtime) bool {
 	case cfg.Interface != rt.cfg.Interface:
 		why = fmt.Sprintf("interface changed from %s to %s", rt.cfg.Interface, cfg.Interface)
 	case (cfg.Gossip == nil) != (rt.cfg.Gossip == nil) || cfg.StateDir != rt.cfg.StateDir:
+	case cfg.PrivateKeyFile != rt.cfg.PrivateKeyFile && rt.rot.Phase != wg.PhaseStable:
+		why = "private_key_file changed during a key rotation"
 		why = "gossip or state_dir changed"
 	}
 	if why != "" {
@@ -598,7 +641,7 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 			}
 		}
 	}
-	d := computeDesired(rt.cfg, rt.key, rt.mtu, sites)
+	d := computeDesired(rt.cfg, rt.key, rt.mtu, sites, rt.cutover)
 	a.staggerFirstHandshakes(rt, &d)
 	for _, why := range d.Dropped {
 		a.log.Warn("gossip site left out in favour of a static peer", "what", why)
@@ -629,6 +672,9 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 	if !wch.Empty() {
 		a.log.Info("WireGuard peers changed", "added", peerNames(rt, sites, wch.Added), "updated", peerNames(rt, sites, wch.Updated),
 			"removed", shortKeys(wch.Removed), "private_key_changed", wch.PrivateKey, "listen_port_changed", wch.ListenPort)
+	}
+	if len(errs) == 0 {
+		a.afterApply(rt, sites)
 	}
 	a.log.Debug("reconciled", "took", time.Since(start))
 	return errors.Join(errs...)

@@ -61,6 +61,7 @@ func (a *Agent) handler() http.Handler {
 	mux.Handle("POST /v1/leave", route(a, a.apiLeave))
 	mux.Handle("POST /v1/revoke", route(a, a.apiRevoke))
 	mux.Handle("POST /v1/down", route(a, a.apiDown))
+	mux.Handle("POST /v1/rotate", a.rotateHandler())
 	return mux
 }
 

@@ -57,6 +57,16 @@ const (
 	// DefaultClockSkew is how far sites' clocks may disagree before a
 	// certificate counts as not yet valid or expired.
 	DefaultClockSkew = 5 * time.Minute
+	// DefaultRotationInterval bounds how long a stolen WireGuard key stays
+	// useful to a day.
+	DefaultRotationInterval = 24 * time.Hour
+	// DefaultAckTimeout waits for peers to pre-install a new key long
+	// enough for gossip to reach every live site, short enough that one dead
+	// peer does not hold a rotation for long.
+	DefaultAckTimeout = 30 * time.Second
+	// DefaultCompleteTimeout is how long peers get to cut over after the
+	// switch before the rotation is reported incomplete.
+	DefaultCompleteTimeout = 2 * time.Minute
 )
 
 // Config is a validated agent configuration.
@@ -80,8 +90,22 @@ type Config struct {
 	// Endpoint is the underlay IP:PORT this site announces for WireGuard.
 	Endpoint netip.AddrPort
 	// Gossip is nil for a site with static peers only.
-	Gossip *GossipConfig
-	Trust  TrustConfig
+	Gossip   *GossipConfig
+	Trust    TrustConfig
+	Rotation RotationConfig
+}
+
+// RotationConfig schedules WireGuard key rotation (gossip sites only).
+type RotationConfig struct {
+	// Interval between scheduled rotations (±10% jitter); 0 turns the
+	// schedule off (`dcmesh rotate` still works).
+	Interval time.Duration
+	// AckTimeout is how long a rotation waits for every live peer to
+	// pre-install the new key before switching anyway.
+	AckTimeout time.Duration
+	// CompleteTimeout is how long after the switch the rotation waits for
+	// every peer to cut over before it records which did not.
+	CompleteTimeout time.Duration
 }
 
 // GossipConfig enables discovery of the other sites.
@@ -134,22 +158,29 @@ type StaticPeer struct {
 // The file format. Everything that needs parsing is a string here so that
 // errors can name the field and quote the value.
 type fileConfig struct {
-	Site                string      `yaml:"site"`
-	Interface           string      `yaml:"interface"`
-	ListenPort          *int        `yaml:"listen_port"`
-	PrivateKeyFile      string      `yaml:"private_key_file"`
-	OverlayAddress      string      `yaml:"overlay_address"`
-	LocalPrefixes       []string    `yaml:"local_prefixes"`
-	MTU                 int         `yaml:"mtu"`
-	WireGuard           string      `yaml:"wireguard"`
-	PersistentKeepalive string      `yaml:"persistent_keepalive"`
-	ResyncInterval      string      `yaml:"resync_interval"`
-	Routes              fileRoutes  `yaml:"routes"`
-	Peers               []filePeer  `yaml:"peers"`
-	StateDir            string      `yaml:"state_dir"`
-	Endpoint            string      `yaml:"endpoint"`
-	Gossip              *fileGossip `yaml:"gossip"`
-	Trust               fileTrust   `yaml:"trust"`
+	Site                string       `yaml:"site"`
+	Interface           string       `yaml:"interface"`
+	ListenPort          *int         `yaml:"listen_port"`
+	PrivateKeyFile      string       `yaml:"private_key_file"`
+	OverlayAddress      string       `yaml:"overlay_address"`
+	LocalPrefixes       []string     `yaml:"local_prefixes"`
+	MTU                 int          `yaml:"mtu"`
+	WireGuard           string       `yaml:"wireguard"`
+	PersistentKeepalive string       `yaml:"persistent_keepalive"`
+	ResyncInterval      string       `yaml:"resync_interval"`
+	Routes              fileRoutes   `yaml:"routes"`
+	Peers               []filePeer   `yaml:"peers"`
+	StateDir            string       `yaml:"state_dir"`
+	Endpoint            string       `yaml:"endpoint"`
+	Gossip              *fileGossip  `yaml:"gossip"`
+	Trust               fileTrust    `yaml:"trust"`
+	Rotation            fileRotation `yaml:"rotation"`
+}
+
+type fileRotation struct {
+	Interval        string `yaml:"interval"`
+	AckTimeout      string `yaml:"ack_timeout"`
+	CompleteTimeout string `yaml:"complete_timeout"`
 }
 
 type fileGossip struct {
@@ -390,6 +421,15 @@ func (c *Config) parseGossip(fc *fileConfig, dir string) []error {
 		RecordRefresh:   duration("trust.record_refresh", fc.Trust.RecordRefresh, DefaultRecordRefresh, time.Second, 7*24*time.Hour),
 		RecordExpiry:    duration("trust.record_expiry", fc.Trust.RecordExpiry, DefaultRecordExpiry, 10*time.Second, 365*24*time.Hour),
 		ClockSkew:       duration("trust.clock_skew", fc.Trust.ClockSkew, DefaultClockSkew, 0, time.Hour),
+	}
+	c.Rotation = RotationConfig{
+		AckTimeout:      duration("rotation.ack_timeout", fc.Rotation.AckTimeout, DefaultAckTimeout, 100*time.Millisecond, time.Hour),
+		CompleteTimeout: duration("rotation.complete_timeout", fc.Rotation.CompleteTimeout, DefaultCompleteTimeout, time.Second, time.Hour),
+	}
+	if fc.Rotation.Interval == "0" || fc.Rotation.Interval == "0s" {
+		c.Rotation.Interval = 0
+	} else {
+		c.Rotation.Interval = duration("rotation.interval", fc.Rotation.Interval, DefaultRotationInterval, time.Minute, 365*24*time.Hour)
 	}
 	if c.Trust.RecordRefresh*2 > c.Trust.RecordExpiry {
 		bad("trust.record_refresh", "%s must be at most half of trust.record_expiry (%s), or live sites would expire", c.Trust.RecordRefresh, c.Trust.RecordExpiry)

@@ -20,7 +20,13 @@ type desiredState struct {
 // computeDesired computes the WireGuard peers and routes for cfg's static
 // peers plus the remote sites learned by gossip (already validated and
 // resolved), with key as this site's private key and mtu as the link MTU.
-func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite) desiredState {
+//
+// A site that announces a next key gets it as a second peer with its
+// endpoint and no allowed IPs (a handshake completes, nothing is routed to
+// it, and we do not initiate: the site cannot answer on it yet), until
+// cutover says a handshake on it was seen: then the next key alone takes the
+// site's prefixes.
+func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite, cutover map[wg.PublicKey]bool) desiredState {
 	var d desiredState
 	d.WG = wg.Config{PrivateKey: key, ListenPort: cfg.ListenPort}
 	var remote []netip.Prefix
@@ -39,7 +45,7 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite)
 	}
 	static := len(remote)
 	for _, s := range sites {
-		if names[s.Name] || keys[s.PublicKey] || s.PublicKey == key.Public() {
+		if names[s.Name] || keys[s.PublicKey] || s.PublicKey == key.Public() || (!s.Next.IsZero() && (keys[s.Next] || s.Next == key.Public())) {
 			d.Dropped = append(d.Dropped, s.Name+": name or WireGuard key of a static peer")
 			continue
 		}
@@ -51,8 +57,16 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite)
 			}
 			allowed = append(allowed, p)
 		}
+		current := s.PublicKey
+		if !s.Next.IsZero() {
+			if cutover[s.Next] {
+				current = s.Next
+			} else {
+				d.WG.Peers = append(d.WG.Peers, wg.Peer{PublicKey: s.Next, Endpoint: s.Endpoint})
+			}
+		}
 		d.WG.Peers = append(d.WG.Peers, wg.Peer{
-			PublicKey:           s.PublicKey,
+			PublicKey:           current,
 			Endpoint:            s.Endpoint,
 			AllowedIPs:          allowed,
 			PersistentKeepalive: cfg.PersistentKeepalive,

@@ -45,7 +45,7 @@ func TestDesiredStateGossipGolden(t *testing.T) {
 		{Name: "fra2", PublicKey: key.Public(), Endpoint: netip.MustParseAddrPort("192.0.2.8:51820"), // this site's own key
 			Prefixes: prefixes("10.8.0.0/16")},
 	}
-	d := computeDesired(cfg, key, 1380, sites)
+	d := computeDesired(cfg, key, 1380, sites, nil)
 
 	wgc := wgtest.NewClient("dcm0")
 	if _, err := wg.Apply(wgc, "dcm0", d.WG); err != nil {
@@ -174,7 +174,7 @@ func TestDesiredStateGossipConflicts(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := computeDesired(cfg, key, 1400, c.sites)
+			d := computeDesired(cfg, key, 1400, c.sites, nil)
 			if d.WG.PrivateKey.Public() != key.Public() || d.WG.ListenPort != 51821 {
 				t.Errorf("device %v port %d", d.WG.PrivateKey.Public(), d.WG.ListenPort)
 			}

@@ -18,7 +18,7 @@ func TestDesiredStateGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := wg.GeneratePrivateKey()
-	d := computeDesired(cfg, key, 1380, nil)
+	d := computeDesired(cfg, key, 1380, nil, nil)
 
 	wgc := wgtest.NewClient("dcm0")
 	if _, err := wg.Apply(wgc, "dcm0", d.WG); err != nil {

@@ -165,8 +165,11 @@ func (s *siteStore) setCRL(crl *trust.RevocationList) bool {
 type remoteSite struct {
 	Name      string
 	PublicKey wg.PublicKey
-	Endpoint  netip.AddrPort
-	Prefixes  []netip.Prefix
+	// Next is the site's announced next key while it rotates, else zero.
+	Next     wg.PublicKey
+	Seq      uint64 // of the record this came from
+	Endpoint netip.AddrPort
+	Prefixes []netip.Prefix
 }
 
 // active returns the sites to program now: records that are not a goodbye,
@@ -196,7 +199,11 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 		if !ok || len(sr.Endpoints) == 0 {
 			continue
 		}
-		out = append(out, remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Endpoint: sr.Endpoints[0], Prefixes: prefixes})
+		rs := remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Endpoint: sr.Endpoints[0], Prefixes: prefixes}
+		if sr.Phase == trust.PhasePrepared {
+			rs.Next = sr.WGNext
+		}
+		out = append(out, rs)
 	}
 	return out, conflicts
 }

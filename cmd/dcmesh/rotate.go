@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/urfave/cli/v2"
+)
+
+func rotateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rotate",
+		Usage: "replace this site's WireGuard key now, without dropping its tunnels",
+		Description: `Make-before-break: the new key is announced, every live peer pre-installs it
+and acknowledges, then this site switches and each peer cuts over as soon as it
+sees a handshake on the new key. Tunnels keep carrying traffic throughout.
+
+--wait blocks until every peer confirmed the cut-over and prints any that did
+not. --emergency is for a suspected key compromise: the site switches at once and
+every peer drops the old key as soon as it hears, without waiting for
+acknowledgements (traffic pauses for about one handshake).
+
+Keys also rotate on the schedule in the configuration (rotation.interval).`,
+		Flags: append([]cli.Flag{
+			&cli.BoolFlag{Name: "wait", Usage: "wait until every peer cut over"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting after this long", Value: 3 * time.Minute},
+			&cli.BoolFlag{Name: "emergency", Usage: "switch at once; peers drop the old key immediately"},
+		}, clientFlags...),
+		Action: func(c *cli.Context) error {
+			cl, _, err := agentClient(c)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout")+10*time.Second)
+			defer cancel()
+			var r mesh.RotateReply
+			req := mesh.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
+			if err := cl.Do(ctx, "POST", "/v1/rotate", req, &r); err != nil {
+				return err
+			}
+			w := c.App.Writer
+			switch r.Result {
+			case "started":
+				_, err = fmt.Fprintf(w, "rotation started (new key %s); follow it with dcmesh status, or use --wait\n", r.PublicKey)
+			case "complete":
+				_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; all %d peers cut over (%s)\n", r.Epoch, r.PublicKey, len(r.CutOver), strings.Join(r.CutOver, ", "))
+			default:
+				_, err = fmt.Fprintf(w, "rotation %d %s: new key %s; cut over: %s; not confirmed: %s\n", r.Epoch, r.Result, r.PublicKey, strings.Join(r.CutOver, ", "), strings.Join(r.Missing, ", "))
+				if err == nil {
+					err = cli.Exit("", 1)
+				}
+			}
+			return err
+		},
+	}
+}

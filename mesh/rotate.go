@@ -1,0 +1,496 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
+)
+
+// Key rotation, make-before-break, on one interface.
+//
+// The rotating site A (A1 → A2):
+//  1. prepare: A2 is written to disk, then announced in A's record as next;
+//  2. every peer B pre-installs A2 with A's endpoint and no allowed IPs (it
+//     completes handshakes but carries nothing) and acks, signed;
+//  3. switch: when every live peer acked, or after rotation.ack_timeout, A
+//     persists "switching", gives the device A2 in one call that also
+//     re-sets keepalives (which starts handshakes under A2 at once),
+//     persists "switched", replaces A1 on disk and announces current=A2;
+//  4. each B cuts over in one device call — A2 takes A's prefixes (the
+//     kernel moves them atomically), A1 goes — as soon as it sees a
+//     handshake on A2 (polled every 50 ms while waiting) or A's new record,
+//     and acks the cut-over.
+// An emergency rotation (suspected compromise) skips the wait: A switches at
+// once and announces current=A2, and every peer drops A1 on receipt.
+
+const (
+	// handshakePoll is how often a peer checks for a handshake on a
+	// pre-installed key: the cut-over follows within this much.
+	handshakePoll = 50 * time.Millisecond
+	// rotationJitter spreads scheduled rotations of sites started together.
+	rotationJitter = 0.1
+)
+
+// rotationRun is the rotating site's view of a rotation in flight.
+type rotationRun struct {
+	key      wg.PublicKey // the new key
+	seq      uint64       // the record that announced it
+	expected []string     // live remote sites when the rotation began
+	pre, cut map[string]bool
+	deadline time.Time // for acks before the switch, for cut-overs after
+	waiters  []chan RotateReply
+}
+
+// RotateRequest is the body of POST /v1/rotate.
+type RotateRequest struct {
+	Emergency bool `json:"emergency"`
+	// Wait for every peer to cut over (up to Timeout).
+	Wait    bool          `json:"wait"`
+	Timeout time.Duration `json:"timeout"`
+}
+
+// RotateReply says how a rotation went.
+type RotateReply struct {
+	Epoch     uint64   `json:"epoch"`
+	PublicKey string   `json:"public_key"`
+	Result    string   `json:"result"` // started, complete, incomplete
+	CutOver   []string `json:"cut_over"`
+	Missing   []string `json:"missing,omitempty"`
+}
+
+// loadKeys reads the WireGuard keys and rotation state, and picks the key
+// the device must use: the next key from the moment the switch was
+// persisted.
+func (a *Agent) loadKeys(rt *runtime) error {
+	rt.keys = wg.NewKeyStore(rt.cfg.PrivateKeyFile, filepath.Join(rt.cfg.StateDir, "rotation.json"))
+	cur, next, st, err := rt.keys.Load()
+	if err != nil {
+		return fmt.Errorf("private_key_file: %w", err)
+	}
+	rt.rot, rt.key, rt.next = st, cur, next
+	if (st.Phase == wg.PhaseSwitching || st.Phase == wg.PhaseSwitched) && !next.IsZero() {
+		rt.key, rt.next = next, wg.PrivateKey{}
+	}
+	if st.Phase != wg.PhaseStable {
+		a.log.Info("resuming a key rotation interrupted by a restart", "phase", string(st.Phase), "epoch", st.Epoch)
+	}
+	for i, p := range rt.cfg.Peers {
+		if p.PublicKey == rt.key.Public() {
+			return fmt.Errorf("config %s: peers[%d].public_key is this site's own public key (from %s)", rt.cfg.Path, i, rt.cfg.PrivateKeyFile)
+		}
+	}
+	return nil
+}
+
+// resumeRotation finishes what a restart interrupted, once the device and
+// gossip are up.
+func (a *Agent) resumeRotation(rt *runtime) {
+	switch rt.rot.Phase {
+	case wg.PhasePrepared:
+		// The record just published announces the next key again; peers
+		// ack the new sequence number.
+		a.beginWaiting(rt)
+	case wg.PhaseSwitching:
+		// The device got the next key at the first reconcile.
+		var err error
+		if rt.rot, err = rt.keys.MarkSwitched(rt.rot); err != nil {
+			a.log.Error("rotation: cannot persist the switch", "err", err)
+			return
+		}
+		a.commitRotation(rt, nil)
+	case wg.PhaseSwitched:
+		a.commitRotation(rt, nil)
+	}
+}
+
+// startRotation begins a rotation of this site's key.
+func (a *Agent) startRotation(rt *runtime, emergency bool) error {
+	if rt.gossip == nil {
+		return errGossipOff
+	}
+	if len(rt.cfg.Peers) > 0 {
+		return fmt.Errorf("this site has %d static peers (plain WireGuard routers) that cannot learn a new key: rotation is off; move them to gossip or rotate by hand", len(rt.cfg.Peers))
+	}
+	if rt.rot.Phase != wg.PhaseStable {
+		return fmt.Errorf("a rotation is already under way (phase %s)", rt.rot.Phase)
+	}
+	next, st, err := rt.keys.Prepare(rt.rot, time.Now(), emergency)
+	if err != nil {
+		return fmt.Errorf("prepare the new key: %w", err)
+	}
+	rt.rot, rt.next = st, next
+	a.log.Info("key rotation started", "epoch", st.Epoch+1, "new_key", next.Public().Short(), "emergency", emergency)
+	if emergency {
+		// No waiting: the old key may be in someone else's hands.
+		a.switchKey(rt)
+		return nil
+	}
+	if err := a.publish(rt, false); err != nil {
+		return err
+	}
+	a.failpoint("rotation-prepared")
+	a.beginWaiting(rt)
+	return nil
+}
+
+// beginWaiting starts collecting pre-install acks from every live site.
+func (a *Agent) beginWaiting(rt *runtime) {
+	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+	run := &rotationRun{key: rt.next.Public(), seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{},
+		deadline: time.Now().Add(rt.cfg.Rotation.AckTimeout)}
+	if rt.run != nil {
+		run.waiters = rt.run.waiters
+	}
+	for _, s := range sites {
+		run.expected = append(run.expected, s.Name)
+	}
+	rt.run = run
+	a.maybeSwitch(rt)
+}
+
+// maybeSwitch switches once every expected site pre-installed the key.
+func (a *Agent) maybeSwitch(rt *runtime) {
+	if rt.run == nil || rt.rot.Phase != wg.PhasePrepared {
+		return
+	}
+	for _, s := range rt.run.expected {
+		if !rt.run.pre[s] {
+			return
+		}
+	}
+	a.switchKey(rt)
+}
+
+// switchKey moves the device to the next key and ends the rotation on disk.
+func (a *Agent) switchKey(rt *runtime) {
+	var err error
+	if rt.rot, err = rt.keys.BeginSwitch(rt.rot); err != nil {
+		a.log.Error("rotation: cannot persist the switch; staying on the current key", "err", err)
+		return
+	}
+	a.failpoint("rotation-switching")
+	next := rt.next
+	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next); err != nil {
+		// Persisted as switching: the next reconcile (or a restart) gives
+		// the device the next key; continue as if it had.
+		a.log.Error("rotation: device switch failed; the next reconcile retries", "err", err)
+	}
+	rt.key, rt.next = next, wg.PrivateKey{}
+	if rt.rot, err = rt.keys.MarkSwitched(rt.rot); err != nil {
+		a.log.Error("rotation: cannot persist the switch", "err", err)
+		return
+	}
+	a.failpoint("rotation-switched")
+	var pending []string
+	if rt.run != nil {
+		for _, s := range rt.run.expected {
+			if !rt.run.pre[s] {
+				pending = append(pending, s)
+			}
+		}
+	}
+	if len(pending) > 0 {
+		a.log.Warn("rotation: switching without every peer's pre-install; they cut over from the new record", "missing", pending)
+	}
+	a.commitRotation(rt, pending)
+}
+
+// commitRotation replaces the old key on disk, announces the new one and
+// waits for peers to cut over.
+func (a *Agent) commitRotation(rt *runtime, _ []string) {
+	var err error
+	result := "switched"
+	if rt.rot.Emergency {
+		result = "emergency switch"
+	}
+	if rt.rot, err = rt.keys.Commit(rt.rot, time.Now(), result); err != nil {
+		a.log.Error("rotation: cannot replace the old key on disk", "err", err)
+		return
+	}
+	if err := a.publish(rt, false); err != nil {
+		a.log.Error("rotation: cannot announce the new key", "err", err)
+	}
+	a.log.Info("key rotation switched", "epoch", rt.rot.Epoch, "key", rt.key.Public().Short())
+	if rt.run == nil {
+		sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+		rt.run = &rotationRun{pre: map[string]bool{}, cut: map[string]bool{}}
+		for _, s := range sites {
+			rt.run.expected = append(rt.run.expected, s.Name)
+		}
+	}
+	rt.run.key = rt.key.Public()
+	rt.run.deadline = time.Now().Add(rt.cfg.Rotation.CompleteTimeout)
+	a.maybeComplete(rt)
+	a.scheduleRotation(rt)
+}
+
+// maybeComplete ends the rotation once every expected site cut over.
+func (a *Agent) maybeComplete(rt *runtime) {
+	run := rt.run
+	if run == nil || rt.rot.Phase != wg.PhaseStable {
+		return
+	}
+	missing := run.missing()
+	if len(missing) > 0 && time.Now().Before(run.deadline) {
+		return
+	}
+	reply := RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete", CutOver: run.cutOver(), Missing: missing}
+	if len(missing) > 0 {
+		reply.Result = "incomplete"
+		rt.rot.LastResult = fmt.Sprintf("incomplete: %v did not confirm the cut-over within %s", missing, rt.cfg.Rotation.CompleteTimeout)
+		a.log.Warn("key rotation incomplete", "epoch", rt.rot.Epoch, "missing", missing)
+	} else {
+		rt.rot.LastResult = "complete"
+		a.log.Info("key rotation complete: every peer cut over", "epoch", rt.rot.Epoch, "sites", len(run.expected))
+	}
+	if err := rt.keys.SaveResult(rt.rot); err != nil {
+		a.log.Warn("cannot record the rotation result", "err", err)
+	}
+	for _, w := range run.waiters {
+		w <- reply
+	}
+	rt.run = nil
+}
+
+func (r *rotationRun) missing() []string {
+	var out []string
+	for _, s := range r.expected {
+		if !r.cut[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *rotationRun) cutOver() []string {
+	var out []string
+	for _, s := range r.expected {
+		if r.cut[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// rotationDeadline handles the end of an ack or cut-over wait.
+func (a *Agent) rotationDeadline(rt *runtime) {
+	if rt.run == nil || time.Now().Before(rt.run.deadline) {
+		return
+	}
+	if rt.rot.Phase == wg.PhasePrepared {
+		a.switchKey(rt)
+		return
+	}
+	a.maybeComplete(rt)
+}
+
+// scheduleRotation sets the next scheduled rotation: the current key's age
+// plus the interval, ±10%.
+func (a *Agent) scheduleRotation(rt *runtime) {
+	iv := rt.cfg.Rotation.Interval
+	if iv == 0 || rt.gossip == nil || len(rt.cfg.Peers) > 0 {
+		rt.nextRotation = time.Time{}
+		return
+	}
+	jitter := time.Duration((rand.Float64()*2 - 1) * rotationJitter * float64(iv))
+	at := rt.rot.KeySince.Add(iv + jitter)
+	if min := time.Now().Add(time.Duration(rand.Int64N(int64(time.Minute)))); at.Before(min) {
+		at = min // overdue: soon, but not all sites of a restarted cluster at once
+	}
+	rt.nextRotation = at
+}
+
+// rotationTimerDue returns when the rotation timer must fire next.
+func (rt *runtime) rotationTimerDue() time.Time {
+	due := rt.nextRotation
+	if rt.run != nil && (due.IsZero() || rt.run.deadline.Before(due)) {
+		due = rt.run.deadline
+	}
+	return due
+}
+
+// onRotationTimer runs scheduled rotations and deadlines.
+func (a *Agent) onRotationTimer(rt *runtime) {
+	now := time.Now()
+	if rt.run != nil && !now.Before(rt.run.deadline) {
+		a.rotationDeadline(rt)
+	}
+	if !rt.nextRotation.IsZero() && !now.Before(rt.nextRotation) && rt.rot.Phase == wg.PhaseStable {
+		rt.nextRotation = time.Time{}
+		if err := a.startRotation(rt, false); err != nil {
+			a.log.Error("scheduled key rotation did not start", "err", err)
+			a.scheduleRotation(rt)
+		}
+	}
+}
+
+// ---- the peer side ----
+
+// onAck records a peer's acknowledgement of our new key.
+func (a *Agent) onAck(rt *runtime, raw []byte) {
+	ack, err := trust.DecodeAck(raw)
+	if err != nil {
+		rt.store.reject("(ack)", err)
+		return
+	}
+	sr, ok := rt.store.records[ack.From]
+	if !ok || ack.To != rt.cfg.Site {
+		return
+	}
+	if _, err := trust.VerifyAck(raw, sr.Cert.IdentityKey); err != nil {
+		rt.store.reject(ack.From, err)
+		return
+	}
+	if rt.run == nil || ack.Key != rt.run.key {
+		return
+	}
+	switch ack.Stage {
+	case trust.AckPreinstalled:
+		if !rt.run.pre[ack.From] {
+			rt.run.pre[ack.From] = true
+			a.log.Debug("rotation: peer pre-installed the new key", "peer", ack.From)
+			a.maybeSwitch(rt)
+		}
+	case trust.AckCutOver:
+		if !rt.run.cut[ack.From] {
+			rt.run.cut[ack.From] = true
+			rt.run.pre[ack.From] = true
+			a.log.Debug("rotation: peer cut over", "peer", ack.From)
+			a.maybeComplete(rt)
+		}
+	}
+}
+
+// afterApply acks what the last successful reconcile did for rotating
+// sites, and tracks which pre-installed keys to watch for a handshake.
+func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
+	if rt.gossip == nil {
+		return
+	}
+	awaiting := map[wg.PublicKey]bool{}
+	for _, s := range sites {
+		if s.Next.IsZero() {
+			continue
+		}
+		if rt.cutover[s.Next] {
+			if !rt.ackedCut[s.Next] {
+				rt.ackedCut[s.Next] = true
+				a.sendAck(rt, s, s.Next, trust.AckCutOver)
+			}
+			continue
+		}
+		awaiting[s.Next] = true
+		if rt.ackedPre[s.Name] != s.Seq {
+			rt.ackedPre[s.Name] = s.Seq
+			a.sendAck(rt, s, s.Next, trust.AckPreinstalled)
+		}
+	}
+	// A site whose record now names a new current key (it switched, or
+	// rotated in an emergency): we just replaced the old key; ack that.
+	for _, s := range sites {
+		old, known := rt.siteKeys[s.Name]
+		rt.siteKeys[s.Name] = s.PublicKey
+		if s.Next.IsZero() && known && old != s.PublicKey && !rt.ackedCut[s.PublicKey] {
+			rt.ackedCut[s.PublicKey] = true
+			a.sendAck(rt, s, s.PublicKey, trust.AckCutOver)
+		}
+	}
+	rt.awaiting = awaiting
+	for k := range rt.cutover {
+		if !slices.ContainsFunc(sites, func(s remoteSite) bool { return s.Next == k }) {
+			delete(rt.cutover, k)
+		}
+	}
+}
+
+func (a *Agent) sendAck(rt *runtime, s remoteSite, key wg.PublicKey, stage trust.AckStage) {
+	b, err := trust.SignAck(trust.Ack{From: rt.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}, rt.enr.identity)
+	if err != nil {
+		a.log.Error("cannot sign an ack", "err", err)
+		return
+	}
+	g, name := rt.gossip, s.Name
+	go func() {
+		if err := g.SendTo(name, append([]byte{msgAck}, b...)); err != nil {
+			a.log.Debug("ack not delivered", "to", name, "err", err)
+		}
+	}()
+}
+
+// pollHandshakes cuts over to a rotating site's new key as soon as a
+// handshake on it shows the site switched.
+func (a *Agent) pollHandshakes(rt *runtime) {
+	if len(rt.awaiting) == 0 {
+		return
+	}
+	dev, err := rt.wgc.Device(rt.cfg.Interface)
+	if err != nil {
+		return
+	}
+	seen := false
+	for _, p := range dev.Peers {
+		k := wg.PublicKey(p.PublicKey)
+		if rt.awaiting[k] && !p.LastHandshakeTime.IsZero() {
+			rt.cutover[k] = true
+			seen = true
+		}
+	}
+	if seen {
+		a.logReconcileError(a.reconcile(rt, false))
+	}
+}
+
+// ---- control API ----
+
+func (a *Agent) rotateHandler() http.HandlerFunc {
+	return control.Handle(func(ctx context.Context, in RotateRequest) (RotateReply, error) {
+		wait := make(chan RotateReply, 1)
+		v, err := a.call(ctx, func(rt *runtime) (any, error) {
+			if err := a.startRotation(rt, in.Emergency); err != nil {
+				return nil, err
+			}
+			if rt.run != nil {
+				rt.run.waiters = append(rt.run.waiters, wait)
+			}
+			return RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "started"}, nil
+		})
+		if err != nil {
+			return RotateReply{}, err
+		}
+		if !in.Wait {
+			return v.(RotateReply), nil
+		}
+		timeout := in.Timeout
+		if timeout <= 0 {
+			timeout = 5 * time.Minute
+		}
+		select {
+		case r := <-wait:
+			return r, nil
+		case <-time.After(timeout):
+			return RotateReply{}, fmt.Errorf("rotation still under way after %s (see the agent's log)", timeout)
+		case <-ctx.Done():
+			return RotateReply{}, ctx.Err()
+		}
+	})
+}
+
+// failpoint stops the agent dead at a named point when DCMESH_FAILPOINT
+// names it. Tests use it to kill -9 an agent in the middle of a rotation;
+// it does nothing otherwise.
+func (a *Agent) failpoint(name string) {
+	if os.Getenv("DCMESH_FAILPOINT") != name {
+		return
+	}
+	a.log.Warn("failpoint reached; waiting to be killed", "failpoint", name)
+	select {}
+}

@@ -1,0 +1,207 @@
+package wg
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// RotationPhase is where a site is in replacing its WireGuard key.
+//
+//	stable ──Prepare──▶ prepared ──BeginSwitch──▶ switching ──MarkSwitched──▶ switched ──Commit──▶ stable
+//
+// Every phase is persisted before it takes effect, so an agent killed at any
+// moment resumes from the file: prepared (next key on disk and announced, the
+// device still on the current one), switching (the device may or may not
+// have the next key: set it), switched (the device has it: finish).
+type RotationPhase string
+
+const (
+	PhaseStable    RotationPhase = "stable"
+	PhasePrepared  RotationPhase = "prepared"
+	PhaseSwitching RotationPhase = "switching"
+	PhaseSwitched  RotationPhase = "switched"
+)
+
+// RotationState is the persisted rotation state of a site.
+type RotationState struct {
+	// Epoch counts completed rotations.
+	Epoch uint64        `json:"epoch"`
+	Phase RotationPhase `json:"phase"`
+	// Started is when the rotation under way began.
+	Started time.Time `json:"started,omitzero"`
+	// Emergency marks a rotation that does not wait for peers.
+	Emergency bool `json:"emergency,omitempty"`
+	// KeySince is when the current key became current.
+	KeySince time.Time `json:"key_since,omitzero"`
+	// LastResult describes how the last rotation ended.
+	LastResult string `json:"last_result,omitempty"`
+}
+
+// KeyStore keeps a site's WireGuard keys and rotation state on disk: the
+// current key at KeyPath, the next one at KeyPath+".next" during a rotation,
+// and the state (JSON) at StatePath. All files are 0600 and written
+// atomically.
+type KeyStore struct {
+	KeyPath   string
+	NextPath  string
+	StatePath string
+}
+
+// NewKeyStore returns the store for the key at keyPath with its rotation
+// state at statePath.
+func NewKeyStore(keyPath, statePath string) *KeyStore {
+	return &KeyStore{KeyPath: keyPath, NextPath: keyPath + ".next", StatePath: statePath}
+}
+
+// ErrCorruptState means the rotation state file exists but cannot be used.
+var ErrCorruptState = errors.New("corrupt rotation state")
+
+// Load returns the keys and state. During prepared and switching the next
+// key must exist. In switched, the next key may already have replaced the
+// current one (a crash after the rename); then next is zero. A missing state
+// file is a stable site at epoch 0.
+func (ks *KeyStore) Load() (cur, next PrivateKey, st RotationState, err error) {
+	st, err = ks.loadState()
+	if err != nil {
+		return cur, next, st, err
+	}
+	if cur, err = ReadPrivateKeyFile(ks.KeyPath); err != nil {
+		return cur, next, st, err
+	}
+	switch st.Phase {
+	case PhaseStable:
+		return cur, next, st, nil
+	case PhasePrepared, PhaseSwitching:
+		if next, err = ReadPrivateKeyFile(ks.NextPath); err != nil {
+			return cur, next, st, fmt.Errorf("rotation state %s says %s but the next key is unusable: %w", ks.StatePath, st.Phase, err)
+		}
+	case PhaseSwitched:
+		if _, serr := os.Stat(ks.NextPath); serr == nil {
+			if next, err = ReadPrivateKeyFile(ks.NextPath); err != nil {
+				return cur, next, st, err
+			}
+		}
+	default:
+		return cur, next, st, fmt.Errorf("%s: %w: unknown phase %q", ks.StatePath, ErrCorruptState, st.Phase)
+	}
+	return cur, next, st, nil
+}
+
+func (ks *KeyStore) loadState() (RotationState, error) {
+	raw, err := os.ReadFile(ks.StatePath)
+	if errors.Is(err, fs.ErrNotExist) {
+		st := RotationState{Phase: PhaseStable}
+		if fi, err := os.Stat(ks.KeyPath); err == nil {
+			st.KeySince = fi.ModTime()
+		}
+		return st, nil
+	}
+	if err != nil {
+		return RotationState{}, err
+	}
+	var st RotationState
+	if err := json.Unmarshal(raw, &st); err != nil || st.Phase == "" {
+		return RotationState{}, fmt.Errorf("%s: %w (%v): it records which WireGuard key is in use, so dcmesh will not guess; restore it, or remove it and %s.next to keep the current key", ks.StatePath, ErrCorruptState, err, ks.KeyPath)
+	}
+	return st, nil
+}
+
+func (ks *KeyStore) save(st RotationState) error {
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(ks.StatePath, append(raw, '\n'), 0o600)
+}
+
+// Prepare starts a rotation from stable: it writes a new key to NextPath
+// (durably, before anything announces it) and persists phase prepared.
+func (ks *KeyStore) Prepare(st RotationState, now time.Time, emergency bool) (PrivateKey, RotationState, error) {
+	if st.Phase != PhaseStable {
+		return PrivateKey{}, st, fmt.Errorf("a rotation is already under way (phase %s)", st.Phase)
+	}
+	next, err := GeneratePrivateKey()
+	if err != nil {
+		return PrivateKey{}, st, err
+	}
+	if err := WritePrivateKeyFile(ks.NextPath, next, true); err != nil {
+		return PrivateKey{}, st, err
+	}
+	st.Phase, st.Started, st.Emergency = PhasePrepared, now, emergency
+	if err := ks.save(st); err != nil {
+		return PrivateKey{}, st, err
+	}
+	return next, st, nil
+}
+
+// BeginSwitch persists phase switching: from here on, a restart uses the
+// next key.
+func (ks *KeyStore) BeginSwitch(st RotationState) (RotationState, error) {
+	if st.Phase != PhasePrepared {
+		return st, fmt.Errorf("cannot switch keys in phase %s", st.Phase)
+	}
+	st.Phase = PhaseSwitching
+	return st, ks.save(st)
+}
+
+// MarkSwitched persists that the device now uses the next key.
+func (ks *KeyStore) MarkSwitched(st RotationState) (RotationState, error) {
+	if st.Phase != PhaseSwitching {
+		return st, fmt.Errorf("cannot mark switched in phase %s", st.Phase)
+	}
+	st.Phase = PhaseSwitched
+	return st, ks.save(st)
+}
+
+// Commit ends a rotation: the next key replaces the current one (rename, so
+// the old private key is gone from disk) and the state returns to stable with
+// the epoch incremented.
+func (ks *KeyStore) Commit(st RotationState, now time.Time, result string) (RotationState, error) {
+	if st.Phase != PhaseSwitched {
+		return st, fmt.Errorf("cannot commit a rotation in phase %s", st.Phase)
+	}
+	if _, err := os.Stat(ks.NextPath); err == nil {
+		if err := os.Rename(ks.NextPath, ks.KeyPath); err != nil {
+			return st, fmt.Errorf("replace the WireGuard key: %w", err)
+		}
+		if err := syncDir(filepath.Dir(ks.KeyPath)); err != nil {
+			return st, fmt.Errorf("replace the WireGuard key: %w", err)
+		}
+	}
+	st = RotationState{Epoch: st.Epoch + 1, Phase: PhaseStable, KeySince: now, LastResult: result}
+	return st, ks.save(st)
+}
+
+// SaveResult persists st (a stable state whose LastResult changed).
+func (ks *KeyStore) SaveResult(st RotationState) error { return ks.save(st) }
+
+// SwitchKey gives the device its new private key and, in the same call,
+// re-sets the keepalive of every peer that has one, which makes the device
+// send a keepalive and so start a handshake under the new key at once
+// instead of at the next packet. Sessions under the old key keep receiving
+// until the peers cut over.
+func SwitchKey(c Client, name string, key PrivateKey) error {
+	dev, err := c.Device(name)
+	if err != nil {
+		return fmt.Errorf("read WireGuard device %s: %w", name, err)
+	}
+	k := key.k
+	cfg := wgtypes.Config{PrivateKey: &k}
+	for _, p := range dev.Peers {
+		if p.PersistentKeepaliveInterval > 0 {
+			ka := p.PersistentKeepaliveInterval
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, PersistentKeepaliveInterval: &ka})
+		}
+	}
+	if err := c.ConfigureDevice(name, cfg); err != nil {
+		return fmt.Errorf("switch WireGuard key on %s: %w", name, err)
+	}
+	return nil
+}
