@@ -106,10 +106,13 @@ type runtime struct {
 	nextRotation time.Time
 	// key rotation, other sites
 	cutover  map[wg.PublicKey]bool   // new keys seen handshaking: cut over
-	awaiting map[wg.PublicKey]bool   // pre-installed new keys to poll
 	ackedPre map[string]uint64       // site → record sequence acked
 	ackedCut map[wg.PublicKey]bool   // cut-overs acked
 	siteKeys map[string]wg.PublicKey // current key per site, as last applied
+	watch    *cutoverWatch           // rotate.go
+	// the last desired WireGuard state and sites, for the fast cut-over
+	lastWG    wg.Config
+	lastSites []remoteSite
 }
 
 // firstHandshakeDelay staggers the first handshake of a new pair. When two
@@ -134,7 +137,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			return fmt.Errorf("--wireguard: %w", err)
 		}
 	}
-	rt := &runtime{cfg: cfg, cutover: map[wg.PublicKey]bool{}, awaiting: map[wg.PublicKey]bool{},
+	rt := &runtime{cfg: cfg, cutover: map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{}}
 	if err := a.loadKeys(rt); err != nil {
 		return err
@@ -216,8 +219,9 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		}
 	}
 	armRotation()
-	poll := time.NewTicker(handshakePoll)
-	defer poll.Stop()
+	rt.watch = newCutoverWatch(rt.wgc, cfg.Interface)
+	go rt.watch.run(ctx, func(msg string, args ...any) { a.log.Warn(msg, args...) })
+	a.publishWatch(rt, rt.lastSites)
 	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
 		"public_key", key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
 		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.ControlSocket())
@@ -247,8 +251,8 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		case <-rotTimer.C:
 			a.onRotationTimer(rt)
 			armRotation()
-		case <-poll.C:
-			a.pollHandshakes(rt)
+		case k := <-rt.watch.done:
+			a.onCutOver(rt, k)
 		case name := <-joins:
 			// Hand the newcomer our record directly; see gossip.Joins.
 			if rt.own != nil {
@@ -363,9 +367,10 @@ func (a *Agent) startGossip(ctx context.Context, rt *runtime) error {
 
 // Message types on the gossip wire (first byte of a user message).
 const (
-	msgRecord byte = 'r'
-	msgCRL    byte = 'c'
-	msgAck    byte = 'a' // rotation acknowledgements, direct
+	msgRecord    byte = 'r'
+	msgCRL       byte = 'c'
+	msgAck       byte = 'a' // rotation acknowledgements, direct
+	msgSwitching byte = 's' // "switching keys now", direct: poll faster
 )
 
 // publish signs a new record of this site (persisting its sequence number
@@ -479,6 +484,8 @@ func (a *Agent) handleGossip(rt *runtime, m gossip.Message) bool {
 			return a.offerCRL(rt, m.Data[1:])
 		case msgAck:
 			a.onAck(rt, m.Data[1:])
+		case msgSwitching:
+			a.onSwitching(rt)
 		}
 	}
 	return false
@@ -673,9 +680,11 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		a.log.Info("WireGuard peers changed", "added", peerNames(rt, sites, wch.Added), "updated", peerNames(rt, sites, wch.Updated),
 			"removed", shortKeys(wch.Removed), "private_key_changed", wch.PrivateKey, "listen_port_changed", wch.ListenPort)
 	}
+	rt.lastWG, rt.lastSites = d.WG, sites
 	if len(errs) == 0 {
 		a.afterApply(rt, sites)
 	}
+	a.publishWatch(rt, sites)
 	a.log.Debug("reconciled", "took", time.Since(start))
 	return errors.Join(errs...)
 }

@@ -75,8 +75,18 @@ type Status struct {
 	Backend   string            `json:"backend"`
 	PublicKey string            `json:"public_key"`
 	Members   []gossip.Member   `json:"members,omitempty"`
+	Rotation  *RotationStatus   `json:"rotation,omitempty"`
 	Peers     []PeerStatus      `json:"peers"`
 	Rejected  map[string]uint64 `json:"records_rejected,omitempty"`
+}
+
+// RotationStatus is this site's key rotation state.
+type RotationStatus struct {
+	Epoch        uint64    `json:"epoch"`
+	KeySince     time.Time `json:"key_since"`
+	Phase        string    `json:"phase"`
+	NextRotation time.Time `json:"next_rotation,omitzero"`
+	LastResult   string    `json:"last_result,omitempty"`
 }
 
 // PeerStatus is one WireGuard peer as the device reports it.
@@ -108,6 +118,8 @@ func (a *Agent) apiStatus(rt *runtime, _ Empty) (Status, error) {
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].PublicKey < st.Peers[j].PublicKey })
 	if rt.gossip != nil {
+		st.Rotation = &RotationStatus{Epoch: rt.rot.Epoch, KeySince: rt.rot.KeySince, Phase: string(rt.rot.Phase),
+			NextRotation: rt.nextRotation, LastResult: rt.rot.LastResult}
 		st.Members = rt.gossip.Members()
 		st.Rejected = map[string]uint64{}
 		for r, n := range rt.store.rejected {

@@ -65,6 +65,10 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite,
 				d.WG.Peers = append(d.WG.Peers, wg.Peer{PublicKey: s.Next, Endpoint: s.Endpoint})
 			}
 		}
+		keys[s.PublicKey] = true
+		if !s.Next.IsZero() {
+			keys[s.Next] = true
+		}
 		d.WG.Peers = append(d.WG.Peers, wg.Peer{
 			PublicKey:           current,
 			Endpoint:            s.Endpoint,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/control"
@@ -34,8 +35,17 @@ import (
 
 const (
 	// handshakePoll is how often a peer checks for a handshake on a
-	// pre-installed key: the cut-over follows within this much.
-	handshakePoll = 50 * time.Millisecond
+	// pre-installed key while one is pending (never otherwise): until it
+	// cuts over, the rotating site's packets under the new key are dropped,
+	// so this bounds the loss in that direction (2 packets at 200/s).
+	handshakePoll = 10 * time.Millisecond
+	// fastPoll is the poll interval for a short while after a rotating site
+	// says it is switching now: the cut-over then follows the handshake
+	// within a millisecond or two.
+	fastPoll       = time.Millisecond
+	fastPollWindow = 2 * time.Second
+	// switchNoticeWait bounds how long the switch waits for its notices.
+	switchNoticeWait = 250 * time.Millisecond
 	// rotationJitter spreads scheduled rotations of sites started together.
 	rotationJitter = 0.1
 )
@@ -101,11 +111,12 @@ func (a *Agent) resumeRotation(rt *runtime) {
 		a.beginWaiting(rt)
 	case wg.PhaseSwitching:
 		// The device got the next key at the first reconcile.
-		var err error
-		if rt.rot, err = rt.keys.MarkSwitched(rt.rot); err != nil {
+		st, err := rt.keys.MarkSwitched(rt.rot)
+		if err != nil {
 			a.log.Error("rotation: cannot persist the switch", "err", err)
 			return
 		}
+		rt.rot = st
 		a.commitRotation(rt, nil)
 	case wg.PhaseSwitched:
 		a.commitRotation(rt, nil)
@@ -172,12 +183,18 @@ func (a *Agent) maybeSwitch(rt *runtime) {
 
 // switchKey moves the device to the next key and ends the rotation on disk.
 func (a *Agent) switchKey(rt *runtime) {
-	var err error
-	if rt.rot, err = rt.keys.BeginSwitch(rt.rot); err != nil {
-		a.log.Error("rotation: cannot persist the switch; staying on the current key", "err", err)
+	st, err := rt.keys.BeginSwitch(rt.rot)
+	if err != nil {
+		// Still prepared on disk and in memory: the deadline retries.
+		a.log.Error("rotation: cannot persist the switch; staying on the current key and retrying", "err", err)
+		if rt.run != nil {
+			rt.run.deadline = time.Now().Add(time.Second)
+		}
 		return
 	}
+	rt.rot = st
 	a.failpoint("rotation-switching")
+	a.notifySwitching(rt)
 	next := rt.next
 	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next); err != nil {
 		// Persisted as switching: the next reconcile (or a restart) gives
@@ -185,10 +202,12 @@ func (a *Agent) switchKey(rt *runtime) {
 		a.log.Error("rotation: device switch failed; the next reconcile retries", "err", err)
 	}
 	rt.key, rt.next = next, wg.PrivateKey{}
-	if rt.rot, err = rt.keys.MarkSwitched(rt.rot); err != nil {
+	if st, err = rt.keys.MarkSwitched(rt.rot); err != nil {
+		// Switching on disk: a restart finishes it; so does the next try.
 		a.log.Error("rotation: cannot persist the switch", "err", err)
 		return
 	}
+	rt.rot = st
 	a.failpoint("rotation-switched")
 	var pending []string
 	if rt.run != nil {
@@ -207,15 +226,16 @@ func (a *Agent) switchKey(rt *runtime) {
 // commitRotation replaces the old key on disk, announces the new one and
 // waits for peers to cut over.
 func (a *Agent) commitRotation(rt *runtime, _ []string) {
-	var err error
 	result := "switched"
 	if rt.rot.Emergency {
 		result = "emergency switch"
 	}
-	if rt.rot, err = rt.keys.Commit(rt.rot, time.Now(), result); err != nil {
-		a.log.Error("rotation: cannot replace the old key on disk", "err", err)
+	st, err := rt.keys.Commit(rt.rot, time.Now(), result)
+	if err != nil {
+		a.log.Error("rotation: cannot replace the old key on disk; a restart finishes it", "err", err)
 		return
 	}
+	rt.rot = st
 	if err := a.publish(rt, false); err != nil {
 		a.log.Error("rotation: cannot announce the new key", "err", err)
 	}
@@ -376,7 +396,6 @@ func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
 	if rt.gossip == nil {
 		return
 	}
-	awaiting := map[wg.PublicKey]bool{}
 	for _, s := range sites {
 		if s.Next.IsZero() {
 			continue
@@ -388,7 +407,6 @@ func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
 			}
 			continue
 		}
-		awaiting[s.Next] = true
 		if rt.ackedPre[s.Name] != s.Seq {
 			rt.ackedPre[s.Name] = s.Seq
 			a.sendAck(rt, s, s.Next, trust.AckPreinstalled)
@@ -404,7 +422,6 @@ func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
 			a.sendAck(rt, s, s.PublicKey, trust.AckCutOver)
 		}
 	}
-	rt.awaiting = awaiting
 	for k := range rt.cutover {
 		if !slices.ContainsFunc(sites, func(s remoteSite) bool { return s.Next == k }) {
 			delete(rt.cutover, k)
@@ -426,27 +443,155 @@ func (a *Agent) sendAck(rt *runtime, s remoteSite, key wg.PublicKey, stage trust
 	}()
 }
 
-// pollHandshakes cuts over to a rotating site's new key as soon as a
-// handshake on it shows the site switched.
-func (a *Agent) pollHandshakes(rt *runtime) {
-	if len(rt.awaiting) == 0 {
+// notifySwitching tells the peers to watch closely before we switch: each
+// packet we send under the new key before a peer cuts over is dropped by
+// that peer. It waits for the notices to go out, at most switchNoticeWait
+// (a peer that does not take one in time still has the regular poll).
+func (a *Agent) notifySwitching(rt *runtime) {
+	if rt.run == nil || len(rt.run.expected) == 0 {
 		return
 	}
-	dev, err := rt.wgc.Device(rt.cfg.Interface)
+	done := make(chan struct{}, len(rt.run.expected))
+	msg := append([]byte{msgSwitching}, rt.cfg.Site...)
+	for _, name := range rt.run.expected {
+		g, name := rt.gossip, name
+		go func() {
+			_ = g.SendTo(name, msg)
+			done <- struct{}{}
+		}()
+	}
+	timeout := time.After(switchNoticeWait)
+	for range rt.run.expected {
+		select {
+		case <-done:
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// onSwitching starts fast polling: a rotating site is about to switch. The
+// notice is unsigned: all it can do is make us poll faster for a moment.
+func (a *Agent) onSwitching(rt *runtime) {
+	if rt.watch != nil {
+		rt.watch.fast(time.Now().Add(fastPollWindow))
+	}
+}
+
+// cutoverWatch polls the device for handshakes under pre-installed keys and
+// cuts over on its own goroutine, so that a slow reconcile on the agent loop
+// never delays it. The loop publishes what to watch after every reconcile
+// and learns of each cut-over on the done channel.
+//
+// The signal is received bytes on the pre-installed key (a valid handshake
+// initiation: only the holder of the new private key can produce one, and
+// we never initiate towards a pre-installed key) or a completed handshake.
+// Cutting over at the initiation, before the rotating site's first data
+// packet arrives, is what keeps the loss in its direction near zero.
+type cutoverWatch struct {
+	wgc  wg.Client
+	name string
+	done chan wg.PublicKey
+
+	mu        sync.Mutex
+	pairs     map[wg.PublicKey]wg.PublicKey // pre-installed new key → key it replaces
+	cfg       wg.Config                     // last desired WireGuard state
+	fastUntil time.Time
+	wake      chan struct{}
+}
+
+func newCutoverWatch(wgc wg.Client, name string) *cutoverWatch {
+	return &cutoverWatch{wgc: wgc, name: name, done: make(chan wg.PublicKey, 16), wake: make(chan struct{}, 1)}
+}
+
+// set publishes what to watch (from the loop).
+func (w *cutoverWatch) set(pairs map[wg.PublicKey]wg.PublicKey, cfg wg.Config) {
+	w.mu.Lock()
+	w.pairs, w.cfg = pairs, cfg
+	w.mu.Unlock()
+	notify(w.wake)
+}
+
+func (w *cutoverWatch) fast(until time.Time) {
+	w.mu.Lock()
+	w.fastUntil = until
+	w.mu.Unlock()
+	notify(w.wake)
+}
+
+// run polls until ctx ends: every handshakePoll while something is pending,
+// every fastPoll in a fast window, not at all otherwise.
+func (w *cutoverWatch) run(ctx context.Context, log func(msg string, args ...any)) {
+	for {
+		w.mu.Lock()
+		pending := len(w.pairs) > 0
+		interval := handshakePoll
+		if time.Now().Before(w.fastUntil) {
+			interval = fastPoll
+		}
+		w.mu.Unlock()
+		var tick <-chan time.Time
+		if pending {
+			tick = time.After(interval)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+			continue
+		case <-tick:
+		}
+		w.poll(log)
+	}
+}
+
+func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
+	dev, err := w.wgc.Device(w.name)
 	if err != nil {
 		return
 	}
-	seen := false
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := map[wg.PublicKey]wg.PublicKey{}
 	for _, p := range dev.Peers {
 		k := wg.PublicKey(p.PublicKey)
-		if rt.awaiting[k] && !p.LastHandshakeTime.IsZero() {
-			rt.cutover[k] = true
-			seen = true
+		if old, ok := w.pairs[k]; ok && (p.ReceiveBytes > 0 || !p.LastHandshakeTime.IsZero()) {
+			seen[k] = old
 		}
 	}
-	if seen {
-		a.logReconcileError(a.reconcile(rt, false))
+	if len(seen) == 0 {
+		return
 	}
+	if err := wg.CutOver(w.wgc, w.name, w.cfg, seen); err != nil {
+		log("fast cut-over failed; the reconcile does it", "err", err)
+	}
+	for k := range seen {
+		delete(w.pairs, k)
+		select {
+		case w.done <- k:
+		default: // the loop's next reconcile still cuts over (cutover map)
+		}
+	}
+}
+
+// onCutOver is the loop's side of a cut-over the watcher made.
+func (a *Agent) onCutOver(rt *runtime, k wg.PublicKey) {
+	rt.cutover[k] = true
+	a.logReconcileError(a.reconcile(rt, false))
+}
+
+// publishWatch tells the watcher what is pending after a reconcile.
+func (a *Agent) publishWatch(rt *runtime, sites []remoteSite) {
+	if rt.watch == nil {
+		return
+	}
+	pairs := map[wg.PublicKey]wg.PublicKey{}
+	for _, s := range sites {
+		if !s.Next.IsZero() && !rt.cutover[s.Next] {
+			pairs[s.Next] = s.PublicKey
+		}
+	}
+	rt.watch.set(pairs, rt.lastWG)
 }
 
 // ---- control API ----

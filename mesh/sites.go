@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -142,7 +143,13 @@ func (s *siteStore) reject(site string, err error) {
 		clear(s.logged)
 	}
 	s.logged[key] = time.Now()
-	s.log.Warn("site record rejected", "site", site, "reason", string(reason), "err", err)
+	level := slog.LevelWarn
+	if reason == trust.ReasonReplay {
+		// Gossip delivers old copies after new ones all the time; a replay
+		// looks the same and is just as harmless once refused. Counted.
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "site record rejected", "site", site, "reason", string(reason), "err", err)
 }
 
 // setCRL keeps crl if it is newer than the one held, and drops the records

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -107,7 +108,11 @@ func (ks *KeyStore) loadState() (RotationState, error) {
 		return RotationState{}, err
 	}
 	var st RotationState
-	if err := json.Unmarshal(raw, &st); err != nil || st.Phase == "" {
+	err = json.Unmarshal(raw, &st)
+	if err == nil && st.Phase == "" {
+		err = errors.New("no phase")
+	}
+	if err != nil {
 		return RotationState{}, fmt.Errorf("%s: %w (%v): it records which WireGuard key is in use, so dcmesh will not guess; restore it, or remove it and %s.next to keep the current key", ks.StatePath, ErrCorruptState, err, ks.KeyPath)
 	}
 	return st, nil
@@ -147,8 +152,12 @@ func (ks *KeyStore) BeginSwitch(st RotationState) (RotationState, error) {
 	if st.Phase != PhasePrepared {
 		return st, fmt.Errorf("cannot switch keys in phase %s", st.Phase)
 	}
-	st.Phase = PhaseSwitching
-	return st, ks.save(st)
+	next := st
+	next.Phase = PhaseSwitching
+	if err := ks.save(next); err != nil {
+		return st, err // what is on disk
+	}
+	return next, nil
 }
 
 // MarkSwitched persists that the device now uses the next key.
@@ -156,8 +165,12 @@ func (ks *KeyStore) MarkSwitched(st RotationState) (RotationState, error) {
 	if st.Phase != PhaseSwitching {
 		return st, fmt.Errorf("cannot mark switched in phase %s", st.Phase)
 	}
-	st.Phase = PhaseSwitched
-	return st, ks.save(st)
+	next := st
+	next.Phase = PhaseSwitched
+	if err := ks.save(next); err != nil {
+		return st, err // what is on disk
+	}
+	return next, nil
 }
 
 // Commit ends a rotation: the next key replaces the current one (rename, so
@@ -197,11 +210,38 @@ func SwitchKey(c Client, name string, key PrivateKey) error {
 	for _, p := range dev.Peers {
 		if p.PersistentKeepaliveInterval > 0 {
 			ka := p.PersistentKeepaliveInterval
-			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, PersistentKeepaliveInterval: &ka})
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &ka})
 		}
 	}
 	if err := c.ConfigureDevice(name, cfg); err != nil {
 		return fmt.Errorf("switch WireGuard key on %s: %w", name, err)
+	}
+	return nil
+}
+
+// CutOver moves each old key's allowed IPs and keepalive (as last desired in
+// cfg) to the new key that replaces it and removes the old key, all in one
+// device call: the kernel and wireguard-go move allowed IPs between peers
+// atomically, so no packet finds neither. pairs maps new key → old key.
+func CutOver(c Client, name string, cfg Config, pairs map[PublicKey]PublicKey) error {
+	var pcs []wgtypes.PeerConfig
+	for next, old := range pairs {
+		i := slices.IndexFunc(cfg.Peers, func(p Peer) bool { return p.PublicKey == old })
+		if i < 0 {
+			continue
+		}
+		p := cfg.Peers[i]
+		ka := p.PersistentKeepalive
+		pcs = append(pcs,
+			wgtypes.PeerConfig{PublicKey: wgtypes.Key(next), UpdateOnly: true, ReplaceAllowedIPs: true,
+				AllowedIPs: toIPNets(p.AllowedIPs), PersistentKeepaliveInterval: &ka},
+			wgtypes.PeerConfig{PublicKey: wgtypes.Key(old), Remove: true})
+	}
+	if len(pcs) == 0 {
+		return nil
+	}
+	if err := c.ConfigureDevice(name, wgtypes.Config{Peers: pcs}); err != nil {
+		return fmt.Errorf("cut over on %s: %w", name, err)
 	}
 	return nil
 }

@@ -203,10 +203,10 @@ func (s *site) writeConfig(extra map[string][]string) {
 }
 
 // start runs the agent and waits until it reports running.
-func (s *site) start() {
+func (s *site) start(env ...string) {
 	t := s.m.t
 	t.Helper()
-	s.agent = s.ns.Start(t, s.name+" agent", dcmeshBinary(t), "agent", "--config", s.cfgPath, "--log-level", "debug")
+	s.agent = s.ns.StartEnv(t, s.name+" agent", env, dcmeshBinary(t), "agent", "--config", s.cfgPath, "--log-level", "debug")
 	s.agent.WaitOutput(t, "agent running", 10*time.Second)
 }
 

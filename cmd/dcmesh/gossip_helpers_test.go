@@ -68,7 +68,7 @@ func (s *site) enroll(caDir string, seeds []string, issueArgs ...string) {
 		m.t.Fatal(err)
 	}
 	// Appended under the gossip: mapping the file ends with, then top level.
-	_, err = f.WriteString("  profile: lan\n  rejoin_interval: 1s\nwireguard: userspace\nresync_interval: 2s\ntrust:\n  clock_skew: 1s\n")
+	_, err = f.WriteString("  profile: lan\n  rejoin_interval: 1s\nwireguard: " + m.backend + "\nresync_interval: 2s\ntrust:\n  clock_skew: 1s\nrotation:\n  ack_timeout: 3s\n  complete_timeout: 10s\n")
 	f.Close()
 	if err != nil {
 		m.t.Fatal(err)
