@@ -23,7 +23,7 @@ import (
 // testLogger returns a logger writing text lines to a buffer.
 func testLogger() (*slog.Logger, *bytes.Buffer) {
 	var buf bytes.Buffer
-	return slog.New(slog.NewTextHandler(&buf, nil)), &buf
+	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), &buf
 }
 
 func countLines(buf *bytes.Buffer, substr string) int {
