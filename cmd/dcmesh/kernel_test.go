@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
+	"github.com/dcmesh/dcmesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -51,14 +52,16 @@ func TestKernelBackendUnderQEMU(t *testing.T) {
 	cmd := exec.Command(script, "--timeout", "300",
 		"--file", filepath.Join(dir, "dcmesh")+":/bin/dcmesh",
 		"--env", inGuestEnv+"=1", "--env", "DCMESH_BIN=/bin/dcmesh",
-		"--", filepath.Join(dir, "dcmesh.test"), "-test.run", "^TestKernelBackend$", "-test.v", "-test.count=1")
+		"--", filepath.Join(dir, "dcmesh.test"), "-test.run", "^TestKernel(Backend|Rotation)$", "-test.v", "-test.count=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("guest output (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
 	if err != nil {
 		t.Fatalf("kernel backend test in qemu failed: %v", err)
 	}
-	if !bytes.Contains(out, []byte("--- PASS: TestKernelBackend ")) {
-		t.Fatal("the guest did not report TestKernelBackend as passed (skipped?)")
+	for _, name := range []string{"TestKernelBackend", "TestKernelRotation"} {
+		if !bytes.Contains(out, []byte("--- PASS: "+name+" ")) {
+			t.Errorf("the guest did not report %s as passed (skipped?)", name)
+		}
 	}
 }
 
@@ -125,6 +128,66 @@ func TestKernelBackend(t *testing.T) {
 	if got := b.device().Peers[0].LastHandshakeTime; !got.Equal(hsB) {
 		t.Errorf("%s handshake moved %s → %s: the restart renegotiated the session", b.name, hsB, got)
 	}
+}
+
+// TestKernelRotation runs inside the qemu guest: two gossip sites
+// bootstrapped with the CLI on the kernel backend; a forced rotation moves
+// the peer to the new key with traffic flowing after it.
+func TestKernelRotation(t *testing.T) {
+	if os.Getenv(inGuestEnv) == "" {
+		t.Skip("runs inside the qemu guest started by TestKernelBackendUnderQEMU")
+	}
+	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: shortTempDir(t), backend: "kernel", subnet: 78}
+	a, b := m.newSite(1), m.newSite(2)
+	netconfigtest.Veth(t, a.ns, "eth0", b.ns, "eth0")
+	for _, s := range m.sites {
+		s.ns.Run(t, "ip", "addr", "add", s.underlay()+"/24", "dev", "eth0")
+		t.Cleanup(func() { _, _ = s.ns.Try("ip", "link", "del", s.iface) })
+	}
+	caDir := m.newCA("ca")
+	a.enroll(caDir, nil)
+	b.enroll(caDir, []string{a.seed()})
+	m.startAll()
+	netconfigtest.Eventually(t, 30*time.Second, 200*time.Millisecond, "handshake", func() error {
+		da, db := a.device(), b.device()
+		if da.Type != wgtypes.LinuxKernel || len(da.Peers) != 1 || len(db.Peers) != 1 ||
+			da.Peers[0].LastHandshakeTime.IsZero() || db.Peers[0].LastHandshakeTime.IsZero() {
+			return fmt.Errorf("not meshed yet")
+		}
+		return nil
+	})
+	if out, err := a.ns.Try("ping", "-c", "2", "-W", "3", "-I", a.host(), b.host()); err != nil {
+		t.Fatalf("ping before the rotation: %v\n%s", err, out)
+	}
+	out := m.cli("rotate", "--wait", "--config", a.cfgPath)
+	if !strings.Contains(out, "complete") {
+		t.Fatalf("rotation: %s", out)
+	}
+	newKey := m.publicKeyOf(a.keyPath)
+	if newKey == a.pub {
+		t.Fatal("the key did not change")
+	}
+	if got := wg.PublicKey(a.device().PublicKey).String(); got != newKey {
+		t.Errorf("site1's kernel device has key %s, want %s", got, newKey)
+	}
+	netconfigtest.Eventually(t, 20*time.Second, 200*time.Millisecond, "peer holds only the new key", func() error {
+		peers := b.device().Peers
+		if len(peers) != 1 || wg.PublicKey(peers[0].PublicKey).String() != newKey {
+			return fmt.Errorf("site2's peers: %d", len(peers))
+		}
+		for _, n := range peers[0].AllowedIPs {
+			if n.String() == a.prefix() {
+				return nil
+			}
+		}
+		return fmt.Errorf("new key does not carry %s", a.prefix())
+	})
+	for _, p := range [][2]*site{{a, b}, {b, a}} {
+		if out, err := p[0].ns.Try("ping", "-c", "2", "-W", "3", "-I", p[0].host(), p[1].host()); err != nil {
+			t.Errorf("ping %s → %s after the rotation: %v\n%s", p[0].name, p[1].name, err, out)
+		}
+	}
+	t.Logf("kernel rotation: %s", strings.TrimSpace(out))
 }
 
 // device reads s's WireGuard device with wgctrl from inside its namespace, by
