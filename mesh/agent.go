@@ -32,16 +32,20 @@ type Options struct {
 	WireGuard string
 	// Logger receives the agent's logs; slog.Default() if nil.
 	Logger *slog.Logger
+	// MetricsAddr, if set, serves Prometheus metrics on /metrics there
+	// (--metrics-addr).
+	MetricsAddr string
 }
 
 // Agent runs one site. Create it with NewAgent, run it with Run, ask it to
 // re-read its configuration with Reload.
 type Agent struct {
-	opts   Options
-	log    *slog.Logger
-	reload chan struct{}
-	kick   chan struct{}
-	api    chan apiCall
+	opts    Options
+	log     *slog.Logger
+	reload  chan struct{}
+	kick    chan struct{}
+	api     chan apiCall
+	metrics *metrics // nil without --metrics-addr
 }
 
 // NewAgent returns an agent; nothing happens until Run.
@@ -110,6 +114,7 @@ type runtime struct {
 	ackedCut map[wg.PublicKey]bool   // cut-overs acked
 	siteKeys map[string]wg.PublicKey // current key per site, as last applied
 	watch    *cutoverWatch           // rotate.go
+	rx       map[wg.PublicKey]rxMark // status.go
 	// the last desired WireGuard state and sites, for the fast cut-over
 	lastWG    wg.Config
 	lastSites []remoteSite
@@ -222,6 +227,22 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	rt.watch = newCutoverWatch(rt.wgc, cfg.Interface)
 	go rt.watch.run(ctx, func(msg string, args ...any) { a.log.Warn(msg, args...) })
 	a.publishWatch(rt, rt.lastSites)
+	if a.opts.MetricsAddr != "" {
+		a.metrics = newMetrics()
+		a.metrics.fresh = func(ctx context.Context) (*Status, error) {
+			v, err := a.call(ctx, func(rt *runtime) (any, error) { return a.buildStatus(rt) })
+			if err != nil {
+				return nil, err
+			}
+			st := v.(Status)
+			return &st, nil
+		}
+		addr, err := a.metrics.serve(ctx, a.opts.MetricsAddr, a.log.Error)
+		if err != nil {
+			return err
+		}
+		a.log.Info("serving Prometheus metrics", "addr", addr.String(), "path", "/metrics")
+	}
 	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
 		"public_key", key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
 		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.ControlSocket())
@@ -681,11 +702,18 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 			"removed", shortKeys(wch.Removed), "private_key_changed", wch.PrivateKey, "listen_port_changed", wch.ListenPort)
 	}
 	rt.lastWG, rt.lastSites = d.WG, sites
+	if dev, err := rt.wgc.Device(rt.cfg.Interface); err == nil {
+		rt.observePeers(dev, time.Now()) // for peer states: when each was last heard from
+	}
 	if len(errs) == 0 {
 		a.afterApply(rt, sites)
 	}
 	a.publishWatch(rt, sites)
-	a.log.Debug("reconciled", "took", time.Since(start))
+	took := time.Since(start)
+	a.log.Debug("reconciled", "took", took)
+	if a.metrics != nil {
+		a.metrics.reconcile.Observe(took.Seconds())
+	}
 	return errors.Join(errs...)
 }
 

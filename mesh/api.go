@@ -5,11 +5,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
-	"sort"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/control"
-	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -57,6 +55,7 @@ func route[In, Out any](a *Agent, f func(rt *runtime, in In) (Out, error)) http.
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/status", route(a, a.apiStatus))
+	mux.Handle("GET /v1/health", route(a, a.apiHealth))
 	mux.Handle("GET /v1/records", route(a, a.apiRecords))
 	mux.Handle("POST /v1/leave", route(a, a.apiLeave))
 	mux.Handle("POST /v1/revoke", route(a, a.apiRevoke))
@@ -68,65 +67,22 @@ func (a *Agent) handler() http.Handler {
 // Empty is the request or answer of calls without one.
 type Empty struct{}
 
-// Status is the answer of GET /v1/status.
-type Status struct {
-	Site      string            `json:"site"`
-	Interface string            `json:"interface"`
-	Backend   string            `json:"backend"`
-	PublicKey string            `json:"public_key"`
-	Members   []gossip.Member   `json:"members,omitempty"`
-	Rotation  *RotationStatus   `json:"rotation,omitempty"`
-	Peers     []PeerStatus      `json:"peers"`
-	Rejected  map[string]uint64 `json:"records_rejected,omitempty"`
-}
+func (a *Agent) apiStatus(rt *runtime, _ Empty) (Status, error) { return a.buildStatus(rt) }
 
-// RotationStatus is this site's key rotation state.
-type RotationStatus struct {
-	Epoch        uint64    `json:"epoch"`
-	KeySince     time.Time `json:"key_since"`
-	Phase        string    `json:"phase"`
-	NextRotation time.Time `json:"next_rotation,omitzero"`
-	LastResult   string    `json:"last_result,omitempty"`
-}
-
-// PeerStatus is one WireGuard peer as the device reports it.
-type PeerStatus struct {
-	PublicKey     string    `json:"public_key"`
-	Endpoint      string    `json:"endpoint,omitempty"`
-	AllowedIPs    []string  `json:"allowed_ips"`
-	LastHandshake time.Time `json:"last_handshake"`
-	RxBytes       int64     `json:"rx_bytes"`
-	TxBytes       int64     `json:"tx_bytes"`
-}
-
-func (a *Agent) apiStatus(rt *runtime, _ Empty) (Status, error) {
-	st := Status{Site: rt.cfg.Site, Interface: rt.cfg.Interface, Backend: string(rt.dev.Backend()), PublicKey: rt.key.Public().String()}
-	dev, err := rt.wgc.Device(rt.cfg.Interface)
+func (a *Agent) apiHealth(rt *runtime, _ Empty) (Health, error) {
+	st, err := a.buildStatus(rt)
 	if err != nil {
-		return st, err
+		return Health{}, err
 	}
-	for _, p := range dev.Peers {
-		ps := PeerStatus{PublicKey: wg.PublicKey(p.PublicKey).String(), LastHandshake: p.LastHandshakeTime, RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
-		if p.Endpoint != nil {
-			ps.Endpoint = p.Endpoint.String()
-		}
-		for _, n := range p.AllowedIPs {
-			ps.AllowedIPs = append(ps.AllowedIPs, n.String())
-		}
-		sort.Strings(ps.AllowedIPs)
-		st.Peers = append(st.Peers, ps)
+	stuck := rt.cfg.Rotation.AckTimeout + rt.cfg.Rotation.CompleteTimeout
+	if rt.rot.Phase == wg.PhaseStable || time.Since(rt.rot.Started) < stuck {
+		stuck = 0 // not stuck (yet)
 	}
-	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].PublicKey < st.Peers[j].PublicKey })
-	if rt.gossip != nil {
-		st.Rotation = &RotationStatus{Epoch: rt.rot.Epoch, KeySince: rt.rot.KeySince, Phase: string(rt.rot.Phase),
-			NextRotation: rt.nextRotation, LastResult: rt.rot.LastResult}
-		st.Members = rt.gossip.Members()
-		st.Rejected = map[string]uint64{}
-		for r, n := range rt.store.rejected {
-			st.Rejected[string(r)] = n
-		}
+	interval := rt.cfg.Rotation.Interval
+	if rt.nextRotation.IsZero() {
+		interval = 0
 	}
-	return st, nil
+	return EvaluateHealth(st, interval, stuck, time.Now()), nil
 }
 
 // Records is the answer of GET /v1/records: every record held, encoded as

@@ -272,6 +272,9 @@ func (a *Agent) maybeComplete(rt *runtime) {
 		rt.rot.LastResult = "complete"
 		a.log.Info("key rotation complete: every peer cut over", "epoch", rt.rot.Epoch, "sites", len(run.expected))
 	}
+	if a.metrics != nil {
+		a.metrics.rotations.WithLabelValues(reply.Result).Inc()
+	}
 	if err := rt.keys.SaveResult(rt.rot); err != nil {
 		a.log.Warn("cannot record the rotation result", "err", err)
 	}
@@ -348,6 +351,9 @@ func (a *Agent) onRotationTimer(rt *runtime) {
 		rt.nextRotation = time.Time{}
 		if err := a.startRotation(rt, false); err != nil {
 			a.log.Error("scheduled key rotation did not start", "err", err)
+			if a.metrics != nil {
+				a.metrics.rotations.WithLabelValues("failed").Inc()
+			}
 			a.scheduleRotation(rt)
 		}
 	}

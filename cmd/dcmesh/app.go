@@ -30,11 +30,16 @@ Bootstrap (see examples/bootstrap.md):
 Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 		Version:              version(),
 		EnableBashCompletion: true,
-		HideHelpCommand:      true,
+		// Exit codes are main's business: the framework would os.Exit from
+		// inside Run.
+		ExitErrHandler:  func(*cli.Context, error) {},
+		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			caCommand(),
 			initCommand(),
 			agentCommand(),
+			statusCommand(),
+			healthCommand(),
 			rotateCommand(),
 			leaveCommand(),
 			revokeCommand(),

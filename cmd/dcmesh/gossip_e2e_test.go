@@ -185,8 +185,8 @@ func TestGossipRogueCAChangesNothing(t *testing.T) {
 	r4.start()
 	r5.start()
 	waitFor(t, 20*time.Second, "site1 rejects the rogue records", func() error {
-		if n := s1.status().Rejected["unknown_ca"]; n == 0 {
-			return fmt.Errorf("no unknown_ca rejection yet: %v", s1.status().Rejected)
+		if n := s1.status().RecordsRejected["unknown_ca"]; n == 0 {
+			return fmt.Errorf("no unknown_ca rejection yet: %v", s1.status().RecordsRejected)
 		}
 		return nil
 	})
@@ -206,7 +206,7 @@ func TestGossipRogueCAChangesNothing(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("site1 rejected: %v; site2 rejected: %v", s1.status().Rejected, s2.status().Rejected)
+	t.Logf("site1 rejected: %v; site2 rejected: %v", s1.status().RecordsRejected, s2.status().RecordsRejected)
 }
 
 // enrollRogue gives r a bundle from a foreign CA, with the real gossip key,
@@ -291,8 +291,8 @@ func TestGossipOverlapOlderCertificateWins(t *testing.T) {
 			}
 			intruder.waitHandshakesWith(false, s2, s3)
 			waitFor(t, 10*time.Second, "site1 rejects the intruder", func() error {
-				if n := s1.status().Rejected["overlap_local"]; n == 0 {
-					return fmt.Errorf("rejections: %v", s1.status().Rejected)
+				if n := s1.status().RecordsRejected["overlap_local"]; n == 0 {
+					return fmt.Errorf("rejections: %v", s1.status().RecordsRejected)
 				}
 				return nil
 			})

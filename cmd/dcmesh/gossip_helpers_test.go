@@ -136,7 +136,7 @@ func (m *testMesh) waitFullMesh(sites ...*site) {
 // memberStates returns name → state of s's gossip view.
 func (s *site) memberStates() map[string]string {
 	out := map[string]string{}
-	for _, mb := range s.status().Members {
+	for _, mb := range s.status().Gossip.Members {
 		out[mb.Name] = mb.State
 	}
 	return out

@@ -65,8 +65,8 @@ func TestGossipLeaveRevokeExpiryReplay(t *testing.T) {
 		"DCMESH_INJECT_RECORD=" + base64.StdEncoding.EncodeToString(old.Raw),
 	}, self, "-test.run", "^TestHelperGossipInjector$")
 	waitFor(t, 20*time.Second, "site1 refuses the replayed record", func() error {
-		if n := s1.status().Rejected["replay"]; n == 0 {
-			return fmt.Errorf("no replay rejection yet: %v", s1.status().Rejected)
+		if n := s1.status().RecordsRejected["replay"]; n == 0 {
+			return fmt.Errorf("no replay rejection yet: %v", s1.status().RecordsRejected)
 		}
 		return nil
 	})

@@ -3,13 +3,25 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/urfave/cli/v2"
 )
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "dcmesh:", err)
-		os.Exit(1)
+	err := newApp().Run(os.Args)
+	if err == nil {
+		return
 	}
+	code := 1
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode() // health: 1 degraded, 2 critical
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "dcmesh:", msg)
+	}
+	os.Exit(code)
 }

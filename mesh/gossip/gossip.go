@@ -104,9 +104,9 @@ const (
 
 // Member is one node in the membership view.
 type Member struct {
-	Name  string
-	Addr  netip.AddrPort
-	State string // alive, suspect, dead, left
+	Name  string         `json:"name"`
+	Addr  netip.AddrPort `json:"addr"`
+	State string         `json:"state"` // alive or dead (failed or left)
 }
 
 // Gossip is a running memberlist node.

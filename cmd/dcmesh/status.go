@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/urfave/cli/v2"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show this site: key and rotation, gossip members, every peer with its state, routes",
+		Description: `Peer states: up (a session exists and the peer was heard from within a
+keepalive period), stale (a session exists but the peer went quiet), down (no
+handshake yet, or none for 3 minutes). ROUTES says whether every allowed prefix of
+the peer has both its tunnel route and its fail-closed twin in the kernel.
+
+--json prints the documented, versioned form ("schema": 1, see docs/STATUS.md) for
+scripts.`,
+		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON (schema 1, docs/STATUS.md)"}}, clientFlags...),
+		Action: func(c *cli.Context) error {
+			cl, _, err := agentClient(c)
+			if err != nil {
+				return err
+			}
+			var st mesh.Status
+			if err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			_, err = fmt.Fprint(c.App.Writer, mesh.FormatStatus(st, time.Now()))
+			return err
+		},
+	}
+}
+
+func healthCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "health",
+		Usage: "check this site for monitoring: exit 0 healthy, 1 degraded, 2 critical",
+		Description: `critical (2): the agent does not answer; or no peer is up; or fail-closed routes
+           are missing (traffic for a remote site could leave in cleartext).
+degraded (1): a peer is stale or down; tunnel routes are missing; no peers at all;
+           the key is overdue for rotation; a rotation is stuck.
+healthy (0): everything else.
+Prints one line per reason; --json prints {"schema":1,"status",...} (docs/STATUS.md).`,
+		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}}, clientFlags...),
+		Action: func(c *cli.Context) error {
+			var h mesh.Health
+			cl, cfg, err := agentClient(c)
+			if err == nil {
+				err = cl.Do(c.Context, "GET", "/v1/health", nil, &h)
+			}
+			if err != nil {
+				// Whatever stops us from asking is critical: a site whose
+				// agent is down is not being kept.
+				h = mesh.Health{Schema: mesh.StatusSchema, Status: mesh.Critical, ExitCode: 2, Reasons: []string{oneLine(err)}}
+				if cfg != nil {
+					h.Site = cfg.Site
+				}
+				var ae *control.Error
+				if errors.As(err, &ae) {
+					h.Reasons = []string{"agent error: " + ae.Message}
+				}
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(h); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(c.App.Writer, "%s: %s\n", h.Status, orDefault(h.Site, "this site"))
+				for _, r := range h.Reasons {
+					fmt.Fprintf(c.App.Writer, "  %s\n", r)
+				}
+			}
+			if h.ExitCode != 0 {
+				return cli.Exit("", h.ExitCode)
+			}
+			return nil
+		},
+	}
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
