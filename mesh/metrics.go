@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -111,8 +112,10 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Key.NextRotation != nil {
 		g(descNextRot, float64(st.Key.NextRotation.Unix()))
 	}
-	for r, n := range st.RecordsRejected {
-		ctr(descRejected, float64(n), r)
+	// Every reason, zero included, so that alerts can use rate() from the
+	// first scrape.
+	for _, r := range trust.Reasons {
+		ctr(descRejected, float64(st.RecordsRejected[string(r)]), string(r))
 	}
 	g(descRoutesD, float64(st.Routes.Desired), "tunnel")
 	g(descRoutesD, float64(st.Routes.FailClosedDesired), "fail_closed")

@@ -32,7 +32,7 @@ const rejectAfterTime = 180 * time.Second
 
 // staleGrace is added to the keepalive interval before silence counts: one
 // keepalive may be late or lost.
-const staleGrace = 10 * time.Second
+const staleGrace = 5 * time.Second
 
 // Status is the answer of GET /v1/status (`dcmesh status --json`).
 type Status struct {
@@ -148,7 +148,7 @@ func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 		RecordsRejected: map[string]uint64{},
 		Key: KeyStatus{Epoch: rt.rot.Epoch, Since: rt.rot.KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.KeySince).Seconds()),
 			RotationPhase: string(rt.rot.Phase), LastResult: rt.rot.LastResult},
-		Gossip: GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[string]int{}, Members: []gossip.Member{}},
+		Gossip: GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[string]int{"alive": 0, "dead": 0, "left": 0}, Members: []gossip.Member{}},
 		Peers:  []PeerStatus{},
 	}
 	if !rt.nextRotation.IsZero() {

@@ -93,6 +93,8 @@ type site struct {
 	// gossip sites
 	bundle   string
 	stateDir string
+	// agentArgs are extra flags for `dcmesh agent`
+	agentArgs []string
 }
 
 type peerSpec struct {
@@ -206,7 +208,8 @@ func (s *site) writeConfig(extra map[string][]string) {
 func (s *site) start(env ...string) {
 	t := s.m.t
 	t.Helper()
-	s.agent = s.ns.StartEnv(t, s.name+" agent", env, dcmeshBinary(t), "agent", "--config", s.cfgPath, "--log-level", "debug")
+	args := append([]string{"agent", "--config", s.cfgPath, "--log-level", "debug"}, s.agentArgs...)
+	s.agent = s.ns.StartEnv(t, s.name+" agent", env, dcmeshBinary(t), args...)
 	s.agent.WaitOutput(t, "agent running", 10*time.Second)
 }
 

@@ -113,6 +113,11 @@ const (
 	ReasonDuplicateKey    Reason = "duplicate_wg_key" // Resolve: an older certificate uses the key
 )
 
+// Reasons lists every Reason, for metrics that must show all of them.
+var Reasons = []Reason{ReasonDecode, ReasonSignature, ReasonUnknownCA, ReasonNotYetValid, ReasonExpired, ReasonRevoked,
+	ReasonNameMismatch, ReasonNodeMismatch, ReasonSelf, ReasonReplay, ReasonPrefixNotInCert, ReasonDefaultRoute,
+	ReasonEndpoint, ReasonOverlapLocal, ReasonOverlapUnderlay, ReasonOverlapSite, ReasonDuplicateKey}
+
 // RejectError is returned by CheckRecord.
 type RejectError struct {
 	Reason Reason
