@@ -75,6 +75,8 @@ type testMesh struct {
 	subnet  int // third octet of the underlay, 192.168.<subnet>.0/24
 	sites   []*site
 	dir     string
+	// transcript holds every CLI invocation and its output (m.cli)
+	transcript []string
 }
 
 type site struct {

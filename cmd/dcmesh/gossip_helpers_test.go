@@ -24,6 +24,7 @@ import (
 func (m *testMesh) cli(args ...string) string {
 	m.t.Helper()
 	out, err := exec.Command(dcmeshBinary(m.t), args...).CombinedOutput()
+	m.transcript = append(m.transcript, "$ dcmesh "+strings.Join(args, " ")+"\n"+string(out))
 	if err != nil {
 		m.t.Fatalf("dcmesh %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
