@@ -45,6 +45,7 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 			revokeCommand(),
 			downCommand(),
 			keyCommand(),
+			completionCommand(),
 			versionCommand(),
 		},
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+
+	"github.com/urfave/cli/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,4 +101,43 @@ func TestAgentReportsConfigFields(t *testing.T) {
 	if _, err := runCLI(t, "agent", "--config", cfg, "--log-format", "xml"); err == nil || !strings.Contains(err.Error(), "--log-format") {
 		t.Errorf("bad --log-format: %v", err)
 	}
+}
+
+func TestCompletion(t *testing.T) {
+	out, err := runCLI(t, "completion", "bash")
+	if err != nil || !strings.Contains(out, "complete -o bashdefault") {
+		t.Fatalf("bash: %v %q", err, out)
+	}
+	if _, err := runCLI(t, "completion", "fish"); err == nil {
+		t.Error("fish accepted")
+	}
+	// The script asks the program: the program must answer with commands
+	// and flags.
+	raw, err := exec.Command(dcmeshBinary(t), "--generate-bash-completion").Output()
+	if err != nil || !strings.Contains(string(raw), "rotate") || !strings.Contains(string(raw), "status") {
+		t.Errorf("command candidates: %v %q", err, raw)
+	}
+	raw, err = exec.Command(dcmeshBinary(t), "rotate", "-", "--generate-bash-completion").Output()
+	if err != nil || !strings.Contains(string(raw), "--emergency") {
+		t.Errorf("flag candidates: %v %q", err, raw)
+	}
+}
+
+// Every command and subcommand explains itself.
+func TestEveryCommandHasHelp(t *testing.T) {
+	var walk func(prefix string, cmds []*cli.Command)
+	walk = func(prefix string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.Usage == "" {
+				t.Errorf("%s%s has no usage line", prefix, c.Name)
+			}
+			for _, f := range c.Flags {
+				if df, ok := f.(cli.DocGenerationFlag); ok && df.GetUsage() == "" {
+					t.Errorf("%s%s --%s has no usage", prefix, c.Name, f.Names()[0])
+				}
+			}
+			walk(prefix+c.Name+" ", c.Subcommands)
+		}
+	}
+	walk("dcmesh ", newApp().Commands)
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -24,5 +26,26 @@ func TestNetnsWalkthroughScript(t *testing.T) {
 	}
 	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "dcmwalk") {
 		t.Errorf("walkthrough left namespaces behind: %s", ns)
+	}
+}
+
+// The systemd unit in examples/ passes systemd-analyze verify (with the
+// binary path pointed at the one just built).
+func TestSystemdUnitVerifies(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("skipping: systemd-analyze not installed")
+	}
+	raw, err := os.ReadFile("../../examples/dcmesh.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := strings.ReplaceAll(string(raw), "/usr/local/bin/dcmesh", dcmeshBinary(t))
+	path := filepath.Join(t.TempDir(), "dcmesh.service")
+	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
