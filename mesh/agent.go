@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"crypto/mlkem"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -115,6 +116,11 @@ type runtime struct {
 	siteKeys map[string]wg.PublicKey // current key per site, as last applied
 	watch    *cutoverWatch           // rotate.go
 	rx       map[wg.PublicKey]rxMark // status.go
+	// pre-shared keys (psk.go)
+	psks      wg.PresharedKeys
+	pskFile   string
+	pskOffers map[wg.PublicKey]pskOffer
+	kem       *mlkem.DecapsulationKey768 // ours, while prepared
 	// the last desired WireGuard state and sites, for the fast cut-over
 	lastWG    wg.Config
 	lastSites []remoteSite
@@ -145,6 +151,10 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	rt := &runtime{cfg: cfg, cutover: map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{}}
 	if err := a.loadKeys(rt); err != nil {
+		return err
+	}
+	rt.pskFile, rt.pskOffers = filepath.Join(cfg.StateDir, "psk.json"), map[wg.PublicKey]pskOffer{}
+	if rt.psks, err = wg.LoadPresharedKeys(rt.pskFile); err != nil {
 		return err
 	}
 	key := rt.key
@@ -417,6 +427,19 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 	}
 	if rt.rot.Phase == wg.PhasePrepared && !rt.next.IsZero() {
 		rec.WGNext, rec.Phase = rt.next.Public(), trust.PhasePrepared
+		if rt.cfg.Rotation.PSK && !rt.rot.Emergency {
+			if rt.kem == nil {
+				kem, err := mlkem.GenerateKey768()
+				if err != nil {
+					return fmt.Errorf("generate ML-KEM key: %w", err)
+				}
+				rt.kem = kem
+			}
+			rec.KEM = rt.kem.EncapsulationKey().Bytes()
+		}
+	}
+	if rt.cfg.Rotation.PSK {
+		rec.PSKSites = rt.pskSites()
 	}
 	sr, err := trust.SignRecord(rec, rt.enr.identity)
 	if err != nil {
@@ -669,6 +692,10 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 			}
 		}
 	}
+	a.offerPSKs(rt, sites)
+	for i := range sites {
+		sites[i].PSK, sites[i].NextPSK = rt.psks[sites[i].PublicKey], rt.psks[sites[i].Next]
+	}
 	d := computeDesired(rt.cfg, rt.key, rt.mtu, sites, rt.cutover)
 	a.staggerFirstHandshakes(rt, &d)
 	for _, why := range d.Dropped {
@@ -702,6 +729,9 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 			"removed", shortKeys(wch.Removed), "private_key_changed", wch.PrivateKey, "listen_port_changed", wch.ListenPort)
 	}
 	rt.lastWG, rt.lastSites = d.WG, sites
+	if rt.store != nil && len(errs) == 0 {
+		a.prunePSKs(rt, d)
+	}
 	if dev, err := rt.wgc.Device(rt.cfg.Interface); err == nil {
 		rt.observePeers(dev, time.Now()) // for peer states: when each was last heard from
 	}

@@ -106,6 +106,9 @@ type RotationConfig struct {
 	// CompleteTimeout is how long after the switch the rotation waits for
 	// every peer to cut over before it records which did not.
 	CompleteTimeout time.Duration
+	// PSK gives every pair a pre-shared key agreed with ML-KEM at each
+	// rotation (see mesh/psk.go).
+	PSK bool
 }
 
 // GossipConfig enables discovery of the other sites.
@@ -181,6 +184,7 @@ type fileRotation struct {
 	Interval        string `yaml:"interval"`
 	AckTimeout      string `yaml:"ack_timeout"`
 	CompleteTimeout string `yaml:"complete_timeout"`
+	PSK             bool   `yaml:"psk"`
 }
 
 type fileGossip struct {
@@ -425,6 +429,7 @@ func (c *Config) parseGossip(fc *fileConfig, dir string) []error {
 	c.Rotation = RotationConfig{
 		AckTimeout:      duration("rotation.ack_timeout", fc.Rotation.AckTimeout, DefaultAckTimeout, 100*time.Millisecond, time.Hour),
 		CompleteTimeout: duration("rotation.complete_timeout", fc.Rotation.CompleteTimeout, DefaultCompleteTimeout, time.Second, time.Hour),
+		PSK:             fc.Rotation.PSK,
 	}
 	if fc.Rotation.Interval == "0" || fc.Rotation.Interval == "0s" {
 		c.Rotation.Interval = 0

@@ -62,8 +62,12 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite,
 			if cutover[s.Next] {
 				current = s.Next
 			} else {
-				d.WG.Peers = append(d.WG.Peers, wg.Peer{PublicKey: s.Next, Endpoint: s.Endpoint})
+				d.WG.Peers = append(d.WG.Peers, wg.Peer{PublicKey: s.Next, Endpoint: s.Endpoint, PresharedKey: s.NextPSK})
 			}
+		}
+		psk := s.PSK
+		if current == s.Next {
+			psk = s.NextPSK
 		}
 		keys[s.PublicKey] = true
 		if !s.Next.IsZero() {
@@ -74,6 +78,7 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite,
 			Endpoint:            s.Endpoint,
 			AllowedIPs:          allowed,
 			PersistentKeepalive: cfg.PersistentKeepalive,
+			PresharedKey:        psk,
 		})
 		remote = append(remote, allowed...)
 	}

@@ -56,7 +56,8 @@ type rotationRun struct {
 	seq      uint64       // the record that announced it
 	expected []string     // live remote sites when the rotation began
 	pre, cut map[string]bool
-	deadline time.Time // for acks before the switch, for cut-overs after
+	psk      map[string]wg.PresharedKey // agreed per site (psk.go)
+	deadline time.Time                  // for acks before the switch, for cut-overs after
 	waiters  []chan RotateReply
 }
 
@@ -156,7 +157,7 @@ func (a *Agent) startRotation(rt *runtime, emergency bool) error {
 // beginWaiting starts collecting pre-install acks from every live site.
 func (a *Agent) beginWaiting(rt *runtime) {
 	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-	run := &rotationRun{key: rt.next.Public(), seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{},
+	run := &rotationRun{key: rt.next.Public(), seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
 		deadline: time.Now().Add(rt.cfg.Rotation.AckTimeout)}
 	if rt.run != nil {
 		run.waiters = rt.run.waiters
@@ -196,7 +197,14 @@ func (a *Agent) switchKey(rt *runtime) {
 	a.failpoint("rotation-switching")
 	a.notifySwitching(rt)
 	next := rt.next
-	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next); err != nil {
+	psks := a.switchPSKs(rt)
+	if psks != nil {
+		// Persisted before they take effect, like the key itself.
+		rt.psks = psks
+		a.savePSKs(rt)
+	}
+	rt.kem = nil
+	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next, psks); err != nil {
 		// Persisted as switching: the next reconcile (or a restart) gives
 		// the device the next key; continue as if it had.
 		a.log.Error("rotation: device switch failed; the next reconcile retries", "err", err)
@@ -242,7 +250,7 @@ func (a *Agent) commitRotation(rt *runtime, _ []string) {
 	a.log.Info("key rotation switched", "epoch", rt.rot.Epoch, "key", rt.key.Public().Short())
 	if rt.run == nil {
 		sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-		rt.run = &rotationRun{pre: map[string]bool{}, cut: map[string]bool{}}
+		rt.run = &rotationRun{pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{}}
 		for _, s := range sites {
 			rt.run.expected = append(rt.run.expected, s.Name)
 		}
@@ -381,6 +389,7 @@ func (a *Agent) onAck(rt *runtime, raw []byte) {
 	}
 	switch ack.Stage {
 	case trust.AckPreinstalled:
+		a.acceptPSK(rt, ack, sr.WGCurrent)
 		if !rt.run.pre[ack.From] {
 			rt.run.pre[ack.From] = true
 			a.log.Debug("rotation: peer pre-installed the new key", "peer", ack.From)
@@ -436,7 +445,11 @@ func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
 }
 
 func (a *Agent) sendAck(rt *runtime, s remoteSite, key wg.PublicKey, stage trust.AckStage) {
-	b, err := trust.SignAck(trust.Ack{From: rt.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}, rt.enr.identity)
+	ack := trust.Ack{From: rt.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}
+	if stage == trust.AckPreinstalled {
+		ack.KEMCiphertext = rt.pskOffers[key].ciphertext
+	}
+	b, err := trust.SignAck(ack, rt.enr.identity)
 	if err != nil {
 		a.log.Error("cannot sign an ack", "err", err)
 		return

@@ -177,6 +177,12 @@ type remoteSite struct {
 	Seq      uint64 // of the record this came from
 	Endpoint netip.AddrPort
 	Prefixes []netip.Prefix
+	// KEM is the site's ML-KEM key while it rotates with pre-shared keys;
+	// PSKSites the sites it holds a pre-shared key for.
+	KEM      []byte
+	PSKSites []string
+	// PSK and NextPSK are our pre-shared keys for its keys (set by the agent).
+	PSK, NextPSK wg.PresharedKey
 }
 
 // active returns the sites to program now: records that are not a goodbye,
@@ -206,9 +212,9 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 		if !ok || len(sr.Endpoints) == 0 {
 			continue
 		}
-		rs := remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Endpoint: sr.Endpoints[0], Prefixes: prefixes}
+		rs := remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
 		if sr.Phase == trust.PhasePrepared {
-			rs.Next = sr.WGNext
+			rs.Next, rs.KEM = sr.WGNext, sr.KEM
 		}
 		out = append(out, rs)
 	}

@@ -1,6 +1,7 @@
 package wg
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +30,8 @@ type Peer struct {
 	AllowedIPs []netip.Prefix
 	// PersistentKeepalive keeps the session established; 0 disables it.
 	PersistentKeepalive time.Duration
+	// PresharedKey of the pair; zero means none.
+	PresharedKey PresharedKey
 }
 
 // Client is the part of *wgctrl.Client that Apply uses; wgtest.Client fakes it.
@@ -157,6 +160,10 @@ func newPeerConfig(w Peer) wgtypes.PeerConfig {
 		ka := w.PersistentKeepalive
 		pc.PersistentKeepaliveInterval = &ka
 	}
+	if !w.PresharedKey.IsZero() {
+		psk := w.PresharedKey.k
+		pc.PresharedKey = &psk
+	}
 	return pc
 }
 
@@ -176,6 +183,11 @@ func updatePeerConfig(h *wgtypes.Peer, w Peer) (wgtypes.PeerConfig, bool) {
 	if h.PersistentKeepaliveInterval != w.PersistentKeepalive {
 		ka := w.PersistentKeepalive
 		pc.PersistentKeepaliveInterval = &ka
+		changed = true
+	}
+	if subtle.ConstantTimeCompare(h.PresharedKey[:], w.PresharedKey.k[:]) != 1 {
+		psk := w.PresharedKey.k // zero clears it
+		pc.PresharedKey = &psk
 		changed = true
 	}
 	return pc, changed

@@ -200,7 +200,11 @@ func (ks *KeyStore) SaveResult(st RotationState) error { return ks.save(st) }
 // send a keepalive and so start a handshake under the new key at once
 // instead of at the next packet. Sessions under the old key keep receiving
 // until the peers cut over.
-func SwitchKey(c Client, name string, key PrivateKey) error {
+//
+// psks, if not nil, sets the pre-shared key of every peer in the same call
+// (zero for peers without one), so that the first handshake under the new
+// key already uses the new pre-shared key on both ends.
+func SwitchKey(c Client, name string, key PrivateKey, psks PresharedKeys) error {
 	dev, err := c.Device(name)
 	if err != nil {
 		return fmt.Errorf("read WireGuard device %s: %w", name, err)
@@ -208,9 +212,17 @@ func SwitchKey(c Client, name string, key PrivateKey) error {
 	k := key.k
 	cfg := wgtypes.Config{PrivateKey: &k}
 	for _, p := range dev.Peers {
+		pc := wgtypes.PeerConfig{PublicKey: p.PublicKey, UpdateOnly: true}
+		if psks != nil {
+			psk := psks[PublicKey(p.PublicKey)].k
+			pc.PresharedKey = &psk
+		}
 		if p.PersistentKeepaliveInterval > 0 {
 			ka := p.PersistentKeepaliveInterval
-			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &ka})
+			pc.PersistentKeepaliveInterval = &ka
+		}
+		if pc.PresharedKey != nil || pc.PersistentKeepaliveInterval != nil {
+			cfg.Peers = append(cfg.Peers, pc)
 		}
 	}
 	if err := c.ConfigureDevice(name, cfg); err != nil {

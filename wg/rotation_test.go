@@ -593,7 +593,7 @@ func TestSwitchKey(t *testing.T) {
 	calls := fake.Calls
 
 	rec := &rotRecorder{Client: fake}
-	if err := SwitchKey(rec, "dcm0", newKey); err != nil {
+	if err := SwitchKey(rec, "dcm0", newKey, nil); err != nil {
 		t.Fatal(err)
 	}
 	if fake.Calls != calls+1 || len(rec.cfgs) != 1 {
@@ -639,11 +639,11 @@ func TestSwitchKey(t *testing.T) {
 	}
 
 	// A device that does not exist, and a failing configure, are errors.
-	if err := SwitchKey(fake, "nope0", newKey); err == nil || !strings.Contains(err.Error(), "nope0") {
+	if err := SwitchKey(fake, "nope0", newKey, nil); err == nil || !strings.Contains(err.Error(), "nope0") {
 		t.Errorf("missing device: %v", err)
 	}
 	fake.ConfigureErr = errors.New("injected")
-	if err := SwitchKey(fake, "dcm0", old); err == nil || !strings.Contains(err.Error(), "injected") {
+	if err := SwitchKey(fake, "dcm0", old, nil); err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Errorf("failing configure: %v", err)
 	}
 }

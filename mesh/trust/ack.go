@@ -2,6 +2,7 @@ package trust
 
 import (
 	"crypto/ed25519"
+	"crypto/mlkem"
 	"encoding/asn1"
 	"errors"
 
@@ -29,12 +30,15 @@ type Ack struct {
 	Key   wg.PublicKey // the rotating site's new key
 	Stage AckStage
 	Seq   uint64 // the rotating site's record sequence that announced Key
+	// KEMCiphertext, on a pre-install ack, encapsulates the pair's new
+	// pre-shared key to the rotating site's announced KEM key.
+	KEMCiphertext []byte
 }
 
 const ackSigContext = "dcmesh-ack-v1\x00"
 
 // MaxAckSize bounds the input of DecodeAck and VerifyAck.
-const MaxAckSize = 1024
+const MaxAckSize = 4096
 
 type wireAck struct {
 	Version int
@@ -43,6 +47,7 @@ type wireAck struct {
 	Key     []byte
 	Stage   int
 	Seq     int64
+	KEMCT   []byte
 }
 
 // SignAck encodes a as DER SEQUENCE { body OCTET STRING, signature OCTET
@@ -53,7 +58,10 @@ func SignAck(a Ack, identity ed25519.PrivateKey) ([]byte, error) {
 	if a.Seq > 1<<63-1 {
 		return nil, errors.New("ack sequence out of range")
 	}
-	body, err := asn1.Marshal(wireAck{Version: 1, From: a.From, To: a.To, Key: a.Key[:], Stage: int(a.Stage), Seq: int64(a.Seq)})
+	if len(a.KEMCiphertext) != 0 && len(a.KEMCiphertext) != mlkem.CiphertextSize768 {
+		return nil, errors.New("ack: bad ML-KEM ciphertext length")
+	}
+	body, err := asn1.Marshal(wireAck{Version: 1, From: a.From, To: a.To, Key: a.Key[:], Stage: int(a.Stage), Seq: int64(a.Seq), KEMCT: nonNil(a.KEMCiphertext)})
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +101,14 @@ func decodeAck(b []byte) (*Ack, []byte, []byte, error) {
 		return nil, nil, nil, reject(ReasonDecode, "ack body: %v", err)
 	}
 	if w.Version != 1 || len(w.Key) != wg.KeyLen || len(env.Sig) != ed25519.SignatureSize || w.Seq < 0 ||
-		(w.Stage != int(AckPreinstalled) && w.Stage != int(AckCutOver)) || len(w.From) > 63 || len(w.To) > 63 {
+		(w.Stage != int(AckPreinstalled) && w.Stage != int(AckCutOver)) || len(w.From) > 63 || len(w.To) > 63 ||
+		(len(w.KEMCT) != 0 && len(w.KEMCT) != mlkem.CiphertextSize768) {
 		return nil, nil, nil, reject(ReasonDecode, "malformed ack")
 	}
 	a := &Ack{From: w.From, To: w.To, Stage: AckStage(w.Stage), Seq: uint64(w.Seq)}
+	if len(w.KEMCT) > 0 {
+		a.KEMCiphertext = w.KEMCT
+	}
 	copy(a.Key[:], w.Key)
 	return a, env.Body, env.Sig, nil
 }

@@ -3,8 +3,10 @@ package trust
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/mlkem"
 	"crypto/rand"
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -18,7 +20,7 @@ func TestAckRoundTripAndTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := VerifyAck(b, pub)
-	if err != nil || *got != a {
+	if err != nil || !reflect.DeepEqual(*got, a) {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
 	var re *RejectError
@@ -51,4 +53,24 @@ func FuzzDecodeAck(f *testing.F) {
 			t.Fatalf("decoded a bad stage %d", a.Stage)
 		}
 	})
+}
+
+func TestRecordAndAckCarryKEM(t *testing.T) {
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ct := dk.EncapsulationKey().Encapsulate()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	b, err := SignAck(Ack{From: "a", To: "b", Stage: AckPreinstalled, Seq: 3, KEMCiphertext: ct}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeAck(b)
+	if err != nil || !bytes.Equal(got.KEMCiphertext, ct) {
+		t.Fatalf("ack ciphertext round trip: %v", err)
+	}
+	if _, err := SignAck(Ack{From: "a", To: "b", Stage: AckPreinstalled, KEMCiphertext: ct[:10]}, priv); err == nil {
+		t.Error("a truncated ciphertext was signed")
+	}
 }

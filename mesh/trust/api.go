@@ -78,6 +78,13 @@ type Record struct {
 	BootID    [16]byte
 	Leaving   bool // a signed goodbye: receivers drop the site
 	Cert      *Certificate
+	// KEM is a fresh ML-KEM-768 encapsulation key, published during a
+	// rotation (prepared) by a site that uses pre-shared keys: each peer
+	// encapsulates a secret to it and sends the ciphertext with its ack.
+	KEM []byte
+	// PSKSites are the sites whose current key this site holds a pre-shared
+	// key for; a peer not listed clears its own for this site's key.
+	PSKSites []string
 }
 
 // SignedRecord is a decoded record whose signature has been verified against

@@ -3,12 +3,14 @@ package trust
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/mlkem"
 	"encoding/asn1"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/dcmesh/dcmesh/wg"
@@ -43,6 +45,8 @@ type (
 		BootID    []byte
 		Leaving   bool
 		Cert      []byte
+		KEM       []byte
+		PSKSites  string `asn1:"utf8"`
 	}
 	wirePrefix struct {
 		Addr []byte
@@ -168,7 +172,28 @@ func (r *Record) checkEncodable() error {
 	if r.Cert == nil {
 		return errors.New("no certificate")
 	}
+	if len(r.KEM) != 0 && len(r.KEM) != mlkem.EncapsulationKeySize768 {
+		return fmt.Errorf("ML-KEM key of %d bytes, want %d", len(r.KEM), mlkem.EncapsulationKeySize768)
+	}
+	if len(r.KEM) != 0 && r.Phase != PhasePrepared {
+		return errors.New("ML-KEM key outside the prepared phase")
+	}
+	if len(r.PSKSites) > MaxStateRecords {
+		return errors.New("too many pre-shared key sites")
+	}
+	for _, s := range r.PSKSites {
+		if !ValidSiteName(s) {
+			return fmt.Errorf("invalid pre-shared key site %q", truncate(s, 64))
+		}
+	}
 	return nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 // encodeBody returns the DER RecordBody of r.
@@ -211,6 +236,8 @@ func encodeBody(r *Record) ([]byte, error) {
 		BootID:    r.BootID[:],
 		Leaving:   r.Leaving,
 		Cert:      r.Cert.Raw,
+		KEM:       nonNil(r.KEM),
+		PSKSites:  strings.Join(r.PSKSites, ","),
 	})
 }
 
@@ -305,6 +332,15 @@ func decodeBody(body []byte) (*Record, error) {
 	copy(r.WGCurrent[:], w.WGCurrent)
 	copy(r.WGNext[:], w.WGNext)
 	copy(r.BootID[:], w.BootID)
+	if len(w.KEM) > 0 {
+		r.KEM = w.KEM
+	}
+	if w.PSKSites != "" {
+		if strings.Count(w.PSKSites, ",") >= MaxStateRecords {
+			return nil, errors.New("too many pre-shared key sites")
+		}
+		r.PSKSites = strings.Split(w.PSKSites, ",")
+	}
 
 	err := eachElement(w.Prefixes, MaxPrefixes, "prefixes", func(el []byte) error {
 		var wp wirePrefix

@@ -2,6 +2,7 @@ package trust_test
 
 import (
 	"bytes"
+	"crypto/mlkem"
 	"encoding/asn1"
 	"math"
 	"net/netip"
@@ -48,6 +49,12 @@ func TestRecordRoundTrip(t *testing.T) {
 		func(r *trust.Record) { r.Leaving, r.Prefixes, r.Endpoints = true, nil, nil },
 		func(r *trust.Record) { r.Prefixes = pfxs("10.1.0.1/16") }, // encodable, CheckRecord's to refuse
 		func(r *trust.Record) { r.Seq = math.MaxInt64 },
+		func(r *trust.Record) {
+			r.Phase = trust.PhasePrepared
+			dk, _ := mlkem.GenerateKey768()
+			r.KEM = dk.EncapsulationKey().Bytes()
+			r.PSKSites = []string{"ams1", "par1"}
+		},
 	} {
 		in := r
 		mod(&in)
