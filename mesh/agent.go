@@ -692,6 +692,13 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 			}
 		}
 	}
+	if rt.watch != nil {
+		rt.watch.device.Lock()
+		defer rt.watch.device.Unlock()
+		for _, k := range rt.watch.take() {
+			rt.cutover[k] = true // already done on the device: never undo it
+		}
+	}
 	a.offerPSKs(rt, sites)
 	for i := range sites {
 		sites[i].PSK, sites[i].NextPSK = rt.psks[sites[i].PublicKey], rt.psks[sites[i].Next]

@@ -332,12 +332,19 @@ func (a *Agent) scheduleRotation(rt *runtime) {
 		rt.nextRotation = time.Time{}
 		return
 	}
-	jitter := time.Duration((rand.Float64()*2 - 1) * rotationJitter * float64(iv))
-	at := rt.rot.KeySince.Add(iv + jitter)
-	if min := time.Now().Add(time.Duration(rand.Int64N(int64(time.Minute)))); at.Before(min) {
-		at = min // overdue: soon, but not all sites of a restarted cluster at once
+	rt.nextRotation = nextRotationTime(rt.rot.KeySince, iv, time.Now(), rand.Float64)
+}
+
+// nextRotationTime is keySince + interval ± 10%; an overdue rotation happens
+// within the next minute, at a random moment so that a cluster restarted
+// together does not rotate all at once. random returns values in [0, 1).
+func nextRotationTime(keySince time.Time, interval time.Duration, now time.Time, random func() float64) time.Time {
+	jitter := time.Duration((random()*2 - 1) * rotationJitter * float64(interval))
+	at := keySince.Add(interval + jitter)
+	if soonest := now.Add(time.Duration(random() * float64(time.Minute))); at.Before(soonest) {
+		at = soonest
 	}
-	rt.nextRotation = at
+	return at
 }
 
 // rotationTimerDue returns when the rotation timer must fire next.
@@ -517,10 +524,30 @@ type cutoverWatch struct {
 	cfg       wg.Config                     // last desired WireGuard state
 	fastUntil time.Time
 	wake      chan struct{}
+	// made are cut-overs done that the loop has not yet taken: a reconcile
+	// computed without them would put the old key back.
+	made map[wg.PublicKey]bool
+	// device serialises the watcher's cut-overs with the loop's reconcile
+	// (take → compute → apply), so neither works from a stale device view.
+	device sync.Mutex
 }
 
 func newCutoverWatch(wgc wg.Client, name string) *cutoverWatch {
-	return &cutoverWatch{wgc: wgc, name: name, done: make(chan wg.PublicKey, 16), wake: make(chan struct{}, 1)}
+	return &cutoverWatch{wgc: wgc, name: name, done: make(chan wg.PublicKey, 16), wake: make(chan struct{}, 1),
+		made: map[wg.PublicKey]bool{}}
+}
+
+// take returns the cut-overs made since the last call (for the loop, before
+// it computes a desired state).
+func (w *cutoverWatch) take() []wg.PublicKey {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []wg.PublicKey
+	for k := range w.made {
+		out = append(out, k)
+	}
+	clear(w.made)
+	return out
 }
 
 // set publishes what to watch (from the loop).
@@ -565,6 +592,8 @@ func (w *cutoverWatch) run(ctx context.Context, log func(msg string, args ...any
 }
 
 func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
+	w.device.Lock()
+	defer w.device.Unlock()
 	dev, err := w.wgc.Device(w.name)
 	if err != nil {
 		return
@@ -586,6 +615,7 @@ func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
 	}
 	for k := range seen {
 		delete(w.pairs, k)
+		w.made[k] = true
 		select {
 		case w.done <- k:
 		default: // the loop's next reconcile still cuts over (cutover map)

@@ -286,3 +286,37 @@ func TestRotationEmergency(t *testing.T) {
 		waitFor(t, 10*time.Second, "traffic after the emergency rotation", func() error { return o.ping(a, 1) })
 	}
 }
+
+// Two sites rotating at the same moment still converge: each ends with its
+// new key on every peer, and traffic flows.
+func TestRotationSimultaneous(t *testing.T) {
+	m, _ := newGossipMesh(t, 3)
+	m.startAll()
+	m.waitFullMesh(m.sites...)
+	a, b, c := m.sites[0], m.sites[1], m.sites[2]
+	var cmds []*exec.Cmd
+	var outs []*strings.Builder
+	for _, s := range []*site{a, b} {
+		cmd := exec.Command(dcmeshBinary(t), "rotate", "--wait", "--timeout", "60s", "--config", s.cfgPath)
+		out := &strings.Builder{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, outs = append(cmds, cmd), append(outs, out)
+	}
+	for i, cmd := range cmds {
+		err := cmd.Wait()
+		t.Logf("rotation of %s: %v %s", m.sites[i].name, err, strings.TrimSpace(outs[i].String()))
+	}
+	a.pub, b.pub = m.publicKeyOf(a.keyPath), m.publicKeyOf(b.keyPath)
+	waitOnlyKey(t, a, a.pub, b, c)
+	waitOnlyKey(t, b, b.pub, a, c)
+	for _, x := range m.sites {
+		for _, y := range m.sites {
+			if x != y {
+				waitFor(t, 15*time.Second, fmt.Sprintf("traffic %s→%s", x.name, y.name), func() error { return x.ping(y, 1) })
+			}
+		}
+	}
+}
