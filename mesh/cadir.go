@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -114,27 +113,20 @@ func CAInit(dir, cluster string, now time.Time) error {
 	return nil
 }
 
-// loadCA reads the CA key and certificate from dir.
+// loadCA reads the CA key and certificate, and the inventory, from dir.
 func loadCA(dir string) (*trust.CA, *Inventory, error) {
 	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s is not a CA directory (create one with `dcmesh ca init --dir %s`): %w", dir, dir, err)
 	}
-	cas, err := trust.ParseCAPEM(certPEM)
-	if err != nil || len(cas) != 1 {
-		return nil, nil, fmt.Errorf("%s: %v", filepath.Join(dir, caCertFile), err)
-	}
 	keyPEM, err := wg.ReadSecretFile(filepath.Join(dir, caKeyFile), 8192)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA key: %w", err)
 	}
-	key, err := trust.ParseKeyPEM(keyPEM)
+	ca, err := trust.LoadCA(certPEM, keyPEM)
 	clear(keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("CA key %s: %w", filepath.Join(dir, caKeyFile), err)
-	}
-	if !key.Public().(ed25519.PublicKey).Equal(cas[0].PublicKey) {
-		return nil, nil, fmt.Errorf("%s does not belong to %s", caKeyFile, caCertFile)
+		return nil, nil, fmt.Errorf("CA directory %s: %w", dir, err)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, inventoryFile))
 	if err != nil {
@@ -144,7 +136,7 @@ func loadCA(dir string) (*trust.CA, *Inventory, error) {
 	if err := json.Unmarshal(raw, &inv); err != nil {
 		return nil, nil, fmt.Errorf("CA inventory %s is corrupt: %w", filepath.Join(dir, inventoryFile), err)
 	}
-	return &trust.CA{Cert: cas[0], Key: key}, &inv, nil
+	return ca, &inv, nil
 }
 
 func saveInventory(dir string, inv *Inventory) error {

@@ -118,9 +118,9 @@ func (a *Agent) resumeRotation(rt *runtime) {
 			return
 		}
 		rt.rot = st
-		a.commitRotation(rt, nil)
+		a.commitRotation(rt)
 	case wg.PhaseSwitched:
-		a.commitRotation(rt, nil)
+		a.commitRotation(rt)
 	}
 }
 
@@ -228,12 +228,12 @@ func (a *Agent) switchKey(rt *runtime) {
 	if len(pending) > 0 {
 		a.log.Warn("rotation: switching without every peer's pre-install; they cut over from the new record", "missing", pending)
 	}
-	a.commitRotation(rt, pending)
+	a.commitRotation(rt)
 }
 
 // commitRotation replaces the old key on disk, announces the new one and
 // waits for peers to cut over.
-func (a *Agent) commitRotation(rt *runtime, _ []string) {
+func (a *Agent) commitRotation(rt *runtime) {
 	result := "switched"
 	if rt.rot.Emergency {
 		result = "emergency switch"

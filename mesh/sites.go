@@ -155,7 +155,7 @@ func (s *siteStore) reject(site string, err error) {
 // setCRL keeps crl if it is newer than the one held, and drops the records
 // of revoked sites. It reports whether anything changed.
 func (s *siteStore) setCRL(crl *trust.RevocationList) bool {
-	if s.crl != nil && crl.Number.Cmp(s.crl.Number) <= 0 {
+	if s.crl != nil && !crl.NewerThan(s.crl) {
 		return false
 	}
 	s.crl = crl

@@ -27,11 +27,9 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -461,18 +459,3 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*logWriter)(nil)
-
-// ParseAddrPort parses "IP:PORT" for gossip addresses, with a clear error.
-func ParseAddrPort(s string) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
-	if err != nil {
-		host, port, serr := net.SplitHostPort(s)
-		if serr == nil {
-			if _, perr := strconv.Atoi(port); perr == nil && net.ParseIP(host) == nil {
-				return netip.AddrPort{}, fmt.Errorf("%q: use an IP address, host names are not resolved", s)
-			}
-		}
-		return netip.AddrPort{}, fmt.Errorf("%q is not IP:PORT (e.g. 192.0.2.10:7946)", s)
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-}
