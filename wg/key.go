@@ -1,11 +1,9 @@
 package wg
 
 import (
-	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -57,10 +55,7 @@ func (k *PublicKey) UnmarshalText(b []byte) error {
 // GoString, every fmt verb and slog all render "(redacted)", and it refuses to
 // be marshalled. The only ways out are WritePrivateKeyFile and the device
 // configuration inside this package.
-type PrivateKey struct {
-	_ [0]func() // not comparable with ==: use Equal, which is constant time
-	k wgtypes.Key
-}
+type PrivateKey struct{ secretKey }
 
 // GeneratePrivateKey returns a new random private key.
 func GeneratePrivateKey() (PrivateKey, error) {
@@ -68,7 +63,7 @@ func GeneratePrivateKey() (PrivateKey, error) {
 	if err != nil {
 		return PrivateKey{}, fmt.Errorf("generate WireGuard private key: %w", err)
 	}
-	return PrivateKey{k: k}, nil
+	return PrivateKey{secretKey{k: k}}, nil
 }
 
 // parsePrivateKey parses the base64 form. Errors never include the input.
@@ -77,33 +72,16 @@ func parsePrivateKey(s string) (PrivateKey, error) {
 	if err != nil {
 		return PrivateKey{}, err
 	}
-	return PrivateKey{k: wgtypes.Key(k)}, nil
+	return PrivateKey{secretKey{k: wgtypes.Key(k)}}, nil
 }
 
 // Public returns the public key that belongs to k.
 func (k PrivateKey) Public() PublicKey { return PublicKey(k.k.PublicKey()) }
 
-// IsZero reports whether k is unset.
-func (k PrivateKey) IsZero() bool { return k.k == wgtypes.Key{} }
-
 // Equal reports whether k and o are the same key, in constant time.
-func (k PrivateKey) Equal(o PrivateKey) bool {
-	return subtle.ConstantTimeCompare(k.k[:], o.k[:]) == 1
-}
+func (k PrivateKey) Equal(o PrivateKey) bool { return k.equal(o.secretKey) }
 
-func (k PrivateKey) String() string   { return redacted }
 func (k PrivateKey) GoString() string { return "wg.PrivateKey" + redacted }
-
-// Format makes every fmt verb, including %x and %#v, print "(redacted)".
-func (k PrivateKey) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
-
-// LogValue keeps the key out of structured logs.
-func (k PrivateKey) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-var errMarshalPrivate = errors.New("refusing to marshal a WireGuard private key")
-
-func (k PrivateKey) MarshalText() ([]byte, error) { return nil, errMarshalPrivate }
-func (k PrivateKey) MarshalJSON() ([]byte, error) { return nil, errMarshalPrivate }
 
 // encode returns the base64 form; only the key file writer uses it.
 func (k PrivateKey) encode() string { return base64.StdEncoding.EncodeToString(k.k[:]) }

@@ -65,3 +65,19 @@ func TestParseMode(t *testing.T) {
 		t.Errorf("ParseMode(boringtun) error = %v", err)
 	}
 }
+
+func TestPresharedKeyNeverPrints(t *testing.T) {
+	raw := []byte("0123456789abcdef0123456789abcdef")
+	k, err := NewPresharedKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{fmt.Sprint(k), fmt.Sprintf("%x %#v %+v", k, k, struct{ K PresharedKey }{k}), k.String()} {
+		if strings.Contains(out, string(raw)) || strings.Contains(out, fmt.Sprintf("%x", raw)) || !strings.Contains(out, "redacted") {
+			t.Errorf("pre-shared key printed as %q", out)
+		}
+	}
+	if _, err := json.Marshal(k); err == nil {
+		t.Error("json.Marshal succeeded")
+	}
+}

@@ -1,13 +1,11 @@
 package wg
 
 import (
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -16,10 +14,7 @@ import (
 // mixed into every handshake of the pair, so that recorded traffic stays
 // confidential even to someone who later breaks Curve25519. Like PrivateKey
 // it never prints or marshals itself.
-type PresharedKey struct {
-	_ [0]func()
-	k wgtypes.Key
-}
+type PresharedKey struct{ secretKey }
 
 // NewPresharedKey copies 32 bytes into a key.
 func NewPresharedKey(b []byte) (PresharedKey, error) {
@@ -31,19 +26,10 @@ func NewPresharedKey(b []byte) (PresharedKey, error) {
 	return k, nil
 }
 
-func (k PresharedKey) IsZero() bool { return k.k == wgtypes.Key{} }
-
 // Equal compares in constant time.
-func (k PresharedKey) Equal(o PresharedKey) bool {
-	return subtle.ConstantTimeCompare(k.k[:], o.k[:]) == 1
-}
+func (k PresharedKey) Equal(o PresharedKey) bool { return k.equal(o.secretKey) }
 
-func (k PresharedKey) String() string               { return redacted }
-func (k PresharedKey) GoString() string             { return "wg.PresharedKey" + redacted }
-func (k PresharedKey) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(redacted)) }
-func (k PresharedKey) LogValue() slog.Value         { return slog.StringValue(redacted) }
-func (k PresharedKey) MarshalText() ([]byte, error) { return nil, errMarshalPrivate }
-func (k PresharedKey) MarshalJSON() ([]byte, error) { return nil, errMarshalPrivate }
+func (k PresharedKey) GoString() string { return "wg.PresharedKey" + redacted }
 
 // PresharedKeys maps a peer's public key to the pre-shared key of the pair.
 type PresharedKeys map[PublicKey]PresharedKey
@@ -70,7 +56,7 @@ func LoadPresharedKeys(path string) (PresharedKeys, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("pre-shared keys %s: %w", path, ErrCorruptKeyFile)
 		}
-		out[p] = PresharedKey{k: wgtypes.Key(k)}
+		out[p] = PresharedKey{secretKey{k: wgtypes.Key(k)}}
 	}
 	return out, nil
 }

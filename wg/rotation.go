@@ -149,26 +149,25 @@ func (ks *KeyStore) Prepare(st RotationState, now time.Time, emergency bool) (Pr
 // BeginSwitch persists phase switching: from here on, a restart uses the
 // next key.
 func (ks *KeyStore) BeginSwitch(st RotationState) (RotationState, error) {
-	if st.Phase != PhasePrepared {
-		return st, fmt.Errorf("cannot switch keys in phase %s", st.Phase)
-	}
-	next := st
-	next.Phase = PhaseSwitching
-	if err := ks.save(next); err != nil {
-		return st, err // what is on disk
-	}
-	return next, nil
+	return ks.advance(st, PhasePrepared, PhaseSwitching, "switch keys")
 }
 
 // MarkSwitched persists that the device now uses the next key.
 func (ks *KeyStore) MarkSwitched(st RotationState) (RotationState, error) {
-	if st.Phase != PhaseSwitching {
-		return st, fmt.Errorf("cannot mark switched in phase %s", st.Phase)
+	return ks.advance(st, PhaseSwitching, PhaseSwitched, "mark switched")
+}
+
+// advance moves st from one phase to the next on disk. On failure it returns
+// st unchanged: what is on disk, so the caller never believes in a phase
+// that was not persisted.
+func (ks *KeyStore) advance(st RotationState, from, to RotationPhase, what string) (RotationState, error) {
+	if st.Phase != from {
+		return st, fmt.Errorf("cannot %s in phase %s", what, st.Phase)
 	}
 	next := st
-	next.Phase = PhaseSwitched
+	next.Phase = to
 	if err := ks.save(next); err != nil {
-		return st, err // what is on disk
+		return st, err
 	}
 	return next, nil
 }
