@@ -6,10 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/dcmesh/dcmesh/netconfig"
-	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/dcmesh/dcmesh/wg"
-	"github.com/dcmesh/dcmesh/wg/wgtest"
 )
 
 var (
@@ -47,16 +44,7 @@ func TestDesiredStateGossipGolden(t *testing.T) {
 	}
 	d := computeDesired(cfg, key, 1380, sites, nil)
 
-	wgc := wgtest.NewClient("dcm0")
-	if _, err := wg.Apply(wgc, "dcm0", d.WG); err != nil {
-		t.Fatal(err)
-	}
-	nl := netconfigtest.NewFake()
-	nl.AddLink("dcm0", 1420)
-	if _, err := netconfig.New(nl, nil).Apply(d.Net); err != nil {
-		t.Fatal(err)
-	}
-	got := wgc.String() + nl.String()
+	got := renderDesired(t, d)
 	want := fmt.Sprintf(`[dcm0] public=%s port=51821
   peer B+GAjH2c endpoint=192.0.2.2:51820 allowed=10.2.0.0/16,10.255.0.2/32 keepalive=25s
   peer C+GAjH2c endpoint=- allowed=10.3.0.0/16 keepalive=0s

@@ -20,16 +20,7 @@ func TestDesiredStateGolden(t *testing.T) {
 	key, _ := wg.GeneratePrivateKey()
 	d := computeDesired(cfg, key, 1380, nil, nil)
 
-	wgc := wgtest.NewClient("dcm0")
-	if _, err := wg.Apply(wgc, "dcm0", d.WG); err != nil {
-		t.Fatal(err)
-	}
-	nl := netconfigtest.NewFake()
-	nl.AddLink("dcm0", 1420)
-	if _, err := netconfig.New(nl, nil).Apply(d.Net); err != nil {
-		t.Fatal(err)
-	}
-	got := wgc.String() + nl.String()
+	got := renderDesired(t, d)
 	want := fmt.Sprintf(`[dcm0] public=%s port=51821
   peer B+GAjH2c endpoint=192.0.2.2:51820 allowed=10.2.0.0/16,10.255.0.2/32 keepalive=25s
   peer C+GAjH2c endpoint=- allowed=10.3.0.0/16 keepalive=0s
@@ -48,4 +39,20 @@ route unreachable 10.3.0.0/16 proto 220 metric 51 table 100
 	if strings.Contains(got, "private") {
 		t.Error("rendering mentions a private key")
 	}
+}
+
+// renderDesired applies d to fresh fake devices (dcm0, MTU 1420) and renders
+// the WireGuard state and the kernel state as golden text.
+func renderDesired(t *testing.T, d desiredState) string {
+	t.Helper()
+	wgc := wgtest.NewClient("dcm0")
+	if _, err := wg.Apply(wgc, "dcm0", d.WG); err != nil {
+		t.Fatal(err)
+	}
+	nl := netconfigtest.NewFake()
+	nl.AddLink("dcm0", 1420)
+	if _, err := netconfig.New(nl, nil).Apply(d.Net); err != nil {
+		t.Fatal(err)
+	}
+	return wgc.String() + nl.String()
 }

@@ -71,13 +71,7 @@ func TestKernelBackend(t *testing.T) {
 	if os.Getenv(inGuestEnv) == "" {
 		t.Skip("runs inside the qemu guest started by TestKernelBackendUnderQEMU")
 	}
-	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: shortTempDir(t), backend: "kernel", subnet: 77}
-	a, b := m.newSite(1), m.newSite(2)
-	netconfigtest.Veth(t, a.ns, "eth0", b.ns, "eth0")
-	for _, s := range m.sites {
-		s.ns.Run(t, "ip", "addr", "add", s.underlay()+"/24", "dev", "eth0")
-		t.Cleanup(func() { _, _ = s.ns.Try("ip", "link", "del", s.iface) })
-	}
+	m, a, b := kernelPair(t, 77)
 	m.writeConfigs()
 	m.startAll()
 
@@ -137,13 +131,7 @@ func TestKernelRotation(t *testing.T) {
 	if os.Getenv(inGuestEnv) == "" {
 		t.Skip("runs inside the qemu guest started by TestKernelBackendUnderQEMU")
 	}
-	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: shortTempDir(t), backend: "kernel", subnet: 78}
-	a, b := m.newSite(1), m.newSite(2)
-	netconfigtest.Veth(t, a.ns, "eth0", b.ns, "eth0")
-	for _, s := range m.sites {
-		s.ns.Run(t, "ip", "addr", "add", s.underlay()+"/24", "dev", "eth0")
-		t.Cleanup(func() { _, _ = s.ns.Try("ip", "link", "del", s.iface) })
-	}
+	m, a, b := kernelPair(t, 78)
 	caDir := m.newCA("ca")
 	a.enroll(caDir, nil)
 	b.enroll(caDir, []string{a.seed()})
@@ -188,6 +176,21 @@ func TestKernelRotation(t *testing.T) {
 		}
 	}
 	t.Logf("kernel rotation: %s", strings.TrimSpace(out))
+}
+
+// kernelPair builds, inside the guest, two sites on the kernel backend joined
+// by a veth pair on 192.168.<subnet>.0/24; the kernel links they will create
+// are deleted by name at the end.
+func kernelPair(t *testing.T, subnet int) (*testMesh, *site, *site) {
+	t.Helper()
+	m := &testMesh{t: t, id: netconfigtest.UniqueSuffix(), dir: shortTempDir(t), backend: "kernel", subnet: subnet}
+	a, b := m.newSite(1), m.newSite(2)
+	netconfigtest.Veth(t, a.ns, "eth0", b.ns, "eth0")
+	for _, s := range m.sites {
+		s.ns.Run(t, "ip", "addr", "add", s.underlay()+"/24", "dev", "eth0")
+		t.Cleanup(func() { _, _ = s.ns.Try("ip", "link", "del", s.iface) })
+	}
+	return m, a, b
 }
 
 // device reads s's WireGuard device with wgctrl from inside its namespace, by
