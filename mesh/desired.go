@@ -44,8 +44,9 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite,
 		keys[p.PublicKey] = true
 	}
 	static := len(remote)
+	self := key.Public() // a scalar multiplication: once, not per site
 	for _, s := range sites {
-		if names[s.Name] || keys[s.PublicKey] || s.PublicKey == key.Public() || (!s.Next.IsZero() && (keys[s.Next] || s.Next == key.Public())) {
+		if names[s.Name] || keys[s.PublicKey] || s.PublicKey == self || (!s.Next.IsZero() && (keys[s.Next] || s.Next == self)) {
 			d.Dropped = append(d.Dropped, s.Name+": name or WireGuard key of a static peer")
 			continue
 		}

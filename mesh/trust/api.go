@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"math/big"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/dcmesh/dcmesh/wg"
@@ -44,6 +45,13 @@ type Certificate struct {
 	Serial       *big.Int
 	NotBefore    time.Time
 	NotAfter     time.Time
+
+	// signedBy remembers the pinned CA whose signature Verify checked:
+	// the ed25519 check is the expensive part of Verify (~50 µs) and the
+	// agent re-verifies every held certificate on each reconcile, so it is
+	// done once per certificate and CA (validity and revocation are still
+	// checked every time).
+	signedBy atomic.Pointer[x509.Certificate]
 }
 
 // RevocationList is a parsed, CA-signed CRL: every revocation so far.

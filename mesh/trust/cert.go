@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -480,16 +481,7 @@ func (c *Certificate) Verify(cas []*x509.Certificate, crl *RevocationList, now t
 	if c == nil || c.X509 == nil {
 		return reject(ReasonUnknownCA, "no certificate")
 	}
-	var issuer *x509.Certificate
-	for _, ca := range cas {
-		if ca == nil || !ca.IsCA || !ca.BasicConstraintsValid {
-			continue
-		}
-		if c.X509.CheckSignatureFrom(ca) == nil {
-			issuer = ca
-			break
-		}
-	}
+	issuer := c.issuer(cas)
 	if issuer == nil {
 		return reject(ReasonUnknownCA, "certificate of site %q (serial %x) is not signed by a pinned CA", c.Site, c.Serial)
 	}
@@ -503,6 +495,29 @@ func (c *Certificate) Verify(cas []*x509.Certificate, crl *RevocationList, now t
 	}
 	if crl != nil && crl.X509 != nil && crl.Revoked(c.Serial) && crl.X509.CheckSignatureFrom(issuer) == nil {
 		return reject(ReasonRevoked, "certificate of site %q (serial %x) is revoked (CRL %v)", c.Site, c.Serial, crl.Number)
+	}
+	return nil
+}
+
+// issuer returns the CA in cas that signed c, or nil. A signature checked
+// once is remembered for that CA (the same *x509.Certificate, or one with
+// the same DER: a reloaded trust bundle).
+func (c *Certificate) issuer(cas []*x509.Certificate) *x509.Certificate {
+	if known := c.signedBy.Load(); known != nil {
+		for _, ca := range cas {
+			if ca == known || (ca != nil && bytes.Equal(ca.Raw, known.Raw)) {
+				return ca
+			}
+		}
+	}
+	for _, ca := range cas {
+		if ca == nil || !ca.IsCA || !ca.BasicConstraintsValid {
+			continue
+		}
+		if c.X509.CheckSignatureFrom(ca) == nil {
+			c.signedBy.Store(ca)
+			return ca
+		}
 	}
 	return nil
 }

@@ -311,6 +311,8 @@ func TestVerify(t *testing.T) {
 		{"valid", c, cas, nil, now, ""},
 		{"valid, second pinned CA", c, []*x509.Certificate{other.Cert, ca.Cert}, nil, now, ""},
 		{"unknown CA", foreign, cas, nil, now, trust.ReasonUnknownCA},
+		// Verify remembers a checked signature; that must not outlive the pin.
+		{"verified before, its CA no longer pinned", c, []*x509.Certificate{other.Cert}, nil, now, trust.ReasonUnknownCA},
 		{"no pinned CA", c, nil, nil, now, trust.ReasonUnknownCA},
 		{"site certificate pinned as CA", c, []*x509.Certificate{c.X509}, nil, now, trust.ReasonUnknownCA},
 		{"not yet valid", future, cas, nil, now, trust.ReasonNotYetValid},
