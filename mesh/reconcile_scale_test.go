@@ -33,14 +33,34 @@ type scaleSite struct {
 	seq  uint64
 }
 
-// scaleMesh is a local agent runtime on fakes plus n certified remote sites.
+// scaleMesh is a local agent runtime plus n certified remote sites.
 type scaleMesh struct {
 	a     *Agent
 	rt    *runtime
 	ca    *trust.CA
-	wg    *cfgRecorder
-	nl    *netconfigtest.Fake
+	wg    *countingClient
+	nl    *netconfigtest.Fake // nil on a real kernel
 	sites []*scaleSite
+}
+
+// countingClient records every configuration sent to the device.
+type countingClient struct {
+	wg.Client
+	cfgs []wgtypes.Config
+}
+
+func (c *countingClient) ConfigureDevice(name string, cfg wgtypes.Config) error {
+	c.cfgs = append(c.cfgs, cfg)
+	return c.Client.ConfigureDevice(name, cfg)
+}
+
+// scaleEnv is where the mesh is programmed: fakes by default, or a real
+// device and netlink.
+type scaleEnv struct {
+	iface string
+	dev   wg.Device // nil with fakes
+	wgc   wg.Client
+	nl    netconfig.Netlink
 }
 
 // scaleEndpoint is site i's WireGuard endpoint, varied by generation g.
@@ -50,13 +70,22 @@ func scaleEndpoint(i, g int) netip.AddrPort {
 
 // newScaleMesh builds the local site fra1 (the static peers of validConfig
 // plus gossip) and n remote sites, each with one /24 and its overlay
-// address, offers every record and reconciles once.
+// address, on fakes; offers every record and reconciles.
 func newScaleMesh(tb testing.TB, n int) *scaleMesh {
+	nl := netconfigtest.NewFake()
+	nl.AddLink("dcm0", 1420)
+	m := newScaleMeshIn(tb, n, scaleEnv{iface: "dcm0", wgc: wgtest.NewClient("dcm0"), nl: nl})
+	m.nl = nl
+	return m
+}
+
+func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	tb.Helper()
 	cfg, err := ParseConfig([]byte(validConfig), tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
+	cfg.Interface = env.iface
 	cfg.Trust.RecordExpiry, cfg.Trust.ClockSkew = 24*time.Hour, time.Minute
 	key, err := wg.GeneratePrivateKey()
 	if err != nil {
@@ -64,22 +93,26 @@ func newScaleMesh(tb testing.TB, n int) *scaleMesh {
 	}
 	ca := trusttest.NewCA(tb)
 	own, ownKey := trusttest.IssueWith(tb, ca, "fra1", trusttest.CertOptions{Overlay: netip.MustParseAddr("10.255.0.1")}, "10.1.0.0/16")
-	nl := netconfigtest.NewFake()
-	nl.AddLink("dcm0", 1420)
-	rec := &cfgRecorder{Client: wgtest.NewClient("dcm0")}
+	rec := &countingClient{Client: env.wgc}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := NewAgent(Options{Logger: log})
-	rt := &runtime{cfg: cfg, key: key, mtu: 1380, wgc: rec, net: netconfig.New(nl, log),
+	rt := &runtime{cfg: cfg, key: key, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
 		enr:      &enrollment{cas: []*x509.Certificate{ca.Cert}, cert: own, identity: ownKey},
 		store:    newSiteStore(filepath.Join(cfg.StateDir, "sites.json"), log),
 		cutover:  map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{},
 		psks: wg.PresharedKeys{}, pskOffers: map[wg.PublicKey]pskOffer{}}
-	m := &scaleMesh{a: a, rt: rt, ca: ca, wg: rec, nl: nl}
+	m := &scaleMesh{a: a, rt: rt, ca: ca, wg: rec}
 	for i := range n {
 		m.addSite(tb, i)
 	}
-	m.reconcile(tb) // not first=true: there is no device to bring up
+	if env.dev != nil {
+		if err := a.reconcile(rt, true); err != nil {
+			tb.Fatal(err)
+		}
+	} else {
+		m.reconcile(tb) // first=false: with fakes there is no device to bring up
+	}
 	// The first handshakes of new peers are staggered (half the keepalives
 	// held back for firstHandshakeDelay); age them so the measured
 	// reconciles see a settled mesh.
@@ -119,9 +152,12 @@ func (m *scaleMesh) offer(tb testing.TB, s *scaleSite, o trusttest.RecordOptions
 // made.
 func (m *scaleMesh) reconcile(tb testing.TB) (peerWrites []string, netWrites []string) {
 	tb.Helper()
-	nCfg, nOps := len(m.wg.cfgs), len(m.nl.Ops)
+	nCfg, nOps := len(m.wg.cfgs), 0
+	if m.nl != nil {
+		nOps = len(m.nl.Ops)
+	}
 	before := map[wgtypes.Key]bool{}
-	if dev, err := m.wg.Device("dcm0"); err == nil {
+	if dev, err := m.wg.Device(m.rt.cfg.Interface); err == nil {
 		for _, p := range dev.Peers {
 			before[p.PublicKey] = true
 		}
@@ -147,7 +183,10 @@ func (m *scaleMesh) reconcile(tb testing.TB) (peerWrites []string, netWrites []s
 			peerWrites = append(peerWrites, what+" "+wg.PublicKey(p.PublicKey).Short())
 		}
 	}
-	return peerWrites, slices.Clone(m.nl.Ops[nOps:])
+	if m.nl != nil {
+		netWrites = slices.Clone(m.nl.Ops[nOps:])
+	}
+	return peerWrites, netWrites
 }
 
 func TestReconcileCostIsProportionalToTheChange(t *testing.T) {
