@@ -186,7 +186,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	rt.net = netconfig.New(rt.nl, a.log)
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
 
-	if rt.dev, err = wg.OpenDevice(wg.DeviceOptions{Name: cfg.Interface, Mode: cfg.WireGuard, MTU: rt.mtu, Logger: a.log}); err != nil {
+	if rt.dev, err = wg.OpenDevice(wg.DeviceOptions{Name: cfg.Interface, Mode: cfg.WireGuard, MTU: rt.mtu, Logger: a.log, BuffersPerPool: cfg.Userspace.BuffersPerPool, MemoryLimit: cfg.Userspace.MemoryLimit}); err != nil {
 		return err
 	}
 	defer func() {

@@ -116,6 +116,12 @@ func TestConfigValidation(t *testing.T) {
 			"peers[1].allowed_prefixes[0]", "overlaps peers[0].allowed_prefixes[0]"},
 		{"duplicate key", peer("    allowed_prefixes: [10.2.0.0/16]\n") + "  - name: par1\n    public_key: " + keyB.String() + "\n    allowed_prefixes: [10.3.0.0/16]\n",
 			"peers[1].public_key", "same key as peers[0]"},
+		{"buffers too few", base + "userspace:\n  buffers_per_pool: 100\n", "userspace.buffers_per_pool", "use 512-65536, or 0 for no bound"},
+		{"buffers too many", base + "userspace:\n  buffers_per_pool: 1000000\n", "userspace.buffers_per_pool", "or 0 for no bound"},
+		{"memory limit below buffers", base + "userspace:\n  buffers_per_pool: 2048\n  memory_limit: 64MiB\n", "userspace.memory_limit", "at least 144MiB"},
+		{"memory limit unit", base + "userspace:\n  memory_limit: 64MB\n", "userspace.memory_limit", "KiB, MiB or GiB"},
+		{"memory limit small", base + "userspace:\n  memory_limit: 1MiB\n", "userspace.memory_limit", "16MiB to 1TiB, or 0 for no limit"},
+		{"userspace unknown", base + "userspace:\n  buffers: 1024\n", "", "unknown field buffers"},
 		{"duplicate name", peer("    allowed_prefixes: [10.2.0.0/16]\n") + "  - name: ams1\n    public_key: " + keyC.String() + "\n    allowed_prefixes: [10.3.0.0/16]\n",
 			"peers[1].name", "also the name of peers[0]"},
 	}
@@ -141,6 +147,35 @@ func TestConfigValidation(t *testing.T) {
 				t.Errorf("error does not say %q:\n%v", c.hint, err)
 			}
 		})
+	}
+}
+
+// The embedded device's memory settings: bounded by default, each can be
+// set or turned off with 0.
+func TestParseUserspace(t *testing.T) {
+	base := "site: a\nprivate_key_file: /k\noverlay_address: 10.255.0.1\n"
+	for _, c := range []struct {
+		yaml    string
+		buffers int
+		limit   int64
+	}{
+		{"", 1024, 96 << 20},
+		{"userspace: {buffers_per_pool: 0, memory_limit: 0}\n", 0, 0},
+		{"userspace: {buffers_per_pool: 0}\n", 0, 0},
+		{"userspace: {buffers_per_pool: 2048}\n", 2048, 160 << 20},
+		{"userspace: {memory_limit: 0}\n", DefaultBuffersPerPool, 0},
+		{"userspace:\n  buffers_per_pool: 4096\n  memory_limit: 1GiB\n", 4096, 1 << 30},
+		{"userspace:\n  memory_limit: 100000000\n", DefaultBuffersPerPool, 100000000},
+		{"userspace:\n  memory_limit: 512 MiB\n", DefaultBuffersPerPool, 512 << 20},
+	} {
+		cfg, err := ParseConfig([]byte(base+c.yaml), "/")
+		if err != nil {
+			t.Errorf("%q: %v", c.yaml, err)
+			continue
+		}
+		if cfg.Userspace.BuffersPerPool != c.buffers || cfg.Userspace.MemoryLimit != c.limit {
+			t.Errorf("%q: got %+v, want buffers %d, limit %d", c.yaml, cfg.Userspace, c.buffers, c.limit)
+		}
 	}
 }
 

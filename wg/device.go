@@ -67,6 +67,25 @@ type DeviceOptions struct {
 	Mode   Mode
 	MTU    int // initial MTU of a new link; 0 means 1420
 	Logger *slog.Logger
+	// BuffersPerPool, if positive, bounds each of the embedded device's
+	// packet pools (message buffers of 64 KiB, queue elements and their
+	// containers) to that many items in use at once: what wireguard-go's
+	// device.PreallocatedBuffersPerPool does on Android and iOS. On Linux that
+	// is a compile-time 0 (no bound), so the pools grow with every packet in
+	// flight; a full pool makes its users wait, which pushes back on the
+	// sender. 0 leaves the pools unbounded. It must leave room for the
+	// buffers the device's reader and receivers hold for good
+	// (MinBuffersPerPool). The pools are shared by all peers: packets staged
+	// for a peer without a session (up to 128 TUN read batches) count
+	// against the bound, and if they fill it, the TUN reader waits, for
+	// every peer, until that peer gets a session or gives up its handshake
+	// attempts (90 s). The bound is set on this device only.
+	BuffersPerPool int
+	// MemoryLimit, if positive, is set as the process's Go soft memory limit
+	// (runtime/debug.SetMemoryLimit) when the embedded device is used; 0
+	// leaves it alone. It is process-wide: a process runs one embedded
+	// device.
+	MemoryLimit int64
 }
 
 // ErrKernelUnsupported means the running kernel cannot create WireGuard links
@@ -90,12 +109,12 @@ func OpenDevice(opts DeviceOptions) (Device, error) {
 	case ModeKernel:
 		return openKernel(opts.Name, opts.MTU, log)
 	case ModeUserspace:
-		return openUserspace(opts.Name, opts.MTU, log)
+		return openUserspace(opts, log)
 	case ModeAuto, "":
 		d, err := openKernel(opts.Name, opts.MTU, log)
 		if errors.Is(err, ErrKernelUnsupported) {
 			log.Info("kernel WireGuard unavailable; using the embedded wireguard-go device", "interface", opts.Name, "reason", err)
-			return openUserspace(opts.Name, opts.MTU, log)
+			return openUserspace(opts, log)
 		}
 		return d, err
 	}
