@@ -275,7 +275,21 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt, false))
 		case m := <-inbox:
-			if a.handleGossip(rt, m) {
+			changed := a.handleGossip(rt, m)
+			// Take what else has arrived before persisting and
+			// reconciling: a joining site learns hundreds of records in
+			// a burst, and each commit writes every record and
+			// reconciles every peer.
+			for i := 0; i < maxGossipBatch; i++ {
+				select {
+				case m := <-inbox:
+					changed = a.handleGossip(rt, m) || changed
+					continue
+				default:
+				}
+				break
+			}
+			if changed {
 				a.commitStore(rt)
 			}
 			armRotation()
@@ -306,6 +320,10 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	}
 	return nil
 }
+
+// maxGossipBatch bounds how many received payloads one commit covers, so a
+// flood cannot hold off the control API and timers for long.
+const maxGossipBatch = 256
 
 func keptOnStop(b wg.Backend) string {
 	if b == wg.BackendKernel {
@@ -536,6 +554,11 @@ func (a *Agent) handleGossip(rt *runtime, m gossip.Message) bool {
 }
 
 func (a *Agent) offerRecord(rt *runtime, raw []byte) bool {
+	// Most records gossip delivers are copies of ones held (a push/pull
+	// carries every record): recognise them before the signature checks.
+	if rt.store.holds(raw) || (rt.own != nil && bytes.Equal(raw, rt.own.Raw)) {
+		return false
+	}
 	sr, err := trust.DecodeRecord(raw)
 	if err != nil {
 		rt.store.reject("(undecodable)", err)

@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,12 @@ type siteStore struct {
 
 	rejected map[trust.Reason]uint64
 	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
+
+	// held maps the hash of each record held to its site, so a record that
+	// gossip repeats (every push/pull carries them all) is recognised
+	// before it is decoded and its signatures checked. Entries of records
+	// since replaced are skipped by holds and swept in remember.
+	held map[[32]byte]string
 }
 
 const logEvery = 10 * time.Minute
@@ -45,7 +52,25 @@ type storeFile struct {
 
 func newSiteStore(path string, log *slog.Logger) *siteStore {
 	return &siteStore{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{},
-		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}}
+		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}, held: map[[32]byte]string{}}
+}
+
+// holds reports whether raw is exactly a record the store holds.
+func (s *siteStore) holds(raw []byte) bool {
+	site, ok := s.held[sha256.Sum256(raw)]
+	return ok && s.records[site] != nil && bytes.Equal(s.records[site].Raw, raw)
+}
+
+// remember sets sr as its site's record.
+func (s *siteStore) remember(sr *trust.SignedRecord) {
+	s.records[sr.Site] = sr
+	if len(s.held) > 2*len(s.records)+64 {
+		clear(s.held)
+		for site, r := range s.records {
+			s.held[sha256.Sum256(r.Raw)] = site
+		}
+	}
+	s.held[sha256.Sum256(sr.Raw)] = sr.Site
 }
 
 // loadSiteStore reads the store at path; cas verify the stored CRL. A missing
@@ -75,7 +100,7 @@ func loadSiteStore(path string, log *slog.Logger, cas []*x509.Certificate) (*sit
 		if err != nil {
 			return nil, fmt.Errorf("state file %s holds an unreadable record (%v); move it away to start over", path, err)
 		}
-		s.records[sr.Site] = sr
+		s.remember(sr)
 	}
 	if len(f.CRL) > 0 {
 		crl, err := trust.ParseRevocationList(f.CRL, cas)
@@ -121,7 +146,7 @@ func (s *siteStore) offer(sr *trust.SignedRecord, p *trust.Policy) bool {
 		s.reject(sr.Site, err)
 		return false
 	}
-	s.records[sr.Site] = sr
+	s.remember(sr)
 	s.highest[sr.Site] = sr.Seq
 	return true
 }

@@ -611,3 +611,38 @@ func TestSiteStoreState(t *testing.T) {
 		})
 	}
 }
+
+// holds recognises exactly the records held, so gossip's repeats skip the
+// signature checks, and nothing else: not a replaced record, not a record
+// with one byte changed.
+func TestSiteStoreHolds(t *testing.T) {
+	ca := trusttest.NewCA(t)
+	p := trusttest.Policy(t, ca, "fra1", "10.1.0.0/16")
+	s := newSiteStore(filepath.Join(t.TempDir(), "sites.json"), slog.New(slog.DiscardHandler))
+	ams := newTestSite(t, ca, "ams1", trusttest.CertOptions{}, "10.2.0.0/16")
+	r1 := ams.record(t, trusttest.RecordOptions{Seq: 1})
+	r2 := ams.record(t, trusttest.RecordOptions{Seq: 2})
+	if s.holds(r1.Raw) {
+		t.Fatal("empty store holds a record")
+	}
+	if !s.offer(r1, p) || !s.holds(r1.Raw) {
+		t.Fatal("accepted record not held")
+	}
+	flipped := slices.Clone(r1.Raw)
+	flipped[len(flipped)-1] ^= 1
+	if s.holds(flipped) {
+		t.Error("a record with one byte changed counts as held")
+	}
+	if !s.offer(r2, p) || !s.holds(r2.Raw) || s.holds(r1.Raw) {
+		t.Errorf("after seq 2: holds(r2)=%v holds(r1)=%v, want true false", s.holds(r2.Raw), s.holds(r1.Raw))
+	}
+	for i := range 200 { // the index is swept, not grown without bound
+		r := ams.record(t, trusttest.RecordOptions{Seq: uint64(3 + i)})
+		if !s.offer(r, p) {
+			t.Fatalf("seq %d refused", 3+i)
+		}
+	}
+	if len(s.held) > 2*len(s.records)+65 {
+		t.Errorf("index holds %d entries for %d records", len(s.held), len(s.records))
+	}
+}
