@@ -27,6 +27,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"slices"
@@ -73,6 +74,13 @@ type Config struct {
 	// the seeds are unreachable. Optional.
 	KnownPeersFile string
 	Logger         *slog.Logger
+	// Transport, if set, replaces the UDP/TCP transport memberlist would
+	// open on Bind; Bind and Advertise must then name the address it
+	// listens on. Nil in production. It exists for measurements: the
+	// gossip scale benchmark (scale_test.go) wraps memberlist's own
+	// NetTransport to count the bytes each node sends and receives, and
+	// binds port 0 to run a thousand nodes on loopback without port races.
+	Transport memberlist.Transport
 }
 
 // DefaultRejoinInterval is short enough that a healed partition merges
@@ -172,6 +180,7 @@ func New(cfg Config) (*Gossip, error) {
 	// addresses (`dcmesh init --join`). Known peers are joined as NAME/ADDR,
 	// which makes memberlist check the name of the node it reaches.
 	mc.RequireNodeNames = false
+	mc.Transport = cfg.Transport // nil: memberlist opens its own on Bind
 	mc.Delegate = &delegate{g: g}
 	mc.Events = &events{g: g}
 	mc.Logger = log.New(&logWriter{log: cfg.Logger.With("component", "memberlist")}, "", 0)
@@ -204,6 +213,11 @@ func (g *Gossip) SendTo(name string, msg []byte) error {
 	}
 	return fmt.Errorf("gossip member %s unknown", name)
 }
+
+// QueuedBroadcasts is how many broadcasts still wait for their last
+// retransmission (a gauge for metrics; the scale benchmark waits for it to
+// reach zero before it measures the steady state).
+func (g *Gossip) QueuedBroadcasts() int { return g.queue.NumQueued() }
 
 // Dropped counts payloads dropped because the inbox was full.
 func (g *Gossip) Dropped() uint64 { return g.dropped.Load() }
@@ -258,7 +272,7 @@ func (g *Gossip) Members() []Member {
 // members every RejoinInterval and keeps the known-peers file current, until
 // ctx is done. It does not leave or shut down: see Leave and Shutdown.
 func (g *Gossip) Run(ctx context.Context) {
-	g.rejoin()
+	g.rejoin(ctx)
 	t := time.NewTicker(g.cfg.RejoinInterval)
 	defer t.Stop()
 	for {
@@ -266,16 +280,28 @@ func (g *Gossip) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.rejoin()
+			g.rejoin(ctx)
 			g.saveKnown()
 		}
 	}
 }
 
-// rejoin joins every seed and known peer address that is not an alive
-// member. memberlist never probes dead nodes, so without this a healed
-// partition would stay split.
-func (g *Gossip) rejoin() {
+const (
+	// rejoinContacts is how many addresses a rejoin must reach: each
+	// contact is a full push/pull that merges the whole membership, so one
+	// heals a partition; a second covers a contact that is itself cut off.
+	rejoinContacts = 2
+	// rejoinAttempts bounds the addresses tried per round. Joining every
+	// known peer that is not alive, one after another, each a push/pull of
+	// every record, is what kept a 1,000-site benchmark from converging.
+	rejoinAttempts = 8
+)
+
+// rejoin contacts seeds and known peer addresses that are not alive members
+// — seeds first, then known peers in random order — until rejoinContacts
+// answered or rejoinAttempts were tried. memberlist never probes dead
+// nodes, so without this a healed partition would stay split.
+func (g *Gossip) rejoin(ctx context.Context) {
 	alive := map[string]bool{}
 	for _, m := range g.Members() {
 		if m.State == "alive" {
@@ -285,30 +311,41 @@ func (g *Gossip) rejoin() {
 	self := g.cfg.Advertise.String()
 	var targets []string
 	seen := map[string]bool{}
-	g.mu.Lock()
-	for name, a := range g.known {
-		if !alive[a] && a != self {
-			targets = append(targets, name+"/"+a)
-			seen[a] = true
-		}
-	}
-	g.mu.Unlock()
 	for _, a := range g.cfg.Seeds {
 		if !alive[a] && a != self && !seen[a] {
 			targets = append(targets, a)
 			seen[a] = true
 		}
 	}
-	slices.Sort(targets)
+	var known []string
+	g.mu.Lock()
+	for name, a := range g.known {
+		if !alive[a] && a != self && !seen[a] {
+			known = append(known, name+"/"+a)
+			seen[a] = true
+		}
+	}
+	g.mu.Unlock()
+	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
+	targets = append(targets, known...)
 	if len(targets) == 0 {
 		return
 	}
-	n, err := g.ml.Join(targets)
-	if err != nil && n == 0 {
-		g.log.Debug("gossip join found nobody", "tried", targets, "err", err)
+	contacted, tried := 0, 0
+	for _, t := range targets {
+		if contacted >= rejoinContacts || tried >= rejoinAttempts || ctx.Err() != nil {
+			break
+		}
+		tried++
+		if n, err := g.ml.Join([]string{t}); err == nil && n > 0 {
+			contacted++
+		}
+	}
+	if contacted == 0 {
+		g.log.Debug("gossip join found nobody", "tried", targets[:tried])
 		return
 	}
-	g.log.Debug("gossip joined", "contacted", n, "tried", len(targets))
+	g.log.Debug("gossip joined", "contacted", contacted, "tried", tried, "candidates", len(targets))
 }
 
 // Leave announces this node's departure to the cluster and waits up to
