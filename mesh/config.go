@@ -68,25 +68,29 @@ const (
 	// DefaultCompleteTimeout is how long peers get to cut over after the
 	// switch before the rotation is reported incomplete.
 	DefaultCompleteTimeout = 2 * time.Minute
-	// DefaultBuffersPerPool bounds each packet pool of the embedded
-	// wireguard-go device (userspace.buffers_per_pool). wireguard-go leaves
-	// them unbounded on Linux and every packet in flight holds a 64 KiB
-	// buffer: under one iperf3 TCP stream an agent without a bound peaked at
-	// 250-300 MB RSS. Measured with cmd/dcmesh/dataplane_bench_test.go on 2
-	// cores: 512 (the minimum) gave 73 MB and 2.2 Gbit/s, 1024 gave 136 MB
-	// (88 MB with the default memory limit) and 1.7-1.8 Gbit/s, no bound
-	// gave 1.5 Gbit/s: the bound pushes back on TCP sooner than the device's
-	// deep queues do. 1024 rather than 512 leaves 640 buffers in flight
-	// beyond the 384 the TUN reader and UDP receivers hold, because a
-	// peer without a session keeps up to 128 batches of staged packets.
-	DefaultBuffersPerPool = 1024
+	// DefaultBuffersPerPool is 0: the embedded wireguard-go device's packet
+	// pools stay unbounded, as wireguard-go leaves them on Linux, although
+	// every packet in flight then holds a 64 KiB buffer (an agent under one
+	// iperf3 TCP stream peaked at 250-300 MB RSS). A bound
+	// (userspace.buffers_per_pool) holds memory and is even faster — 1024
+	// gave 88 MB and 1.74 Gbit/s against 1.5 unbounded, measured with
+	// cmd/dcmesh/dataplane_bench_test.go on 2 cores — but the pools are
+	// shared by all peers, and wireguard-go keeps up to 128 batches of up to
+	// 128 packets for each peer without a session. Traffic toward a few
+	// dead sites then fills any fixed bound and the device stops for every
+	// peer, for as long as the sites stay dead (TestDeadPeersDoNotStallLivePeers:
+	// 8 dead sites stop a live tunnel at 1024 and 2048; 32 at 4096). An
+	// interconnect must keep the live tunnels up in a partition, so the
+	// bound is opt-in until staged packets of session-less peers are
+	// bounded too.
+	DefaultBuffersPerPool = 0
 	// maxBuffersPerPool is 4 GiB of message buffers.
 	maxBuffersPerPool = 65536
 	// messageBufferSize is wireguard-go's device.MaxMessageSize, rounded.
 	messageBufferSize = 64 << 10
 	// userspaceBaseMemory is the agent without packet buffers, with room:
 	// the default memory limit (userspace.memory_limit) is this plus one
-	// message buffer per buffers_per_pool, 96 MiB with the default pools.
+	// message buffer per buffers_per_pool (96 MiB with 1024 buffers).
 	// It trims the garbage collector's slack (the heap may otherwise grow
 	// to twice the buffers in use) without making it run constantly; with
 	// no pool bound there is no default limit, as the buffers in use may

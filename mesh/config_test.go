@@ -159,7 +159,8 @@ func TestParseUserspace(t *testing.T) {
 		buffers int
 		limit   int64
 	}{
-		{"", 1024, 96 << 20},
+		{"", 0, 0}, // no bound by default: see DefaultBuffersPerPool
+		{"userspace: {buffers_per_pool: 1024}\n", 1024, 96 << 20},
 		{"userspace: {buffers_per_pool: 0, memory_limit: 0}\n", 0, 0},
 		{"userspace: {buffers_per_pool: 0}\n", 0, 0},
 		{"userspace: {buffers_per_pool: 2048}\n", 2048, 160 << 20},

@@ -33,9 +33,12 @@ import (
 )
 
 // dpRSSBoundMB is the documented bound on an agent's peak RSS under iperf3
-// load with the default userspace settings (mesh.DefaultBuffersPerPool and
-// its default memory limit).
+// load with dpBoundedYAML (1024 buffers per pool and the memory limit that
+// goes with it by default). The default is no bound: see
+// mesh.DefaultBuffersPerPool.
 const dpRSSBoundMB = 128
+
+const dpBoundedYAML = "userspace: {buffers_per_pool: 1024}\n"
 
 var (
 	refBuildOnce sync.Once
@@ -126,7 +129,7 @@ func dpConfigs(tb testing.TB, withDebian bool) []*dpConfig {
 		{label: "veth", kind: dpVeth, tag: "v"},
 		{label: "embedded", kind: dpAgent, tag: "e"},
 		{label: "reference", kind: dpReference, binary: referenceWireGuardGo(tb), tag: "r"},
-		{label: "embedded-unbounded", kind: dpAgent, tag: "u", yaml: "userspace: {buffers_per_pool: 0, memory_limit: 0}\n"},
+		{label: "embedded-bounded", kind: dpAgent, tag: "b", yaml: dpBoundedYAML},
 	}
 	// DCMESH_DP_VARIANTS adds agent configurations for experiments:
 	// "LABEL=YAML;LABEL=YAML", e.g. "b1024=userspace: {buffers_per_pool: 1024}".
@@ -403,9 +406,9 @@ func TestDataPlaneSmoke(t *testing.T) {
 	dpRequire(t)
 	cs := dpConfigs(t, false)
 	runDataPlane(t, cs, dpOptions{seconds: 2, reps: 1})
-	emb := dpFind(cs, "embedded")
+	emb := dpFind(cs, "embedded-bounded")
 	if hwm := dpMaxKB(emb.hwm); hwm <= 0 || hwm > dpRSSBoundMB*1024 {
-		t.Errorf("embedded agent peak RSS %d kB, want ≤ %d MB (buffers_per_pool %d, memory_limit %d MiB)", hwm, dpRSSBoundMB,
-			mesh.DefaultBuffersPerPool, mesh.DefaultUserspaceMemoryLimit(mesh.DefaultBuffersPerPool)>>20)
+		t.Errorf("bounded embedded agent peak RSS %d kB, want ≤ %d MB (%s, memory_limit %d MiB)", hwm, dpRSSBoundMB,
+			strings.TrimSpace(dpBoundedYAML), mesh.DefaultUserspaceMemoryLimit(1024)>>20)
 	}
 }
