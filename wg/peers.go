@@ -156,10 +156,14 @@ func newPeerConfig(w Peer) wgtypes.PeerConfig {
 	if w.Endpoint.IsValid() {
 		pc.Endpoint = net.UDPAddrFromAddrPort(w.Endpoint)
 	}
-	if w.PersistentKeepalive > 0 {
-		ka := w.PersistentKeepalive
-		pc.PersistentKeepaliveInterval = &ka
-	}
+	// Always sent, 0 included: wireguard-go keeps its "keepalive just
+	// turned on, send one now" flag from one peer to the next within a
+	// request (device/uapi.go ipcSetPeer.pkaOn), so a peer created without
+	// the line after one with a keepalive would initiate a handshake at
+	// once — the crossing handshakes firstHandshakeDelay exists to avoid
+	// (5 s lost), and a pre-installed next key must never initiate.
+	ka := w.PersistentKeepalive
+	pc.PersistentKeepaliveInterval = &ka
 	if !w.PresharedKey.IsZero() {
 		psk := w.PresharedKey.k
 		pc.PresharedKey = &psk
@@ -181,10 +185,10 @@ func updatePeerConfig(h *wgtypes.Peer, w Peer) (wgtypes.PeerConfig, bool) {
 		changed = true
 	}
 	if h.PersistentKeepaliveInterval != w.PersistentKeepalive {
-		ka := w.PersistentKeepalive
-		pc.PersistentKeepaliveInterval = &ka
 		changed = true
 	}
+	ka := w.PersistentKeepalive // always: see newPeerConfig
+	pc.PersistentKeepaliveInterval = &ka
 	if subtle.ConstantTimeCompare(h.PresharedKey[:], w.PresharedKey.k[:]) != 1 {
 		psk := w.PresharedKey.k // zero clears it
 		pc.PresharedKey = &psk

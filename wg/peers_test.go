@@ -64,8 +64,16 @@ func TestApplyIsMinimal(t *testing.T) {
 	if len(cfg.Peers) != 2 || len(ch.Updated) != 1 || ch.Updated[0] != c || len(ch.Added) != 1 || ch.Added[0] != d {
 		t.Fatalf("plan = %+v, changes = %+v", cfg.Peers, ch)
 	}
-	if up := cfg.Peers[0]; up.Endpoint != nil || up.PersistentKeepaliveInterval != nil || !up.ReplaceAllowedIPs {
+	// The keepalive always goes along, at its current value: see the next
+	// test.
+	if up := cfg.Peers[0]; up.Endpoint != nil || !up.ReplaceAllowedIPs || up.PersistentKeepaliveInterval == nil || *up.PersistentKeepaliveInterval != peerC.PersistentKeepalive {
 		t.Errorf("update of C carries unchanged fields: %+v", up)
+	}
+	// D has no keepalive, and says so: wireguard-go would otherwise carry
+	// "keepalive just turned on" over from the peer before it in the same
+	// request and initiate a handshake for D at once.
+	if add := cfg.Peers[1]; add.PersistentKeepaliveInterval == nil || *add.PersistentKeepaliveInterval != 0 {
+		t.Errorf("new peer D without keepalive: interval %v, want an explicit 0", add.PersistentKeepaliveInterval)
 	}
 	if _, err := Apply(fake, "dcm0", want); err != nil {
 		t.Fatal(err)

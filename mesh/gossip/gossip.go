@@ -20,6 +20,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,11 +128,14 @@ type Gossip struct {
 	localState atomic.Pointer[[]byte]
 	dropped    atomic.Uint64
 
-	mu       sync.Mutex
-	known    map[string]string // node name → "IP:PORT", persisted
-	view     map[string]Member // from events: memberlist's Members() omits dead nodes
-	stopOnce sync.Once
-	left     atomic.Bool
+	mu    sync.Mutex
+	known map[string]string // node name → "IP:PORT", persisted
+	// savedKnown is what the known-peers file holds.
+	saveMu     sync.Mutex
+	savedKnown []byte
+	view       map[string]Member // from events: memberlist's Members() omits dead nodes
+	stopOnce   sync.Once
+	left       atomic.Bool
 }
 
 // New starts a memberlist node. It does not join anyone yet: call Run.
@@ -271,18 +275,26 @@ func (g *Gossip) Members() []Member {
 // Run joins the seeds and known peers, then re-joins those that are not alive
 // members every RejoinInterval and keeps the known-peers file current, until
 // ctx is done. It does not leave or shut down: see Leave and Shutdown.
+//
+// Until it has reached anyone, it retries sooner — after 1 s, doubling up to
+// RejoinInterval — so sites started together, before their seeds listen,
+// meet within seconds rather than a whole interval later.
 func (g *Gossip) Run(ctx context.Context) {
-	g.rejoin(ctx)
-	t := time.NewTicker(g.cfg.RejoinInterval)
-	defer t.Stop()
+	wait := min(time.Second, g.cfg.RejoinInterval)
 	for {
+		g.rejoin(ctx)
+		g.saveKnown()
+		if g.ml.NumMembers() > 1 {
+			wait = g.cfg.RejoinInterval
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
-			g.rejoin(ctx)
-			g.saveKnown()
 		}
+		wait = min(2*wait, g.cfg.RejoinInterval)
 	}
 }
 
@@ -397,11 +409,19 @@ func (g *Gossip) saveKnown() {
 	if g.cfg.KnownPeersFile == "" {
 		return
 	}
+	g.saveMu.Lock() // Run and Shutdown both save
+	defer g.saveMu.Unlock()
 	g.mu.Lock()
 	raw, err := json.MarshalIndent(g.known, "", "  ")
 	g.mu.Unlock()
+	if err == nil && bytes.Equal(raw, g.savedKnown) {
+		return // unchanged: no write, no fsync every interval
+	}
 	if err == nil {
 		err = wg.WriteFileAtomic(g.cfg.KnownPeersFile, append(raw, '\n'), 0o600)
+	}
+	if err == nil {
+		g.savedKnown = raw
 	}
 	if err != nil {
 		g.log.Warn("cannot save known gossip peers", "file", g.cfg.KnownPeersFile, "err", err)
