@@ -1,6 +1,7 @@
 package wg
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,8 +70,12 @@ func openUserspace(opts DeviceOptions, log *slog.Logger) (_ Device, reterr error
 	}
 	wglog := log.With("component", "wireguard-go")
 	dev := device.NewDevice(tdevForDevice, conn.NewDefaultBind(), &device.Logger{
-		Verbosef: func(format string, args ...any) { wglog.Debug(fmt.Sprintf(format, args...)) },
-		Errorf:   func(format string, args ...any) { wglog.Warn(fmt.Sprintf(format, args...)) },
+		Verbosef: func(format string, args ...any) {
+			if wglog.Enabled(context.Background(), slog.LevelDebug) { // no formatting for nothing
+				wglog.Debug(fmt.Sprintf(format, args...))
+			}
+		},
+		Errorf: func(format string, args ...any) { wglog.Warn(fmt.Sprintf(format, args...)) },
 	})
 	if gate != nil {
 		if err := gate.bound(dev, opts.BuffersPerPool); err != nil {

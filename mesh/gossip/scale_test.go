@@ -17,7 +17,11 @@ package gossip_test
 //     before gossip.Run joins anyone, so that SendToAll reaches nobody);
 //   - hand its own record directly to every member that joins (Joins);
 //   - for every record received (broadcast, direct, or in a push/pull
-//     state): keep it if it is newer than the one held, and re-broadcast it.
+//     state): skip it if it is exactly a record held (by SHA-256, as
+//     siteStore.holds) or our own, else verify it, keep it if it is newer
+//     than the one held, and re-broadcast it;
+//   - take up to 256 more inbox messages after one (maxGossipBatch), then
+//     commit once: re-encode the push/pull state (SetLocalState).
 //
 // Differences, on purpose:
 //   - Verification is shared. DecodeRecord (Ed25519) and CheckRecord (the
@@ -25,17 +29,29 @@ package gossip_test
 //     node, and N nodes checking N records is N² signature checks on two
 //     cores that really are spread over N machines. So the result is cached
 //     by record bytes across nodes; each node still decodes every push/pull
-//     state (DecodeState) and offers every record. The per-node cost of
-//     verifying is measured separately (verify metrics) and the number of
-//     records each node offers is counted, so the CPU a site would spend is
-//     offered/s × cost per record.
-//   - The push/pull state is re-encoded once per burst of accepted records
-//     (when the inbox is momentarily empty), not after each one as the
-//     agent's commitStore does; see the encode metrics for that cost.
+//     state (DecodeState), hashes every record it is offered, and consults
+//     the verifier only for those it does not hold. The per-node cost of
+//     verifying is measured separately (verify metrics) and the records
+//     that reach the verifier are counted (decoded), so the CPU a site would
+//     spend is decoded/s × cost per record.
+//   - Committing only re-encodes the push/pull state: no store file, no
+//     reconcile.
 //   - Direct sends to newcomers go through two workers per node instead of a
 //     goroutine each: a thousand nodes learning a thousand members at once
 //     would otherwise start a million goroutines in this one process.
 //   - No known-peers file, no disk, no WireGuard.
+//
+// Knobs for long runs (Go durations): DCMESH_GOSSIP_CONVERGE (the wait for
+// convergence, default 5m), DCMESH_GOSSIP_DRAIN, DCMESH_GOSSIP_STEADY
+// (default 60s; memberlist's push/pull interval is 60s·(⌈log2 N − 5⌉+1) in
+// the WAN profile, 180s at 100 sites), DCMESH_GOSSIP_REFRESH (the refresh
+// window, default 60s), DCMESH_GOSSIP_SIZES (a comma-separated list of
+// extra site counts, each run as wan/direct and wan/nodirect), and
+// DCMESH_GOSSIP_CPUPROFILE (a file name prefix: a CPU profile of each
+// run's convergence phase alone, written even if the run is cut short
+// afterwards, to PREFIX.SITES-PROFILE-DIRECT).
+// With -v the convergence is logged every 5s: records held (least, mean),
+// nodes holding all, members seen, CPU.
 //
 // Bytes are what memberlist hands to and reads from its sockets (labels,
 // encryption, compression included; IP/UDP/TCP headers not), counted by a
@@ -46,6 +62,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -56,7 +73,9 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,11 +122,12 @@ type scaleResult struct {
 	Sites int
 
 	Converged     bool
-	Convergence   time.Duration // start of Run on all nodes → every node holds every record
-	Membership    time.Duration // → every node sees every other alive (0: not seen)
-	ConvergeBytes float64       // sent+received per node until convergence
-	ConvergeCPU   time.Duration // process CPU (user+sys) until convergence
-	Dropped       uint64        // inbox and joins overflows, all nodes
+	Progress      []progressSample // during convergence, every 5s
+	Convergence   time.Duration    // start of Run on all nodes → every node holds every record
+	Membership    time.Duration    // → every node sees every other alive (0: not seen)
+	ConvergeBytes float64          // sent+received per node until convergence
+	ConvergeCPU   time.Duration    // process CPU (user+sys) until convergence
+	Dropped       uint64           // inbox and joins overflows, all nodes
 
 	Drained    bool
 	DrainTime  time.Duration // convergence → every broadcast queue empty
@@ -145,6 +165,19 @@ type scaleResult struct {
 	RefreshTCPPer  float64       // TCP bytes per node per re-published record, net of push/pulls
 	DirectSends    int64         // direct sends attempted (SendTo on join, SendToAll members)
 	DirectFailures int64
+	SteadyDecoded  float64 // records per node per second that reached the verifier
+	Shutdown       time.Duration
+}
+
+// progressSample is the state of the cluster at one moment of convergence.
+type progressSample struct {
+	At       time.Duration
+	MinHeld  int64   // records (own included) of the least-informed node
+	MeanHeld float64 // fraction of all records held, mean over nodes
+	Complete float64 // fraction of nodes holding every record
+	Members  float64 // alive members seen, mean over 16 nodes, fraction of N
+	CPU      float64 // process CPU cores since the previous sample
+	Bytes    float64 // sent+received per node so far
 }
 
 // ---- byte counting ----
@@ -324,13 +357,15 @@ type simNode struct {
 
 	seq    uint64 // loop goroutine only (and publish before the loop starts)
 	own    atomic.Pointer[[]byte]
-	held   map[string]held // loop goroutine only
+	held   map[string]held     // loop goroutine only
+	hashes map[[32]byte]string // loop goroutine only: siteStore.held
 	pub    chan struct{}
 	sendq  chan string
 	failed atomic.Value // error from the loop
 
 	accepted atomic.Int64 // records accepted (newer than held)
 	offered  atomic.Int64 // records offered (received in any form)
+	decoded  atomic.Int64 // records not held that reached the verifier
 	states   atomic.Int64 // push/pull states received
 	rejected atomic.Int64
 }
@@ -399,9 +434,19 @@ func (n *simNode) setState() error {
 	return nil
 }
 
+// holds is siteStore.holds.
+func (n *simNode) holds(raw []byte) bool {
+	site, ok := n.hashes[sha256.Sum256(raw)]
+	return ok && bytes.Equal(n.held[site].raw, raw)
+}
+
 // offer is the agent's offerRecord + siteStore.offer.
 func (n *simNode) offer(raw []byte) bool {
 	n.offered.Add(1)
+	if n.holds(raw) || bytes.Equal(raw, (*n.own.Load())[1:]) {
+		return false
+	}
+	n.decoded.Add(1)
 	v := n.exp.ver.check(raw)
 	if !v.ok {
 		n.rejected.Add(1)
@@ -414,6 +459,14 @@ func (n *simNode) offer(raw []byte) bool {
 		return false
 	}
 	n.held[v.site] = held{seq: v.seq, raw: slices.Clone(raw)}
+	// siteStore.remember
+	if len(n.hashes) > 2*len(n.held)+64 {
+		clear(n.hashes)
+		for site, h := range n.held {
+			n.hashes[sha256.Sum256(h.raw)] = site
+		}
+	}
+	n.hashes[sha256.Sum256(raw)] = v.site
 	n.accepted.Add(1)
 	if msg := append([]byte{msgRecord}, raw...); len(msg) <= gossip.MaxBroadcastSize {
 		n.g.Broadcast("record/"+v.site, msg)
@@ -443,30 +496,33 @@ func (n *simNode) handle(m gossip.Message) bool {
 	return false
 }
 
+// maxGossipBatch is the agent's: inbox messages one commit covers.
+const maxGossipBatch = 256
+
 // loop is the agent's Run loop, reduced to gossip.
 func (n *simNode) loop(ctx context.Context) {
-	dirty := false
 	fail := func(err error) { n.failed.CompareAndSwap(nil, err) }
+	inbox := n.g.Inbox()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-n.g.Inbox():
-			dirty = n.handle(m) || dirty
-			continue
-		default:
-		}
-		if dirty {
-			if err := n.setState(); err != nil {
-				fail(err)
+		case m := <-inbox:
+			changed := n.handle(m)
+			for range maxGossipBatch {
+				select {
+				case m := <-inbox:
+					changed = n.handle(m) || changed
+					continue
+				default:
+				}
+				break
 			}
-			dirty = false
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case m := <-n.g.Inbox():
-			dirty = n.handle(m) || dirty
+			if changed {
+				if err := n.setState(); err != nil {
+					fail(err)
+				}
+			}
 		case name := <-n.g.Joins():
 			if n.exp.p.Direct {
 				select {
@@ -585,7 +641,13 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 				_ = s.t.Shutdown()
 			}
 		}
-		wg.Wait()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Minute):
+			tb.Errorf("nodes still running 2m after shutdown: %d goroutines", runtime.NumGoroutine())
+		}
 	}
 	tb.Cleanup(stop)
 	defer stop()
@@ -618,7 +680,7 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 		if err != nil {
 			tb.Fatalf("node %d: %v", i, err)
 		}
-		n := &simNode{exp: exp, name: name, idx: i, cert: cert, key: idKey, g: g, c: s.c, held: map[string]held{},
+		n := &simNode{exp: exp, name: name, idx: i, cert: cert, key: idKey, g: g, c: s.c, held: map[string]held{}, hashes: map[[32]byte]string{},
 			pub: make(chan struct{}, 1), sendq: make(chan string, p.Sites)}
 		nodesMu.Lock()
 		exp.nodes = append(exp.nodes, n)
@@ -635,6 +697,7 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 
 	// Start: every node's loop, direct senders and gossip.Run (which joins
 	// the seeds), all at once: a cold start of the whole cluster.
+	stopProfile := profileConvergence(tb, p)
 	start, cpu0 := time.Now(), cpuTime()
 	for _, n := range exp.nodes {
 		wg.Add(1)
@@ -650,13 +713,26 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 	}
 
 	// Convergence: every node holds the newest record of every other site.
+	// The watch must stay cheap: with a thousand nodes on two cores it
+	// competes with them for CPU (Members copies a node's whole view, so
+	// membership is sampled on a few nodes and checked in full only when
+	// those see everyone).
 	deadline := start.Add(p.ConvergeTimeout)
-	lastMembers := time.Time{}
+	nextSample, lastCPU, lastAt := start.Add(5*time.Second), cpu0, start
 	for time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
-		if res.Membership == 0 && time.Since(lastMembers) > time.Second {
-			lastMembers = time.Now()
-			if allMembers(exp.nodes) {
+		if now := time.Now(); now.After(nextSample) {
+			for !nextSample.After(now) {
+				nextSample = nextSample.Add(5 * time.Second)
+			}
+			c := cpuTime()
+			s := sample(exp.nodes)
+			s.At, s.CPU = now.Sub(start), (c-lastCPU).Seconds()/now.Sub(lastAt).Seconds()
+			lastCPU, lastAt = c, now
+			res.Progress = append(res.Progress, s)
+			progress("sites=%d t=%3.0fs: held min %d, mean %.1f%%; %.1f%% of nodes complete; members seen %.1f%% (sampled); CPU %.2f cores; %.0f KB/node",
+				p.Sites, s.At.Seconds(), s.MinHeld, 100*s.MeanHeld, 100*s.Complete, 100*s.Members, s.CPU, s.Bytes/1e3)
+			if res.Membership == 0 && s.Members >= 1 && allMembers(exp.nodes) {
 				res.Membership = time.Since(start)
 			}
 		}
@@ -667,10 +743,21 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 		}
 	}
 	res.ConvergeCPU = cpuTime() - cpu0
+	stopProfile()
 	res.ConvergeBytes = float64(sumBytes(exp.nodes, (*counters).total)) / float64(p.Sites)
 	if !res.Converged {
 		tb.Logf("not converged after %v: least-informed node holds %d of %d records", p.ConvergeTimeout, minAccepted(exp.nodes)+1, p.Sites)
+		// Heap in use at the cap, without forcing a collection: a full GC of
+		// a heap this size, with every node still running, takes minutes.
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		res.HeapPerNode = float64(int64(ms.HeapInuse)-int64(heap0)) / float64(p.Sites)
+		res.SysPerNode = float64(int64(ms.Sys)-int64(sys0)) / float64(p.Sites)
+		res.GoroutinesPerNode = float64(runtime.NumGoroutine()-goroutines0) / float64(p.Sites)
 		res.fill(exp)
+		t := time.Now()
+		stop()
+		res.Shutdown = time.Since(t)
 		return res
 	}
 	if res.Membership == 0 && allMembers(exp.nodes) {
@@ -710,6 +797,7 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 	res.SteadyMaxNode = float64(d.maxNode) / win
 	res.SteadyPushPulls = int(d.states / 2) // both ends merge the other's state
 	res.SteadyOffered = float64(d.offered) / N / win
+	res.SteadyDecoded = float64(d.decoded) / N / win
 	mc := memberlist.DefaultWANConfig()
 	if p.Profile == gossip.ProfileLAN {
 		mc = memberlist.DefaultLANConfig()
@@ -761,13 +849,49 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 		res.RefreshTCPPer = tcp / float64(k)
 	}
 	res.fill(exp)
+	t3 := time.Now()
 	stop()
+	res.Shutdown = time.Since(t3)
 	for _, n := range exp.nodes {
 		if err, _ := n.failed.Load().(error); err != nil {
 			tb.Errorf("%s: %v", n.name, err)
 		}
 	}
 	return res
+}
+
+// profileConvergence writes a CPU profile of the convergence phase alone to
+// DCMESH_GOSSIP_CPUPROFILE, if set (not with -cpuprofile): it is written
+// even when the run then fails or is cut short.
+func profileConvergence(tb testing.TB, p scaleParams) (stop func()) {
+	path := os.Getenv("DCMESH_GOSSIP_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	direct := "direct"
+	if !p.Direct {
+		direct = "nodirect"
+	}
+	path = fmt.Sprintf("%s.%d-%s-%s", path, p.Sites, p.Profile, direct)
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		tb.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				tb.Error(err)
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
 }
 
 // progress tells a watcher of a long run (go test -v) where it is.
@@ -847,6 +971,33 @@ func reached(nodes []*simNode, want []int64) bool {
 	return true
 }
 
+func sample(nodes []*simNode) progressSample {
+	s := progressSample{MinHeld: minAccepted(nodes) + 1}
+	N := float64(len(nodes))
+	for _, n := range nodes {
+		a := n.accepted.Load() + 1
+		s.MeanHeld += float64(a) / N / N
+		if a >= int64(len(nodes)) {
+			s.Complete += 1 / N
+		}
+		s.Bytes += float64(n.c.total()) / N
+	}
+	step := max(1, len(nodes)/16)
+	k := 0
+	for i := 0; i < len(nodes); i += step {
+		alive := 0
+		for _, m := range nodes[i].g.Members() {
+			if m.State == "alive" {
+				alive++
+			}
+		}
+		s.Members += float64(alive) / N
+		k++
+	}
+	s.Members /= float64(k)
+	return s
+}
+
 func allMembers(nodes []*simNode) bool {
 	for _, n := range nodes {
 		alive := 0
@@ -871,9 +1022,9 @@ func sumBytes(nodes []*simNode, f func(*counters) int64) int64 {
 }
 
 type snap struct {
-	udp, tcp, states, offered int64
-	perNode                   []int64
-	maxNode                   int64
+	udp, tcp, states, offered, decoded int64
+	perNode                            []int64
+	maxNode                            int64
 }
 
 func snapshot(nodes []*simNode) snap {
@@ -883,13 +1034,14 @@ func snapshot(nodes []*simNode) snap {
 		s.tcp += n.c.tcp()
 		s.states += n.states.Load()
 		s.offered += n.offered.Load()
+		s.decoded += n.decoded.Load()
 		s.perNode[i] = n.c.total()
 	}
 	return s
 }
 
 func (a snap) minus(b snap) snap {
-	d := snap{udp: a.udp - b.udp, tcp: a.tcp - b.tcp, states: a.states - b.states, offered: a.offered - b.offered}
+	d := snap{udp: a.udp - b.udp, tcp: a.tcp - b.tcp, states: a.states - b.states, offered: a.offered - b.offered, decoded: a.decoded - b.decoded}
 	for i := range a.perNode {
 		d.maxNode = max(d.maxNode, a.perNode[i]-b.perNode[i])
 	}
@@ -912,15 +1064,22 @@ func (res scaleResult) String() string {
 		res.Dropped, res.DirectSends, res.DirectFailures)
 	fmt.Fprintf(&b, "  drain: %d broadcasts queued at convergence, drained=%v after %.1fs at %.0f B/s/node; %d left\n",
 		res.DrainQueue, res.Drained, res.DrainTime.Seconds(), res.DrainRate, res.Leftover)
-	fmt.Fprintf(&b, "  steady %.0fs: %.0f B/s/node raw (udp %.0f, tcp %.0f; busiest node %.0f), %d push/pulls of %.0f KB, steady-rate model %.0f B/s/node (push/pull every %v); %.2f records offered/s/node; CPU %.2f cores\n",
+	fmt.Fprintf(&b, "  steady %.0fs: %.0f B/s/node raw (udp %.0f, tcp %.0f; busiest node %.0f), %d push/pulls of %.0f KB, steady-rate model %.0f B/s/node (push/pull every %v); %.2f records offered/s/node (%.3f not held); CPU %.2f cores\n",
 		res.SteadyWindow.Seconds(), res.SteadyRate, res.SteadyUDPRate, res.SteadyTCPRate, res.SteadyMaxNode, res.SteadyPushPulls, res.PushPullBytes/1e3,
-		res.SteadyModelRate, res.PushPullEvery, res.SteadyOffered, res.SteadyCPU)
+		res.SteadyModelRate, res.PushPullEvery, res.SteadyOffered, res.SteadyDecoded, res.SteadyCPU)
 	fmt.Fprintf(&b, "  memory: heap %.0f KB/node, sys %.0f KB/node, %.1f goroutines/node; decoded record %.1f KB each\n",
 		res.HeapPerNode/1e3, res.SysPerNode/1e3, res.GoroutinesPerNode, res.DecodedPerRec/1e3)
 	fmt.Fprintf(&b, "  record %d B, state %d KB; verify %v/record, %v for all; EncodeState %v\n",
 		res.RecordBytes, res.StateBytes/1000, res.VerifyRecord, res.VerifyAll, res.EncodeState)
 	fmt.Fprintf(&b, "  refresh: done=%v in %.2fs, drained after %.1fs; per re-published record per node: udp %.0f B, tcp %.0f B",
 		res.RefreshDone, res.RefreshTime.Seconds(), res.RefreshDrained.Seconds(), res.RefreshUDPPer, res.RefreshTCPPer)
+	fmt.Fprintf(&b, "\n  shutdown of all nodes: %.1fs", res.Shutdown.Seconds())
+	for _, s := range res.Progress {
+		if sec := int(s.At.Round(time.Second).Seconds()); sec == 10 || sec == 30 || sec%60 == 0 {
+			fmt.Fprintf(&b, "\n  t=%3ds: held min %d, mean %.1f%%, nodes complete %.1f%%, members seen %.1f%%, CPU %.2f, %.0f KB/node",
+				sec, s.MinHeld, 100*s.MeanHeld, 100*s.Complete, 100*s.Members, s.CPU, s.Bytes/1e3)
+		}
+	}
 	return b.String()
 }
 
@@ -929,24 +1088,39 @@ func (res scaleResult) String() string {
 // BenchmarkGossipScale: each iteration is one whole experiment (cold start,
 // convergence, steady window, refresh). Run by hand; it takes minutes.
 func BenchmarkGossipScale(b *testing.B) {
-	for _, c := range []struct {
+	type scaleCase struct {
 		sites   int
 		profile gossip.Profile
 		direct  bool
-	}{
+	}
+	cases := []scaleCase{
 		{100, gossip.ProfileWAN, true},
+		{100, gossip.ProfileWAN, false},
 		{1000, gossip.ProfileWAN, true},
 		{1000, gossip.ProfileWAN, false},
 		{1000, gossip.ProfileLAN, true},
-	} {
+	}
+	for _, v := range strings.Split(os.Getenv("DCMESH_GOSSIP_SIZES"), ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			b.Fatalf("DCMESH_GOSSIP_SIZES: bad site count %q", v)
+		}
+		cases = append(cases, scaleCase{n, gossip.ProfileWAN, true}, scaleCase{n, gossip.ProfileWAN, false})
+	}
+	for _, c := range cases {
 		direct := "direct"
 		if !c.direct {
 			direct = "nodirect"
 		}
 		b.Run(fmt.Sprintf("sites=%d/%s/%s", c.sites, c.profile, direct), func(b *testing.B) {
 			p := scaleParams{Sites: c.sites, Profile: c.profile, Direct: c.direct, Seeds: 3,
-				ConvergeTimeout: 5 * time.Minute, DrainTimeout: drainTimeout(b), Steady: 60 * time.Second,
-				Refresh: 10, RefreshWindow: 60 * time.Second}
+				ConvergeTimeout: envDuration(b, "DCMESH_GOSSIP_CONVERGE", 5*time.Minute),
+				DrainTimeout:    envDuration(b, "DCMESH_GOSSIP_DRAIN", 30*time.Minute),
+				Steady:          envDuration(b, "DCMESH_GOSSIP_STEADY", 60*time.Second),
+				Refresh:         10, RefreshWindow: envDuration(b, "DCMESH_GOSSIP_REFRESH", 60*time.Second)}
 			for b.Loop() {
 				res := runScale(b, p)
 				b.Log(res)
@@ -972,17 +1146,16 @@ func BenchmarkGossipScale(b *testing.B) {
 	}
 }
 
-// drainTimeout bounds the wait for broadcast queues to empty after a cold
-// start; DCMESH_GOSSIP_DRAIN overrides it (a Go duration).
-func drainTimeout(b *testing.B) time.Duration {
-	if v := os.Getenv("DCMESH_GOSSIP_DRAIN"); v != "" {
+// envDuration is the Go duration in the environment variable name, or def.
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			b.Fatalf("DCMESH_GOSSIP_DRAIN: %v", err)
+			b.Fatalf("%s: %v", name, err)
 		}
 		return d
 	}
-	return 30 * time.Minute
+	return def
 }
 
 // TestGossipScaleSmoke runs the benchmark's experiment with a few nodes:
