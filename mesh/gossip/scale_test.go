@@ -73,6 +73,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -631,22 +632,24 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 		stopped = true
 		cancel()
 		// Shut down before waiting: gossip.Run may be inside a rejoin, whose
-		// memberlist Join ignores ctx and push/pulls with each target in
-		// turn; against stopped nodes those fail at once.
+		// memberlist Join push/pulls with each target in turn; against
+		// stopped nodes those fail at once. All nodes at once: one after
+		// another, a thousand CPU-starved nodes took minutes to stop.
+		var down sync.WaitGroup
 		for _, n := range exp.nodes {
-			_ = n.g.Shutdown()
+			down.Go(func() { _ = n.g.Shutdown() })
 		}
 		for _, s := range slots[len(exp.nodes):] {
 			if s.t != nil {
-				_ = s.t.Shutdown()
+				down.Go(func() { _ = s.t.Shutdown() })
 			}
 		}
 		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
+		go func() { down.Wait(); wg.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(2 * time.Minute):
-			tb.Errorf("nodes still running 2m after shutdown: %d goroutines", runtime.NumGoroutine())
+			tb.Errorf("nodes still running 2m after shutdown began: %d goroutines", runtime.NumGoroutine())
 		}
 	}
 	tb.Cleanup(stop)
@@ -747,17 +750,19 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 	res.ConvergeBytes = float64(sumBytes(exp.nodes, (*counters).total)) / float64(p.Sites)
 	if !res.Converged {
 		tb.Logf("not converged after %v: least-informed node holds %d of %d records", p.ConvergeTimeout, minAccepted(exp.nodes)+1, p.Sites)
-		// Heap in use at the cap, without forcing a collection: a full GC of
-		// a heap this size, with every node still running, takes minutes.
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		res.HeapPerNode = float64(int64(ms.HeapInuse)-int64(heap0)) / float64(p.Sites)
-		res.SysPerNode = float64(int64(ms.Sys)-int64(sys0)) / float64(p.Sites)
+		// The heap live at the last collection, and the mapped memory,
+		// without stopping the world: a full GC of a heap this size (or
+		// ReadMemStats waiting for one), with every node still running,
+		// takes minutes. Then stop the nodes first.
+		ms := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"}}
+		metrics.Read(ms)
+		res.HeapPerNode = float64(int64(ms[0].Value.Uint64())-int64(heap0)) / float64(p.Sites)
+		res.SysPerNode = float64(int64(ms[1].Value.Uint64())-int64(sys0)) / float64(p.Sites)
 		res.GoroutinesPerNode = float64(runtime.NumGoroutine()-goroutines0) / float64(p.Sites)
-		res.fill(exp)
 		t := time.Now()
 		stop()
 		res.Shutdown = time.Since(t)
+		res.fill(exp)
 		return res
 	}
 	if res.Membership == 0 && allMembers(exp.nodes) {
