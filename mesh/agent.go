@@ -571,6 +571,9 @@ func (a *Agent) offerRecord(rt *runtime, raw []byte) bool {
 		return false
 	}
 	a.log.Info("site record accepted", "site", sr.Site, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
+	if sr.Leaving {
+		rt.gossip.Forget(sr.Site) // gone for good: stop re-joining it
+	}
 	// Spread it further: memberlist only retransmits what a node queued
 	// itself.
 	if msg := append([]byte{msgRecord}, raw...); len(msg) <= gossip.MaxBroadcastSize {
@@ -585,11 +588,26 @@ func (a *Agent) offerCRL(rt *runtime, der []byte) bool {
 		rt.store.reject("(revocation list)", err)
 		return false
 	}
-	if !rt.store.setCRL(crl) {
+	if !a.installCRL(rt, crl) {
 		return false
 	}
 	a.log.Info("revocation list accepted", "number", crl.Number.String(), "revoked", len(crl.Serials))
 	a.spreadCRL(rt)
+	return true
+}
+
+// installCRL keeps crl if it is newer than the one held; the gossip layer
+// forgets the sites it revoked.
+func (a *Agent) installCRL(rt *runtime, crl *trust.RevocationList) bool {
+	held := rt.store.siteNames()
+	if !rt.store.setCRL(crl) {
+		return false
+	}
+	for _, name := range held {
+		if rt.store.records[name] == nil && rt.gossip != nil {
+			rt.gossip.Forget(name) // revoked: stop re-joining it
+		}
+	}
 	return true
 }
 

@@ -149,7 +149,7 @@ func (a *Agent) apiRevoke(rt *runtime, in RevokeRequest) (RevokeReply, error) {
 	if err != nil {
 		return RevokeReply{}, err
 	}
-	if rt.store.setCRL(crl) {
+	if a.installCRL(rt, crl) {
 		a.log.Info("revocation list installed", "number", crl.Number.String(), "revoked", len(crl.Serials))
 		a.spreadCRL(rt)
 		a.commitStore(rt)

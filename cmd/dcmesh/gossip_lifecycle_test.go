@@ -87,6 +87,15 @@ func TestGossipLeaveRevokeExpiryReplay(t *testing.T) {
 		return nil
 	})
 	assertGone(t, s4, s1, s2, s3)
+	// ...and forgets it: not listed as a dead member, not re-joined.
+	for _, o := range []*site{s1, s2, s3} {
+		waitFor(t, 10*time.Second, o.name+" forgets "+s4.name, func() error {
+			if st, ok := o.memberStates()[s4.name]; ok {
+				return fmt.Errorf("still a member (%s)", st)
+			}
+			return nil
+		})
+	}
 
 	// --- revocation handed to site1 only: everyone drops site3.
 	crl := filepath.Join(m.dir, "crl.pem")

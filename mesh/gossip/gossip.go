@@ -130,10 +130,13 @@ type Gossip struct {
 
 	mu    sync.Mutex
 	known map[string]string // node name → "IP:PORT", persisted
-	// savedKnown is what the known-peers file holds.
+	view  map[string]Member // from events: memberlist's Members() omits dead nodes
+	// forgotten are nodes Forget dropped: their late "dead" events are
+	// ignored.
+	forgotten map[string]bool
+
 	saveMu     sync.Mutex
-	savedKnown []byte
-	view       map[string]Member // from events: memberlist's Members() omits dead nodes
+	savedKnown []byte // what the known-peers file holds
 	stopOnce   sync.Once
 	left       atomic.Bool
 }
@@ -159,7 +162,7 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip address %s is unspecified: set an explicit address other sites can reach", cfg.Advertise)
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Logger, inbox: make(chan Message, inboxSize), joins: make(chan string, inboxSize),
-		known: map[string]string{}, view: map[string]Member{}}
+		known: map[string]string{}, view: map[string]Member{}, forgotten: map[string]bool{}}
 	empty := []byte{}
 	g.localState.Store(&empty)
 	g.loadKnown()
@@ -432,10 +435,32 @@ func (g *Gossip) saveKnown() {
 func (g *Gossip) observe(n *memberlist.Node, state string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if state != "alive" && g.forgotten[n.Name] {
+		delete(g.view, n.Name) // it said goodbye first; see Forget
+		return
+	}
+	delete(g.forgotten, n.Name)
 	g.view[n.Name] = Member{Name: n.Name, Addr: addrPort(n), State: state}
 	if n.Name != g.cfg.NodeName && state == "alive" {
 		g.known[n.Name] = addrPort(n).String()
 	}
+}
+
+// Forget drops a node that is gone for good (a signed leave, a revoked
+// certificate) from the known peers and, unless it is alive, from Members:
+// otherwise every agent would try to re-join it every RejoinInterval
+// forever and list it as dead. A node that comes back alive is learnt again.
+func (g *Gossip) Forget(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.known, name)
+	if m, ok := g.view[name]; !ok || m.State != "alive" {
+		delete(g.view, name)
+	}
+	if len(g.forgotten) > 10000 {
+		clear(g.forgotten)
+	}
+	g.forgotten[name] = true
 }
 
 // ---- memberlist plumbing ----

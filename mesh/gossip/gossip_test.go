@@ -176,3 +176,42 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("unspecified advertise address accepted")
 	}
 }
+
+// A node that left for good is forgotten: not a known peer to re-join, not
+// listed as dead, also when memberlist reports it gone after the goodbye;
+// and learnt again if it comes back.
+func TestForget(t *testing.T) {
+	k := key(t)
+	a := newNode(t, "a", k)
+	b := newNode(t, "b", k, a.cfg.Advertise.String())
+	waitMembers := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := fmt.Sprint(a.Members())
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("members of a: %s, want %s", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	bAddr := b.cfg.Advertise
+	waitMembers(fmt.Sprintf("[{a %s alive} {b %s alive}]", a.cfg.Advertise, bAddr))
+	a.Forget("b") // b's goodbye record arrives while memberlist still has it alive
+	if err := b.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Shutdown()
+	waitMembers(fmt.Sprintf("[{a %s alive}]", a.cfg.Advertise))
+	a.mu.Lock()
+	_, known := a.known["b"]
+	a.mu.Unlock()
+	if known {
+		t.Error("b is still a known peer to re-join")
+	}
+	time.Sleep(500 * time.Millisecond) // a few rejoin rounds: b must not come back as dead
+	waitMembers(fmt.Sprintf("[{a %s alive}]", a.cfg.Advertise))
+}
