@@ -87,11 +87,18 @@ func TestGossipLeaveRevokeExpiryReplay(t *testing.T) {
 		return nil
 	})
 	assertGone(t, s4, s1, s2, s3)
-	// ...and forgets it: not listed as a dead member, not re-joined.
+	// ...lists it as left, and forgets its address: no re-joining it forever.
 	for _, o := range []*site{s1, s2, s3} {
 		waitFor(t, 10*time.Second, o.name+" forgets "+s4.name, func() error {
-			if st, ok := o.memberStates()[s4.name]; ok {
-				return fmt.Errorf("still a member (%s)", st)
+			if st := o.memberStates()[s4.name]; st != "left" {
+				return fmt.Errorf("member state %q, want left", st)
+			}
+			raw, err := os.ReadFile(filepath.Join(o.stateDir, "known-peers.json"))
+			if err != nil {
+				return err
+			}
+			if strings.Contains(string(raw), `"`+s4.name+`"`) {
+				return fmt.Errorf("still a known peer: %s", raw)
 			}
 			return nil
 		})

@@ -131,9 +131,6 @@ type Gossip struct {
 	mu    sync.Mutex
 	known map[string]string // node name → "IP:PORT", persisted
 	view  map[string]Member // from events: memberlist's Members() omits dead nodes
-	// forgotten are nodes Forget dropped: their late "dead" events are
-	// ignored.
-	forgotten map[string]bool
 
 	saveMu     sync.Mutex
 	savedKnown []byte // what the known-peers file holds
@@ -162,7 +159,7 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip address %s is unspecified: set an explicit address other sites can reach", cfg.Advertise)
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Logger, inbox: make(chan Message, inboxSize), joins: make(chan string, inboxSize),
-		known: map[string]string{}, view: map[string]Member{}, forgotten: map[string]bool{}}
+		known: map[string]string{}, view: map[string]Member{}}
 	empty := []byte{}
 	g.localState.Store(&empty)
 	g.loadKnown()
@@ -435,11 +432,6 @@ func (g *Gossip) saveKnown() {
 func (g *Gossip) observe(n *memberlist.Node, state string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if state != "alive" && g.forgotten[n.Name] {
-		delete(g.view, n.Name) // it said goodbye first; see Forget
-		return
-	}
-	delete(g.forgotten, n.Name)
 	g.view[n.Name] = Member{Name: n.Name, Addr: addrPort(n), State: state}
 	if n.Name != g.cfg.NodeName && state == "alive" {
 		g.known[n.Name] = addrPort(n).String()
@@ -447,20 +439,13 @@ func (g *Gossip) observe(n *memberlist.Node, state string) {
 }
 
 // Forget drops a node that is gone for good (a signed leave, a revoked
-// certificate) from the known peers and, unless it is alive, from Members:
-// otherwise every agent would try to re-join it every RejoinInterval
-// forever and list it as dead. A node that comes back alive is learnt again.
+// certificate) from the known peers: otherwise every agent would try to
+// re-join it every RejoinInterval, forever. Members still lists it (the
+// agent shows it as left). A node that comes back alive is learnt again.
 func (g *Gossip) Forget(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.known, name)
-	if m, ok := g.view[name]; !ok || m.State != "alive" {
-		delete(g.view, name)
-	}
-	if len(g.forgotten) > 10000 {
-		clear(g.forgotten)
-	}
-	g.forgotten[name] = true
 }
 
 // ---- memberlist plumbing ----
