@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Options configures an Agent.
@@ -745,7 +746,12 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		sites[i].PSK, sites[i].NextPSK = rt.psks[sites[i].PublicKey], rt.psks[sites[i].Next]
 	}
 	d := computeDesired(rt.cfg, rt.key, rt.mtu, sites, rt.cutover)
-	a.staggerFirstHandshakes(rt, &d)
+	// Read once: staggering, the peer diff and the receive marks all need it.
+	dev, devErr := rt.wgc.Device(rt.cfg.Interface)
+	if devErr != nil {
+		devErr = fmt.Errorf("read WireGuard device %s: %w", rt.cfg.Interface, devErr)
+	}
+	a.staggerFirstHandshakes(rt, &d, dev)
 	for _, why := range d.Dropped {
 		a.log.Warn("gossip site left out in favour of a static peer", "what", why)
 	}
@@ -765,7 +771,11 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 			return fmt.Errorf("bring up WireGuard device %s: %w", rt.cfg.Interface, err)
 		}
 	}
-	wch, err := wg.Apply(rt.wgc, rt.cfg.Interface, d.WG)
+	var wch wg.Changes
+	err = devErr
+	if err == nil {
+		wch, err = wg.ApplyTo(rt.wgc, dev, d.WG)
+	}
 	if err != nil {
 		if first {
 			return err
@@ -780,7 +790,7 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 	if rt.store != nil && len(errs) == 0 {
 		a.prunePSKs(rt, d)
 	}
-	if dev, err := rt.wgc.Device(rt.cfg.Interface); err == nil {
+	if dev != nil {
 		rt.observePeers(dev, time.Now()) // for peer states: when each was last heard from
 	}
 	if len(errs) == 0 {
@@ -797,11 +807,11 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 
 // staggerFirstHandshakes applies firstHandshakeDelay to d and schedules the
 // reconcile that sets the held-back keepalives.
-func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState) {
+func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtypes.Device) {
 	now := time.Now()
 	if rt.firstWanted == nil {
 		rt.firstWanted = map[wg.PublicKey]time.Time{}
-		if dev, err := rt.wgc.Device(rt.cfg.Interface); err == nil {
+		if dev != nil {
 			for _, p := range dev.Peers {
 				rt.firstWanted[wg.PublicKey(p.PublicKey)] = time.Time{}
 			}

@@ -62,15 +62,22 @@ func Apply(c Client, name string, want Config) (Changes, error) {
 	if err != nil {
 		return Changes{}, fmt.Errorf("read WireGuard device %s: %w", name, err)
 	}
-	cfg, ch, err := Plan(dev, want)
+	return ApplyTo(c, dev, want)
+}
+
+// ApplyTo is Apply from cur, the device as the caller just read it: a
+// caller that needs the device for more than the diff reads it once (a
+// read lists every peer, the larger part of a reconcile's cost).
+func ApplyTo(c Client, cur *wgtypes.Device, want Config) (Changes, error) {
+	cfg, ch, err := Plan(cur, want)
 	if err != nil {
 		return Changes{}, err
 	}
 	if ch.Empty() {
 		return ch, nil
 	}
-	if err := c.ConfigureDevice(name, cfg); err != nil {
-		return Changes{}, fmt.Errorf("configure WireGuard device %s: %w", name, err)
+	if err := c.ConfigureDevice(cur.Name, cfg); err != nil {
+		return Changes{}, fmt.Errorf("configure WireGuard device %s: %w", cur.Name, err)
 	}
 	return ch, nil
 }
