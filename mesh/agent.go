@@ -281,14 +281,8 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			// reconciling: a joining site learns hundreds of records in
 			// a burst, and each commit writes every record and
 			// reconciles every peer.
-			for i := 0; i < maxGossipBatch; i++ {
-				select {
-				case m := <-inbox:
-					changed = a.handleGossip(rt, m) || changed
-					continue
-				default:
-				}
-				break
+			for i := 0; i < maxGossipBatch && len(inbox) > 0; i++ {
+				changed = a.handleGossip(rt, <-inbox) || changed // this loop is the only reader
 			}
 			if changed {
 				a.commitStore(rt)
