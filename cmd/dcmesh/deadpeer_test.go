@@ -30,7 +30,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +37,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -283,53 +281,20 @@ func dpeerPing(t *testing.T, s, o *site, d time.Duration) dpeerResult {
 // (UDP_SEGMENT), one superpacket through the TUN where the kernel allows.
 func dpeerSocket(t *testing.T, s *site, gso int) *net.UDPConn {
 	t.Helper()
-	type res struct {
-		c   *net.UDPConn
-		err error
+	var c *net.UDPConn
+	err := s.ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(s.host()).To4()})
+		return err
+	})
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("UDP socket in %s: %v", s.ns.Name, err)
 	}
-	ch := make(chan res, 1)
-	go func() {
-		// The thread enters the namespace only to create the socket; a
-		// socket stays in the namespace it was created in.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- res{err: err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(s.ns.Path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- res{err: err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- res{err: err}
-			return
-		}
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(s.host()).To4()})
-		if serr := netns.Set(orig); serr != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			if c != nil {
-				c.Close()
-			}
-			ch <- res{err: errors.Join(err, serr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- res{c: c, err: err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("UDP socket in %s: %v", s.ns.Name, r.err)
-	}
-	t.Cleanup(func() { r.c.Close() })
+	t.Cleanup(func() { c.Close() })
 	if gso > 0 {
-		rc, err := r.c.SyscallConn()
+		rc, err := c.SyscallConn()
 		if err == nil {
 			cerr := rc.Control(func(fd uintptr) {
 				err = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, gso)
@@ -340,7 +305,7 @@ func dpeerSocket(t *testing.T, s *site, gso int) *net.UDPConn {
 			t.Fatalf("UDP_SEGMENT: %v", err)
 		}
 	}
-	return r.c
+	return c
 }
 
 // dpeerSend writes size-byte datagrams to dst at rate bytes per second

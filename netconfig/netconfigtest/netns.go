@@ -114,6 +114,45 @@ func (ns *NS) Handle(t testing.TB) *netlink.Handle {
 	return h
 }
 
+// Do runs f on a fresh OS thread inside the namespace, for what a test needs
+// to create there from its own process (a socket stays in the namespace it
+// was created in). The thread goes back to its own namespace afterwards; if
+// it cannot, it stays locked and exits with its goroutine, so no other
+// goroutine ever runs in the namespace by accident.
+func (ns *NS) Do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("read this thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromPath(ns.Path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open network namespace %s: %w", ns.Name, err)
+			return
+		}
+		defer target.Close()
+		var ferr error
+		if err := netns.Set(target); err != nil {
+			ferr = fmt.Errorf("enter network namespace %s: %w", ns.Name, err)
+		} else {
+			ferr = f()
+		}
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("return to the original network namespace: %w", err))
+			return // still locked: the thread exits with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
 // Command returns a command that runs inside the namespace (through
 // nsenter, which util-linux and busybox both provide).
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
