@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,32 +39,11 @@ const dpRSSBoundMB = 128
 
 const dpBoundedYAML = "userspace: {buffers_per_pool: 1024}\n"
 
-var (
-	refBuildOnce sync.Once
-	refBin       string
-	refBuildErr  error
-)
-
 // referenceWireGuardGo builds wireguard-go from the module version this tree
 // embeds (go.mod), so the comparison is between the same code run two ways.
 func referenceWireGuardGo(tb testing.TB) string {
 	tb.Helper()
-	refBuildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dcmesh-dp-bin-")
-		if err != nil {
-			refBuildErr = err
-			return
-		}
-		refBin = filepath.Join(dir, "wireguard-go")
-		out, err := exec.Command("go", "build", "-o", refBin, "golang.zx2c4.com/wireguard").CombinedOutput()
-		if err != nil {
-			refBuildErr = fmt.Errorf("go build wireguard-go: %v\n%s", err, out)
-		}
-	})
-	if refBuildErr != nil {
-		tb.Fatal(refBuildErr)
-	}
-	return refBin
+	return goBuild(tb, "golang.zx2c4.com/wireguard", "wireguard-go")
 }
 
 // dpKind is one way of carrying the traffic.

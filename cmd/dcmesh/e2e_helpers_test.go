@@ -20,12 +20,6 @@ import (
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
 // dcmeshBinary returns a dcmesh binary built from this tree (or the one named
 // by DCMESH_BIN, as in the qemu guest where there is no Go toolchain).
 func dcmeshBinary(t testing.TB) string {
@@ -33,22 +27,40 @@ func dcmeshBinary(t testing.TB) string {
 	if p := os.Getenv("DCMESH_BIN"); p != "" {
 		return p
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dcmesh-e2e-bin-")
+	return goBuild(t, ".", "dcmesh")
+}
+
+// builds holds one build per package path, for the whole test binary.
+var builds sync.Map // package path → *build
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// goBuild builds the Go main package pkg (as `go build` names it, from this
+// module: its own code or a dependency's) into a temporary file called name,
+// once per test binary, and returns its path.
+func goBuild(t testing.TB, pkg, name string) string {
+	t.Helper()
+	v, _ := builds.LoadOrStore(pkg, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "dcmesh-test-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		builtBin = filepath.Join(dir, "dcmesh")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		b.path = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return builtBin
+	return b.path
 }
 
 // requireTool skips when a program the test needs is missing, except in CI
