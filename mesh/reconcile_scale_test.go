@@ -38,20 +38,9 @@ type scaleMesh struct {
 	a     *Agent
 	rt    *runtime
 	ca    *trust.CA
-	wg    *countingClient
+	wg    *cfgRecorder
 	nl    *netconfigtest.Fake // nil on a real kernel
 	sites []*scaleSite
-}
-
-// countingClient records every configuration sent to the device.
-type countingClient struct {
-	wg.Client
-	cfgs []wgtypes.Config
-}
-
-func (c *countingClient) ConfigureDevice(name string, cfg wgtypes.Config) error {
-	c.cfgs = append(c.cfgs, cfg)
-	return c.Client.ConfigureDevice(name, cfg)
 }
 
 // scaleEnv is where the mesh is programmed: fakes by default, or a real
@@ -93,7 +82,7 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	}
 	ca := trusttest.NewCA(tb)
 	own, ownKey := trusttest.IssueWith(tb, ca, "fra1", trusttest.CertOptions{Overlay: netip.MustParseAddr("10.255.0.1")}, "10.1.0.0/16")
-	rec := &countingClient{Client: env.wgc}
+	rec := &cfgRecorder{Client: env.wgc}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := NewAgent(Options{Logger: log})
 	rt := &runtime{cfg: cfg, key: key, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),

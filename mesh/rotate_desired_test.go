@@ -29,9 +29,9 @@ func rotSites(cur, next wg.PublicKey) []remoteSite {
 	}
 }
 
-// cfgRecorder records every configuration sent to the fake device.
+// cfgRecorder records every configuration sent to a device.
 type cfgRecorder struct {
-	*wgtest.Client
+	wg.Client
 	cfgs []wgtypes.Config
 }
 
@@ -42,14 +42,16 @@ func (r *cfgRecorder) ConfigureDevice(name string, cfg wgtypes.Config) error {
 
 // rotFakes is one site's fake device and kernel.
 type rotFakes struct {
-	wg *cfgRecorder
-	nl *netconfigtest.Fake
+	wg   *cfgRecorder
+	fake *wgtest.Client // behind wg
+	nl   *netconfigtest.Fake
 }
 
 func newRotFakes() *rotFakes {
 	nl := netconfigtest.NewFake()
 	nl.AddLink("dcm0", 1420)
-	return &rotFakes{wg: &cfgRecorder{Client: wgtest.NewClient("dcm0")}, nl: nl}
+	fake := wgtest.NewClient("dcm0")
+	return &rotFakes{wg: &cfgRecorder{Client: fake}, fake: fake, nl: nl}
 }
 
 // apply programs d and returns the WireGuard and route changes.
@@ -66,12 +68,12 @@ func (f *rotFakes) apply(t *testing.T, d desiredState) (wg.Changes, netconfig.Ch
 	return wch, nch
 }
 
-func (f *rotFakes) String() string { return f.wg.String() + f.nl.String() }
+func (f *rotFakes) String() string { return f.fake.String() + f.nl.String() }
 
 func (f *rotFakes) sessions(keys ...wg.PublicKey) map[wg.PublicKey]int {
 	out := map[wg.PublicKey]int{}
 	for _, k := range keys {
-		out[k] = f.wg.Session("dcm0", wgtypes.Key(k))
+		out[k] = f.fake.Session("dcm0", wgtypes.Key(k))
 	}
 	return out
 }
@@ -218,7 +220,7 @@ func TestDesiredRotationCutover(t *testing.T) {
 	if len(f.wg.cfgs) != base+1 {
 		t.Fatalf("cut-over took %d ConfigureDevice calls, want 1", len(f.wg.cfgs)-base)
 	}
-	if f.wg.ReplacePeersCalls != 0 {
+	if f.fake.ReplacePeersCalls != 0 {
 		t.Error("ReplacePeers used")
 	}
 	if !slices.Equal(wch.Updated, []wg.PublicKey{keyN}) || !slices.Equal(wch.Removed, []wg.PublicKey{keyD}) || len(wch.Added) != 0 || wch.PrivateKey {
@@ -363,4 +365,4 @@ func TestDesiredRotationCutoverByRecord(t *testing.T) {
 	}
 }
 
-func (f *rotFakes) Session(dev string, k wgtypes.Key) int { return f.wg.Session(dev, k) }
+func (f *rotFakes) Session(dev string, k wgtypes.Key) int { return f.fake.Session(dev, k) }
