@@ -83,9 +83,14 @@ type Record struct {
 	Phase     Phase
 	Prefixes  []netip.Prefix // announced; must be within Cert.Prefixes
 	Endpoints []netip.AddrPort
-	BootID    [16]byte
-	Leaving   bool // a signed goodbye: receivers drop the site
-	Cert      *Certificate
+	// Gossip is the address the site's gossip node advertises (zero if it
+	// has none). Receivers bind the site's name to it: direct messages
+	// go there, and a gossip node claiming the name from elsewhere is a
+	// squatter, whatever memberlist's name table says.
+	Gossip  netip.AddrPort
+	BootID  [16]byte
+	Leaving bool // a signed goodbye: receivers drop the site
+	Cert    *Certificate
 	// KEM is a fresh ML-KEM-768 encapsulation key, published during a
 	// rotation (prepared) by a site that uses pre-shared keys: each peer
 	// encapsulates a secret to it and sends the ciphertext with its ack.

@@ -522,6 +522,21 @@ func (c *Certificate) issuer(cas []*x509.Certificate) *x509.Certificate {
 	return nil
 }
 
+// namesIssuerIn reports whether c's issuer name (and authority key id, when
+// both carry one) is that of one of cas. It checks no signature.
+func (c *Certificate) namesIssuerIn(cas []*x509.Certificate) bool {
+	for _, ca := range cas {
+		if ca == nil || !bytes.Equal(c.X509.RawIssuer, ca.RawSubject) {
+			continue
+		}
+		aki, ski := c.X509.AuthorityKeyId, ca.SubjectKeyId
+		if len(aki) == 0 || len(ski) == 0 || bytes.Equal(aki, ski) {
+			return true
+		}
+	}
+	return false
+}
+
 func checkValidity(now time.Time, skew time.Duration, notBefore, notAfter time.Time) Reason {
 	if now.Add(skew).Before(notBefore) {
 		return ReasonNotYetValid

@@ -38,8 +38,8 @@ import (
 //
 // then
 //
-//  8. every endpoint inside the certificate's underlay ranges, if it has
-//     any (ReasonEndpoint);
+//  8. every endpoint, and the gossip address, inside the certificate's
+//     underlay ranges, if it has any (ReasonEndpoint);
 //  9. no announced prefix overlapping p.LocalPrefixes (ReasonOverlapLocal);
 //  10. no announced prefix overlapping p.Underlay or containing one of the
 //     record's own endpoints (ReasonOverlapUnderlay): a route into the
@@ -99,6 +99,9 @@ func (p *Policy) CheckRecord(sr *SignedRecord, fromNode string, highestSeq uint6
 			if !containsAddr(c.Underlay, e.Addr()) {
 				return reject(ReasonEndpoint, "site %q endpoint %s outside its certificate's underlay ranges", sr.Site, e)
 			}
+		}
+		if sr.Gossip.IsValid() && !containsAddr(c.Underlay, sr.Gossip.Addr()) {
+			return reject(ReasonEndpoint, "site %q gossip address %s outside its certificate's underlay ranges", sr.Site, sr.Gossip)
 		}
 	}
 	for _, a := range sr.Prefixes {

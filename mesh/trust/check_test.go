@@ -136,6 +136,7 @@ func TestReasons(t *testing.T) {
 		{"prefix wider than the certificate's", check(opts(trusttest.RecordOptions{Prefixes: pfxs("10.0.0.0/8")}), "b", 0), trust.ReasonPrefixNotInCert},
 		{"default route without permission", check(opts(trusttest.RecordOptions{Prefixes: pfxs("::/0")}), "b", 0), trust.ReasonDefaultRoute},
 		{"endpoint outside the certificate's underlay", check(opts(trusttest.RecordOptions{Endpoints: []netip.AddrPort{ap("203.0.113.9:51820")}}), "b", 0), trust.ReasonEndpoint},
+		{"gossip address outside the certificate's underlay", check(opts(trusttest.RecordOptions{Gossip: ap("203.0.113.9:7946")}), "b", 0), trust.ReasonEndpoint},
 		{"prefix overlapping the local site's", check(rec(t, overlapsLocal, olk, trusttest.RecordOptions{}), "f", 0), trust.ReasonOverlapLocal},
 		{"prefix overlapping the local overlay address", withPolicy(func(p *trust.Policy) { p.LocalPrefixes = pfxs("10.1.7.7/32") }, good), trust.ReasonOverlapLocal},
 		{"prefix covering an underlay range", withPolicy(func(p *trust.Policy) { p.Underlay = pfxs("10.1.5.0/24") }, good), trust.ReasonOverlapUnderlay},

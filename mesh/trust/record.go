@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/mlkem"
+	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -19,7 +20,7 @@ import (
 // recordVersion is the only body version this code reads or writes. A
 // receiver refuses other versions (ReasonDecode) rather than guess at
 // fields it does not know.
-const recordVersion = 1
+const recordVersion = 2
 
 // recordSigContext is prepended to the body before signing, so that a
 // signature made by an identity key for a record can never be replayed as a
@@ -47,6 +48,7 @@ type (
 		Cert      []byte
 		KEM       []byte
 		PSKSites  string `asn1:"utf8"`
+		Gossip    asn1.RawValue
 	}
 	wirePrefix struct {
 		Addr []byte
@@ -164,10 +166,12 @@ func (r *Record) checkEncodable() error {
 		return fmt.Errorf("%d endpoints, at most %d", len(r.Endpoints), MaxEndpoints)
 	}
 	for _, e := range r.Endpoints {
-		a := e.Addr()
-		if !a.IsValid() || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || e.Port() == 0 {
+		if !validEndpoint(e) {
 			return fmt.Errorf("invalid endpoint %v", e)
 		}
+	}
+	if r.Gossip != (netip.AddrPort{}) && !validEndpoint(r.Gossip) {
+		return fmt.Errorf("invalid gossip address %v", r.Gossip)
 	}
 	if r.Cert == nil {
 		return errors.New("no certificate")
@@ -187,6 +191,13 @@ func (r *Record) checkEncodable() error {
 		}
 	}
 	return nil
+}
+
+// validEndpoint is what an endpoint or gossip address must be on the wire:
+// a specific address without zone, in its shortest form, and a port.
+func validEndpoint(e netip.AddrPort) bool {
+	a := e.Addr()
+	return a.IsValid() && !a.Is4In6() && a.Zone() == "" && !a.IsUnspecified() && e.Port() != 0
 }
 
 func nonNil(b []byte) []byte {
@@ -217,6 +228,14 @@ func encodeBody(r *Record) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	wgs := []wireEndpoint{}
+	if r.Gossip.IsValid() {
+		wgs = append(wgs, wireEndpoint{Addr: r.Gossip.Addr().AsSlice(), Port: int(r.Gossip.Port())})
+	}
+	gossip, err := asn1.Marshal(wgs)
+	if err != nil {
+		return nil, err
+	}
 	var next []byte
 	if !r.WGNext.IsZero() {
 		next = r.WGNext[:]
@@ -238,6 +257,7 @@ func encodeBody(r *Record) ([]byte, error) {
 		Cert:      r.Cert.Raw,
 		KEM:       nonNil(r.KEM),
 		PSKSites:  strings.Join(r.PSKSites, ","),
+		Gossip:    asn1.RawValue{FullBytes: gossip},
 	})
 }
 
@@ -253,7 +273,7 @@ func encodeBody(r *Record) ([]byte, error) {
 //	    signature  OCTET STRING   -- Ed25519(identity, "dcmesh-record-v1\0" || body)
 //	}
 //	RecordBody ::= SEQUENCE {
-//	    version      INTEGER,                 -- 1
+//	    version      INTEGER,                 -- 2
 //	    site         UTF8String,              -- site name, equal to the certificate's
 //	    seq          INTEGER,                 -- 0 .. 2^63-1, see NextSeq
 //	    issuedAt     INTEGER,                 -- Unix milliseconds
@@ -264,7 +284,10 @@ func encodeBody(r *Record) ([]byte, error) {
 //	    endpoints    SEQUENCE OF Endpoint,    -- at most MaxEndpoints
 //	    bootID       OCTET STRING (SIZE(16)),
 //	    leaving      BOOLEAN,
-//	    certificate  OCTET STRING             -- DER X.509 site certificate
+//	    certificate  OCTET STRING,            -- DER X.509 site certificate
+//	    kem          OCTET STRING (SIZE(0|1184)), -- ML-KEM-768 key while prepared
+//	    pskSites     UTF8String,              -- comma-separated site names
+//	    gossip       SEQUENCE OF Endpoint     -- 0 or 1: the gossip address
 //	}
 //	Prefix   ::= SEQUENCE { addr OCTET STRING (SIZE(4|16)), bits INTEGER }
 //	Endpoint ::= SEQUENCE { addr OCTET STRING (SIZE(4|16)), port INTEGER (1..65535) }
@@ -280,7 +303,22 @@ func encodeBody(r *Record) ([]byte, error) {
 // with no trailing data, list lengths counted before anything is allocated
 // for them, and never retains b. Errors are *RejectError with ReasonDecode
 // or ReasonSignature.
-func DecodeRecord(b []byte) (*SignedRecord, error) {
+func DecodeRecord(b []byte) (*SignedRecord, error) { return decodeRecord(b, nil) }
+
+// DecodeRecordPinned is DecodeRecord for records from the network: before
+// any signature work it refuses (ReasonUnknownCA) a record whose certificate
+// names an issuer none of cas is — subject and key identifier compared as
+// bytes — so a flood of records certified by a CA nobody pins costs parsing
+// only. Certificate.Verify still checks the CA's signature later: a matching
+// name proves nothing.
+func DecodeRecordPinned(b []byte, cas []*x509.Certificate) (*SignedRecord, error) {
+	if len(cas) == 0 {
+		return nil, reject(ReasonUnknownCA, "no CA pinned")
+	}
+	return decodeRecord(b, cas)
+}
+
+func decodeRecord(b []byte, pinned []*x509.Certificate) (*SignedRecord, error) {
 	if len(b) > MaxRecordSize {
 		return nil, reject(ReasonDecode, "record of %d bytes exceeds %d", len(b), MaxRecordSize)
 	}
@@ -295,6 +333,9 @@ func DecodeRecord(b []byte) (*SignedRecord, error) {
 	r, err := decodeBody(env.Body)
 	if err != nil {
 		return nil, reject(ReasonDecode, "%v", err)
+	}
+	if pinned != nil && !r.Cert.namesIssuerIn(pinned) {
+		return nil, reject(ReasonUnknownCA, "certificate of site %q (serial %x) names an issuer that is not a pinned CA", truncate(r.Site, 64), r.Cert.Serial)
 	}
 	if !ed25519.Verify(r.Cert.IdentityKey, signedMessage(env.Body), env.Sig) {
 		return nil, reject(ReasonSignature, "record of site %q (seq %d) not signed by the identity key of its certificate", r.Site, r.Seq)
@@ -360,23 +401,15 @@ func decodeBody(body []byte) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = eachElement(w.Endpoints, MaxEndpoints, "endpoints", func(el []byte) error {
-		var we wireEndpoint
-		if err := unmarshalCanonical(el, &we); err != nil {
-			return err
-		}
-		a, ok := netip.AddrFromSlice(we.Addr)
-		if !ok {
-			return errors.New("bad endpoint address length")
-		}
-		if we.Port <= 0 || we.Port > math.MaxUint16 {
-			return fmt.Errorf("bad endpoint port %d", we.Port)
-		}
-		r.Endpoints = append(r.Endpoints, netip.AddrPortFrom(a, uint16(we.Port)))
-		return nil
-	})
+	if r.Endpoints, err = decodeEndpoints(w.Endpoints, MaxEndpoints, "endpoints"); err != nil {
+		return nil, err
+	}
+	gossip, err := decodeEndpoints(w.Gossip, 1, "gossip address")
 	if err != nil {
 		return nil, err
+	}
+	if len(gossip) == 1 {
+		r.Gossip = gossip[0]
 	}
 	if r.Cert, err = ParseCertificate(w.Cert); err != nil {
 		return nil, err
@@ -394,6 +427,27 @@ func decodeBody(body []byte) (*Record, error) {
 		return nil, errors.New("body is not in canonical DER form")
 	}
 	return r, nil
+}
+
+// decodeEndpoints decodes a SEQUENCE OF Endpoint of at most max elements.
+func decodeEndpoints(seq asn1.RawValue, max int, what string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	err := eachElement(seq, max, what, func(el []byte) error {
+		var we wireEndpoint
+		if err := unmarshalCanonical(el, &we); err != nil {
+			return err
+		}
+		a, ok := netip.AddrFromSlice(we.Addr)
+		if !ok {
+			return errors.New("bad address length")
+		}
+		if we.Port <= 0 || we.Port > math.MaxUint16 {
+			return fmt.Errorf("bad port %d", we.Port)
+		}
+		out = append(out, netip.AddrPortFrom(a, uint16(we.Port)))
+		return nil
+	})
+	return out, err
 }
 
 // eachElement calls f on each element of a DER SEQUENCE OF, refusing more

@@ -3,6 +3,7 @@ package trust_test
 import (
 	"bytes"
 	"crypto/mlkem"
+	"crypto/x509"
 	"encoding/asn1"
 	"math"
 	"net/netip"
@@ -49,6 +50,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		func(r *trust.Record) { r.Leaving, r.Prefixes, r.Endpoints = true, nil, nil },
 		func(r *trust.Record) { r.Prefixes = pfxs("10.1.0.1/16") }, // encodable, CheckRecord's to refuse
 		func(r *trust.Record) { r.Seq = math.MaxInt64 },
+		func(r *trust.Record) { r.Gossip = ap("198.51.100.7:7946") },
+		func(r *trust.Record) { r.Gossip = ap("[2001:db8::7]:7946") },
 		func(r *trust.Record) {
 			r.Phase = trust.PhasePrepared
 			dk, _ := mlkem.GenerateKey768()
@@ -178,7 +181,22 @@ func TestRecordCanonical(t *testing.T) {
 	}
 	cases := map[string]func(f []asn1.RawValue) []asn1.RawValue{
 		"site as PrintableString": func(f []asn1.RawValue) []asn1.RawValue { f[1] = raw("fra1", "printable"); return f },
-		"version 2":               func(f []asn1.RawValue) []asn1.RawValue { f[0] = raw(2, ""); return f },
+		"version 1":               func(f []asn1.RawValue) []asn1.RawValue { f[0] = raw(1, ""); return f },
+		"version 3":               func(f []asn1.RawValue) []asn1.RawValue { f[0] = raw(3, ""); return f },
+		"two gossip addresses": func(f []asn1.RawValue) []asn1.RawValue {
+			f[14] = raw([]struct {
+				A []byte
+				P int
+			}{{[]byte{198, 51, 100, 7}, 7946}, {[]byte{198, 51, 100, 8}, 7946}}, "")
+			return f
+		},
+		"gossip address port 0": func(f []asn1.RawValue) []asn1.RawValue {
+			f[14] = raw([]struct {
+				A []byte
+				P int
+			}{{[]byte{198, 51, 100, 7}, 0}}, "")
+			return f
+		},
 		"negative seq":            func(f []asn1.RawValue) []asn1.RawValue { f[2] = raw(-1, ""); return f },
 		"zero next key, 32 bytes": func(f []asn1.RawValue) []asn1.RawValue { f[5] = raw(make([]byte, 32), ""); return f },
 		"phase 3":                 func(f []asn1.RawValue) []asn1.RawValue { f[6] = raw(3, ""); return f },
@@ -378,5 +396,37 @@ func TestDecodeRecordMemory(t *testing.T) {
 		if per > 64*uint64(len(in))+64<<10 {
 			t.Errorf("%s: %d bytes allocated for %d bytes of input", name, per, len(in))
 		}
+	}
+}
+
+// TestDecodeRecordPinned: a record certified by a CA nobody pins is refused
+// as unknown_ca before its signature is looked at (a broken signature does
+// not change the answer), while a record of the pinned CA decodes as with
+// DecodeRecord. Two CAs with the same name are told apart by key id.
+func TestDecodeRecordPinned(t *testing.T) {
+	pinned, foreign := trusttest.NewCA(t), trusttest.NewCA(t)
+	if !bytes.Equal(pinned.Cert.RawSubject, foreign.Cert.RawSubject) {
+		t.Fatal("test premise: both test CAs carry the same subject")
+	}
+	pc, pk := trusttest.Issue(t, pinned, "fra1", "10.1.0.0/16")
+	good := trusttest.SignedRecord(t, pc, pk, trusttest.RecordOptions{})
+	if _, err := trust.DecodeRecordPinned(good.Raw, []*x509.Certificate{pinned.Cert}); err != nil {
+		t.Fatalf("pinned CA's record refused: %v", err)
+	}
+	fc, fk := trusttest.Issue(t, foreign, "ams1", "10.2.0.0/16")
+	bad := trusttest.SignedRecord(t, fc, fk, trusttest.RecordOptions{})
+	broken := bytes.Clone(bad.Raw)
+	broken[len(broken)-1] ^= 1 // the last byte of the signature
+	for name, raw := range map[string][]byte{"signed": bad.Raw, "broken signature": broken} {
+		_, err := trust.DecodeRecordPinned(raw, []*x509.Certificate{pinned.Cert})
+		if got := reasonOf(t, err); got != trust.ReasonUnknownCA {
+			t.Errorf("%s: foreign CA's record: reason %q (%v), want %q", name, got, err, trust.ReasonUnknownCA)
+		}
+	}
+	if _, err := trust.DecodeRecord(broken); reasonOf(t, err) != trust.ReasonSignature {
+		t.Errorf("DecodeRecord of the broken record: %v, want a signature error", err)
+	}
+	if _, err := trust.DecodeRecordPinned(good.Raw, nil); reasonOf(t, err) != trust.ReasonUnknownCA {
+		t.Errorf("no pinned CA: %v, want unknown_ca", err)
 	}
 }

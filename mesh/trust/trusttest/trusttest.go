@@ -111,8 +111,9 @@ type RecordOptions struct {
 	IssuedAt  time.Time      // default: now
 	Prefixes  []netip.Prefix // default (nil): all of the certificate's; non-nil empty: none
 	Endpoints []netip.AddrPort
-	WGCurrent wg.PublicKey // default: WGKey(site)
-	WGNext    wg.PublicKey // sets Phase to PhasePrepared unless Phase is given
+	Gossip    netip.AddrPort // default: none
+	WGCurrent wg.PublicKey   // default: WGKey(site)
+	WGNext    wg.PublicKey   // sets Phase to PhasePrepared unless Phase is given
 	Phase     trust.Phase
 	BootID    [16]byte
 	Leaving   bool
@@ -141,6 +142,7 @@ func Record(cert *trust.Certificate, o RecordOptions) trust.Record {
 		Phase:     o.Phase,
 		Prefixes:  o.Prefixes,
 		Endpoints: o.Endpoints,
+		Gossip:    o.Gossip,
 		BootID:    o.BootID,
 		Leaving:   o.Leaving,
 		Cert:      cert,
