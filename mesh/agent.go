@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/mlkem"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,12 +43,14 @@ type Options struct {
 // Agent runs one site. Create it with NewAgent, run it with Run, ask it to
 // re-read its configuration with Reload.
 type Agent struct {
-	opts    Options
-	log     *slog.Logger
-	reload  chan struct{}
-	kick    chan struct{}
-	api     chan apiCall
-	metrics *metrics // nil without --metrics-addr
+	opts   Options
+	log    *slog.Logger
+	reload chan struct{}
+	kick   chan struct{}
+	// ingestMore asks the loop for another turn on received gossip
+	ingestMore chan struct{}
+	api        chan apiCall
+	metrics    *metrics // nil without --metrics-addr
 }
 
 // NewAgent returns an agent; nothing happens until Run.
@@ -59,11 +62,12 @@ func NewAgent(opts Options) *Agent {
 		opts.Logger = slog.Default()
 	}
 	return &Agent{
-		opts:   opts,
-		log:    opts.Logger,
-		reload: make(chan struct{}, 1),
-		kick:   make(chan struct{}, 1),
-		api:    make(chan apiCall),
+		opts:       opts,
+		log:        opts.Logger,
+		reload:     make(chan struct{}, 1),
+		kick:       make(chan struct{}, 1),
+		ingestMore: make(chan struct{}, 1),
+		api:        make(chan apiCall),
 	}
 }
 
@@ -92,6 +96,7 @@ type runtime struct {
 	enr       *enrollment
 	gossip    *gossip.Gossip
 	store     *siteStore
+	in        *ingest // progress through received gossip (ingest.go)
 	seq       uint64
 	bootID    [16]byte
 	own       *trust.SignedRecord
@@ -149,7 +154,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			return fmt.Errorf("--wireguard: %w", err)
 		}
 	}
-	rt := &runtime{cfg: cfg, cutover: map[wg.PublicKey]bool{},
+	rt := &runtime{cfg: cfg, in: newIngest(), cutover: map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{}}
 	if err := a.loadKeys(rt); err != nil {
 		return err
@@ -275,18 +280,12 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			a.logReconcileError(a.reconcile(rt, false))
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt, false))
-		case m := <-inbox:
-			changed := a.handleGossip(rt, m)
-			// Take what else has arrived before persisting and
-			// reconciling: a joining site learns hundreds of records in
-			// a burst, and each commit writes every record and
-			// reconciles every peer.
-			for i := 0; i < maxGossipBatch && len(inbox) > 0; i++ {
-				changed = a.handleGossip(rt, <-inbox) || changed // this loop is the only reader
-			}
-			if changed {
-				a.commitStore(rt)
-			}
+		case m := <-inboxWhenIdle(inbox, rt.in):
+			a.takeGossip(rt, m)
+			a.ingestTurn(rt, len(inbox))
+			armRotation()
+		case <-a.ingestMore:
+			a.ingestTurn(rt, len(inbox))
 			armRotation()
 		case <-rotTimer.C:
 			a.onRotationTimer(rt)
@@ -316,9 +315,16 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	return nil
 }
 
-// maxGossipBatch bounds how many received payloads one commit covers, so a
-// flood cannot hold off the control API and timers for long.
-const maxGossipBatch = 256
+// inboxWhenIdle is the gossip inbox while no received payload is being
+// worked through, else nil: the loop takes the next payload only when it has
+// finished the current one, so what waits stays in the gossip layer's
+// bounded inbox (ingest.go).
+func inboxWhenIdle(inbox <-chan gossip.Message, in *ingest) <-chan gossip.Message {
+	if in != nil && in.busy() {
+		return nil
+	}
+	return inbox
+}
 
 func keptOnStop(b wg.Backend) string {
 	if b == wg.BackendKernel {
@@ -434,6 +440,7 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 		Phase:     trust.PhaseStable,
 		Prefixes:  rt.cfg.LocalPrefixes,
 		Endpoints: []netip.AddrPort{rt.cfg.Endpoint},
+		Gossip:    rt.cfg.Gossip.AdvertiseAddr(),
 		BootID:    rt.bootID,
 		Leaving:   leaving,
 		Cert:      rt.enr.cert,
@@ -512,57 +519,36 @@ func (a *Agent) policy(rt *runtime) *trust.Policy {
 	}
 }
 
-// handleGossip processes one received payload; it reports whether the store
-// changed.
-func (a *Agent) handleGossip(rt *runtime, m gossip.Message) bool {
-	switch m.Kind {
-	case gossip.MsgState:
-		st, err := trust.DecodeState(m.Data)
-		if err != nil {
-			rt.store.reject("(push/pull state)", err)
-			return false
-		}
-		changed := false
-		for _, c := range st.CRLs {
-			changed = a.offerCRL(rt, c) || changed
-		}
-		for _, r := range st.Records {
-			changed = a.offerRecord(rt, r) || changed
-		}
-		return changed
-	case gossip.MsgUser:
-		if len(m.Data) == 0 {
-			return false
-		}
-		switch m.Data[0] {
-		case msgRecord:
-			return a.offerRecord(rt, m.Data[1:])
-		case msgCRL:
-			return a.offerCRL(rt, m.Data[1:])
-		case msgAck:
-			a.onAck(rt, m.Data[1:])
-		case msgSwitching:
-			a.onSwitching(rt)
-		}
-	}
-	return false
-}
-
+// offerRecord checks one received record and keeps it if it is news; it
+// reports whether the store changed.
 func (a *Agent) offerRecord(rt *runtime, raw []byte) bool {
 	// Most records gossip delivers are copies of ones held (a push/pull
-	// carries every record): recognise them before the signature checks.
-	if rt.store.holds(raw) || (rt.own != nil && bytes.Equal(raw, rt.own.Raw)) {
+	// carries every record) or of ones refused before: recognise them
+	// before the signature checks.
+	h := sha256.Sum256(raw)
+	if rt.store.holdsHash(h, raw) || (rt.own != nil && bytes.Equal(raw, rt.own.Raw)) {
 		return false
 	}
-	sr, err := trust.DecodeRecord(raw)
+	now := time.Now()
+	if reason, ok := rt.in.refused.get(h, now); ok {
+		rt.store.rejected[reason]++
+		rt.in.skipped++
+		return false
+	}
+	sr, err := trust.DecodeRecordPinned(raw, rt.enr.cas)
 	if err != nil {
-		rt.store.reject("(undecodable)", err)
+		rt.in.refused.put(h, rt.store.reject("(undecodable)", err), now)
 		return false
 	}
 	if sr.Site == rt.cfg.Site && sr.Seq <= rt.seq && sr.Cert.Serial.Cmp(rt.enr.cert.Serial) == 0 {
 		return false // our own record, relayed back
 	}
-	if !rt.store.offer(sr, a.policy(rt)) {
+	changed, err := rt.store.consider(sr, a.policy(rt))
+	if err != nil {
+		rt.in.refused.put(h, rt.store.reject(sr.Site, err), now)
+		return false
+	}
+	if !changed {
 		return false
 	}
 	a.log.Info("site record accepted", "site", sr.Site, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
@@ -578,9 +564,19 @@ func (a *Agent) offerRecord(rt *runtime, raw []byte) bool {
 }
 
 func (a *Agent) offerCRL(rt *runtime, der []byte) bool {
+	if rt.store.crl != nil && bytes.Equal(der, rt.store.crl.Raw) {
+		return false // the list held, again
+	}
+	h := sha256.Sum256(der)
+	now := time.Now()
+	if reason, ok := rt.in.refused.get(h, now); ok {
+		rt.store.rejected[reason]++
+		rt.in.skipped++
+		return false
+	}
 	crl, err := trust.ParseRevocationList(der, rt.enr.cas)
 	if err != nil {
-		rt.store.reject("(revocation list)", err)
+		rt.in.refused.put(h, rt.store.reject("(revocation list)", err), now)
 		return false
 	}
 	if !a.installCRL(rt, crl) {
@@ -678,6 +674,11 @@ func (a *Agent) applyReload(rt *runtime) bool {
 	}
 	keyChanged := !key.Equal(rt.key)
 	rt.cfg, rt.key = cfg, key
+	if rt.in != nil {
+		// What was refused may pass now: the CAs or local prefixes changed.
+		rt.in.refused.reset()
+		rt.in.states.reset()
+	}
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
 	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))
 	a.logReconcileError(a.reconcile(rt, false))

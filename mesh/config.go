@@ -172,6 +172,14 @@ type GossipConfig struct {
 	RejoinInterval time.Duration
 }
 
+// AdvertiseAddr is the address other sites reach this site's gossip on.
+func (g *GossipConfig) AdvertiseAddr() netip.AddrPort {
+	if g.Advertise.IsValid() {
+		return g.Advertise
+	}
+	return g.Address
+}
+
 // TrustConfig names the enrollment files (from `dcmesh ca issue`).
 type TrustConfig struct {
 	CAFile          string

@@ -132,8 +132,8 @@ func (m *scaleMesh) offer(tb testing.TB, s *scaleSite, o trusttest.RecordOptions
 	tb.Helper()
 	s.seq++
 	o.Seq = s.seq
-	if !m.rt.store.offer(trusttest.SignedRecord(tb, s.cert, s.key, o), m.a.policy(m.rt)) {
-		tb.Fatalf("record %s seq %d refused", s.name, s.seq)
+	if ok, err := m.rt.store.consider(trusttest.SignedRecord(tb, s.cert, s.key, o), m.a.policy(m.rt)); !ok {
+		tb.Fatalf("record %s seq %d refused: %v", s.name, s.seq, err)
 	}
 }
 

@@ -32,6 +32,8 @@ type siteStore struct {
 
 	rejected map[trust.Reason]uint64
 	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
+	window   time.Time            // start of the current logEvery window
+	lines    int                  // rejection lines logged in it
 
 	// held maps the hash of each record held to its site, so a record that
 	// gossip repeats (every push/pull carries them all) is recognised
@@ -56,8 +58,11 @@ func newSiteStore(path string, log *slog.Logger) *siteStore {
 }
 
 // holds reports whether raw is exactly a record the store holds.
-func (s *siteStore) holds(raw []byte) bool {
-	site, ok := s.held[sha256.Sum256(raw)]
+func (s *siteStore) holds(raw []byte) bool { return s.holdsHash(sha256.Sum256(raw), raw) }
+
+// holdsHash is holds for a caller that has the SHA-256 h of raw already.
+func (s *siteStore) holdsHash(h [32]byte, raw []byte) bool {
+	site, ok := s.held[h]
 	return ok && s.records[site] != nil && bytes.Equal(s.records[site].Raw, raw)
 }
 
@@ -137,44 +142,82 @@ func (s *siteStore) siteNames() []string {
 }
 
 // offer runs the trust checks on a record and keeps it if it is the newest
-// valid one for its site. It reports whether the store changed.
+// valid one for its site. It reports whether the store changed; a refusal
+// is counted and logged (reject).
 func (s *siteStore) offer(sr *trust.SignedRecord, p *trust.Policy) bool {
+	changed, err := s.consider(sr, p)
+	if err != nil {
+		s.reject(sr.Site, err)
+	}
+	return changed
+}
+
+// consider is offer without the bookkeeping of a refusal: it returns the
+// *trust.RejectError for the caller to count with reject.
+func (s *siteStore) consider(sr *trust.SignedRecord, p *trust.Policy) (bool, error) {
 	if cur, ok := s.records[sr.Site]; ok && bytes.Equal(cur.Raw, sr.Raw) {
-		return false // the same record again: gossip repeats itself
+		return false, nil // the same record again: gossip repeats itself
 	}
 	if err := p.CheckRecord(sr, "", s.highest[sr.Site]); err != nil {
-		s.reject(sr.Site, err)
-		return false
+		return false, err
 	}
 	s.remember(sr)
 	s.highest[sr.Site] = sr.Seq
-	return true
+	return true, nil
 }
 
-// reject counts a refused record and logs it at most once per site and
-// reason every logEvery, however often gossip repeats it.
-func (s *siteStore) reject(site string, err error) {
+// reject counts a refused record and logs it, returning the reason. A
+// record whose identity was proven (its certificate chains to a pinned CA)
+// is logged at most once per site and reason every logEvery, however often
+// gossip repeats it; one whose identity was not is logged at most once per
+// reason: its site name is whatever the sender chose, and a flood of
+// invented names must not become a flood of log lines. Either way at most
+// rejectLines lines per logEvery; the counters say the rest.
+func (s *siteStore) reject(site string, err error) trust.Reason {
 	reason := trust.ReasonDecode
 	var re *trust.RejectError
 	if errors.As(err, &re) {
 		reason = re.Reason
 	}
 	s.rejected[reason]++
-	key := string(reason) + "/" + site
-	if last, ok := s.logged[key]; ok && time.Since(last) < logEvery {
-		return
+	key := string(reason)
+	switch reason {
+	case trust.ReasonDecode, trust.ReasonSignature, trust.ReasonUnknownCA:
+	default:
+		key += "/" + site
 	}
-	if len(s.logged) > 10000 {
-		clear(s.logged)
+	now := time.Now()
+	if last, ok := s.logged[key]; ok && now.Sub(last) < logEvery {
+		return reason
 	}
-	s.logged[key] = time.Now()
+	if now.Sub(s.window) >= logEvery {
+		s.window, s.lines = now, 0
+	}
+	if s.lines >= rejectLines || len(s.logged) > 10000 {
+		return reason
+	}
+	s.lines++
+	s.logged[key] = now
 	level := slog.LevelWarn
 	if reason == trust.ReasonReplay {
 		// Gossip delivers old copies after new ones all the time; a replay
 		// looks the same and is just as harmless once refused. Counted.
 		level = slog.LevelDebug
 	}
-	s.log.Log(context.Background(), level, "site record rejected", "site", site, "reason", string(reason), "err", err)
+	s.log.Log(context.Background(), level, "site record rejected", "site", truncateName(site), "reason", string(reason), "err", err,
+		"note", "repeats are counted in records_rejected, not logged")
+	return reason
+}
+
+// rejectLines bounds rejection log lines per logEvery.
+const rejectLines = 20
+
+// truncateName keeps a log line short when a name came from the network.
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // setCRL keeps crl if it is newer than the one held, and drops the records
