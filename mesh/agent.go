@@ -96,7 +96,8 @@ type runtime struct {
 	enr       *enrollment
 	gossip    *gossip.Gossip
 	store     *siteStore
-	in        *ingest // progress through received gossip (ingest.go)
+	in        *ingest    // progress through received gossip (ingest.go)
+	disk      *stateDisk // whether the state directory can be written
 	seq       uint64
 	bootID    [16]byte
 	own       *trust.SignedRecord
@@ -154,7 +155,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			return fmt.Errorf("--wireguard: %w", err)
 		}
 	}
-	rt := &runtime{cfg: cfg, in: newIngest(), cutover: map[wg.PublicKey]bool{},
+	rt := &runtime{cfg: cfg, in: newIngest(), disk: newStateDisk(cfg.StateDir), cutover: map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{}}
 	if err := a.loadKeys(rt); err != nil {
 		return err
@@ -280,6 +281,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			a.logReconcileError(a.reconcile(rt, false))
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt, false))
+			a.retryStateWrites(rt)
 		case m := <-inboxWhenIdle(inbox, rt.in):
 			a.takeGossip(rt, m)
 			a.ingestTurn(rt, len(inbox))
@@ -313,6 +315,24 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 		}
 	}
 	return nil
+}
+
+// retryStateWrites checks the state directory's free space and retries the
+// writes that failed, so a site whose disk filled up recovers by itself
+// when space returns.
+func (a *Agent) retryStateWrites(rt *runtime) {
+	rt.disk.check()
+	if rt.disk.retrySave && rt.store != nil {
+		if rt.disk.wrote(recordsFile, rt.store.save()) == nil {
+			rt.disk.retrySave = false
+			a.log.Info("site records persisted again", "file", filepath.Join(rt.cfg.StateDir, recordsFile))
+		}
+	}
+	if rt.disk.retryPublish && rt.gossip != nil {
+		if err := a.publish(rt, false); err == nil {
+			a.log.Info("this site's record is published again: its state directory can be written", "dir", rt.cfg.StateDir)
+		}
+	}
 }
 
 // inboxWhenIdle is the gossip inbox while no received payload is being
@@ -379,10 +399,10 @@ func (a *Agent) setupTrust(rt *runtime) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	if rt.store, err = loadSiteStore(filepath.Join(cfg.StateDir, "records.json"), a.log, enr.cas); err != nil {
+	if rt.store, err = loadSiteStore(filepath.Join(cfg.StateDir, recordsFile), a.log, enr.cas); err != nil {
 		return err
 	}
-	if rt.seq, err = loadSeq(filepath.Join(cfg.StateDir, "seq.json")); err != nil {
+	if rt.seq, err = loadSeq(filepath.Join(cfg.StateDir, seqFile)); err != nil {
 		return err
 	}
 	_, _ = rand.Read(rt.bootID[:])
@@ -428,9 +448,14 @@ const (
 func (a *Agent) publish(rt *runtime, leaving bool) error {
 	now := time.Now()
 	seq := trust.NextSeq(rt.seq, now)
-	if err := saveSeq(filepath.Join(rt.cfg.StateDir, "seq.json"), seq); err != nil {
+	// Never publish a sequence number that is not on disk: after a crash
+	// it could be used again. Until the write succeeds (retried at every
+	// resync) the site does not refresh its record, and health says so.
+	if err := rt.disk.wrote(seqFile, saveSeq(filepath.Join(rt.cfg.StateDir, seqFile), seq)); err != nil {
+		rt.disk.retryPublish = true
 		return fmt.Errorf("persist record sequence: %w", err)
 	}
+	rt.disk.retryPublish = false
 	rt.seq = seq
 	rec := trust.Record{
 		Site:      rt.cfg.Site,
@@ -624,8 +649,11 @@ func (a *Agent) sendToAllAsync(rt *runtime, msg []byte, what string) {
 // commitStore persists the store, refreshes the push/pull state and
 // reconciles.
 func (a *Agent) commitStore(rt *runtime) {
-	if err := rt.store.save(); err != nil {
-		a.log.Error("cannot persist site records", "err", err)
+	if err := rt.disk.wrote(recordsFile, rt.store.save()); err != nil {
+		rt.disk.retrySave = true
+		a.log.Error("cannot persist site records; retrying at every resync", "err", err)
+	} else {
+		rt.disk.retrySave = false
 	}
 	a.updateLocalState(rt)
 	a.logReconcileError(a.reconcile(rt, false))

@@ -48,6 +48,17 @@ type Status struct {
 	Peers           []PeerStatus      `json:"peers"`
 	Routes          RouteStatus       `json:"routes"`
 	RecordsRejected map[string]uint64 `json:"records_rejected"`
+	StateDir        StateDirStatus    `json:"state_dir"`
+}
+
+// StateDirStatus says whether the state directory can be written.
+type StateDirStatus struct {
+	Path string `json:"path"`
+	// Problems lists failed writes and a filesystem too full to rewrite
+	// the state files; empty when all is well. Any entry is critical: a
+	// site that cannot persist its sequence number stops refreshing its
+	// record, and peers drop it after trust.record_expiry.
+	Problems []string `json:"problems"`
 }
 
 // KeyStatus describes this site's WireGuard key and its rotation.
@@ -148,8 +159,12 @@ func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 		RecordsRejected: map[string]uint64{},
 		Key: KeyStatus{Epoch: rt.rot.Epoch, Since: rt.rot.KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.KeySince).Seconds()),
 			RotationPhase: string(rt.rot.Phase), LastResult: rt.rot.LastResult},
-		Gossip: GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[string]int{"alive": 0, "dead": 0, "left": 0}, Members: []gossip.Member{}},
-		Peers:  []PeerStatus{},
+		Gossip:   GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[string]int{"alive": 0, "dead": 0, "left": 0}, Members: []gossip.Member{}},
+		Peers:    []PeerStatus{},
+		StateDir: StateDirStatus{Path: cfg.StateDir, Problems: []string{}},
+	}
+	if rt.disk != nil {
+		st.StateDir.Problems = rt.disk.problems()
 	}
 	if !rt.nextRotation.IsZero() {
 		nr := rt.nextRotation.UTC()
@@ -351,6 +366,9 @@ func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time
 		critical = append(critical, fmt.Sprintf("fail-closed routes missing: %d of %d programmed (traffic for a remote site could follow another route in cleartext)",
 			st.Routes.FailClosedProgrammed, st.Routes.FailClosedDesired))
 	}
+	for _, p := range st.StateDir.Problems {
+		critical = append(critical, "state directory: "+p+" (this site cannot refresh its record, and peers drop it after trust.record_expiry: free space there; the agent retries by itself)")
+	}
 	if st.Routes.Programmed < st.Routes.Desired {
 		degraded = append(degraded, fmt.Sprintf("tunnel routes missing: %d of %d programmed", st.Routes.Programmed, st.Routes.Desired))
 	}
@@ -406,6 +424,9 @@ func FormatStatus(st Status, now time.Time) string {
 		}
 		sort.Strings(parts)
 		fmt.Fprintf(&b, "records rejected: %s\n", strings.Join(parts, ", "))
+	}
+	for _, p := range st.StateDir.Problems {
+		fmt.Fprintf(&b, "state directory: %s\n", p)
 	}
 	b.WriteString("\n")
 	rows := [][]string{{"PEER", "STATE", "HANDSHAKE", "RX", "TX", "ENDPOINT", "ROUTES", "GOSSIP", "KEY", "ALLOWED IPS"}}
