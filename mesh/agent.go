@@ -662,46 +662,40 @@ func (a *Agent) commitStore(rt *runtime) {
 // applyReload swaps in a new configuration if it is valid and does not change
 // what only a restart can change. It reports whether it did.
 func (a *Agent) applyReload(rt *runtime) bool {
-	cfg, err := LoadConfig(a.opts.ConfigPath)
-	if err != nil {
+	refuse := func(err any) bool {
 		a.log.Error("reload rejected; keeping the running configuration", "err", err)
 		return false
 	}
-	key := rt.key
+	cfg, err := LoadConfig(a.opts.ConfigPath)
+	if err != nil {
+		return refuse(err)
+	}
+	if a.opts.WireGuard != "" {
+		cfg.WireGuard = rt.cfg.WireGuard // --wireguard wins over the file, now as at start
+	}
+	if why := reloadRefusal(rt.cfg, cfg, rt.rot.Phase != wg.PhaseStable); why != "" {
+		return refuse(why)
+	}
+	// Load everything before changing anything: a refusal leaves the
+	// running agent exactly as it was.
+	key, keys := rt.key, rt.keys
 	if rt.rot.Phase == wg.PhaseStable {
 		probe := &runtime{cfg: cfg}
 		if err := a.loadKeys(probe); err != nil {
-			a.log.Error("reload rejected; keeping the running configuration", "err", err)
-			return false
+			return refuse(err)
 		}
 		if probe.rot.Phase == wg.PhaseStable {
-			key, rt.keys = probe.key, probe.keys
+			key, keys = probe.key, probe.keys
 		}
 	}
-	cfg.WireGuard = rt.cfg.WireGuard // the backend is fixed for the process
-	why := ""
-	switch {
-	case cfg.Interface != rt.cfg.Interface:
-		why = fmt.Sprintf("interface changed from %s to %s", rt.cfg.Interface, cfg.Interface)
-	case (cfg.Gossip == nil) != (rt.cfg.Gossip == nil) || cfg.StateDir != rt.cfg.StateDir:
-	case cfg.PrivateKeyFile != rt.cfg.PrivateKeyFile && rt.rot.Phase != wg.PhaseStable:
-		why = "private_key_file changed during a key rotation"
-		why = "gossip or state_dir changed"
-	}
-	if why != "" {
-		a.log.Error("reload rejected; keeping the running configuration", "err", why+": restart the agent for that")
-		return false
-	}
+	enr := rt.enr
 	if rt.enr != nil {
-		enr, err := loadEnrollment(cfg, time.Now())
-		if err != nil {
-			a.log.Error("reload rejected; keeping the running configuration", "err", err)
-			return false
+		if enr, err = loadEnrollment(cfg, time.Now()); err != nil {
+			return refuse(err)
 		}
-		rt.enr = enr
 	}
-	keyChanged := !key.Equal(rt.key)
-	rt.cfg, rt.key = cfg, key
+	republish := rt.gossip != nil && (!key.Equal(rt.key) || recordInputsChanged(rt.cfg, cfg, rt.enr, enr))
+	rt.cfg, rt.key, rt.keys, rt.enr = cfg, key, keys, enr
 	if rt.in != nil {
 		// What was refused may pass now: the CAs or local prefixes changed.
 		rt.in.refused.reset()
@@ -710,12 +704,22 @@ func (a *Agent) applyReload(rt *runtime) bool {
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
 	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))
 	a.logReconcileError(a.reconcile(rt, false))
-	if rt.gossip != nil && keyChanged {
+	if republish {
 		if err := a.publish(rt, false); err != nil {
-			a.log.Error("cannot publish the new key", "err", err)
+			a.log.Error("cannot publish this site's changed record", "err", err)
 		}
 	}
 	return true
+}
+
+// recordInputsChanged reports whether a reload changes what this site's
+// record says (other than the key): it must then be published at once, not
+// at the next refresh an hour later.
+func recordInputsChanged(old, new *Config, oldEnr, newEnr *enrollment) bool {
+	if old.Endpoint != new.Endpoint || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
+		return true
+	}
+	return oldEnr != nil && newEnr != nil && !bytes.Equal(oldEnr.cert.Raw, newEnr.cert.Raw)
 }
 
 // resolveMTU returns the configured MTU or, for auto, the underlay MTU toward
