@@ -42,7 +42,7 @@ func askContext(c *cli.Context) (context.Context, context.CancelFunc, error) {
 	if d <= 0 {
 		return nil, nil, fmt.Errorf("--timeout %s: use a positive duration, e.g. 10s", d)
 	}
-	ctx, cancel := context.WithTimeout(c.Context, d)
+	ctx, cancel := control.WithTimeout(c.Context, d)
 	return ctx, cancel, nil
 }
 

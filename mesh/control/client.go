@@ -129,11 +129,7 @@ func (c *Client) noAnswer(ctx context.Context, start time.Time, err error) error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		e.Kind = ErrAgentTimeout
-		waited := time.Since(start)
-		if dl, ok := ctx.Deadline(); ok {
-			waited = dl.Sub(start)
-		}
-		e.msg = fmt.Sprintf("%v: no answer on %s within %s (the agent is stuck or overloaded; see its log)", ErrAgentTimeout, c.path, waited.Round(time.Millisecond))
+		e.msg = fmt.Sprintf("%v: no answer on %s within %s (the agent is stuck or overloaded; see its log)", ErrAgentTimeout, c.path, waitedFor(ctx, start))
 	case dial && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)):
 		e.Kind = ErrPermissionDenied
 		e.msg = fmt.Sprintf("permission denied on the control socket %s: run dcmesh as root (the socket is the agent's, mode 0600)", c.path)
@@ -147,4 +143,31 @@ func (c *Client) noAnswer(ctx context.Context, start time.Time, err error) error
 		e.msg = fmt.Sprintf("control socket %s: no answer from the agent: %v", c.path, err)
 	}
 	return e
+}
+
+type timeoutKey struct{}
+
+type timeoutValue struct {
+	d        time.Duration
+	deadline time.Time
+}
+
+// WithTimeout is context.WithTimeout whose expiry Do reports as "within
+// d" exactly (the caller's --timeout), not as the time left when the
+// request started.
+func WithTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(d)
+	return context.WithDeadline(context.WithValue(parent, timeoutKey{}, timeoutValue{d, deadline}), deadline)
+}
+
+// waitedFor is how long a request that timed out was given.
+func waitedFor(ctx context.Context, start time.Time) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return time.Since(start).Round(10 * time.Millisecond)
+	}
+	if tv, ok := ctx.Value(timeoutKey{}).(timeoutValue); ok && tv.deadline.Equal(dl) {
+		return tv.d
+	}
+	return dl.Sub(start).Round(10 * time.Millisecond)
 }

@@ -98,7 +98,7 @@ func TestClientSaysWhyThereIsNoAnswer(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel := WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err = NewClient(mute).Do(ctx, "GET", "/v1/status", nil, nil)
 	var se *SocketError
