@@ -173,7 +173,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	ctl, err := control.Listen(cfg.ControlSocket(), a.handler())
+	ctl, err := control.Listen(cfg.ControlSocket(), a.handler(), control.WithLogger(a.log))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -137,6 +138,14 @@ type RevokeReply struct {
 	Revoked int    `json:"revoked"`
 }
 
+// Validate refuses a request without a list before the agent sees it.
+func (r RevokeRequest) Validate() error {
+	if len(r.CRL) == 0 {
+		return errors.New("crl: empty: pass the revocation list 'dcmesh ca revoke' wrote (dcmesh revoke --in FILE)")
+	}
+	return nil
+}
+
 func (a *Agent) apiRevoke(rt *runtime, in RevokeRequest) (RevokeReply, error) {
 	if rt.store == nil {
 		return RevokeReply{}, errGossipOff
@@ -167,4 +176,35 @@ func (a *Agent) apiDown(rt *runtime, in DownRequest) (Empty, error) {
 	rt.stop, rt.purge = true, in.Purge
 	a.log.Info("stopping on request", "purge", in.Purge)
 	return Empty{}, nil
+}
+
+// Bounds of RotateRequest.Timeout, the wait of `rotate --wait`: 0 means
+// DefaultRotateWait. A rotation gives up on its peers after at most
+// rotation.ack_timeout + complete_timeout (2 h at their maxima), so a longer
+// wait would only hold a connection.
+const (
+	DefaultRotateWait = 5 * time.Minute // rotateHandler's default, mesh/rotate.go
+	MinRotateWait     = time.Second
+	MaxRotateWait     = 2 * time.Hour
+)
+
+// Validate refuses a wait out of range (a negative one started a rotation
+// and waited 5 minutes).
+func (r RotateRequest) Validate() error {
+	if r.Timeout != 0 && (r.Timeout < MinRotateWait || r.Timeout > MaxRotateWait) {
+		return fmt.Errorf("timeout: %s is out of range: use a duration between %s and %s (or 0 for the default, %s)", r.Timeout, MinRotateWait, MaxRotateWait, DefaultRotateWait)
+	}
+	return nil
+}
+
+// ResponseWithin lets the answer to `rotate --wait` take as long as the
+// wait (control.LongPoll).
+func (r RotateRequest) ResponseWithin() time.Duration {
+	switch {
+	case !r.Wait:
+		return 0
+	case r.Timeout > 0:
+		return r.Timeout
+	}
+	return DefaultRotateWait
 }

@@ -289,6 +289,24 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 	return out, conflicts
 }
 
+// roster returns, for the gossip layer, the gossip address of every site
+// whose record the store holds (not a goodbye, certificate valid now): the
+// names gossip may count as members, persist and send to (gossip.SetRoster).
+// A goodbye drops the site: it is gone for good.
+func (s *siteStore) roster(p *trust.Policy) map[string]netip.AddrPort {
+	out := make(map[string]netip.AddrPort, len(s.records))
+	for name, sr := range s.records {
+		if sr.Leaving || !sr.Gossip.IsValid() {
+			continue
+		}
+		if sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew) != nil {
+			continue
+		}
+		out[name] = sr.Gossip
+	}
+	return out
+}
+
 // state returns every record and the CRL, encoded for push/pull.
 func (s *siteStore) state(own *trust.SignedRecord) ([]byte, error) {
 	var st trust.State

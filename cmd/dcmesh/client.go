@@ -17,6 +17,68 @@ var socketFlag = &cli.StringFlag{Name: "socket", Usage: "agent control socket `P
 // clientFlags are shared by the commands that talk to a running agent.
 var clientFlags = []cli.Flag{configFlag, socketFlag}
 
+// Default --timeout of the commands that ask the agent: status, health
+// and down answer at once; leave waits for its goodbye to spread (about
+// 6 s), revoke for the list to be stored.
+const (
+	quickAskTimeout = 10 * time.Second
+	slowAskTimeout  = 30 * time.Second
+)
+
+// exitNoAnswer is the exit code of a command that got no answer from the
+// agent (permission denied, timeout, not running): its state is unknown
+// (monitoring's UNKNOWN). `health` exits 2 instead when the agent is
+// plainly not running.
+const exitNoAnswer = 3
+
+// withTimeout is clientFlags with --timeout defaulting to def.
+func withTimeout(def time.Duration) []cli.Flag {
+	return append([]cli.Flag{&cli.DurationFlag{Name: "timeout", Usage: "give up when the agent has not answered within `DURATION`", Value: def}}, clientFlags...)
+}
+
+// askContext bounds a request by --timeout.
+func askContext(c *cli.Context) (context.Context, context.CancelFunc, error) {
+	d := c.Duration("timeout")
+	if d <= 0 {
+		return nil, nil, fmt.Errorf("--timeout %s: use a positive duration, e.g. 10s", d)
+	}
+	ctx, cancel := control.WithTimeout(c.Context, d)
+	return ctx, cancel, nil
+}
+
+// rotateAskTimeout bounds `rotate`: with --wait, the wait plus a margin
+// longer than the agent's own (control.LongPollMargin), so that the
+// agent's answer at the end of the wait arrives; without, as leave.
+func rotateAskTimeout(wait bool, timeout time.Duration) time.Duration {
+	if !wait {
+		return slowAskTimeout
+	}
+	if timeout <= 0 {
+		timeout = mesh.DefaultRotateWait
+	}
+	return timeout + control.LongPollMargin + 5*time.Second
+}
+
+// noAnswer gives a request that got no answer from the agent exit code 3;
+// other errors stay as they are (exit 1).
+func noAnswer(err error) error {
+	var se *control.SocketError
+	if errors.As(err, &se) {
+		return cli.Exit(se.Error(), exitNoAnswer)
+	}
+	return err
+}
+
+// ask sends one request bounded by --timeout.
+func ask(c *cli.Context, cl *control.Client, method, path string, in, out any) error {
+	ctx, cancel, err := askContext(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	return cl.Do(ctx, method, path, in, out)
+}
+
 // agentClient finds the agent's control socket through --socket or the
 // configuration.
 func agentClient(c *cli.Context) (*control.Client, *mesh.Config, error) {
@@ -36,16 +98,14 @@ func leaveCommand() *cli.Command {
 		Usage: "take this site out of the mesh: every other site removes its peer and routes; the agent stops",
 		Description: `Publishes a goodbye record signed by this site's identity, waits for it to
 spread, and stops the agent. Starting the agent again rejoins the mesh.`,
-		Flags: clientFlags,
+		Flags: withTimeout(slowAskTimeout),
 		Action: func(c *cli.Context) error {
 			cl, _, err := agentClient(c)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
-			defer cancel()
-			if err := cl.Do(ctx, "POST", "/v1/leave", nil, nil); err != nil {
-				return err
+			if err := ask(c, cl, "POST", "/v1/leave", nil, nil); err != nil {
+				return noAnswer(err)
 			}
 			_, err = fmt.Fprintln(c.App.Writer, "left the mesh; the agent is stopping")
 			return err
@@ -57,7 +117,7 @@ func revokeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "revoke",
 		Usage: "hand a revocation list from 'dcmesh ca revoke' to the local agent, which spreads it",
-		Flags: append([]cli.Flag{&cli.StringFlag{Name: "in", Usage: "revocation list `FILE`", Required: true}}, clientFlags...),
+		Flags: append([]cli.Flag{&cli.StringFlag{Name: "in", Usage: "revocation list `FILE`", Required: true}}, withTimeout(slowAskTimeout)...),
 		Action: func(c *cli.Context) error {
 			raw, err := os.ReadFile(c.String("in"))
 			if err != nil {
@@ -68,8 +128,8 @@ func revokeCommand() *cli.Command {
 				return err
 			}
 			var reply mesh.RevokeReply
-			if err := cl.Do(c.Context, "POST", "/v1/revoke", mesh.RevokeRequest{CRL: raw}, &reply); err != nil {
-				return err
+			if err := ask(c, cl, "POST", "/v1/revoke", mesh.RevokeRequest{CRL: raw}, &reply); err != nil {
+				return noAnswer(err)
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "revocation list #%s installed (%d certificates revoked); spreading to every site\n", reply.Number, reply.Revoked)
 			return err
@@ -85,13 +145,13 @@ func downCommand() *cli.Command {
 keeps being refused rather than leaking. With --purge, the WireGuard interface
 and every route with dcmesh's protocol (220) in the configured table are
 removed, also when the agent is not running.`,
-		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "purge", Usage: "remove the interface and all dcmesh routes, fail-closed ones included"}}, clientFlags...),
+		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "purge", Usage: "remove the interface and all dcmesh routes, fail-closed ones included"}}, withTimeout(quickAskTimeout)...),
 		Action: func(c *cli.Context) error {
 			cl, cfg, err := agentClient(c)
 			if err != nil {
 				return err
 			}
-			err = cl.Do(c.Context, "POST", "/v1/down", mesh.DownRequest{Purge: c.Bool("purge")}, nil)
+			err = ask(c, cl, "POST", "/v1/down", mesh.DownRequest{Purge: c.Bool("purge")}, nil)
 			switch {
 			case err == nil:
 				_, err = fmt.Fprintln(c.App.Writer, "agent stopping")
@@ -110,7 +170,7 @@ removed, also when the agent is not running.`,
 				_, err = fmt.Fprintln(c.App.Writer, "agent not running; nothing to stop")
 				return err
 			}
-			return err
+			return noAnswer(err)
 		},
 	}
 }

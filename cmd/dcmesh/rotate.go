@@ -34,12 +34,12 @@ Keys also rotate on the schedule in the configuration (rotation.interval).`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout")+10*time.Second)
+			ctx, cancel := context.WithTimeout(c.Context, rotateAskTimeout(c.Bool("wait"), c.Duration("timeout")))
 			defer cancel()
 			var r mesh.RotateReply
 			req := mesh.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
 			if err := cl.Do(ctx, "POST", "/v1/rotate", req, &r); err != nil {
-				return err
+				return noAnswer(err)
 			}
 			w := c.App.Writer
 			switch r.Result {

@@ -23,15 +23,15 @@ the peer has both its tunnel route and its fail-closed twin in the kernel.
 
 --json prints the documented, versioned form ("schema": 1, see docs/STATUS.md) for
 scripts.`,
-		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON (schema 1, docs/STATUS.md)"}}, clientFlags...),
+		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON (schema 1, docs/STATUS.md)"}}, withTimeout(quickAskTimeout)...),
 		Action: func(c *cli.Context) error {
 			cl, _, err := agentClient(c)
 			if err != nil {
 				return err
 			}
 			var st mesh.Status
-			if err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err != nil {
-				return err
+			if err := ask(c, cl, "GET", "/v1/status", nil, &st); err != nil {
+				return noAnswer(err)
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
@@ -47,32 +47,19 @@ scripts.`,
 func healthCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "health",
-		Usage: "check this site for monitoring: exit 0 healthy, 1 degraded, 2 critical",
-		Description: `critical (2): the agent does not answer; or no peer is up; or fail-closed routes
+		Usage: "check this site for monitoring: exit 0 healthy, 1 degraded, 2 critical, 3 unknown (cannot check)",
+		Description: `critical (2): the agent is not running; or no peer is up; or fail-closed routes
            are missing (traffic for a remote site could leave in cleartext).
 degraded (1): a peer is stale or down; tunnel routes are missing; no peers at all;
            the key is overdue for rotation; a rotation is stuck.
 healthy (0): everything else.
+unknown (3): the site could not be checked: permission denied on the control
+           socket (run as root), no answer within --timeout, a configuration
+           that cannot be read.
 Prints one line per reason; --json prints {"schema":1,"status",...} (docs/STATUS.md).`,
-		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}}, clientFlags...),
+		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}}, withTimeout(quickAskTimeout)...),
 		Action: func(c *cli.Context) error {
-			var h mesh.Health
-			cl, cfg, err := agentClient(c)
-			if err == nil {
-				err = cl.Do(c.Context, "GET", "/v1/health", nil, &h)
-			}
-			if err != nil {
-				// Whatever stops us from asking is critical: a site whose
-				// agent is down is not being kept.
-				h = mesh.Health{Schema: mesh.StatusSchema, Status: mesh.Critical, ExitCode: 2, Reasons: []string{oneLine(err)}}
-				if cfg != nil {
-					h.Site = cfg.Site
-				}
-				var ae *control.Error
-				if errors.As(err, &ae) {
-					h.Reasons = []string{"agent error: " + ae.Message}
-				}
-			}
+			h := askHealth(c)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -91,6 +78,38 @@ Prints one line per reason; --json prints {"schema":1,"status",...} (docs/STATUS
 			return nil
 		},
 	}
+}
+
+// healthUnknown is health's status when the site could not be checked.
+const healthUnknown = "unknown" // exit 3
+
+// askHealth asks the agent, or says why it could not.
+func askHealth(c *cli.Context) mesh.Health {
+	var h mesh.Health
+	cl, cfg, err := agentClient(c)
+	if err == nil {
+		err = ask(c, cl, "GET", "/v1/health", nil, &h)
+	}
+	if err == nil {
+		return h
+	}
+	h = mesh.Health{Schema: mesh.StatusSchema, Status: healthUnknown, ExitCode: exitNoAnswer, Reasons: []string{oneLine(err)}}
+	if cfg != nil {
+		h.Site = cfg.Site
+	}
+	var ae *control.Error
+	switch {
+	case errors.Is(err, control.ErrAgentUnreachable):
+		// Known, not unknown: a site whose agent is not running is not
+		// being kept.
+		h.Status, h.ExitCode = mesh.Critical, 2
+	case errors.As(err, &ae):
+		// The agent answered that it cannot tell (its loop is stuck, it
+		// cannot read its device).
+		h.Status, h.ExitCode = mesh.Critical, 2
+		h.Reasons = []string{"agent error: " + ae.Message}
+	}
+	return h
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
