@@ -32,6 +32,8 @@ const (
 	gossipKeyFile = "gossip.key"
 	inventoryFile = "inventory.json"
 	crlFile       = "crl.pem"
+	// maxInventorySize bounds inventory.json: ~300 bytes per certificate.
+	maxInventorySize = 64 << 20
 	// Bundle files.
 	identityKeyFile = "identity.key"
 	siteCertFile    = "site.crt"
@@ -115,7 +117,7 @@ func CAInit(dir, cluster string, now time.Time) error {
 
 // loadCA reads the CA key and certificate, and the inventory, from dir.
 func loadCA(dir string) (*trust.CA, *Inventory, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
+	certPEM, err := wg.ReadRegularFile(filepath.Join(dir, caCertFile), maxPEMFileSize)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s is not a CA directory (create one with `dcmesh ca init --dir %s`): %w", dir, dir, err)
 	}
@@ -128,7 +130,7 @@ func loadCA(dir string) (*trust.CA, *Inventory, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA directory %s: %w", dir, err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, inventoryFile))
+	raw, err := wg.ReadStateFile(filepath.Join(dir, inventoryFile), maxInventorySize)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA inventory: %w", err)
 	}
@@ -245,7 +247,7 @@ func CAIssue(o IssueOptions) (*trust.Certificate, error) {
 		return nil, err
 	}
 	defer clear(keyPEM)
-	gossipKey, err := os.ReadFile(filepath.Join(o.Dir, gossipKeyFile))
+	gossipKey, err := wg.ReadSecretFile(filepath.Join(o.Dir, gossipKeyFile), maxGossipKeySize)
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +293,7 @@ func CARevoke(dir, site, out string, now time.Time) (*trust.RevocationList, erro
 		return nil, err
 	}
 	var prev *trust.RevocationList
-	if raw, err := os.ReadFile(filepath.Join(dir, crlFile)); err == nil {
+	if raw, err := wg.ReadStateFile(filepath.Join(dir, crlFile), 4*trust.MaxCRLSize); err == nil {
 		der, err := trust.ParseCRLPEM(raw)
 		if err == nil {
 			prev, err = trust.ParseRevocationList(der, []*x509.Certificate{ca.Cert})

@@ -294,20 +294,13 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 // LoadConfig reads and validates the configuration at path. The error lists
 // every problem found, one per line, each naming its field.
 func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
+	// Never blocks: a FIFO or device here is refused, not read (issue 15.9).
+	raw, err := wg.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("config %s does not exist (pass --config, or create it: see examples/dcmesh.yaml): %w", path, err)
 		}
-		return nil, fmt.Errorf("open config: %w", err)
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read config %s: %w", path, err)
-	}
-	if len(raw) > maxConfigSize {
-		return nil, fmt.Errorf("config %s is larger than %d bytes", path, maxConfigSize)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	cfg, err := ParseConfig(raw, filepath.Dir(path))
 	if err != nil {

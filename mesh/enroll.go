@@ -16,6 +16,17 @@ import (
 	"github.com/dcmesh/dcmesh/wg"
 )
 
+// Bounds on the enrollment and state files the agent and `dcmesh init` read
+// (through wg.ReadRegularFile, ReadStateFile and ReadSecretFile, which also
+// refuse FIFOs, devices and directories): generous multiples of what dcmesh
+// writes, small enough that a wrong file costs nothing.
+const (
+	maxPEMFileSize     = 1 << 20 // ca.crt (may pin several CAs), site.crt
+	maxIdentityKeySize = 4096    // identity.key, PKCS#8 PEM: ~120 bytes
+	maxGossipKeySize   = 1024    // gossip.key, base64: 45 bytes
+	maxSeqFileSize     = 4096    // seq.json: {"seq":N}
+)
+
 // enrollment is what `dcmesh ca issue` gave this site: the pinned CA, its
 // certificate and identity key, and the cluster's gossip key.
 type enrollment struct {
@@ -30,14 +41,14 @@ type enrollment struct {
 // the file leaves them out.
 func loadEnrollment(cfg *Config, now time.Time) (*enrollment, error) {
 	var e enrollment
-	raw, err := os.ReadFile(cfg.Trust.CAFile)
+	raw, err := wg.ReadRegularFile(cfg.Trust.CAFile, maxPEMFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("trust.ca_file: %w", err)
 	}
 	if e.cas, err = trust.ParseCAPEM(raw); err != nil {
 		return nil, fmt.Errorf("trust.ca_file %s: %w", cfg.Trust.CAFile, err)
 	}
-	if raw, err = os.ReadFile(cfg.Trust.CertFile); err != nil {
+	if raw, err = wg.ReadRegularFile(cfg.Trust.CertFile, maxPEMFileSize); err != nil {
 		return nil, fmt.Errorf("trust.cert_file: %w", err)
 	}
 	if e.cert, err = trust.ParseCertPEM(raw); err != nil {
@@ -49,7 +60,7 @@ func loadEnrollment(cfg *Config, now time.Time) (*enrollment, error) {
 	if e.cert.Site != cfg.Site {
 		return nil, fmt.Errorf("site: the config says %q but the certificate %s is for %q", cfg.Site, cfg.Trust.CertFile, e.cert.Site)
 	}
-	keyPEM, err := wg.ReadSecretFile(cfg.Trust.IdentityKeyFile, 4096)
+	keyPEM, err := wg.ReadSecretFile(cfg.Trust.IdentityKeyFile, maxIdentityKeySize)
 	if err != nil {
 		return nil, fmt.Errorf("trust.identity_key_file: %w", err)
 	}
@@ -98,7 +109,7 @@ const GossipKeyLen = 32
 
 // readGossipKey reads a base64 gossip key file (0600).
 func readGossipKey(path string) ([]byte, error) {
-	raw, err := wg.ReadSecretFile(path, 1024)
+	raw, err := wg.ReadSecretFile(path, maxGossipKeySize)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +129,7 @@ type seqState struct {
 }
 
 func loadSeq(path string) (uint64, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := wg.ReadStateFile(path, maxSeqFileSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}

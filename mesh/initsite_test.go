@@ -2,6 +2,10 @@ package mesh
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -401,5 +405,249 @@ func TestInitSiteBadOptionWritesNothing(t *testing.T) {
 				t.Errorf("corrected retry: %v", err)
 			}
 		})
+	}
+}
+
+// fileState is what a refused init must leave exactly as it was.
+type fileState struct {
+	sum   [32]byte // content of a regular file
+	link  string   // target of a symbolic link
+	mode  fs.FileMode
+	mtime time.Time
+}
+
+// snapshotTree records every file, link and directory under root (root
+// included).
+func snapshotTree(t *testing.T, root string) map[string]fileState {
+	t.Helper()
+	out := map[string]fileState{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		fst := fileState{mode: st.Mode(), mtime: st.ModTime()}
+		switch {
+		case st.Mode().IsRegular():
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			fst.sum = sha256.Sum256(b)
+		case st.Mode()&fs.ModeSymlink != 0:
+			if fst.link, err = os.Readlink(path); err != nil {
+				return err
+			}
+		}
+		out[path] = fst
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func assertSameTree(t *testing.T, before, after map[string]fileState) {
+	t.Helper()
+	for p, b := range before {
+		a, ok := after[p]
+		switch {
+		case !ok:
+			t.Errorf("%s was removed", p)
+		case a.sum != b.sum || a.link != b.link:
+			t.Errorf("%s changed content", p)
+		case a.mode != b.mode:
+			t.Errorf("%s changed mode: %v, was %v", p, a.mode, b.mode)
+		case !a.mtime.Equal(b.mtime):
+			t.Errorf("%s was rewritten (mtime %v, was %v)", p, a.mtime, b.mtime)
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("%s was created", p)
+		}
+	}
+}
+
+// Issue 15.6: init on the state directory of an existing site, with another
+// bundle and another --config, replaced identity.key, site.crt, gossip.key and
+// ca.crt and only then refused because wg.key existed. Now it refuses before
+// writing anything, naming the site that lives there, and every file keeps
+// its content, mode and mtime.
+func TestInitSiteRefusesExistingSite(t *testing.T) {
+	now := testNow()
+	fra1, _ := newBundle(t, now, IssueOptions{})
+	ams1, _ := newBundle(t, now, IssueOptions{Site: "ams1", Prefixes: []string{"10.2.0.0/16"}, Overlay: "10.255.0.2"})
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, state string) // leaves a site, or part of one, in state
+		hints []string
+	}{
+		{"a whole site", func(t *testing.T, state string) {
+			if _, err := InitSite(InitOptions{Bundle: fra1, StateDir: state, Endpoint: "192.0.2.10:51820",
+				ConfigPath: filepath.Join(filepath.Dir(state), "etc-fra1", "dcmesh.yaml"), Now: now}); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"site.crt for fra1", identityKeyFile, wgKeyFile}},
+		{"only wg.key", func(t *testing.T, state string) {
+			k, _ := wg.GeneratePrivateKey()
+			if err := os.MkdirAll(state, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := wg.WritePrivateKeyFile(filepath.Join(state, wgKeyFile), k, false); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{wgKeyFile, "interrupted init"}},
+		{"only state of a running agent", func(t *testing.T, state string) {
+			if err := os.MkdirAll(state, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(state, "records.json"), []byte("{}"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"records.json"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			state := filepath.Join(root, "state")
+			c.setup(t, state)
+			before := snapshotTree(t, root)
+			for _, cfg := range []string{"", filepath.Join(root, "etc-ams1", "dcmesh.yaml")} {
+				_, err := InitSite(InitOptions{Bundle: ams1, StateDir: state, Endpoint: "192.0.2.11:51820", ConfigPath: cfg, Now: now})
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				for _, h := range append([]string{"--state-dir " + state, "already holds a site", "use a new directory"}, c.hints...) {
+					if !strings.Contains(err.Error(), h) {
+						t.Errorf("error does not say %q: %v", h, err)
+					}
+				}
+				assertSameTree(t, before, snapshotTree(t, root))
+			}
+		})
+	}
+}
+
+// initSteps are the writes of InitSite, in order.
+var initSteps = []string{caCertFile, siteCertFile, identityKeyFile, gossipKeyFile, wgKeyFile, "config"}
+
+// A crash at any step of init leaves no configuration, so no agent starts
+// from the half-written directory; the next init names the files it finds
+// and changes nothing, and once they are removed it succeeds. A write that
+// fails (not a crash) undoes what init wrote.
+func TestInitSiteCrashAtEveryStep(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	t.Cleanup(func() { initStepHook = func(string) error { return nil } })
+	for i, step := range initSteps {
+		for _, crash := range []bool{true, false} {
+			name := "error at " + step
+			if crash {
+				name = "crash at " + step
+			}
+			t.Run(name, func(t *testing.T) {
+				root := t.TempDir()
+				state := filepath.Join(root, "state")
+				o := InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820",
+					ConfigPath: filepath.Join(root, "etc", "dcmesh.yaml"), Now: now}
+				initStepHook = func(s string) error {
+					if s != step {
+						return nil
+					}
+					if crash {
+						panic("crash")
+					}
+					return errors.New("injected write error")
+				}
+				err := initCrashed(o)
+				initStepHook = func(string) error { return nil }
+				if _, serr := os.Lstat(o.ConfigPath); serr == nil {
+					t.Fatal("a configuration exists: the directory looks complete")
+				}
+				if _, lerr := LoadConfig(o.ConfigPath); lerr == nil {
+					t.Error("an agent would start")
+				}
+				var left []string
+				ents, _ := os.ReadDir(state)
+				for _, e := range ents {
+					left = append(left, e.Name())
+				}
+				if !crash {
+					if err == nil || !strings.Contains(err.Error(), "injected write error") {
+						t.Errorf("err = %v", err)
+					}
+					if ents, _ := os.ReadDir(root); len(ents) != 0 {
+						t.Errorf("a failed init left %s", ents[0].Name())
+					}
+				} else if len(left) != i {
+					t.Errorf("after a crash at step %d the state directory holds %v", i, left)
+				}
+				before := snapshotTree(t, root)
+				_, err = InitSite(o)
+				if len(left) > 0 {
+					if err == nil || !strings.Contains(err.Error(), "interrupted init") || !strings.Contains(err.Error(), left[0]) {
+						t.Fatalf("rerun after a crash: %v", err)
+					}
+					assertSameTree(t, before, snapshotTree(t, root))
+					for _, n := range left {
+						if err := os.Remove(filepath.Join(state, n)); err != nil {
+							t.Fatal(err)
+						}
+					}
+					_, err = InitSite(o)
+				}
+				if err != nil {
+					t.Fatalf("init after cleaning up: %v", err)
+				}
+				if _, err := LoadConfig(o.ConfigPath); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+}
+
+// initCrashed runs InitSite and turns a panic of initStepHook (a crash) into
+// an error.
+func initCrashed(o InitOptions) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("crashed: %v", r)
+		}
+	}()
+	_, err = InitSite(o)
+	return err
+}
+
+// A failed write restores an existing state directory's mode (init tightens
+// it to 0700 only when it succeeds) and leaves it empty.
+func TestInitSiteFailedWriteRestoresStateDir(t *testing.T) {
+	now := testNow()
+	bundle, _ := newBundle(t, now, IssueOptions{})
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	initStepHook = func(s string) error {
+		if s == "config" {
+			return errors.New("injected")
+		}
+		return nil
+	}
+	t.Cleanup(func() { initStepHook = func(string) error { return nil } })
+	if _, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}); err == nil {
+		t.Fatal("no error")
+	}
+	assertMode(t, state, 0o755)
+	if ents, _ := os.ReadDir(state); len(ents) != 0 {
+		t.Errorf("left %s", ents[0].Name())
 	}
 }

@@ -3,9 +3,7 @@ package wg
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"strings"
 )
 
@@ -20,50 +18,55 @@ const maxKeyFileSize = 1024
 
 // WritePrivateKeyFile stores k at path in the format of `wg genkey` (one
 // base64 line), mode 0600, atomically. Unless overwrite is set it refuses to
-// replace an existing file, so an operator's typo cannot destroy a key.
+// replace an existing file, so an operator's typo cannot destroy a key. With
+// overwrite it still refuses to replace a symbolic link (ErrSymlink).
 func WritePrivateKeyFile(path string, k PrivateKey, overwrite bool) error {
 	if k.IsZero() {
 		return errors.New("write key file: refusing to write an empty key")
 	}
-	if !overwrite {
-		if _, err := os.Lstat(path); err == nil {
+	data := []byte(k.encode() + "\n")
+	defer clear(data)
+	if overwrite {
+		return WriteFileAtomic(path, data, 0o600)
+	}
+	// CreateFileAtomic refuses an existing file in the same step that puts
+	// the new one in place, so not even a race replaces a key.
+	if err := CreateFileAtomic(path, data, 0o600); err != nil {
+		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("write key file %s: %w (refusing to overwrite a key; use --force to replace it)", path, fs.ErrExist)
 		}
+		return err
 	}
-	return WriteFileAtomic(path, []byte(k.encode()+"\n"), 0o600)
+	return nil
 }
 
 // ReadSecretFile reads a small secret file (a key): it must be a regular
-// file of at most max bytes that neither group nor others can read. Errors
-// never contain the content. The caller should clear the returned bytes.
+// file of at most max bytes that neither group nor others can read, and not
+// a symbolic link (ErrSymlink: dcmesh replaces key files by rename, which
+// would leave the retired key in the link's target). It never blocks on a
+// FIFO or reads a device (see ReadRegularFile). Errors never contain the
+// content. The caller should clear the returned bytes.
 func ReadSecretFile(path string, max int) ([]byte, error) {
-	f, err := os.Open(path)
+	f, st, err := openRegular(path, int64(max), true)
+	if errors.Is(err, ErrFileTooLarge) {
+		return nil, secretTooLarge(path, max)
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s does not exist: %w", path, err)
-		}
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("%s has mode %04o: a secret must not be readable by group or others (fix: chmod 600 %s, and consider the key exposed)", path, perm, path)
 	}
-	buf, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	buf, err := readBounded(f, path, st.Size(), int64(max))
+	if errors.Is(err, ErrFileTooLarge) {
+		return nil, secretTooLarge(path, max)
 	}
-	if len(buf) > max {
-		clear(buf)
-		return nil, fmt.Errorf("%s: %w: larger than %d bytes", path, ErrCorruptKeyFile, max)
-	}
-	return buf, nil
+	return buf, err
+}
+
+func secretTooLarge(path string, max int) error {
+	return fmt.Errorf("%s: %w (%w: larger than %d bytes)", path, ErrCorruptKeyFile, ErrFileTooLarge, max)
 }
 
 // ReadPrivateKeyFile loads a key written by WritePrivateKeyFile or `wg genkey`.

@@ -61,6 +61,9 @@ func NewKeyStore(keyPath, statePath string) *KeyStore {
 	return &KeyStore{KeyPath: keyPath, NextPath: keyPath + ".next", StatePath: statePath}
 }
 
+// maxRotationStateSize bounds rotation.json, a few hundred bytes.
+const maxRotationStateSize = 64 << 10
+
 // ErrCorruptState means the rotation state file exists but cannot be used.
 var ErrCorruptState = errors.New("corrupt rotation state")
 
@@ -84,7 +87,7 @@ func (ks *KeyStore) Load() (cur, next PrivateKey, st RotationState, err error) {
 			return cur, next, st, fmt.Errorf("rotation state %s says %s but the next key is unusable: %w", ks.StatePath, st.Phase, err)
 		}
 	case PhaseSwitched:
-		if _, serr := os.Stat(ks.NextPath); serr == nil {
+		if _, serr := os.Lstat(ks.NextPath); serr == nil { // a link there is refused, not skipped
 			if next, err = ReadPrivateKeyFile(ks.NextPath); err != nil {
 				return cur, next, st, err
 			}
@@ -96,7 +99,7 @@ func (ks *KeyStore) Load() (cur, next PrivateKey, st RotationState, err error) {
 }
 
 func (ks *KeyStore) loadState() (RotationState, error) {
-	raw, err := os.ReadFile(ks.StatePath)
+	raw, err := ReadStateFile(ks.StatePath, maxRotationStateSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		st := RotationState{Phase: PhaseStable}
 		if fi, err := os.Stat(ks.KeyPath); err == nil {
@@ -131,6 +134,11 @@ func (ks *KeyStore) save(st RotationState) error {
 func (ks *KeyStore) Prepare(st RotationState, now time.Time, emergency bool) (PrivateKey, RotationState, error) {
 	if st.Phase != PhaseStable {
 		return PrivateKey{}, st, fmt.Errorf("a rotation is already under way (phase %s)", st.Phase)
+	}
+	// Commit will rename the next key over KeyPath: refuse now, not after
+	// the switch, if that would leave the retired key behind a link.
+	if err := checkReplaceable(ks.KeyPath); err != nil {
+		return PrivateKey{}, st, fmt.Errorf("private_key_file: %w", err)
 	}
 	next, err := GeneratePrivateKey()
 	if err != nil {
@@ -179,11 +187,15 @@ func (ks *KeyStore) Commit(st RotationState, now time.Time, result string) (Rota
 	if st.Phase != PhaseSwitched {
 		return st, fmt.Errorf("cannot commit a rotation in phase %s", st.Phase)
 	}
-	if _, err := os.Stat(ks.NextPath); err == nil {
+	if _, err := os.Lstat(ks.NextPath); err == nil {
+		if err := checkReplaceable(ks.KeyPath); err != nil {
+			// Keep private_key_file: the next key is found next to it.
+			return st, fmt.Errorf("replace the WireGuard key: %w (a rotation is under way: put the file in place of the link, keep private_key_file as it is, and restart)", err)
+		}
 		if err := os.Rename(ks.NextPath, ks.KeyPath); err != nil {
 			return st, fmt.Errorf("replace the WireGuard key: %w", err)
 		}
-		if err := syncDir(filepath.Dir(ks.KeyPath)); err != nil {
+		if err := SyncDir(filepath.Dir(ks.KeyPath)); err != nil {
 			return st, fmt.Errorf("replace the WireGuard key: %w", err)
 		}
 	}

@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
-
-	"github.com/urfave/cli/v2"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
+	"github.com/urfave/cli/v2"
 )
 
 // runCLI runs the dcmesh app in-process and returns stdout and the error.
@@ -140,4 +144,109 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		}
 	}
 	walk("dcmesh ", newApp().Commands)
+}
+
+// Issue 15.9, through the binary: a FIFO as key file or configuration hung
+// `dcmesh agent` at start, deaf to SIGTERM. Now it exits at once, non-zero,
+// naming the file; a symlinked key file is refused the same way (15.8).
+func TestCLIAgentRefusesSpecialFiles(t *testing.T) {
+	bin := dcmeshBinary(t)
+	cases := []struct {
+		name string
+		make func(t *testing.T, dir string) (config, culprit string)
+		want []string
+	}{
+		{"key file is a FIFO", func(t *testing.T, dir string) (string, string) {
+			key := filepath.Join(dir, "wg.key")
+			mkfifo(t, key)
+			return writeAgentConfig(t, dir), key
+		}, []string{"private_key_file", "FIFO", "not a regular file"}},
+		{"config is a FIFO", func(t *testing.T, dir string) (string, string) {
+			cfg := filepath.Join(dir, "dcmesh.yaml")
+			mkfifo(t, cfg)
+			return cfg, cfg
+		}, []string{"config", "FIFO", "not a regular file"}},
+		{"key file is a symlink", func(t *testing.T, dir string) (string, string) {
+			real := filepath.Join(dir, "real.key")
+			if _, err := runCLI(t, "key", "generate", "--out", real); err != nil {
+				t.Fatal(err)
+			}
+			key := filepath.Join(dir, "wg.key")
+			if err := os.Symlink(real, key); err != nil {
+				t.Fatal(err)
+			}
+			return writeAgentConfig(t, dir), key
+		}, []string{"private_key_file", "symbolic link to", "retired private key", "point the configuration at the real file"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg, culprit := c.make(t, dir)
+			stderr, err := runAgentBriefly(t, bin, cfg)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("dcmesh agent: %v, want a non-zero exit (stderr: %s)", err, stderr)
+			}
+			for _, w := range append([]string{culprit}, c.want...) {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not say %q: %s", w, stderr)
+				}
+			}
+		})
+	}
+}
+
+// runAgentBriefly runs `dcmesh agent --config cfg`, which is expected to
+// refuse at once, and fails the test if it still runs after 30 s. As root it
+// runs in a namespace of its own, so that an agent that wrongly starts
+// programs nothing on this machine.
+func runAgentBriefly(t *testing.T, bin, cfg string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, "agent", "--config", cfg)
+	if os.Geteuid() == 0 {
+		ns := netconfigtest.NewNS(t, "dcmt-"+netconfigtest.UniqueSuffix()+"-cli")
+		cmd = ns.Command(bin, "agent", "--config", cfg)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return stderr.String(), err
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("dcmesh agent still running after 30 s: it hangs (stderr: %s)", stderr.String())
+		return "", nil
+	}
+}
+
+// writeAgentConfig writes a minimal static configuration whose key file is
+// dir/wg.key.
+func writeAgentConfig(t *testing.T, dir string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "dcmesh.yaml")
+	iface := "dcm" + netconfigtest.UniqueSuffix() + "c"
+	t.Cleanup(func() { _ = os.Remove("/var/run/wireguard/" + iface + ".sock") }) // left if an agent wrongly started and was killed
+	if err := os.WriteFile(cfg, []byte("site: a\ninterface: "+iface+"\nprivate_key_file: wg.key\noverlay_address: 10.255.0.1/32\nstate_dir: "+dir+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// mkfifo makes a FIFO and, at cleanup, unblocks any reader stuck opening it.
+func mkfifo(t *testing.T, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
 }

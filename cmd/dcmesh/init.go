@@ -14,7 +14,8 @@ func initCommand() *cli.Command {
 		Usage: "set up this site from its enrollment bundle",
 		Description: `Copies the bundle from 'dcmesh ca issue' into the state directory (0700),
 creates the site's first WireGuard key and writes the agent configuration
-(default STATE_DIR/dcmesh.yaml). Nothing is overwritten. Then run:
+(default STATE_DIR/dcmesh.yaml), last. Nothing is overwritten: a state directory
+that already holds a site is refused before anything is written. Then run:
   dcmesh agent --config STATE_DIR/dcmesh.yaml`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "bundle", Usage: "bundle `DIR` written by dcmesh ca issue", Required: true},
