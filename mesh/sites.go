@@ -44,6 +44,10 @@ type siteStore struct {
 
 const logEvery = 10 * time.Minute
 
+// maxSiteStoreSize bounds records.json: a full push/pull state in base64
+// plus the CRL.
+const maxSiteStoreSize = 2 * trust.MaxStateSize
+
 // storeFile is the on-disk form (JSON; records and CRL as base64 DER).
 type storeFile struct {
 	Version    int               `json:"version"`
@@ -83,7 +87,7 @@ func (s *siteStore) remember(sr *trust.SignedRecord) {
 // the replay protection.
 func loadSiteStore(path string, log *slog.Logger, cas []*x509.Certificate) (*siteStore, error) {
 	s := newSiteStore(path, log)
-	raw, err := os.ReadFile(path)
+	raw, err := wg.ReadStateFile(path, maxSiteStoreSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"github.com/dcmesh/dcmesh/wg"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh"
@@ -119,7 +119,7 @@ func revokeCommand() *cli.Command {
 		Usage: "hand a revocation list from 'dcmesh ca revoke' to the local agent, which spreads it",
 		Flags: append([]cli.Flag{&cli.StringFlag{Name: "in", Usage: "revocation list `FILE`", Required: true}}, withTimeout(slowAskTimeout)...),
 		Action: func(c *cli.Context) error {
-			raw, err := os.ReadFile(c.String("in"))
+			raw, err := wg.ReadRegularFile(c.String("in"), 1<<20)
 			if err != nil {
 				return err
 			}
