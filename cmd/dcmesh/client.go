@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dcmesh/dcmesh/wg"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/wg"
 	"github.com/urfave/cli/v2"
 )
 
