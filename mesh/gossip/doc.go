@@ -19,11 +19,13 @@
 //     label and encryption header itself, reserves the announced length from
 //     a byte budget, reads the ciphertext into a buffer of exactly that size
 //     and checks its AES-GCM tag with the gossip key before memberlist sees a
-//     byte; UDP datagrams are authenticated the same way. A peer without the
+//     byte. UDP datagrams are authenticated the same way, refused above 8 KiB
+//     (memberlist fills them to 1,400 bytes) and handed over as a copy of
+//     their size, not in memberlist's 64 KiB read buffer. A peer without the
 //     key therefore costs at most the bytes it announced, while it sends them,
 //     within these limits (StreamLimits; defaults): 64 streams at once (32 from
 //     addresses that are not a certified site's, 4 per such address), 12 MiB
-//     per stream, 16 MiB in flight across all streams (8 MiB for uncertified
+//     per stream, 24 MiB in flight across all streams (12 MiB for uncertified
 //     addresses, so strangers can never starve certified sites), the header
 //     within 5 s and the stream within memberlist's TCP timeout. Streams over
 //     a limit are closed at once and counted (Refused); garbage is counted
@@ -34,7 +36,8 @@
 //     user-state bytes than they carry, nested or oversized datagrams, and
 //     the padded encryption version whose bad padding panics memberlist.
 //     What memberlist then does with an authenticated stream costs about three
-//     times its size, within the same 16 MiB budget.
+//     times what was reserved for it (its size, plus what it decompresses to)
+//     within the same 24 MiB budget.
 //   - Received payloads wait in the inbox within a byte budget: 24 MiB of
 //     push/pull states (256 at most) and 8 MiB of user messages (768 at most).
 //     Over budget they are dropped and counted (Dropped): push/pull repeats

@@ -27,12 +27,29 @@ func freePort(t *testing.T) uint16 {
 
 func newNode(t *testing.T, name string, key []byte, seeds ...string) *Gossip {
 	t.Helper()
-	port := freePort(t)
-	g, err := New(Config{
-		NodeName: name, Bind: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port),
-		SecretKey: key, Label: "dcmesh:test", Profile: ProfileLAN, Seeds: seeds,
-		RejoinInterval: 200 * time.Millisecond, KnownPeersFile: filepath.Join(t.TempDir(), "peers.json"),
-	})
+	return startNode(t, Config{NodeName: name, SecretKey: key, Seeds: seeds})
+}
+
+// startNode starts a node on a free loopback port, with the test cluster's
+// label, the LAN profile and a fast rejoin unless cfg says otherwise.
+func startNode(t *testing.T, cfg Config) *Gossip {
+	t.Helper()
+	if !cfg.Bind.IsValid() {
+		cfg.Bind = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
+	}
+	if cfg.Label == "" {
+		cfg.Label = testLabel
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = ProfileLAN
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = 200 * time.Millisecond
+	}
+	if cfg.KnownPeersFile == "" {
+		cfg.KnownPeersFile = filepath.Join(t.TempDir(), "peers.json")
+	}
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +58,8 @@ func newNode(t *testing.T, name string, key []byte, seeds ...string) *Gossip {
 	t.Cleanup(func() { cancel(); _ = g.Shutdown() })
 	return g
 }
+
+const testLabel = "dcmesh:test"
 
 // certify gives every node the roster of all of them, as the agent does once
 // it holds their records.
@@ -73,7 +92,7 @@ func waitMessage(t *testing.T, g *Gossip, kind MsgKind, want []byte) {
 				return
 			}
 		case <-deadline:
-			t.Fatalf("%s never received %q", g.cfg.NodeName, want)
+			t.Fatalf("%s never received %q (%d bytes)", g.cfg.NodeName, want[:min(len(want), 40)], len(want))
 		}
 	}
 }
@@ -137,7 +156,7 @@ func TestKnownPeersFile(t *testing.T) {
 	port := freePort(t)
 	mk := func(seeds ...string) *Gossip {
 		g, err := New(Config{NodeName: "b", Bind: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port),
-			SecretKey: k, Label: "dcmesh:test", Profile: ProfileLAN, Seeds: seeds, RejoinInterval: 200 * time.Millisecond, KnownPeersFile: file})
+			SecretKey: k, Label: testLabel, Profile: ProfileLAN, Seeds: seeds, RejoinInterval: 200 * time.Millisecond, KnownPeersFile: file})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,6 +23,7 @@ const maxLogKeys = 256
 type rateLog struct {
 	out      *slog.Logger
 	interval time.Duration
+	now      func() time.Time // time.Now; tests set a clock
 
 	mu      sync.Mutex
 	keys    map[string]*logKind
@@ -41,7 +42,7 @@ type logKind struct {
 const otherKind = "\x00other"
 
 func newRateLog(l *slog.Logger) *rateLog {
-	return &rateLog{out: l, interval: logInterval, keys: map[string]*logKind{}}
+	return &rateLog{out: l, interval: logInterval, now: time.Now, keys: map[string]*logKind{}}
 }
 
 // log logs msg unless a message of the same kind (key) was logged within
@@ -51,8 +52,8 @@ func (r *rateLog) log(level slog.Level, key, msg string, args ...any) {
 	if !r.out.Enabled(ctx, level) {
 		return
 	}
-	now := time.Now()
 	r.mu.Lock()
+	now := r.now()
 	k := r.keys[key]
 	if k == nil && len(r.keys) >= maxLogKeys {
 		r.prune(now)
@@ -95,7 +96,7 @@ func (r *rateLog) arm() {
 func (r *rateLog) flush() {
 	r.mu.Lock()
 	r.timer = nil
-	now := time.Now()
+	now := r.now()
 	type line struct {
 		level slog.Level
 		msg   string

@@ -117,7 +117,8 @@ func (s *screener) aead() (cipher.AEAD, error) {
 
 // readStreamHeader reads a stream's label header (if labelled) and its
 // encryption header, at most 262 bytes, without reading ahead. It returns
-// the bytes read (to replay to memberlist) and the announced length.
+// the bytes read (to replay to memberlist) and the announced length (also
+// when that is refused as too large).
 func (s *screener) readStreamHeader(r io.Reader, labelled bool, maxLen int) ([]byte, int, error) {
 	var b [1]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
@@ -155,7 +156,7 @@ func (s *screener) readStreamHeader(r io.Reader, labelled bool, maxLen int) ([]b
 	hdr = append(hdr, l[:]...)
 	n := binary.BigEndian.Uint32(l[:])
 	if n > uint32(maxLen) {
-		return nil, 0, refuse(reasonTooLarge, "announces %d bytes, more than %d", n, maxLen)
+		return nil, int(n), refuse(reasonTooLarge, "announces %d bytes, more than %d", n, maxLen)
 	}
 	if n < encOverhead+1 {
 		return nil, 0, refuse(reasonMalformed, "announces %d bytes, too short to be encrypted", n)
