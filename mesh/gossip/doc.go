@@ -53,7 +53,9 @@
 //
 // memberlist keeps the first node that claims a name. The agent therefore
 // hands this package the roster of certified sites (SetRoster): each site's
-// gossip address, from its signed, verified record. With it:
+// gossip address, from its signed, verified record. Until it does, nothing
+// is certified: Members lists this node alone, SendTo refuses every name
+// and Joins reports nothing. With it:
 //
 //   - a node claiming a certified name from another address (a squatter) is
 //     refused when it announces itself, and nothing is ever sent under that
@@ -61,10 +63,12 @@
 //     the transport, so a squatter admitted before the roster knew the name
 //     stops answering probes, is declared dead, and the real site takes its
 //     name back (memberlist's DeadNodeReclaimTime is set to reclaim at once;
-//     only the roster's address can reclaim a certified name). Until then
-//     memberlist may show the name at the squatter's address, and its
-//     broadcasts (not direct messages) may reach the squatter — harmless, they
-//     are signed records that anyone with the key receives anyway;
+//     only the roster's address can reclaim a certified name). That takes
+//     memberlist's suspicion timeout and a probe or two: 7 s measured with the
+//     LAN profile, at least 30 s with WAN. Until the roster knows the
+//     name, memberlist treats the squatter as that site: gossip and probes
+//     reach it — harmless, broadcasts are signed records that anyone with
+//     the key receives anyway — but SendTo refuses uncertified names;
 //   - SendTo dials the roster's address, never memberlist's; SendToAll sends
 //     to certified sites memberlist reports alive at their roster address;
 //   - Members lists this node and certified sites only; other nodes seen alive

@@ -92,6 +92,7 @@ func TestSquatterGetsNothing(t *testing.T) {
 	c := newNode(t, "c", k, a.cfg.Advertise.String())
 	waitFor(t, "memberlist kept the first claimant of b", func() bool { return a.RosterStats().Conflicts > 0 })
 
+	certified := time.Now()
 	certify(a, b, c)
 	for _, from := range []*Gossip{a, c} {
 		msg := []byte("for b, from " + from.cfg.NodeName)
@@ -107,6 +108,7 @@ func TestSquatterGetsNothing(t *testing.T) {
 		m, ok := viewed(a, "b")
 		return ok && m.Addr == b.cfg.Advertise && m.State == "alive"
 	})
+	t.Logf("the real b had its name back %v after the roster knew it", time.Since(certified).Round(time.Millisecond))
 	if err := a.SendToAll([]byte("to all")); err != nil {
 		t.Fatal(err)
 	}
