@@ -352,8 +352,12 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	if c.outbound && !c.screened {
 		c.screened = true
 		if err := c.screenReply(); err != nil {
-			c.t.c.streams[reasonOf(err)].Add(1)
-			c.t.refused("reply", reasonOf(err), c.RemoteAddr().String(), err)
+			// A reply refused is counted; one that never came (the peer
+			// closed, or is slow) is memberlist's failed exchange to report.
+			if r := (*refusal)(nil); errors.As(err, &r) {
+				c.t.c.streams[r.reason].Add(1)
+				c.t.refused("reply", r.reason, c.RemoteAddr().String(), err)
+			}
 			return 0, err
 		}
 	}
