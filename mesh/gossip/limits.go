@@ -41,8 +41,8 @@ const (
 	// DefaultMaxInflightBytes admits the largest push/pull the agent can
 	// send, which is reserved twice, on the wire and decompressed (11.5 +
 	// 8.4 MiB), or about fifteen real 1,000-site push/pulls at once.
-	// memberlist's handling of an authenticated stream costs about three
-	// times what was reserved for it.
+	// memberlist's handling of an authenticated stream costs about 3.5
+	// times what was reserved for it (see the package comment).
 	DefaultMaxInflightBytes = 24 << 20
 	DefaultHeaderTimeout    = 5 * time.Second
 )
