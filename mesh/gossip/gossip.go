@@ -1,43 +1,19 @@
-// Package gossip carries dcmesh's signed site records between sites with
-// hashicorp/memberlist: discovery, push/pull anti-entropy, named broadcasts and
-// direct messages, encrypted with the cluster's gossip key.
-//
-// It moves opaque bytes. Whether a payload is believed is for package trust
-// and the agent to decide: memberlist's security model trusts whoever holds
-// the gossip key, so gossip gives connectivity, not authority. Membership
-// state (alive, suspect, dead) is reported but never acted on here: liveness
-// is not authority, and the data plane keeps running through a control-plane
-// partition.
-//
-// Callbacks from memberlist never block: received payloads are copied into a
-// bounded queue that the agent drains (Inbox); the push/pull state is a
-// precomputed snapshot (SetLocalState).
-//
-// A node that was declared dead is never probed again by memberlist, so a
-// partition would be permanent. Run re-joins the configured seeds and the
-// known-peers file periodically, and keeps that file up to date so a site
-// restarted while isolated still finds its cluster.
 package gossip
 
 import (
-	"bytes"
+	"container/list"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/dcmesh/dcmesh/wg"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -71,27 +47,25 @@ type Config struct {
 	// RejoinInterval is how often seeds and known peers that are not alive
 	// members are joined again. Default 30 s.
 	RejoinInterval time.Duration
-	// KnownPeersFile keeps the addresses of members seen, for restarts while
-	// the seeds are unreachable. Optional.
+	// KnownPeersFile keeps the addresses of certified sites, for restarts
+	// while the seeds are unreachable. Optional.
 	KnownPeersFile string
 	Logger         *slog.Logger
+	// Limits bounds inbound streams; zero fields take the defaults.
+	Limits StreamLimits
 	// Transport, if set, replaces the UDP/TCP transport memberlist would
 	// open on Bind; Bind and Advertise must then name the address it
 	// listens on. Nil in production. It exists for measurements: the
 	// gossip scale benchmark (scale_test.go) wraps memberlist's own
 	// NetTransport to count the bytes each node sends and receives, and
 	// binds port 0 to run a thousand nodes on loopback without port races.
+	// Either way the transport is wrapped in the screening one (transport.go).
 	Transport memberlist.Transport
 }
 
 // DefaultRejoinInterval is short enough that a healed partition merges
 // within a minute, long enough to cost nothing.
 const DefaultRejoinInterval = 30 * time.Second
-
-// inboxSize bounds the queue of received payloads. When it is full, new
-// payloads are dropped (and counted): push/pull repeats everything, so a drop
-// only delays convergence.
-const inboxSize = 1024
 
 // Message is one payload received from the cluster.
 type Message struct {
@@ -120,17 +94,32 @@ type Member struct {
 type Gossip struct {
 	cfg   Config
 	log   *slog.Logger
+	logs  *rateLog // this package's messages about refused input
+	mlogs *rateLog // memberlist's
 	ml    *memberlist.Memberlist
+	guard *guard
 	queue *memberlist.TransmitLimitedQueue
-	inbox chan Message
+	inbox *inbox
 	joins chan string
 
-	localState atomic.Pointer[[]byte]
-	dropped    atomic.Uint64
+	localState    atomic.Pointer[[]byte]
+	roster        atomic.Pointer[roster]
+	inputs        inputCounters
+	joinsDropped  atomic.Uint64
+	squatters     atomic.Uint64
+	conflicts     atomic.Uint64
+	uncertRefused atomic.Uint64
 
-	mu    sync.Mutex
-	known map[string]string // node name → "IP:PORT", persisted
-	view  map[string]Member // from events: memberlist's Members() omits dead nodes
+	// mu guards what follows. It is taken inside memberlist's callbacks
+	// (under memberlist's node lock), so nothing holding it calls memberlist.
+	mu           sync.Mutex
+	known        map[string]string // node name → "IP:PORT", persisted: the roster once set
+	rosterSet    bool
+	forgotten    map[string]bool
+	view         map[string]Member // from events: certified names, alive others
+	uncert       int               // alive in view, not certified
+	pending      map[string]*list.Element
+	pendingOrder *list.List // of pendingJoin, oldest first
 
 	saveMu     sync.Mutex
 	savedKnown []byte // what the known-peers file holds
@@ -158,12 +147,6 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.Advertise.Addr().IsUnspecified() {
 		return nil, fmt.Errorf("gossip address %s is unspecified: set an explicit address other sites can reach", cfg.Advertise)
 	}
-	g := &Gossip{cfg: cfg, log: cfg.Logger, inbox: make(chan Message, inboxSize), joins: make(chan string, inboxSize),
-		known: map[string]string{}, view: map[string]Member{}}
-	empty := []byte{}
-	g.localState.Store(&empty)
-	g.loadKnown()
-
 	var mc *memberlist.Config
 	switch cfg.Profile {
 	case ProfileWAN, "":
@@ -173,49 +156,121 @@ func New(cfg Config) (*Gossip, error) {
 	default:
 		return nil, fmt.Errorf("unknown gossip profile %q: use wan or lan", cfg.Profile)
 	}
+	g := &Gossip{cfg: cfg, log: cfg.Logger, logs: newRateLog(cfg.Logger),
+		mlogs: newRateLog(cfg.Logger.With("component", "memberlist")),
+		inbox: newInbox(), joins: make(chan string, inboxSize),
+		known: map[string]string{}, forgotten: map[string]bool{}, view: map[string]Member{},
+		pending: map[string]*list.Element{}, pendingOrder: list.New()}
+	g.roster.Store(&roster{byName: map[string]netip.AddrPort{}, ips: map[netip.Addr]bool{}})
+	empty := []byte{}
+	g.localState.Store(&empty)
+	g.loadKnown()
+	mlog := log.New(&logWriter{r: g.mlogs, malformed: &g.inputs.reported}, "", 0)
+	if err := g.openTransport(mc, mlog); err != nil {
+		g.stopLogs()
+		return nil, err
+	}
+
 	mc.Name = cfg.NodeName
-	mc.BindAddr = cfg.Bind.Addr().String()
-	mc.BindPort = int(cfg.Bind.Port())
-	mc.AdvertiseAddr = cfg.Advertise.Addr().String()
-	mc.AdvertisePort = int(cfg.Advertise.Port())
+	mc.BindAddr = g.cfg.Bind.Addr().String()
+	mc.BindPort = int(g.cfg.Bind.Port())
+	mc.AdvertiseAddr = g.cfg.Advertise.Addr().String()
+	mc.AdvertisePort = int(g.cfg.Advertise.Port())
 	mc.SecretKey = slices.Clone(cfg.SecretKey)
 	mc.Label = cfg.Label
 	// RequireNodeNames would refuse to join a bare IP:PORT, and seeds come as
 	// addresses (`dcmesh init --join`). Known peers are joined as NAME/ADDR,
 	// which makes memberlist check the name of the node it reaches.
 	mc.RequireNodeNames = false
-	mc.Transport = cfg.Transport // nil: memberlist opens its own on Bind
+	mc.Transport = g.guard
 	mc.Delegate = &delegate{g: g}
 	mc.Events = &events{g: g}
-	mc.Logger = log.New(&logWriter{log: cfg.Logger.With("component", "memberlist")}, "", 0)
+	mc.Alive = admission{g: g}
+	mc.Conflict = admission{g: g}
+	// A dead node's name goes to the next address that claims it alive: the
+	// admission check lets only a certified site's own address claim its
+	// name, so this is how the real site takes its name back from a squatter
+	// (which the transport cuts off, so it is soon dead).
+	mc.DeadNodeReclaimTime = time.Millisecond
+	mc.Logger = mlog
 	g.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return g.ml.NumMembers() },
 		RetransmitMult: mc.RetransmitMult,
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = g.guard.Shutdown()
+		g.stopLogs()
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
 	return g, nil
 }
 
-// Inbox delivers received payloads. The agent must drain it.
-func (g *Gossip) Inbox() <-chan Message { return g.inbox }
+// openTransport wraps the configured transport, or memberlist's own
+// NetTransport on Bind, in the screening one.
+func (g *Gossip) openTransport(mc *memberlist.Config, mlog *log.Logger) error {
+	inner := g.cfg.Transport
+	if inner == nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{g.cfg.Bind.Addr().String()}, BindPort: int(g.cfg.Bind.Port()), Logger: mlog})
+		if err != nil {
+			return fmt.Errorf("start gossip on %s: %w", g.cfg.Bind, err)
+		}
+		if g.cfg.Bind.Port() == 0 {
+			port := uint16(nt.GetAutoBindPort())
+			if g.cfg.Advertise.Port() == 0 {
+				g.cfg.Advertise = netip.AddrPortFrom(g.cfg.Advertise.Addr(), port)
+			}
+			g.cfg.Bind = netip.AddrPortFrom(g.cfg.Bind.Addr(), port)
+		}
+		inner = nt
+	}
+	lim := g.cfg.Limits.withDefaults(mc.TCPTimeout)
+	g.guard = newGuard(inner, lim, screener{label: g.cfg.Label, key: slices.Clone(g.cfg.SecretKey)},
+		&g.inputs, g.logs, g.certifiedIP, g.rosterAddr)
+	return nil
+}
 
-// Joins delivers the name of every other node that joins (or comes back).
-// The agent sends it its own record directly: a node that refused a record
-// for its own local reasons does not relay it, so the originator must.
+// certifiedIP tells whether a connection from ip gets the certified share
+// of the stream limits: a certified site's address, or this node's.
+func (g *Gossip) certifiedIP(ip netip.Addr) bool {
+	return ip == g.cfg.Advertise.Addr() || ip == g.cfg.Bind.Addr() || g.roster.Load().ips[ip]
+}
+
+func (g *Gossip) rosterAddr(name string) (netip.AddrPort, bool) {
+	a, ok := g.roster.Load().byName[name]
+	return a, ok
+}
+
+func (g *Gossip) stopLogs() {
+	g.logs.stop()
+	g.mlogs.stop()
+}
+
+// Inbox delivers received payloads. The agent must drain it; receiving a
+// Message releases its share of the inbox budget (see the package comment).
+func (g *Gossip) Inbox() <-chan Message { return g.inbox.ch }
+
+// Joins delivers the name of every certified site that joins (or comes
+// back), once it is certified. The agent sends it its own record directly:
+// a node that refused a record for its own local reasons does not relay it,
+// so the originator must.
 func (g *Gossip) Joins() <-chan string { return g.joins }
 
-// SendTo sends msg over TCP to the named member.
+// SendTo sends msg over TCP to the certified site name, at the gossip
+// address of its record: memberlist's view of who has that name is not
+// consulted.
 func (g *Gossip) SendTo(name string, msg []byte) error {
-	for _, n := range g.ml.Members() {
-		if n.Name == name {
-			return g.ml.SendReliable(n, msg)
-		}
+	addr, ok := g.rosterAddr(name)
+	if !ok {
+		return fmt.Errorf("gossip: %s is not a certified site: no verified record gives its gossip address", name)
 	}
-	return fmt.Errorf("gossip member %s unknown", name)
+	return g.ml.SendReliable(rosterNode(name, addr), msg)
+}
+
+func rosterNode(name string, addr netip.AddrPort) *memberlist.Node {
+	return &memberlist.Node{Name: name, Addr: addr.Addr().AsSlice(), Port: addr.Port()}
 }
 
 // QueuedBroadcasts is how many broadcasts still wait for their last
@@ -223,8 +278,29 @@ func (g *Gossip) SendTo(name string, msg []byte) error {
 // reach zero before it measures the steady state).
 func (g *Gossip) QueuedBroadcasts() int { return g.queue.NumQueued() }
 
-// Dropped counts payloads dropped because the inbox was full.
-func (g *Gossip) Dropped() uint64 { return g.dropped.Load() }
+// Dropped counts payloads dropped because the inbox budget was spent, by
+// kind, and join notifications the agent did not take in time.
+func (g *Gossip) Dropped() DropStats {
+	d := g.inbox.dropped()
+	d.Joins = g.joinsDropped.Load()
+	return d
+}
+
+// Refused counts inbound streams (and replies to ours) refused before
+// memberlist read them, by reason.
+func (g *Gossip) Refused() StreamStats { return g.guard.stats() }
+
+// Malformed counts garbage received: datagrams and streams that are not
+// gossip sealed with the cluster key in the shape memberlist sends (no or
+// another label, not encrypted or not with this key, truncated, too slow,
+// too large, unexpected structure), and input errors memberlist itself
+// reported. Streams refused only for lack of capacity are not counted here
+// (see Refused).
+func (g *Gossip) Malformed() uint64 {
+	c := &g.inputs
+	return c.packets.Load() + c.reported.Load() + c.streams[reasonMalformed].Load() +
+		c.streams[reasonUnauthenticated].Load() + c.streams[reasonTooLarge].Load() + c.streams[reasonTimeout].Load()
+}
 
 // SetLocalState sets what push/pull sends to other nodes.
 func (g *Gossip) SetLocalState(b []byte) {
@@ -244,32 +320,25 @@ func (g *Gossip) Broadcast(name string, msg []byte) {
 // through SendToAll (TCP).
 const MaxBroadcastSize = 1100
 
-// SendToAll sends msg over TCP to every alive member but this one. It is for
-// payloads too large to broadcast, and for urgent ones (a leave).
+// SendToAll sends msg over TCP to every certified site that memberlist has
+// alive (or suspect) at its certified address, this one excepted. It is for
+// payloads too large to broadcast, and for urgent ones (a leave). Sites not
+// reached that way — dead, or their name held by a squatter for now — are
+// skipped rather than dialled: each would cost a TCP timeout, one after
+// another; push/pull and broadcasts reach them later.
 func (g *Gossip) SendToAll(msg []byte) error {
+	ro := g.roster.Load()
 	var errs []error
 	for _, n := range g.ml.Members() { // memberlist's: alive and suspect nodes
-		if n.Name == g.cfg.NodeName {
+		addr := addrPort(n)
+		if n.Name == g.cfg.NodeName || !ro.certified(n.Name, addr) {
 			continue
 		}
-		if err := g.ml.SendReliable(n, msg); err != nil {
+		if err := g.ml.SendReliable(rosterNode(n.Name, addr), msg); err != nil {
 			errs = append(errs, fmt.Errorf("send to %s: %w", n.Name, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// Members returns every node seen, this one included, sorted by name, with
-// state "alive" or "dead" (failed, or left: memberlist does not say which).
-func (g *Gossip) Members() []Member {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	out := make([]Member, 0, len(g.view))
-	for _, m := range g.view {
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	return out
 }
 
 // Run joins the seeds and known peers, then re-joins those that are not alive
@@ -315,11 +384,13 @@ const (
 // nodes, so without this a healed partition would stay split.
 func (g *Gossip) rejoin(ctx context.Context) {
 	alive := map[string]bool{}
-	for _, m := range g.Members() {
+	g.mu.Lock()
+	for _, m := range g.view { // every node alive, certified or not: no need to join it
 		if m.State == "alive" {
 			alive[m.Addr.String()] = true
 		}
 	}
+	g.mu.Unlock()
 	self := g.cfg.Advertise.String()
 	var targets []string
 	seen := map[string]bool{}
@@ -376,87 +447,14 @@ func (g *Gossip) Shutdown() error {
 	g.stopOnce.Do(func() {
 		g.saveKnown()
 		err = g.ml.Shutdown()
+		g.stopLogs()
 	})
 	return err
 }
 
-// ---- known peers ----
-
-func (g *Gossip) loadKnown() {
-	if g.cfg.KnownPeersFile == "" {
-		return
-	}
-	raw, err := os.ReadFile(g.cfg.KnownPeersFile)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			g.log.Warn("cannot read known gossip peers; using the seeds only", "file", g.cfg.KnownPeersFile, "err", err)
-		}
-		return
-	}
-	var known map[string]string
-	if err := json.Unmarshal(raw, &known); err != nil {
-		g.log.Warn("known gossip peers file is corrupt; ignoring it", "file", g.cfg.KnownPeersFile, "err", err)
-		return
-	}
-	for name, a := range known {
-		if _, err := netip.ParseAddrPort(a); err == nil && name != g.cfg.NodeName {
-			g.known[name] = a
-		}
-	}
-}
-
-func (g *Gossip) saveKnown() {
-	if g.cfg.KnownPeersFile == "" {
-		return
-	}
-	g.saveMu.Lock() // Run and Shutdown both save
-	defer g.saveMu.Unlock()
-	g.mu.Lock()
-	raw, err := json.MarshalIndent(g.known, "", "  ")
-	g.mu.Unlock()
-	if err == nil && bytes.Equal(raw, g.savedKnown) {
-		return // unchanged: no write, no fsync every interval
-	}
-	if err == nil {
-		err = wg.WriteFileAtomic(g.cfg.KnownPeersFile, append(raw, '\n'), 0o600)
-	}
-	if err == nil {
-		g.savedKnown = raw
-	}
-	if err != nil {
-		g.log.Warn("cannot save known gossip peers", "file", g.cfg.KnownPeersFile, "err", err)
-	}
-}
-
-// observe records a membership event.
-func (g *Gossip) observe(n *memberlist.Node, state string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.view[n.Name] = Member{Name: n.Name, Addr: addrPort(n), State: state}
-	if n.Name != g.cfg.NodeName && state == "alive" {
-		g.known[n.Name] = addrPort(n).String()
-	}
-}
-
-// Forget drops a node that is gone for good (a signed leave, a revoked
-// certificate) from the known peers: otherwise every agent would try to
-// re-join it every RejoinInterval, forever. Members still lists it (the
-// agent shows it as left). A node that comes back alive is learnt again.
-func (g *Gossip) Forget(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.known, name)
-}
-
 // ---- memberlist plumbing ----
 
-func (g *Gossip) deliver(kind MsgKind, b []byte) {
-	select {
-	case g.inbox <- Message{Kind: kind, Data: slices.Clone(b)}:
-	default:
-		g.dropped.Add(1)
-	}
-}
+func (g *Gossip) deliver(kind MsgKind, b []byte) { g.inbox.put(kind, b) }
 
 type delegate struct{ g *Gossip }
 
@@ -467,26 +465,6 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 }
 func (d *delegate) LocalState(join bool) []byte            { return *d.g.localState.Load() }
 func (d *delegate) MergeRemoteState(buf []byte, join bool) { d.g.deliver(MsgState, buf) }
-
-type events struct{ g *Gossip }
-
-func (e *events) NotifyJoin(n *memberlist.Node) {
-	e.g.observe(n, "alive")
-	if n.Name != e.g.cfg.NodeName {
-		select {
-		case e.g.joins <- n.Name:
-		default:
-			e.g.dropped.Add(1)
-		}
-	}
-	e.g.log.Info("gossip member joined", "member", n.Name, "addr", addrPort(n).String())
-}
-func (e *events) NotifyLeave(n *memberlist.Node) {
-	// Failure or departure: reported, never acted on. Peers and routes stay.
-	e.g.observe(n, "dead")
-	e.g.log.Info("gossip member left or failed (its tunnel and routes stay)", "member", n.Name)
-}
-func (e *events) NotifyUpdate(n *memberlist.Node) { e.g.observe(n, "alive") }
 
 type broadcast struct {
 	name string
@@ -505,24 +483,3 @@ func addrPort(n *memberlist.Node) netip.AddrPort {
 	a, _ := netip.AddrFromSlice(n.Addr)
 	return netip.AddrPortFrom(a.Unmap(), n.Port)
 }
-
-// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
-type logWriter struct{ log *slog.Logger }
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelDebug
-	switch {
-	case strings.HasPrefix(line, "[ERR]"):
-		level = slog.LevelWarn // memberlist reports every unreachable peer as an error
-	case strings.HasPrefix(line, "[WARN]"):
-		level = slog.LevelInfo
-	}
-	if i := strings.Index(line, "memberlist: "); i >= 0 {
-		line = line[i+len("memberlist: "):]
-	}
-	w.log.Log(context.Background(), level, line)
-	return len(p), nil
-}
-
-var _ io.Writer = (*logWriter)(nil)

@@ -27,12 +27,29 @@ func freePort(t *testing.T) uint16 {
 
 func newNode(t *testing.T, name string, key []byte, seeds ...string) *Gossip {
 	t.Helper()
-	port := freePort(t)
-	g, err := New(Config{
-		NodeName: name, Bind: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port),
-		SecretKey: key, Label: "dcmesh:test", Profile: ProfileLAN, Seeds: seeds,
-		RejoinInterval: 200 * time.Millisecond, KnownPeersFile: filepath.Join(t.TempDir(), "peers.json"),
-	})
+	return startNode(t, Config{NodeName: name, SecretKey: key, Seeds: seeds})
+}
+
+// startNode starts a node on a free loopback port, with the test cluster's
+// label, the LAN profile and a fast rejoin unless cfg says otherwise.
+func startNode(t *testing.T, cfg Config) *Gossip {
+	t.Helper()
+	if !cfg.Bind.IsValid() {
+		cfg.Bind = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))
+	}
+	if cfg.Label == "" {
+		cfg.Label = testLabel
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = ProfileLAN
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = 200 * time.Millisecond
+	}
+	if cfg.KnownPeersFile == "" {
+		cfg.KnownPeersFile = filepath.Join(t.TempDir(), "peers.json")
+	}
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +57,21 @@ func newNode(t *testing.T, name string, key []byte, seeds ...string) *Gossip {
 	go g.Run(ctx)
 	t.Cleanup(func() { cancel(); _ = g.Shutdown() })
 	return g
+}
+
+const testLabel = "dcmesh:test"
+
+// certify gives every node the roster of all of them, as the agent does once
+// it holds their records.
+func certify(nodes ...*Gossip) map[string]netip.AddrPort {
+	r := map[string]netip.AddrPort{}
+	for _, g := range nodes {
+		r[g.cfg.NodeName] = g.cfg.Advertise
+	}
+	for _, g := range nodes {
+		g.SetRoster(r)
+	}
+	return r
 }
 
 func key(t *testing.T) []byte {
@@ -60,7 +92,7 @@ func waitMessage(t *testing.T, g *Gossip, kind MsgKind, want []byte) {
 				return
 			}
 		case <-deadline:
-			t.Fatalf("%s never received %q", g.cfg.NodeName, want)
+			t.Fatalf("%s never received %q (%d bytes)", g.cfg.NodeName, want[:min(len(want), 40)], len(want))
 		}
 	}
 }
@@ -71,15 +103,14 @@ func TestStateAndBroadcastsReachEveryone(t *testing.T) {
 	a.SetLocalState([]byte("state-of-a"))
 	b := newNode(t, "b", k, a.cfg.Advertise.String())
 	c := newNode(t, "c", k, a.cfg.Advertise.String())
+	certify(a, b, c)
 	// Push/pull at join carries a's state to the joiners.
 	waitMessage(t, b, MsgState, []byte("state-of-a"))
 	waitMessage(t, c, MsgState, []byte("state-of-a"))
 	// A broadcast from c reaches a, through gossip.
 	c.Broadcast("record/c", []byte("hello from c"))
 	waitMessage(t, a, MsgUser, []byte("hello from c"))
-	if got := len(a.Members()); got != 3 {
-		t.Errorf("a sees %d members, want 3", got)
-	}
+	waitMembers(t, a, 3)
 	// Direct TCP sends.
 	if err := a.SendToAll([]byte("urgent")); err != nil {
 		t.Fatal(err)
@@ -92,12 +123,16 @@ func TestStateAndBroadcastsReachEveryone(t *testing.T) {
 func TestWrongKeyIsShutOut(t *testing.T) {
 	a := newNode(t, "a", key(t))
 	rogue := newNode(t, "rogue", key(t), a.cfg.Advertise.String())
+	certify(a, rogue) // so that Members would show it, had it joined
 	time.Sleep(time.Second)
-	if n := len(a.Members()); n != 1 {
-		t.Errorf("a has %d members after a join with the wrong key", n)
+	if n := aliveMembers(a); n != 1 || a.Uncertified() != 0 {
+		t.Errorf("a has %d alive members, %d uncertified, after a join with the wrong key", n, a.Uncertified())
 	}
-	if n := len(rogue.Members()); n != 1 {
-		t.Errorf("rogue has %d members", n)
+	if n := aliveMembers(rogue); n != 1 {
+		t.Errorf("rogue has %d alive members", n)
+	}
+	if a.Malformed() == 0 {
+		t.Error("the rogue's packets and streams were not counted as garbage")
 	}
 }
 
@@ -121,13 +156,14 @@ func TestKnownPeersFile(t *testing.T) {
 	port := freePort(t)
 	mk := func(seeds ...string) *Gossip {
 		g, err := New(Config{NodeName: "b", Bind: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port),
-			SecretKey: k, Label: "dcmesh:test", Profile: ProfileLAN, Seeds: seeds, RejoinInterval: 200 * time.Millisecond, KnownPeersFile: file})
+			SecretKey: k, Label: testLabel, Profile: ProfileLAN, Seeds: seeds, RejoinInterval: 200 * time.Millisecond, KnownPeersFile: file})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return g
 	}
 	b := mk(a.cfg.Advertise.String())
+	roster := certify(a, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	go b.Run(ctx)
 	waitMembers(t, a, 2)
@@ -145,23 +181,28 @@ func TestKnownPeersFile(t *testing.T) {
 		t.Errorf("known peers file mode %04o", st.Mode().Perm())
 	}
 	b2 := mk() // no seeds
+	b2.SetRoster(roster)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go b2.Run(ctx2)
 	t.Cleanup(func() { cancel2(); _ = b2.Shutdown() })
 	waitMembers(t, b2, 2)
 }
 
+func aliveMembers(g *Gossip) int {
+	alive := 0
+	for _, m := range g.Members() {
+		if m.State == "alive" {
+			alive++
+		}
+	}
+	return alive
+}
+
 func waitMembers(t *testing.T, g *Gossip, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		alive := 0
-		for _, m := range g.Members() {
-			if m.State == "alive" {
-				alive++
-			}
-		}
-		if alive == n {
+		if aliveMembers(g) == n {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -184,13 +225,8 @@ func TestForget(t *testing.T) {
 	k := key(t)
 	a := newNode(t, "a", k)
 	b := newNode(t, "b", k, a.cfg.Advertise.String())
-	deadline := time.Now().Add(10 * time.Second)
-	for len(a.Members()) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("b never joined: %v", a.Members())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	certify(a, b)
+	waitMembers(t, a, 2)
 	if err := b.Leave(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
