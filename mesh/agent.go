@@ -50,7 +50,8 @@ type Agent struct {
 	// ingestMore asks the loop for another turn on received gossip
 	ingestMore chan struct{}
 	api        chan apiCall
-	metrics    *metrics // nil without --metrics-addr
+	metrics    *metrics        // nil without --metrics-addr
+	ctl        *control.Server // the control socket, for its counters
 }
 
 // NewAgent returns an agent; nothing happens until Run.
@@ -177,6 +178,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	if err != nil {
 		return err
 	}
+	a.ctl = ctl
 	go func() {
 		if err := ctl.Serve(); err != nil {
 			a.log.Error("control socket stopped", "err", err)
@@ -428,6 +430,9 @@ func (a *Agent) startGossip(ctx context.Context, rt *runtime) error {
 		return err
 	}
 	rt.gossip = gs
+	// Only certified sites are members gossip sends to, counts and keeps:
+	// start with the records kept from the last run.
+	gs.SetRoster(rt.store.roster(a.policy(rt)))
 	if err := a.publish(rt, false); err != nil {
 		return err
 	}
@@ -824,6 +829,9 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		a.afterApply(rt, sites)
 	}
 	a.publishWatch(rt, sites)
+	if rt.gossip != nil {
+		rt.gossip.SetRoster(rt.store.roster(a.policy(rt)))
+	}
 	took := time.Since(start)
 	a.log.Debug("reconciled", "took", took)
 	if a.metrics != nil {

@@ -59,6 +59,13 @@ var (
 	descRoutesD   = prometheus.NewDesc("dcmesh_routes_desired", "Routes the agent wants, by kind (tunnel, fail_closed).", []string{"kind"}, nil)
 	descRoutesP   = prometheus.NewDesc("dcmesh_routes_programmed", "Routes of ours the kernel holds that the agent wants, by kind.", []string{"kind"}, nil)
 	descMembers   = prometheus.NewDesc("dcmesh_gossip_members", "Gossip members by state (alive, dead, left).", []string{"state"}, nil)
+	descStreams   = prometheus.NewDesc("dcmesh_gossip_streams_refused_total", "Inbound gossip streams closed before memberlist read them, by reason.", []string{"reason"}, nil)
+	descMalformed = prometheus.NewDesc("dcmesh_gossip_malformed_total", "Gossip datagrams and streams not sealed with this cluster's key.", nil, nil)
+	descDropped   = prometheus.NewDesc("dcmesh_gossip_dropped_total", "Received gossip payloads dropped because the inbox budget was spent, by kind.", []string{"kind"}, nil)
+	descSquatters = prometheus.NewDesc("dcmesh_gossip_squatters_refused_total", "Announcements of a certified site's name from another address, refused.", nil, nil)
+	descUncert    = prometheus.NewDesc("dcmesh_gossip_uncertified_nodes", "Gossip nodes alive that are no certified site.", nil, nil)
+	descSkipped   = prometheus.NewDesc("dcmesh_records_skipped_total", "Received records, lists and states recognised as refused before and not checked again.", nil, nil)
+	descCtlRef    = prometheus.NewDesc("dcmesh_control_connections_refused_total", "Control-socket connections closed at the connection cap.", nil, nil)
 	descSnapshot  = prometheus.NewDesc("dcmesh_status_timestamp_seconds", "When the values above were read.", nil, nil)
 )
 
@@ -66,7 +73,8 @@ type snapshotCollector metrics
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descHandshake, descRx, descTx, descPeerUp, descPeerRoute, descKeyAge,
-		descKeyEpoch, descNextRot, descRejected, descRoutesD, descRoutesP, descMembers, descSnapshot} {
+		descKeyEpoch, descNextRot, descRejected, descRoutesD, descRoutesP, descMembers, descStreams, descMalformed,
+		descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
 	}
 }
@@ -124,6 +132,18 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []string{"alive", "dead", "left"} {
 		g(descMembers, float64(st.Gossip.MembersByState[s]), s)
 	}
+	u := st.Untrusted
+	for _, r := range []string{"too_many", "per_source", "too_large", "budget", "timeout", "malformed", "unauthenticated"} {
+		ctr(descStreams, float64(u.GossipStreamsRefused[r]), r)
+	}
+	for _, k := range []string{"states", "messages", "joins"} {
+		ctr(descDropped, float64(u.GossipDropped[k]), k)
+	}
+	ctr(descMalformed, float64(u.GossipMalformed))
+	ctr(descSquatters, float64(u.GossipSquatters))
+	g(descUncert, float64(u.UncertifiedNodes))
+	ctr(descSkipped, float64(u.RecordsSkipped))
+	ctr(descCtlRef, float64(u.ControlRefused))
 	g(descSnapshot, float64(st.GeneratedAt.UnixMilli())/1000)
 }
 

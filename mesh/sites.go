@@ -294,13 +294,14 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 }
 
 // roster returns, for the gossip layer, the gossip address of every site
-// whose record the store holds (not a goodbye, certificate valid now): the
-// names gossip may count as members, persist and send to (gossip.SetRoster).
-// A goodbye drops the site: it is gone for good.
+// whose record the store holds and whose certificate is valid now: the names
+// gossip may count as members and send to (gossip.SetRoster). A site that
+// said goodbye stays (status lists it as left; the agent tells gossip to
+// Forget its address, so nobody re-joins it).
 func (s *siteStore) roster(p *trust.Policy) map[string]netip.AddrPort {
 	out := make(map[string]netip.AddrPort, len(s.records))
 	for name, sr := range s.records {
-		if sr.Leaving || !sr.Gossip.IsValid() {
+		if !sr.Gossip.IsValid() {
 			continue
 		}
 		if sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew) != nil {

@@ -49,6 +49,37 @@ type Status struct {
 	Routes          RouteStatus       `json:"routes"`
 	RecordsRejected map[string]uint64 `json:"records_rejected"`
 	StateDir        StateDirStatus    `json:"state_dir"`
+	Untrusted       UntrustedStatus   `json:"untrusted_input"`
+}
+
+// UntrustedStatus counts what the agent refused or dropped of input it does
+// not trust, since it started: from the underlay (gossip streams and
+// datagrams, with or without the gossip key) and from local clients. None of
+// it changes what the agent believes; the counts say someone is trying.
+type UntrustedStatus struct {
+	// GossipStreamsRefused: inbound gossip streams closed before memberlist
+	// read them, by reason (too_many, per_source, too_large, budget,
+	// timeout, malformed, unauthenticated).
+	GossipStreamsRefused map[string]uint64 `json:"gossip_streams_refused"`
+	// GossipMalformed: datagrams and streams that were not gossip sealed
+	// with this cluster's key.
+	GossipMalformed uint64 `json:"gossip_malformed"`
+	// GossipDropped: received payloads dropped because the agent's inbox
+	// budget was spent (states, messages, joins).
+	GossipDropped map[string]uint64 `json:"gossip_dropped"`
+	// GossipSquatters: announcements of a certified site's name from
+	// another address than its record gives, refused.
+	GossipSquatters uint64 `json:"gossip_squatters_refused"`
+	// UncertifiedNodes: gossip nodes alive now that are no certified site
+	// (they are not members: not counted, not sent to, not remembered).
+	UncertifiedNodes int `json:"uncertified_nodes"`
+	// RecordsSkipped: records, lists and states recognised as refused
+	// before, so not decoded or checked again (their rejections are still
+	// counted in records_rejected).
+	RecordsSkipped uint64 `json:"records_skipped"`
+	// ControlRefused: control-socket connections closed because the
+	// connection cap was reached.
+	ControlRefused uint64 `json:"control_connections_refused"`
 }
 
 // StateDirStatus says whether the state directory can be written.
@@ -104,6 +135,28 @@ type RouteStatus struct {
 	Programmed           int `json:"programmed"`
 	FailClosedDesired    int `json:"fail_closed_desired"`
 	FailClosedProgrammed int `json:"fail_closed_programmed"`
+}
+
+func (a *Agent) untrustedStatus(rt *runtime) UntrustedStatus {
+	u := UntrustedStatus{GossipStreamsRefused: map[string]uint64{}, GossipDropped: map[string]uint64{}}
+	if rt.gossip != nil {
+		r := rt.gossip.Refused()
+		u.GossipStreamsRefused = map[string]uint64{"too_many": r.TooMany, "per_source": r.PerSource, "too_large": r.TooLarge,
+			"budget": r.Budget, "timeout": r.Timeout, "malformed": r.Malformed, "unauthenticated": r.Unauthenticated}
+		d := rt.gossip.Dropped()
+		u.GossipDropped = map[string]uint64{"states": d.States, "messages": d.Messages, "joins": d.Joins}
+		u.GossipMalformed = rt.gossip.Malformed()
+		u.GossipSquatters = rt.gossip.RosterStats().Squatters
+		u.UncertifiedNodes = rt.gossip.Uncertified()
+	}
+	if rt.in != nil {
+		u.RecordsSkipped = rt.in.skipped
+	}
+	if a.ctl != nil {
+		c := a.ctl.Stats()
+		u.ControlRefused = c.Refused + c.Evicted
+	}
+	return u
 }
 
 // rxMark remembers when a peer's received byte count last grew.
@@ -166,6 +219,7 @@ func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 	if rt.disk != nil {
 		st.StateDir.Problems = rt.disk.problems()
 	}
+	st.Untrusted = a.untrustedStatus(rt)
 	if !rt.nextRotation.IsZero() {
 		nr := rt.nextRotation.UTC()
 		st.Key.NextRotation = &nr

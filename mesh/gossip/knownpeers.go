@@ -15,11 +15,15 @@ import (
 // while its seeds are unreachable still finds its cluster. Until the first
 // SetRoster it holds what the file held.
 
+// maxKnownPeersFile bounds the file: a name and an address per site, for
+// thousands of sites.
+const maxKnownPeersFile = 1 << 20
+
 func (g *Gossip) loadKnown() {
 	if g.cfg.KnownPeersFile == "" {
 		return
 	}
-	raw, err := os.ReadFile(g.cfg.KnownPeersFile)
+	raw, err := wg.ReadStateFile(g.cfg.KnownPeersFile, maxKnownPeersFile)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			g.log.Warn("cannot read known gossip peers; using the seeds only", "file", g.cfg.KnownPeersFile, "err", err)
