@@ -52,6 +52,24 @@ func TestAttackGossipFlood(t *testing.T) {
 	// dcmesh_gossip_dropped_total) and that they are above zero here.
 }
 
+// 1b. The same key holder, its push/pull state trust.MaxStateSize of random
+// bytes (it does not compress and does not decode): what costs the gossip
+// layer most memory per stream.
+func TestAttackLargeStates(t *testing.T) {
+	am := newAttackMesh(t)
+	junk := make([]byte, trust.MaxStateSize)
+	_, _ = rand.Read(junk)
+	path := filepath.Join(am.m.dir, "junk-state")
+	if err := os.WriteFile(path, junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := am.watch(t, watchOptions{rotate: []*site{am.peer}})
+	atk := am.attacker(am.victim.s.seed(), "flood", am.gossipKeyEnv(), "ATTACK_STATE="+path, "ATTACK_RATE=10")
+	w.during(atk, 15*time.Second)
+	w.finish()
+	w.requireAttack(20, "pushpulls", "failed")
+}
+
 // 2. With no key at all: 100 TCP streams to the gossip port, each with the
 // cluster's label and an encrypted-stream header announcing 20 MB, then
 // 19.5 MB of random bytes; reconnected when memberlist times them out.

@@ -24,27 +24,29 @@
 //     their size, not in memberlist's 64 KiB read buffer. A peer without the
 //     key therefore costs at most the bytes it announced, while it sends them,
 //     within these limits (StreamLimits; defaults): 64 streams at once (32 from
-//     addresses that are not a certified site's, 4 per such address), 12 MiB
-//     per stream, 24 MiB in flight across all streams (12 MiB for uncertified
+//     addresses that are not a certified site's, 4 per such address), 6 MiB
+//     per stream, 12 MiB in flight across all streams (6 MiB for uncertified
 //     addresses, so strangers can never starve certified sites), the header
 //     within 5 s and the stream within memberlist's TCP timeout. Streams over
 //     a limit are closed at once and counted (Refused); garbage is counted
 //     (Malformed) and logged rate-limited.
 //   - A key holder cannot make memberlist allocate far beyond what it sends:
 //     the same check decompresses (counting, not keeping) and refuses streams
-//     that expand beyond 10 MiB, push/pull headers announcing more nodes or
+//     that expand beyond 5 MiB, push/pull headers announcing more nodes or
 //     user-state bytes than they carry, nested or oversized datagrams, and
 //     the padded encryption version whose bad padding panics memberlist.
 //     What memberlist then does with an authenticated stream costs about 3.5
 //     times what was reserved for it (its size plus what it decompresses to):
-//     a push/pull of the largest state, 20 MiB reserved, ~70 MiB while it is
-//     handled. Measured, eight key holders pushing 8 MiB states that do not
-//     compress, in a loop: 118 MiB live and 240 MB RSS with Go's default
-//     garbage collection, 93 MiB live and 120 MB RSS under a soft memory
-//     limit of 100 MiB (debug.SetMemoryLimit), which the agent should set.
-//     Without the key, 100 connections announcing 7 MiB and 20 MB streams:
-//     15 MiB live, 39 MB RSS.
-//   - Received payloads wait in the inbox within a byte budget: 24 MiB of
+//     a push/pull of the largest state, 10 MiB reserved, ~35 MiB while it is
+//     handled; a key holder that is no certified site shares the strangers'
+//     half of the budget. Measured on a real agent (cmd/dcmesh
+//     TestAttackLargeStates): a key holder pushing 4 MiB states that do not
+//     compress, ten times a second: 89 MB RSS at the peak. (With the earlier
+//     limits of 8 MiB states and a 24 MiB budget, eight such key holders took
+//     a node to 240 MB.) Without the key, 100 connections announcing 4 MiB
+//     and 20 MB streams: at most 16 MiB more live heap (TestStreamFlood…),
+//     34 MB RSS for a whole agent (TestAttackStreamMemory).
+//   - Received payloads wait in the inbox within a byte budget: 12 MiB of
 //     push/pull states (256 at most) and 8 MiB of user messages (768 at most).
 //     Over budget they are dropped and counted (Dropped): push/pull repeats
 //     everything, so a drop only delays convergence. The budget is released as

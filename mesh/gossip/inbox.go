@@ -6,19 +6,19 @@ import (
 )
 
 // Inbox budgets, per kind so that neither can crowd out the other: a flood
-// of states (each up to trust.MaxStateSize, 8 MiB) must not delay the acks
+// of states (each up to trust.MaxStateSize, 4 MiB) must not delay the acks
 // of a key rotation, nor a flood of small messages the states.
 //
-// 24 MiB holds three states of the largest size or about forty of a real
+// 12 MiB holds three states of the largest size or about twenty of a real
 // 1,000-site cluster (0.6 MB); 8 MiB of user messages holds 768 (the count
-// bound) of records well above their real size (~600 bytes). Together, 32
-// MiB: a fifth of the agent's memory target under attack, for a queue that
+// bound) of records well above their real size (~600 bytes). Together, 20
+// MiB: an eighth of the agent's memory target under attack, for a queue that
 // only smooths bursts — push/pull repeats everything, so a drop only delays
 // convergence.
 const (
 	inboxSize       = 1024 // the channel; the two counts below add up to it
 	inboxStates     = 256
-	inboxStateBytes = 24 << 20
+	inboxStateBytes = 12 << 20
 	inboxUsers      = inboxSize - inboxStates
 	inboxUserBytes  = 8 << 20
 )

@@ -20,13 +20,13 @@ func TestInboxBudget(t *testing.T) {
 		}
 	}
 
-	state := make([]byte, 8<<20) // trust.MaxStateSize
+	state := make([]byte, 4<<20) // trust.MaxStateSize
 	for range 10 {
 		d.MergeRemoteState(state, false)
 		check("states")
 	}
-	if got := g.Dropped(); got.States != 7 || got.StateBytes != 7*8<<20 || got.Messages != 0 {
-		t.Errorf("after 10 states of 8 MiB: %+v, want 7 dropped (24 MiB hold 3)", got)
+	if got := g.Dropped(); got.States != 7 || got.StateBytes != 7*4<<20 || got.Messages != 0 {
+		t.Errorf("after 10 states of 4 MiB: %+v, want 7 dropped (12 MiB hold 3)", got)
 	}
 	msg := make([]byte, 16<<10) // trust.MaxRecordSize
 	for range 1000 {

@@ -31,19 +31,19 @@ const (
 	DefaultMaxStreams          = 64
 	DefaultMaxStreamsPerSource = 4
 	// DefaultMaxStreamBytes is the largest push/pull the agent can send:
-	// a state of trust.MaxStateSize (8 MiB) that does not compress — LZW
-	// makes random bytes 37% larger — plus the node list of 4,096 certified
-	// and 1,024 other nodes (~0.5 MiB): 11.5 MiB. A real 1,000-site state is
-	// about 0.6 MB (0.8 MB on the wire), 4,096 sites about 3.5 MB, so the
+	// a state of trust.MaxStateSize (4 MiB) that does not compress — LZW
+	// makes random bytes 37% larger — plus the node list of 2,048 certified
+	// and 1,024 other nodes (~0.3 MiB): 5.8 MiB. A real 1,000-site state is
+	// about 0.6 MB (0.8 MB on the wire), 2,048 sites about 1.8 MB, so the
 	// limit never cuts a real exchange; memory is bounded by the in-flight
 	// budget, not by this.
-	DefaultMaxStreamBytes = 12 << 20
+	DefaultMaxStreamBytes = 6 << 20
 	// DefaultMaxInflightBytes admits the largest push/pull the agent can
-	// send, which is reserved twice, on the wire and decompressed (11.5 +
-	// 8.4 MiB), or about fifteen real 1,000-site push/pulls at once.
+	// send, which is reserved twice, on the wire and decompressed (5.8 +
+	// 4.3 MiB), or about seven real 1,000-site push/pulls at once.
 	// memberlist's handling of an authenticated stream costs about 3.5
 	// times what was reserved for it (see the package comment).
-	DefaultMaxInflightBytes = 24 << 20
+	DefaultMaxInflightBytes = 12 << 20
 	DefaultHeaderTimeout    = 5 * time.Second
 )
 

@@ -61,14 +61,14 @@ const (
 
 const (
 	// maxPlainBytes bounds what one stream may decompress to: a push/pull of
-	// trust.MaxStateSize (8 MiB) plus the node list of maxPushNodes nodes
+	// trust.MaxStateSize (4 MiB) plus the node list of maxPushNodes nodes
 	// fits; memberlist's own bound is 40 MiB.
-	maxPlainBytes = 10 << 20
+	maxPlainBytes = 5 << 20
 	// maxPushNodes bounds the node states a push/pull may announce (memberlist
 	// allocates them all before decoding one; its own bound is a million, 100
 	// MB). It is trust.MaxStateRecords certified sites and maxUncertified
 	// others, twice over for dead nodes not yet forgotten.
-	maxPushNodes = 2 * (4096 + maxUncertified)
+	maxPushNodes = 2 * (2048 + maxUncertified)
 	// maxPacketBytes bounds a datagram, and what a compressed one expands
 	// to: memberlist fills packets up to UDPBufferSize (1,400 bytes) before it
 	// compresses them.

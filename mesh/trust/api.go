@@ -175,8 +175,8 @@ type State struct {
 // Limits bound what decoders accept from the network.
 const (
 	MaxRecordSize   = 16 << 10
-	MaxStateSize    = 8 << 20
-	MaxStateRecords = 4096
+	MaxStateSize    = 4 << 20
+	MaxStateRecords = 2048
 	MaxPrefixes     = 256
 	MaxEndpoints    = 16
 )
