@@ -304,9 +304,11 @@ func (e *engine) startPoll(s *session, now time.Time) {
 }
 
 // endPoll ends a Poll Sequence. Its round trip is an RTT sample only if
-// exactly one P left: with more, the F may answer any of them (Karn).
+// exactly one P left: with more, the F may answer any of them (Karn). A
+// Final stamped before the P left answers something else and is no sample
+// either.
 func (e *engine) endPoll(s *session, now time.Time) {
-	if s.poll.sent == 1 {
+	if s.poll.sent == 1 && !now.Before(s.poll.lastSent) {
 		s.rtt = now.Sub(s.poll.lastSent)
 		if s.srtt == 0 {
 			s.srtt = s.rtt
@@ -442,11 +444,13 @@ func (e *engine) nextDeadline() time.Time {
 }
 
 // shutdown queues one AdminDown packet per session (RFC 5880 §6.8.16), so
-// peers go down at once rather than after their detection time.
-func (e *engine) shutdown() {
+// peers go down at once rather than after their detection time, and
+// reports every session admin_down.
+func (e *engine) shutdown(now time.Time) {
 	for _, s := range e.list {
-		s.state, s.localDiag = StateAdminDown, DiagAdminDown
+		s.state, s.localDiag, s.detectAt = StateAdminDown, DiagAdminDown, time.Time{}
 		e.emit(s, false, false)
+		e.updateReported(s, now)
 	}
 	e.retiring = nil
 }

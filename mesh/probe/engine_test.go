@@ -284,8 +284,11 @@ func TestRemoveTarget(t *testing.T) {
 // TestShutdown: the engine's last word is AdminDown.
 func TestShutdown(t *testing.T) {
 	n, a, b := pair(t, DefaultConfig(), lat)
-	b.shutdown()
+	b.shutdown(n.now)
 	n.collect(addrB)
+	if p := n.peer(b, addrA); p.State != StateAdminDown || p.Session != StateAdminDown {
+		t.Errorf("after shutdown the session is reported %v (session %v), want admin_down", p.State, p.Session)
+	}
 	n.runFor(2 * lat)
 	if p := n.peer(a, addrB); p.State != StateDown || p.RemoteDiag != DiagAdminDown {
 		t.Errorf("after the peer's shutdown: %+v", p)

@@ -149,12 +149,15 @@ func (p *Prober) Run(ctx context.Context) error {
 	}()
 	p.timerLoop(ctx, conn)
 	p.mu.Lock()
-	p.eng.shutdown()
-	out, _ := p.eng.takeOut(nil)
+	p.eng.shutdown(time.Now())
+	out, changed := p.eng.takeOut(nil)
 	p.mu.Unlock()
 	p.send(conn, out)
 	conn.Close()
 	<-readDone
+	if changed {
+		signal(p.changes)
+	}
 	return nil
 }
 
@@ -221,15 +224,21 @@ func (p *Prober) readLoop(conn *net.UDPConn) {
 	buf := make([]byte, 512)
 	oob := make([]byte, oobSize)
 	handle := p.rxHandler(conn)
+	backoff := time.Millisecond
 	for {
 		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			// Not expected on an unconnected UDP socket; if it
+			// persists, do not spin on it.
 			p.eng.log.Debug("probe read", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
 			continue
 		}
+		backoff = time.Millisecond
 		ttl, stamp := parseOOB(oob[:oobn])
 		handle(buf[:n], src.Addr().Unmap(), ttl, rxTime(stamp, time.Now()))
 	}

@@ -162,6 +162,9 @@ func TestProberLoopback(t *testing.T) {
 	stopAt := time.Now()
 	stop2()
 	s = waitFor(t, p1, 5*time.Second, "p1 sees p2's AdminDown", func(s []PeerState) bool { return s[0].State != StateUp })
+	if s := p2.Snapshot(); s[0].State != StateAdminDown {
+		t.Errorf("a stopped Prober reports %v, want admin_down", s[0].State)
+	}
 	// Its AdminDown, not the detection time: the diags say which.
 	t.Logf("graceful stop seen after %v", s[0].Since.Sub(stopAt))
 	if s[0].RemoteDiag != DiagAdminDown || s[0].LocalDiag != DiagNeighborDown {
