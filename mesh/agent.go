@@ -17,6 +17,7 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/probe"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
@@ -123,7 +124,9 @@ type runtime struct {
 	ackedCut map[wg.PublicKey]bool   // cut-overs acked
 	siteKeys map[string]wg.PublicKey // current key per site, as last applied
 	watch    *cutoverWatch           // rotate.go
-	rx       map[wg.PublicKey]rxMark // status.go
+	// in-tunnel probes (health.go): nil for static-only sites
+	prober  *probe.Prober
+	probing map[string]time.Time // site → when its probe session started
 	// pre-shared keys (psk.go)
 	psks      wg.PresharedKeys
 	pskFile   string
@@ -214,6 +217,14 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	// does not wait for gossip (fail-static).
 	if err := a.reconcile(rt, true); err != nil {
 		return err
+	}
+	if cfg.Gossip != nil {
+		// After the first reconcile: the overlay address is on the link.
+		pctx, stopProbes := context.WithCancel(ctx)
+		defer stopProbes() // also when leave or down end the loop
+		if err := a.startProber(pctx, rt); err != nil {
+			return err
+		}
 	}
 	if err := netconfig.WatchRouteDeletes(ctx, func() { notify(a.kick) }); err != nil {
 		a.log.Warn("not watching route deletions; drift is repaired by the periodic check only", "err", err)
@@ -823,7 +834,7 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		a.prunePSKs(rt, d)
 	}
 	if dev != nil {
-		rt.observePeers(dev, time.Now()) // for peer states: when each was last heard from
+		rt.setProbeTargets(sites, dev)
 	}
 	if len(errs) == 0 {
 		a.afterApply(rt, sites)

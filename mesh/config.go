@@ -128,6 +128,8 @@ type Config struct {
 	Rotation RotationConfig
 	// Userspace tunes the embedded wireguard-go device.
 	Userspace UserspaceConfig
+	// Health sets the in-tunnel probes (gossip sites).
+	Health HealthConfig
 }
 
 // UserspaceConfig tunes the embedded wireguard-go device. It has no effect
@@ -237,6 +239,7 @@ type fileConfig struct {
 	Trust               fileTrust     `yaml:"trust"`
 	Rotation            fileRotation  `yaml:"rotation"`
 	Userspace           fileUserspace `yaml:"userspace"`
+	Health              fileHealth    `yaml:"health"`
 }
 
 type fileUserspace struct {
@@ -446,6 +449,7 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 			c.Userspace.MemoryLimit = n
 		}
 	}
+	errs = append(errs, c.parseHealth(fc.Health)...)
 	errs = append(errs, c.parsePeers(fc.Peers)...)
 	errs = append(errs, c.parseGossip(fc, dir)...)
 	if len(errs) > 0 {

@@ -51,6 +51,8 @@ var (
 	descRx        = prometheus.NewDesc("dcmesh_peer_receive_bytes_total", "Bytes received from the peer, as the WireGuard device counts them.", []string{"site", "public_key", "role"}, nil)
 	descTx        = prometheus.NewDesc("dcmesh_peer_transmit_bytes_total", "Bytes sent to the peer, as the WireGuard device counts them.", []string{"site", "public_key", "role"}, nil)
 	descPeerUp    = prometheus.NewDesc("dcmesh_peer_up", "1 if the peer's state is up, 0 if stale or down (see docs/STATUS.md).", []string{"site", "public_key", "role", "state"}, nil)
+	descProbeRTT  = prometheus.NewDesc("dcmesh_peer_probe_rtt_seconds", "Smoothed round-trip time of the in-tunnel probes (absent for unprobed peers).", []string{"site", "public_key", "role"}, nil)
+	descProbeLoss = prometheus.NewDesc("dcmesh_peer_probe_loss_ratio", "Share of in-tunnel probes lost over the last 10 s (absent for unprobed peers).", []string{"site", "public_key", "role"}, nil)
 	descPeerRoute = prometheus.NewDesc("dcmesh_peer_routes_programmed", "1 if every allowed prefix of the peer has its tunnel and fail-closed route.", []string{"site", "public_key", "role"}, nil)
 	descKeyAge    = prometheus.NewDesc("dcmesh_key_age_seconds", "Age of this site's current WireGuard key.", nil, nil)
 	descKeyEpoch  = prometheus.NewDesc("dcmesh_key_epoch", "Completed key rotations of this site.", nil, nil)
@@ -72,7 +74,7 @@ var (
 type snapshotCollector metrics
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descHandshake, descRx, descTx, descPeerUp, descPeerRoute, descKeyAge,
+	for _, d := range []*prometheus.Desc{descInfo, descHandshake, descRx, descTx, descPeerUp, descProbeRTT, descProbeLoss, descPeerRoute, descKeyAge,
 		descKeyEpoch, descNextRot, descRejected, descRoutesD, descRoutesP, descMembers, descStreams, descMalformed,
 		descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
@@ -108,7 +110,11 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		if p.State == PeerUp {
 			up = 1
 		}
-		g(descPeerUp, up, p.Site, p.PublicKey, p.Role, p.State)
+		g(descPeerUp, up, p.Site, p.PublicKey, p.Role, string(p.State))
+		if p.Probe != nil {
+			g(descProbeRTT, p.Probe.RTTMillis/1000, p.Site, p.PublicKey, p.Role)
+			g(descProbeLoss, p.Probe.Loss, p.Site, p.PublicKey, p.Role)
+		}
 		routes := 0.0
 		if p.RoutesProgrammed {
 			routes = 1

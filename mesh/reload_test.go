@@ -78,6 +78,8 @@ func mutate(t *testing.T, c *Config, path string) {
 		*x = nil
 	case *RotationConfig:
 		x.AckTimeout += time.Second
+	case *HealthConfig:
+		x.Interval += time.Millisecond
 	case *bool:
 		*x = !*x
 	default:
@@ -147,9 +149,10 @@ func TestReloadTableCoversEveryField(t *testing.T) {
 			if ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			// Sections are walked into (Gossip is also restart-only as a
-			// whole: on or off), except Rotation, which is live as a whole.
-			if prefix == "" && ft.Kind() == reflect.Struct && strings.HasPrefix(ft.PkgPath(), "github.com/dcmesh/") && path != "Rotation" {
+			// Sections are walked into, except those listed as a whole
+			// (Rotation live, Health restart-only); Gossip is listed as a
+			// whole for on or off, and field by field.
+			if prefix == "" && ft.Kind() == reflect.Struct && strings.HasPrefix(ft.PkgPath(), "github.com/dcmesh/") && (!known[path] || path == "Gossip") {
 				walk(path+".", ft)
 				continue
 			}

@@ -246,7 +246,8 @@ type remoteSite struct {
 	PublicKey wg.PublicKey
 	// Next is the site's announced next key while it rotates, else zero.
 	Next     wg.PublicKey
-	Seq      uint64 // of the record this came from
+	Seq      uint64     // of the record this came from
+	Overlay  netip.Addr // the site's overlay address (also in Prefixes)
 	Endpoint netip.AddrPort
 	Prefixes []netip.Prefix
 	// KEM is the site's ML-KEM key while it rotates with pre-shared keys;
@@ -284,7 +285,7 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 		if !ok || len(sr.Endpoints) == 0 {
 			continue
 		}
-		rs := remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
+		rs := remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
 		if sr.Phase == trust.PhasePrepared {
 			rs.Next, rs.KEM = sr.WGNext, sr.KEM
 		}

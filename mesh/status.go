@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/probe"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // StatusSchema versions the status and health JSON. It changes only when a
@@ -19,20 +19,19 @@ import (
 // docs/STATUS.md documents every field.
 const StatusSchema = 1
 
-// Peer states.
+// PeerStateName is a peer's state in status and health (docs/STATUS.md;
+// the rule is peerState's).
+type PeerStateName string
+
 const (
-	PeerUp    = "up"    // a session exists and the peer was heard from recently
-	PeerStale = "stale" // a session exists but nothing arrived for a keepalive period
-	PeerDown  = "down"  // no handshake yet, or the last one is older than WireGuard's session lifetime
+	PeerUp    PeerStateName = "up"    // the in-tunnel probes are answered (or, unprobed, a recent handshake)
+	PeerStale PeerStateName = "stale" // probes unanswered, but WireGuard still has a session
+	PeerDown  PeerStateName = "down"  // no handshake yet, or none for longer than a live pair goes without
 )
 
 // rejectAfterTime is WireGuard's session lifetime: a handshake older than
 // this means no usable session.
 const rejectAfterTime = 180 * time.Second
-
-// staleGrace is added to the keepalive interval before silence counts: one
-// keepalive may be late or lost.
-const staleGrace = 5 * time.Second
 
 // Status is the answer of GET /v1/status (`dcmesh status --json`).
 type Status struct {
@@ -112,19 +111,22 @@ type GossipStatus struct {
 // PeerStatus is one WireGuard peer: what the device reports plus what the
 // agent knows about it.
 type PeerStatus struct {
-	Site                string     `json:"site"`
-	Source              string     `json:"source"` // static or gossip
-	Role                string     `json:"role"`   // current, or next: pre-installed during the site's rotation
-	PublicKey           string     `json:"public_key"`
-	Endpoint            string     `json:"endpoint"`
-	AllowedIPs          []string   `json:"allowed_ips"`
-	LastHandshake       *time.Time `json:"last_handshake"`
-	HandshakeAgeSeconds *int64     `json:"handshake_age_seconds"`
-	RxBytes             int64      `json:"rx_bytes"`
-	TxBytes             int64      `json:"tx_bytes"`
-	State               string     `json:"state"`        // up, stale, down
-	GossipState         string     `json:"gossip_state"` // alive, dead, left, unknown; static for static peers
-	RoutesProgrammed    bool       `json:"routes_programmed"`
+	Site                string        `json:"site"`
+	Source              string        `json:"source"` // static or gossip
+	Role                string        `json:"role"`   // current, or next: pre-installed during the site's rotation
+	PublicKey           string        `json:"public_key"`
+	Endpoint            string        `json:"endpoint"`
+	AllowedIPs          []string      `json:"allowed_ips"`
+	LastHandshake       *time.Time    `json:"last_handshake"`
+	HandshakeAgeSeconds *int64        `json:"handshake_age_seconds"`
+	RxBytes             int64         `json:"rx_bytes"`
+	TxBytes             int64         `json:"tx_bytes"`
+	State               PeerStateName `json:"state"` // up, stale, down: see peerState
+	// Probe is what the in-tunnel probes say; null for static peers, a
+	// pre-installed next key, and before the first handshake.
+	Probe            *ProbeStatus `json:"probe"`
+	GossipState      string       `json:"gossip_state"` // alive, dead, left, unknown; static for static peers
+	RoutesProgrammed bool         `json:"routes_programmed"`
 }
 
 // RouteStatus compares the routes the agent wants with those of ours the
@@ -159,49 +161,6 @@ func (a *Agent) untrustedStatus(rt *runtime) UntrustedStatus {
 	return u
 }
 
-// rxMark remembers when a peer's received byte count last grew.
-type rxMark struct {
-	bytes int64
-	at    time.Time
-}
-
-// observePeers updates the receive marks from a device read.
-func (rt *runtime) observePeers(dev *wgtypes.Device, now time.Time) {
-	if rt.rx == nil {
-		rt.rx = map[wg.PublicKey]rxMark{}
-	}
-	seen := map[wg.PublicKey]bool{}
-	for _, p := range dev.Peers {
-		k := wg.PublicKey(p.PublicKey)
-		seen[k] = true
-		m, ok := rt.rx[k]
-		switch {
-		case !ok:
-			// First sight: the best we know is the last handshake.
-			rt.rx[k] = rxMark{bytes: p.ReceiveBytes, at: p.LastHandshakeTime}
-		case p.ReceiveBytes != m.bytes:
-			rt.rx[k] = rxMark{bytes: p.ReceiveBytes, at: now}
-		}
-	}
-	for k := range rt.rx {
-		if !seen[k] {
-			delete(rt.rx, k)
-		}
-	}
-}
-
-// peerState classifies a peer. keepalive 0 means we cannot expect traffic,
-// so only the handshake age counts.
-func peerState(now, lastHandshake, lastRx time.Time, keepalive time.Duration) string {
-	if lastHandshake.IsZero() || now.Sub(lastHandshake) > rejectAfterTime {
-		return PeerDown
-	}
-	if keepalive > 0 && now.Sub(lastRx) > keepalive+staleGrace {
-		return PeerStale
-	}
-	return PeerUp
-}
-
 // buildStatus reads the device and the kernel and describes everything.
 func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 	now := time.Now()
@@ -228,7 +187,6 @@ func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("read WireGuard device: %w", err)
 	}
-	rt.observePeers(dev, now)
 	owned, err := rt.net.OwnedRoutes(cfg.RouteTable)
 	if err != nil {
 		return st, err
@@ -283,6 +241,7 @@ func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 		keepalive[p.PublicKey] = p.PersistentKeepalive
 	}
 
+	probes := rt.probeStates()
 	for _, p := range dev.Peers {
 		k := wg.PublicKey(p.PublicKey)
 		w, ok := keys[k]
@@ -299,7 +258,12 @@ func (a *Agent) buildStatus(rt *runtime) (Status, error) {
 			age := int64(now.Sub(hs).Seconds())
 			ps.LastHandshake, ps.HandshakeAgeSeconds = &hs, &age
 		}
-		ps.State = peerState(now, p.LastHandshakeTime, rt.rx[k].at, keepalive[k])
+		var pr *probe.PeerState
+		if s, ok := probes[w.site]; ok && w.role == "current" && w.source == "gossip" {
+			pr = &s
+			ps.Probe = probeStatus(s)
+		}
+		ps.State = peerState(now, p.LastHandshakeTime, keepalive[k], pr, rt.probing[w.site])
 		switch {
 		case w.source == "static":
 			ps.GossipState = "static"
@@ -402,7 +366,7 @@ func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time
 		case PeerUp:
 			up++
 		case PeerStale:
-			degraded = append(degraded, fmt.Sprintf("peer %s stale: nothing received for longer than a keepalive period", name))
+			degraded = append(degraded, fmt.Sprintf("peer %s stale: the probes through its tunnel go unanswered, though WireGuard still has a session (its agent may be down, or the path loses most packets)", name))
 		default:
 			if p.LastHandshake == nil {
 				degraded = append(degraded, fmt.Sprintf("peer %s down: no handshake yet", name))
@@ -507,7 +471,7 @@ func FormatStatus(st Status, now time.Time) string {
 		if ep == "" {
 			ep = "-"
 		}
-		rows = append(rows, []string{name, p.State, hs, bytesIEC(p.RxBytes), bytesIEC(p.TxBytes), ep, routes, p.GossipState, p.PublicKey[:8] + "…", strings.Join(p.AllowedIPs, ", ")})
+		rows = append(rows, []string{name, string(p.State), hs, bytesIEC(p.RxBytes), bytesIEC(p.TxBytes), ep, routes, p.GossipState, p.PublicKey[:8] + "…", strings.Join(p.AllowedIPs, ", ")})
 	}
 	widths := make([]int, len(rows[0]))
 	for _, r := range rows {

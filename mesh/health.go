@@ -1,0 +1,162 @@
+package mesh
+
+import (
+	"context"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/probe"
+	"github.com/dcmesh/dcmesh/wg"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Whether a peer is up is measured through its tunnel: every gossip site
+// runs BFD-format probes (mesh/probe) with every other one, between overlay
+// addresses, so they travel inside WireGuard like the traffic they stand
+// for. WireGuard's own signals cannot say it: on an idle pair only one side
+// sends keepalives (each side's keepalive timer restarts on what it
+// receives), and a handshake is up to three minutes old on a live pair.
+//
+// A probe session starts only once the pair has completed a handshake:
+// probes are data, and data from both sides at once would make both
+// initiate, defeating the stagger of first handshakes (firstHandshakeDelay)
+// and costing WireGuard's 5 s retry. Static peers are not probed (they may
+// be plain WireGuard routers, which would never answer): their state comes
+// from the handshake age alone.
+
+// probeGrace is how long a new probe session may take to come up before its
+// silence counts: it starts at one packet a second (RFC 5880 §6.8.3).
+const probeGrace = 5 * time.Second
+
+// startProber opens the probes on this site's overlay address. The prober
+// stops with ctx.
+func (a *Agent) startProber(ctx context.Context, rt *runtime) error {
+	h := rt.cfg.Health
+	pc := probe.DefaultConfig()
+	pc.Local = rt.cfg.OverlayAddress.Addr()
+	pc.Port, pc.Interval, pc.Multiplier, pc.Hold = h.Port, h.Interval, h.Multiplier, h.Hold
+	pc.Logger = a.log.With("component", "probe")
+	p, err := probe.New(pc)
+	if err != nil {
+		return err
+	}
+	rt.prober, rt.probing = p, map[string]time.Time{}
+	go func() {
+		if err := p.Run(ctx); err != nil {
+			a.log.Error("in-tunnel probes stopped; peer states fall back to handshake age", "err", err)
+		}
+	}()
+	return nil
+}
+
+// setProbeTargets probes every remote site whose current key has completed
+// a handshake (dev is the device as just read), and keeps probing a site
+// until it is gone.
+func (rt *runtime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
+	if rt.prober == nil || dev == nil {
+		return
+	}
+	shook := map[wg.PublicKey]bool{}
+	for _, p := range dev.Peers {
+		if !p.LastHandshakeTime.IsZero() {
+			shook[wg.PublicKey(p.PublicKey)] = true
+		}
+	}
+	local := rt.cfg.OverlayAddress.Addr()
+	now := time.Now()
+	var targets []probe.Target
+	wanted := map[string]bool{}
+	for _, s := range sites {
+		if !s.Overlay.IsValid() || s.Overlay.Is4() != local.Is4() {
+			continue
+		}
+		if _, ok := rt.probing[s.Name]; !ok {
+			if !shook[s.PublicKey] && (s.Next.IsZero() || !shook[s.Next]) {
+				continue
+			}
+			rt.probing[s.Name] = now
+		}
+		wanted[s.Name] = true
+		targets = append(targets, probe.Target{Name: s.Name, Addr: s.Overlay})
+	}
+	for name := range rt.probing {
+		if !wanted[name] {
+			delete(rt.probing, name)
+		}
+	}
+	_ = rt.prober.SetTargets(targets) // names and addresses come from verified certificates
+}
+
+// probeStates returns the prober's view by site name (empty without one).
+func (rt *runtime) probeStates() map[string]probe.PeerState {
+	out := map[string]probe.PeerState{}
+	if rt.prober == nil {
+		return out
+	}
+	for _, s := range rt.prober.Snapshot() {
+		out[s.Name] = s
+	}
+	return out
+}
+
+// rekeyTimeout is WireGuard's REKEY_TIMEOUT.
+const rekeyTimeout = 5 * time.Second
+
+// peerState classifies a peer. pr is its probe session, if one runs, and
+// probingSince when it was started.
+//
+//   - up: the probes are answered; without probes, a handshake recent
+//     enough for a live pair (below).
+//   - stale: the probes go unanswered (after the session's first
+//     probeGrace), but WireGuard still has a session: the peer's agent may
+//     be down while its kernel tunnel still forwards, or the path loses
+//     most packets.
+//   - down: no handshake yet, or none for longer than a live pair ever goes
+//     without one.
+//
+// A live pair with persistent keepalive k on either side completes a
+// handshake at least every REJECT_AFTER_TIME (180 s) + k + REKEY_TIMEOUT: a
+// session is renewed before it expires as soon as either side sends, and a
+// keepalive is sent after k of silence. Without keepalive (k = 0) an idle
+// pair has no session to speak of, so only the 180 s count.
+func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.PeerState, probingSince time.Time) PeerStateName {
+	session := !lastHandshake.IsZero() && now.Sub(lastHandshake) <= rejectAfterTime
+	if pr != nil {
+		if pr.State == probe.StateUp {
+			return PeerUp
+		}
+		if pr.Downs > 0 || now.Sub(probingSince) > probeGrace {
+			if session {
+				return PeerStale
+			}
+			return PeerDown
+		}
+	}
+	limit := rejectAfterTime
+	if keepalive > 0 {
+		limit += keepalive + rekeyTimeout
+	}
+	if lastHandshake.IsZero() || now.Sub(lastHandshake) > limit {
+		return PeerDown
+	}
+	return PeerUp
+}
+
+// ProbeStatus is what the in-tunnel probes say of a peer.
+type ProbeStatus struct {
+	// State is the session state as reported, with the anti-flap hold:
+	// up, init, down or admin_down (the peer's agent stopped its probes).
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// RTTMillis is the smoothed round-trip time through the tunnel,
+	// milliseconds (0 before the first sample).
+	RTTMillis float64 `json:"rtt_ms"`
+	// Loss is the share of probes lost over the last 10 s while up.
+	Loss float64 `json:"loss"`
+	// Downs counts the times the session went down.
+	Downs uint64 `json:"downs"`
+}
+
+func probeStatus(s probe.PeerState) *ProbeStatus {
+	return &ProbeStatus{State: s.State.String(), Since: s.Since.UTC(), RTTMillis: float64(s.SRTT.Microseconds()) / 1000,
+		Loss: s.Loss, Downs: s.Downs}
+}
