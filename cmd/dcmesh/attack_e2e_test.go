@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -42,14 +43,24 @@ import (
 func TestAttackGossipFlood(t *testing.T) {
 	am := newAttackMesh(t)
 	state := floodState(t, am.m.dir, trust.MaxStateRecords)
-	w := am.watch(t, watchOptions{rotate: []*site{am.peer}})
+	w := am.watch(t, watchOptions{rotate: []*site{am.peer}, atEnd: func() {
+		requireCounted(t, am.victim.s, "records refused as unknown_ca", func(st mesh.Status) uint64 { return st.RecordsRejected["unknown_ca"] })
+		requireCounted(t, am.victim.s, "records skipped as refused before", func(st mesh.Status) uint64 { return st.Untrusted.RecordsSkipped })
+	}})
 	atk := am.attacker(am.victim.s.seed(), "flood", am.gossipKeyEnv(), "ATTACK_STATE="+state, "ATTACK_RATE=10")
 	w.during(atk, 15*time.Second)
 	w.finish()
 	w.requireAttack(50, "pushpulls", "failed")
-	// TODO(issue 15): once named, assert that status --json and /metrics
-	// count the refused or dropped payloads (e.g. gossip.dropped,
-	// dcmesh_gossip_dropped_total) and that they are above zero here.
+}
+
+// requireCounted checks that s's status counts what an attack sent.
+func requireCounted(t *testing.T, s *site, what string, count func(mesh.Status) uint64) {
+	t.Helper()
+	if n := count(s.status()); n == 0 {
+		t.Errorf("status --json does not count %s", what)
+	} else {
+		t.Logf("status counts %d %s", n, what)
+	}
 }
 
 // 1b. The same key holder, its push/pull state trust.MaxStateSize of random
@@ -75,7 +86,15 @@ func TestAttackLargeStates(t *testing.T) {
 // 19.5 MB of random bytes; reconnected when memberlist times them out.
 func TestAttackStreamMemory(t *testing.T) {
 	am := newAttackMesh(t)
-	w := am.watch(t, watchOptions{rotate: []*site{am.peer}})
+	w := am.watch(t, watchOptions{rotate: []*site{am.peer}, atEnd: func() {
+		requireCounted(t, am.victim.s, "refused gossip streams", func(st mesh.Status) uint64 {
+			var n uint64
+			for _, v := range st.Untrusted.GossipStreamsRefused {
+				n += v
+			}
+			return n
+		})
+	}})
 	atk := am.attacker(am.victim.s.seed(), "streams", "ATTACK_CONNS=100", "ATTACK_ANNOUNCE=20000000", "ATTACK_SEND=19500000")
 	w.during(atk, 15*time.Second)
 	w.finish()
@@ -117,7 +136,9 @@ func TestAttackNameSquatting(t *testing.T) {
 // thousands a second: the agent's log must stay bounded.
 func TestAttackLogFlood(t *testing.T) {
 	am := newAttackMesh(t)
-	w := am.watch(t, watchOptions{rotate: []*site{am.peer}})
+	w := am.watch(t, watchOptions{rotate: []*site{am.peer}, atEnd: func() {
+		requireCounted(t, am.victim.s, "garbage on the gossip port", func(st mesh.Status) uint64 { return st.Untrusted.GossipMalformed })
+	}})
 	atk := am.attacker(am.victim.s.seed(), "logflood", "ATTACK_UDP_RATE=3000", "ATTACK_TCP_RATE=150")
 	w.during(atk, 12*time.Second)
 	w.finish()
@@ -128,9 +149,6 @@ func TestAttackLogFlood(t *testing.T) {
 	if w.attackLines > 50 {
 		t.Errorf("the attacked agent logged %d lines during the attack, want at most 50 (rate-limited, aggregated)", w.attackLines)
 	}
-	// TODO(issue 15): once named, assert that status --json and /metrics
-	// count the garbage (e.g. gossip.garbage_received,
-	// dcmesh_gossip_garbage_total) and that it is above zero here.
 }
 
 // 5. 300 fake names joined with the gossip key: only the certified sites are
