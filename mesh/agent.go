@@ -115,7 +115,8 @@ type runtime struct {
 	ackedPre map[string]uint64       // site → record sequence acked
 	ackedCut map[wg.PublicKey]bool   // cut-overs acked
 	siteKeys map[string]wg.PublicKey // current key per site, as last applied
-	watch    *cutoverWatch           // rotate.go
+	watch    *cutoverWatch           // cutover.go
+	peerRot  *peerRotations          // confirm.go
 	rx       map[wg.PublicKey]rxMark // status.go
 	// pre-shared keys (psk.go)
 	psks      wg.PresharedKeys
@@ -415,6 +416,7 @@ const (
 	msgCRL       byte = 'c'
 	msgAck       byte = 'a' // rotation acknowledgements, direct
 	msgSwitching byte = 's' // "switching keys now", direct: poll faster
+	msgNudge     byte = 'k' // "send me a keepalive", direct (confirm.go)
 )
 
 // publish signs a new record of this site (persisting its sequence number
@@ -543,6 +545,8 @@ func (a *Agent) handleGossip(rt *runtime, m gossip.Message) bool {
 			a.onAck(rt, m.Data[1:])
 		case msgSwitching:
 			a.onSwitching(rt)
+		case msgNudge:
+			a.onNudge(rt, string(m.Data[1:]))
 		}
 	}
 	return false
@@ -732,10 +736,13 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		rt.watch.device.Lock()
 		defer rt.watch.device.Unlock()
 		for _, k := range rt.watch.take() {
-			rt.cutover[k] = true // already done on the device: never undo it
+			rt.markCutOver(k) // already done on the device: never undo it
 		}
 	}
 	a.offerPSKs(rt, sites)
+	if rt.store != nil {
+		a.holdSwitches(rt, sites) // confirm.go
+	}
 	for i := range sites {
 		sites[i].PSK, sites[i].NextPSK = rt.psks[sites[i].PublicKey], rt.psks[sites[i].Next]
 	}
@@ -813,6 +820,15 @@ func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtype
 	}
 	self := rt.key.Public()
 	wanted := map[wg.PublicKey]bool{}
+	// A peer with a session has had its first handshake: holding its
+	// keepalive back would only toggle it (a rotated key, cut over at its
+	// handshake, is such a peer).
+	session := map[wg.PublicKey]bool{}
+	if dev != nil {
+		for _, p := range dev.Peers {
+			session[wg.PublicKey(p.PublicKey)] = !p.LastHandshakeTime.IsZero()
+		}
+	}
 	held := false
 	for i := range d.WG.Peers {
 		p := &d.WG.Peers[i]
@@ -822,7 +838,7 @@ func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtype
 			t = now
 			rt.firstWanted[p.PublicKey] = now
 		}
-		if p.PersistentKeepalive > 0 && bytes.Compare(self[:], p.PublicKey[:]) > 0 && now.Sub(t) < firstHandshakeDelay {
+		if p.PersistentKeepalive > 0 && !session[p.PublicKey] && bytes.Compare(self[:], p.PublicKey[:]) > 0 && now.Sub(t) < firstHandshakeDelay {
 			p.PersistentKeepalive = 0
 			held = true
 		}

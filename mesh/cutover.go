@@ -13,11 +13,18 @@ import (
 // never delays it. The loop publishes what to watch after every reconcile
 // and learns of each cut-over on the done channel.
 //
-// The signal is received bytes on the pre-installed key (a valid handshake
-// initiation: only the holder of the new private key can produce one, and
-// we never initiate towards a pre-installed key) or a completed handshake.
-// Cutting over at the initiation, before the rotating site's first data
-// packet arrives, is what keeps the loss in its direction near zero.
+// The signal is a completed handshake on the pre-installed key. We never
+// initiate towards a pre-installed key, so we are the responder, and a
+// responder counts the handshake complete only when the initiator's first
+// packet under the new session arrives: only the holder of the new private
+// key can produce it, and at that moment the session can carry traffic both
+// ways. Cutting over earlier, at the initiation, would route our traffic to
+// a key with no usable session yet: our first packet would start a handshake
+// of our own that crosses the rotating site's, and two crossing initiations
+// cancel each other (each side's response is refused, "invalid response"),
+// silencing the pair until WireGuard retries after 5 s. Cut-overs made here
+// are therefore also confirmed: this site has received data under the new
+// key (confirm.go).
 type cutoverWatch struct {
 	wgc  wg.Client
 	name string
@@ -107,7 +114,7 @@ func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
 	seen := map[wg.PublicKey]wg.PublicKey{}
 	for _, p := range dev.Peers {
 		k := wg.PublicKey(p.PublicKey)
-		if old, ok := w.pairs[k]; ok && (p.ReceiveBytes > 0 || !p.LastHandshakeTime.IsZero()) {
+		if old, ok := w.pairs[k]; ok && !p.LastHandshakeTime.IsZero() {
 			seen[k] = old
 		}
 	}
@@ -130,6 +137,7 @@ func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
 // onCutOver is the loop's side of a cut-over the watcher made.
 func (a *Agent) onCutOver(rt *runtime, k wg.PublicKey) {
 	rt.cutover[k] = true
+	rt.peerRotations().confirmed[k] = true
 	a.logReconcileError(a.reconcile(rt, false))
 }
 
@@ -146,4 +154,3 @@ func (a *Agent) publishWatch(rt *runtime, sites []remoteSite) {
 	}
 	rt.watch.set(pairs, rt.lastWG)
 }
-

@@ -27,8 +27,12 @@ import (
 //     persists "switched", replaces A1 on disk and announces current=A2;
 //  4. each B cuts over in one device call — A2 takes A's prefixes (the
 //     kernel moves them atomically), A1 goes — as soon as it sees a
-//     handshake on A2 (polled every 50 ms while waiting) or A's new record,
-//     and acks the cut-over.
+//     completed handshake on A2 (polled every 10 ms while waiting, 1 ms
+//     after A's "switching now" notice), or switchGrace after A's new record
+//     if no handshake came, and acks the cut-over once it received data
+//     under A2;
+//  5. A's rotation completes when every live peer acked and A received data
+//     from it since (confirm.go).
 // An emergency rotation (suspected compromise) skips the wait: A switches at
 // once and announces current=A2, and every peer drops A1 on receipt.
 
@@ -58,7 +62,23 @@ type rotationRun struct {
 	psk      map[string]wg.PresharedKey // agreed per site (psk.go)
 	deadline time.Time                  // for acks before the switch, for cut-overs after
 	waiters  []chan RotateReply
+
+	// after the switch (confirm.go)
+	committed bool                 // the new key is current on disk and announced
+	switched  time.Time            // when the device got the new key
+	ok        map[string]bool      // sites that carried data both ways under it
+	rxBase    map[string]int64     // received bytes from a site when its cut-over ack came
+	asked     map[string]time.Time // when we last nudged a site for a keepalive
 }
+
+func newRotationRun(rt *runtime, key wg.PublicKey, deadline time.Time) *rotationRun {
+	run := &rotationRun{key: key, seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
+		deadline: deadline, ok: map[string]bool{}, rxBase: map[string]int64{}, asked: map[string]time.Time{}}
+	return run
+}
+
+// switchedOver reports whether the run waits for confirmations.
+func (r *rotationRun) switchedOver() bool { return r.committed && len(r.missing()) > 0 }
 
 // RotateRequest is the body of POST /v1/rotate.
 type RotateRequest struct {
@@ -70,11 +90,15 @@ type RotateRequest struct {
 
 // RotateReply says how a rotation went.
 type RotateReply struct {
-	Epoch     uint64   `json:"epoch"`
-	PublicKey string   `json:"public_key"`
-	Result    string   `json:"result"` // started, complete, incomplete
-	CutOver   []string `json:"cut_over"`
-	Missing   []string `json:"missing,omitempty"`
+	Epoch uint64 `json:"epoch"`
+	// PublicKey is the key the site rotates to.
+	PublicKey string `json:"public_key"`
+	Result    string `json:"result"` // started, complete, incomplete
+	// CutOver lists the peers that carried data both ways under the new
+	// key; Missing the others, with why in Pending.
+	CutOver []string          `json:"cut_over"`
+	Missing []string          `json:"missing,omitempty"`
+	Pending map[string]string `json:"pending,omitempty"`
 }
 
 // loadKeys reads the WireGuard keys and rotation state, and picks the key
@@ -156,8 +180,7 @@ func (a *Agent) startRotation(rt *runtime, emergency bool) error {
 // beginWaiting starts collecting pre-install acks from every live site.
 func (a *Agent) beginWaiting(rt *runtime) {
 	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-	run := &rotationRun{key: rt.next.Public(), seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
-		deadline: time.Now().Add(rt.cfg.Rotation.AckTimeout)}
+	run := newRotationRun(rt, rt.next.Public(), time.Now().Add(rt.cfg.Rotation.AckTimeout))
 	if rt.run != nil {
 		run.waiters = rt.run.waiters
 	}
@@ -203,6 +226,10 @@ func (a *Agent) switchKey(rt *runtime) {
 		a.savePSKs(rt)
 	}
 	rt.kem = nil
+	if rt.run == nil {
+		rt.run = a.newRunForSwitch(rt, next.Public()) // emergency: no prepare phase
+	}
+	rt.run.switched = time.Now()
 	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next, psks); err != nil {
 		// Persisted as switching: the next reconcile (or a restart) gives
 		// the device the next key; continue as if it had.
@@ -217,11 +244,9 @@ func (a *Agent) switchKey(rt *runtime) {
 	rt.rot = st
 	a.failpoint("rotation-switched")
 	var pending []string
-	if rt.run != nil {
-		for _, s := range rt.run.expected {
-			if !rt.run.pre[s] {
-				pending = append(pending, s)
-			}
+	for _, s := range rt.run.expected {
+		if !rt.run.pre[s] && !rt.rot.Emergency {
+			pending = append(pending, s)
 		}
 	}
 	if len(pending) > 0 {
@@ -237,6 +262,7 @@ func (a *Agent) commitRotation(rt *runtime) {
 	if rt.rot.Emergency {
 		result = "emergency switch"
 	}
+	started := rt.rot.Started
 	st, err := rt.keys.Commit(rt.rot, time.Now(), result)
 	if err != nil {
 		a.log.Error("rotation: cannot replace the old key on disk; a restart finishes it", "err", err)
@@ -248,19 +274,30 @@ func (a *Agent) commitRotation(rt *runtime) {
 	}
 	a.log.Info("key rotation switched", "epoch", rt.rot.Epoch, "key", rt.key.Public().Short())
 	if rt.run == nil {
-		sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-		rt.run = &rotationRun{pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{}}
-		for _, s := range sites {
-			rt.run.expected = append(rt.run.expected, s.Name)
-		}
+		// Resumed after a restart: the device got the key at the first
+		// reconcile; any handshake since the rotation began is under it.
+		rt.run = a.newRunForSwitch(rt, rt.key.Public())
+		rt.run.switched = started
 	}
-	rt.run.key = rt.key.Public()
+	rt.run.key, rt.run.committed = rt.key.Public(), true
 	rt.run.deadline = time.Now().Add(rt.cfg.Rotation.CompleteTimeout)
 	a.maybeComplete(rt)
 	a.scheduleRotation(rt)
 }
 
-// maybeComplete ends the rotation once every expected site cut over.
+// newRunForSwitch is the run of a rotation that switches without having
+// waited for pre-installs: every live site is expected to cut over.
+func (a *Agent) newRunForSwitch(rt *runtime, key wg.PublicKey) *rotationRun {
+	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+	run := newRotationRun(rt, key, time.Now().Add(rt.cfg.Rotation.CompleteTimeout))
+	for _, s := range sites {
+		run.expected = append(run.expected, s.Name)
+	}
+	return run
+}
+
+// maybeComplete ends the rotation once every expected site carried data
+// both ways under the new key (confirm.go), or at the deadline.
 func (a *Agent) maybeComplete(rt *runtime) {
 	run := rt.run
 	if run == nil || rt.rot.Phase != wg.PhaseStable {
@@ -273,11 +310,16 @@ func (a *Agent) maybeComplete(rt *runtime) {
 	reply := RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete", CutOver: run.cutOver(), Missing: missing}
 	if len(missing) > 0 {
 		reply.Result = "incomplete"
-		rt.rot.LastResult = fmt.Sprintf("incomplete: %v did not confirm the cut-over within %s", missing, rt.cfg.Rotation.CompleteTimeout)
-		a.log.Warn("key rotation incomplete", "epoch", rt.rot.Epoch, "missing", missing)
+		dev, _ := rt.wgc.Device(rt.cfg.Interface)
+		reply.Pending = map[string]string{}
+		for _, s := range missing {
+			reply.Pending[s] = a.whyUnconfirmed(rt, dev, s)
+		}
+		rt.rot.LastResult = fmt.Sprintf("incomplete: %v did not carry data both ways under the new key within %s", missing, rt.cfg.Rotation.CompleteTimeout)
+		a.log.Warn("key rotation incomplete", "epoch", rt.rot.Epoch, "missing", missing, "why", reply.Pending)
 	} else {
 		rt.rot.LastResult = "complete"
-		a.log.Info("key rotation complete: every peer cut over", "epoch", rt.rot.Epoch, "sites", len(run.expected))
+		a.log.Info("key rotation complete: every peer carried data both ways under the new key", "epoch", rt.rot.Epoch, "sites", len(run.expected))
 	}
 	if a.metrics != nil {
 		a.metrics.rotations.WithLabelValues(reply.Result).Inc()
@@ -294,7 +336,7 @@ func (a *Agent) maybeComplete(rt *runtime) {
 func (r *rotationRun) missing() []string {
 	var out []string
 	for _, s := range r.expected {
-		if !r.cut[s] {
+		if !r.ok[s] {
 			out = append(out, s)
 		}
 	}
@@ -304,7 +346,7 @@ func (r *rotationRun) missing() []string {
 func (r *rotationRun) cutOver() []string {
 	var out []string
 	for _, s := range r.expected {
-		if r.cut[s] {
+		if r.ok[s] {
 			out = append(out, s)
 		}
 	}
@@ -349,14 +391,21 @@ func nextRotationTime(keySince time.Time, interval time.Duration, now time.Time,
 // rotationTimerDue returns when the rotation timer must fire next.
 func (rt *runtime) rotationTimerDue() time.Time {
 	due := rt.nextRotation
-	if rt.run != nil && (due.IsZero() || rt.run.deadline.Before(due)) {
-		due = rt.run.deadline
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (due.IsZero() || t.Before(due)) {
+			due = t
+		}
 	}
+	if rt.run != nil {
+		earlier(rt.run.deadline)
+	}
+	earlier(rt.confirmDue())
 	return due
 }
 
-// onRotationTimer runs scheduled rotations and deadlines.
+// onRotationTimer runs scheduled rotations, deadlines and confirmations.
 func (a *Agent) onRotationTimer(rt *runtime) {
+	a.pollConfirmations(rt)
 	now := time.Now()
 	if rt.run != nil && !now.Before(rt.run.deadline) {
 		a.rotationDeadline(rt)
@@ -405,47 +454,57 @@ func (a *Agent) onAck(rt *runtime, raw []byte) {
 		if !rt.run.cut[ack.From] {
 			rt.run.cut[ack.From] = true
 			rt.run.pre[ack.From] = true
-			a.log.Debug("rotation: peer cut over", "peer", ack.From)
-			a.maybeComplete(rt)
+			a.log.Debug("rotation: peer cut over and received under the new key", "peer", ack.From)
+			a.pollConfirmations(rt)
 		}
 	}
 }
 
 // afterApply acks what the last successful reconcile did for rotating
-// sites, and tracks which pre-installed keys to watch for a handshake.
+// sites: pre-installs, and new keys that now carry a site's prefixes (acked
+// once we received data under them, confirm.go).
 func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
 	if rt.gossip == nil {
 		return
 	}
+	pr := rt.peerRotations()
 	for _, s := range sites {
-		if s.Next.IsZero() {
+		if s.Next.IsZero() || rt.cutover[s.Next] {
 			continue
 		}
-		if rt.cutover[s.Next] {
-			if !rt.ackedCut[s.Next] {
-				rt.ackedCut[s.Next] = true
-				a.sendAck(rt, s, s.Next, trust.AckCutOver)
-			}
-			continue
+		if _, held := pr.held[s.Name]; held {
+			continue // switched: nothing to pre-install
 		}
 		if rt.ackedPre[s.Name] != s.Seq {
 			rt.ackedPre[s.Name] = s.Seq
 			a.sendAck(rt, s, s.Next, trust.AckPreinstalled)
 		}
 	}
-	// A site whose record now names a new current key (it switched, or
-	// rotated in an emergency): we just replaced the old key; ack that.
+	// A site whose prefixes moved to another key (it switched, or rotated
+	// in an emergency): we replaced the old key; ack that once confirmed.
+	carried := map[wg.PublicKey]bool{}
 	for _, s := range sites {
+		key := carrier(rt, s)
+		carried[key], carried[s.Next] = true, true
 		old, known := rt.siteKeys[s.Name]
-		rt.siteKeys[s.Name] = s.PublicKey
-		if s.Next.IsZero() && known && old != s.PublicKey && !rt.ackedCut[s.PublicKey] {
-			rt.ackedCut[s.PublicKey] = true
-			a.sendAck(rt, s, s.PublicKey, trust.AckCutOver)
+		rt.siteKeys[s.Name] = key
+		if known && old != key {
+			a.newKeyCarried(rt, s, key)
 		}
 	}
 	for k := range rt.cutover {
 		if !slices.ContainsFunc(sites, func(s remoteSite) bool { return s.Next == k }) {
 			delete(rt.cutover, k)
+		}
+	}
+	for k := range pr.confirmed {
+		if !carried[k] {
+			delete(pr.confirmed, k)
+		}
+	}
+	for k := range pr.confirming {
+		if !carried[k] {
+			delete(pr.confirming, k)
 		}
 	}
 }
@@ -512,16 +571,24 @@ func (a *Agent) rotateHandler() http.HandlerFunc {
 			if err := a.startRotation(rt, in.Emergency); err != nil {
 				return nil, err
 			}
-			if rt.run != nil {
-				rt.run.waiters = append(rt.run.waiters, wait)
+			if rt.run == nil {
+				// Done already: no live peer to wait for (the first site
+				// of a cluster).
+				return RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete"}, nil
 			}
-			return RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "started"}, nil
+			rt.run.waiters = append(rt.run.waiters, wait)
+			epoch := rt.rot.Epoch
+			if rt.rot.Phase != wg.PhaseStable {
+				epoch++ // not committed yet
+			}
+			return RotateReply{Epoch: epoch, PublicKey: rt.run.key.String(), Result: "started"}, nil
 		})
 		if err != nil {
 			return RotateReply{}, err
 		}
-		if !in.Wait {
-			return v.(RotateReply), nil
+		started := v.(RotateReply)
+		if !in.Wait || started.Result != "started" {
+			return started, nil
 		}
 		timeout := in.Timeout
 		if timeout <= 0 {
