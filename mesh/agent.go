@@ -811,10 +811,22 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtypes.Device) {
 	now := time.Now()
 	if rt.firstWanted == nil {
+		// The first reconcile. Peers already on the device kept their
+		// sessions (an adopted kernel link). The gossip sites all come from
+		// the records kept from the last run: each still holds a session
+		// with us that a new embedded device no longer has, so it will not
+		// initiate, and holding ours back would lose its traffic to us for
+		// firstHandshakeDelay. Static peers keep the stagger (a new cluster
+		// starting together).
 		rt.firstWanted = map[wg.PublicKey]time.Time{}
 		if dev != nil {
 			for _, p := range dev.Peers {
 				rt.firstWanted[wg.PublicKey(p.PublicKey)] = time.Time{}
+			}
+		}
+		for _, p := range d.WG.Peers {
+			if !slices.ContainsFunc(rt.cfg.Peers, func(s StaticPeer) bool { return s.PublicKey == p.PublicKey }) {
+				rt.firstWanted[p.PublicKey] = time.Time{}
 			}
 		}
 	}

@@ -6,6 +6,7 @@ package mesh
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,24 @@ func TestNudgeSendsOneKeepalive(t *testing.T) {
 		if p.PublicKey == wgtypes.Key(trusttest.WGKey(m.sites[0].name)) && p.PersistentKeepaliveInterval != m.rt.cfg.PersistentKeepalive {
 			t.Errorf("keepalive left at %s, want %s", p.PersistentKeepaliveInterval, m.rt.cfg.PersistentKeepalive)
 		}
+	}
+}
+
+// After a restart, the first reconcile programs the gossip sites kept from
+// the last run without holding any first handshake back: each of them still
+// holds a session with us that a new embedded device does not have, so it
+// will not initiate, and its traffic to us would be lost until we do.
+func TestFirstReconcileDoesNotHoldBackKnownSites(t *testing.T) {
+	m := newScaleMesh(t, 20)
+	first := m.wg.cfgs[0]
+	held := 0
+	for _, pc := range first.Peers {
+		static := slices.ContainsFunc(m.rt.cfg.Peers, func(s StaticPeer) bool { return wgtypes.Key(s.PublicKey) == pc.PublicKey })
+		if !static && (pc.PersistentKeepaliveInterval == nil || *pc.PersistentKeepaliveInterval != m.rt.cfg.PersistentKeepalive) {
+			held++
+		}
+	}
+	if held > 0 {
+		t.Errorf("the first reconcile held back the keepalive of %d of %d known sites", held, len(m.sites))
 	}
 }

@@ -96,7 +96,6 @@ func (c *Client) ConfigureDevice(name string, cfg wgtypes.Config) error {
 			if i >= 0 {
 				d.Peers = slices.Delete(d.Peers, i, i+1)
 				delete(c.gen[name], pc.PublicKey)
-				delete(c.kaSent[name], pc.PublicKey)
 			}
 			continue
 		}
@@ -149,9 +148,9 @@ func (c *Client) Session(device string, peer wgtypes.Key) int {
 	return c.gen[device][peer]
 }
 
-// KeepalivesSent counts the keepalives the device sent a peer because its
-// persistent keepalive turned on (from 0 to an interval), which is how a
-// configuration makes a device send one now.
+// KeepalivesSent counts the keepalives the device sent a peer key because
+// its persistent keepalive turned on (from 0 to an interval, a new peer
+// included), which is how a configuration makes a device send one now.
 func (c *Client) KeepalivesSent(device string, peer wgtypes.Key) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
