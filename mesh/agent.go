@@ -274,8 +274,10 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			}
 		case <-a.kick:
 			a.logReconcileError(a.reconcile(rt, false))
+			armRotation() // a reconcile may start confirming a peer's new key
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt, false))
+			armRotation()
 		case m := <-inbox:
 			changed := a.handleGossip(rt, m)
 			// Take what else has arrived before persisting and
@@ -294,6 +296,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			armRotation()
 		case k := <-rt.watch.done:
 			a.onCutOver(rt, k)
+			armRotation()
 		case name := <-joins:
 			// Hand the newcomer our record directly; see gossip.Joins.
 			if rt.own != nil {

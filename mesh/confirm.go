@@ -192,6 +192,8 @@ func (a *Agent) pollConfirmations(rt *runtime) {
 				a.log.Warn("rotation: received nothing under a site's new key; not acknowledging its cut-over", "site", c.site.Name, "key", key.Short())
 			}
 		case p.LastHandshakeTime.IsZero():
+		case p.ReceiveBytes < c.rxBase: // the counter restarted
+			c.rxBase = p.ReceiveBytes
 		case c.asked.IsZero() || (p.ReceiveBytes == c.rxBase && now.Sub(c.asked) > nudgeInterval):
 			c.rxBase, c.asked = p.ReceiveBytes, now
 			a.nudge(rt, c.site.Name)
@@ -222,6 +224,8 @@ func (a *Agent) confirmOwn(rt *runtime, dev *wgtypes.Device, now time.Time) {
 		}
 		base, asked := run.rxBase[name]
 		switch {
+		case asked && rx < base: // a peer entry of the site was replaced
+			run.rxBase[name] = rx
 		case !asked || (rx == base && now.Sub(run.asked[name]) > nudgeInterval):
 			if !asked {
 				run.rxBase[name] = rx

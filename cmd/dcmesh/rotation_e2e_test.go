@@ -388,6 +388,29 @@ func TestRotateWaitReportsAPeerWithoutTraffic(t *testing.T) {
 		return a.ping(blocked, 1)
 	})
 	waitOnlyKey(t, a, a.pub, b, blocked)
+
+	// The handshake under the new key lost, the peer cuts over from the
+	// switched record after the grace; once the traffic flows again (the
+	// rotating site retries its handshake every 5 s), the rotation confirms.
+	unblock = blockWireGuard(t, blocked, a)
+	cmd = exec.Command(dcmeshBinary(t), "rotate", "--wait", "--timeout", "40s", "--config", a.cfgPath)
+	var buf strings.Builder
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, blocked.name+" cuts over from the record without a handshake", func() error {
+		if next := m.publicKeyOf(a.keyPath); next == a.pub || !strings.Contains(blocked.allowedIPs()[next], a.prefix()) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	unblock()
+	err = cmd.Wait()
+	t.Logf("rotate --wait with the handshake lost, then the traffic back: %v: %s", err, strings.TrimSpace(buf.String()))
+	if err != nil || !strings.Contains(buf.String(), "complete") {
+		t.Errorf("rotation did not complete once the traffic flowed again: %v", err)
+	}
 }
 
 // The first site of a new cluster has no live peer: rotate --wait returns at
