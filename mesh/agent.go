@@ -123,7 +123,8 @@ type runtime struct {
 	ackedPre map[string]uint64       // site → record sequence acked
 	ackedCut map[wg.PublicKey]bool   // cut-overs acked
 	siteKeys map[string]wg.PublicKey // current key per site, as last applied
-	watch    *cutoverWatch           // rotate.go
+	watch    *cutoverWatch           // cutover.go
+	peerRot  *peerRotations          // confirm.go
 	// in-tunnel probes (health.go): nil for static-only sites
 	prober  *probe.Prober
 	probing map[string]time.Time // site → when its probe session started
@@ -292,9 +293,11 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			}
 		case <-a.kick:
 			a.logReconcileError(a.reconcile(rt, false))
+			armRotation() // a reconcile may start confirming a peer's new key
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt, false))
 			a.retryStateWrites(rt)
+			armRotation()
 		case m := <-inboxWhenIdle(inbox, rt.in):
 			a.takeGossip(rt, m)
 			a.ingestTurn(rt, len(inbox))
@@ -307,6 +310,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			armRotation()
 		case k := <-rt.watch.done:
 			a.onCutOver(rt, k)
+			armRotation()
 		case name := <-joins:
 			// Hand the newcomer our record directly; see gossip.Joins.
 			if rt.own != nil {
@@ -457,6 +461,7 @@ const (
 	msgCRL       byte = 'c'
 	msgAck       byte = 'a' // rotation acknowledgements, direct
 	msgSwitching byte = 's' // "switching keys now", direct: poll faster
+	msgNudge     byte = 'k' // "send me a keepalive", direct (confirm.go)
 )
 
 // publish signs a new record of this site (persisting its sequence number
@@ -781,10 +786,13 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 		rt.watch.device.Lock()
 		defer rt.watch.device.Unlock()
 		for _, k := range rt.watch.take() {
-			rt.cutover[k] = true // already done on the device: never undo it
+			rt.markCutOver(k) // already done on the device: never undo it
 		}
 	}
 	a.offerPSKs(rt, sites)
+	if rt.store != nil {
+		a.holdSwitches(rt, sites) // confirm.go
+	}
 	for i := range sites {
 		sites[i].PSK, sites[i].NextPSK = rt.psks[sites[i].PublicKey], rt.psks[sites[i].Next]
 	}
@@ -856,15 +864,36 @@ func (a *Agent) reconcile(rt *runtime, first bool) error {
 func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtypes.Device) {
 	now := time.Now()
 	if rt.firstWanted == nil {
+		// The first reconcile. Peers already on the device kept their
+		// sessions (an adopted kernel link). The gossip sites all come from
+		// the records kept from the last run: each still holds a session
+		// with us that a new embedded device no longer has, so it will not
+		// initiate, and holding ours back would lose its traffic to us for
+		// firstHandshakeDelay. Static peers keep the stagger (a new cluster
+		// starting together).
 		rt.firstWanted = map[wg.PublicKey]time.Time{}
 		if dev != nil {
 			for _, p := range dev.Peers {
 				rt.firstWanted[wg.PublicKey(p.PublicKey)] = time.Time{}
 			}
 		}
+		for _, p := range d.WG.Peers {
+			if !slices.ContainsFunc(rt.cfg.Peers, func(s StaticPeer) bool { return s.PublicKey == p.PublicKey }) {
+				rt.firstWanted[p.PublicKey] = time.Time{}
+			}
+		}
 	}
 	self := rt.key.Public()
 	wanted := map[wg.PublicKey]bool{}
+	// A peer with a session has had its first handshake: holding its
+	// keepalive back would only toggle it (a rotated key, cut over at its
+	// handshake, is such a peer).
+	session := map[wg.PublicKey]bool{}
+	if dev != nil {
+		for _, p := range dev.Peers {
+			session[wg.PublicKey(p.PublicKey)] = !p.LastHandshakeTime.IsZero()
+		}
+	}
 	held := false
 	for i := range d.WG.Peers {
 		p := &d.WG.Peers[i]
@@ -874,7 +903,7 @@ func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtype
 			t = now
 			rt.firstWanted[p.PublicKey] = now
 		}
-		if p.PersistentKeepalive > 0 && bytes.Compare(self[:], p.PublicKey[:]) > 0 && now.Sub(t) < firstHandshakeDelay {
+		if p.PersistentKeepalive > 0 && !session[p.PublicKey] && bytes.Compare(self[:], p.PublicKey[:]) > 0 && now.Sub(t) < firstHandshakeDelay {
 			p.PersistentKeepalive = 0
 			held = true
 		}

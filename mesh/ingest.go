@@ -113,6 +113,8 @@ func (a *Agent) takeGossip(rt *runtime, m gossip.Message) {
 			a.onAck(rt, m.Data[1:])
 		case msgSwitching:
 			a.onSwitching(rt)
+		case msgNudge:
+			a.onNudge(rt, string(m.Data[1:]))
 		}
 	}
 }

@@ -7,12 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/control"
-	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -28,8 +25,12 @@ import (
 //     persists "switched", replaces A1 on disk and announces current=A2;
 //  4. each B cuts over in one device call — A2 takes A's prefixes (the
 //     kernel moves them atomically), A1 goes — as soon as it sees a
-//     handshake on A2 (polled every 50 ms while waiting) or A's new record,
-//     and acks the cut-over.
+//     completed handshake on A2 (polled every 10 ms while waiting, 1 ms
+//     after A's "switching now" notice), or switchGrace after A's new record
+//     if no handshake came, and acks the cut-over once it received data
+//     under A2;
+//  5. A's rotation completes when every live peer acked and A received data
+//     from it since (confirm.go).
 // An emergency rotation (suspected compromise) skips the wait: A switches at
 // once and announces current=A2, and every peer drops A1 on receipt.
 
@@ -59,7 +60,23 @@ type rotationRun struct {
 	psk      map[string]wg.PresharedKey // agreed per site (psk.go)
 	deadline time.Time                  // for acks before the switch, for cut-overs after
 	waiters  []chan RotateReply
+
+	// after the switch (confirm.go)
+	committed bool                 // the new key is current on disk and announced
+	switched  time.Time            // when the device got the new key
+	ok        map[string]bool      // sites that carried data both ways under it
+	rxBase    map[string]int64     // received bytes from a site when its cut-over ack came
+	asked     map[string]time.Time // when we last nudged a site for a keepalive
 }
+
+func newRotationRun(rt *runtime, key wg.PublicKey, deadline time.Time) *rotationRun {
+	run := &rotationRun{key: key, seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
+		deadline: deadline, ok: map[string]bool{}, rxBase: map[string]int64{}, asked: map[string]time.Time{}}
+	return run
+}
+
+// switchedOver reports whether the run waits for confirmations.
+func (r *rotationRun) switchedOver() bool { return r.committed && len(r.missing()) > 0 }
 
 // RotateRequest is the body of POST /v1/rotate.
 type RotateRequest struct {
@@ -71,11 +88,15 @@ type RotateRequest struct {
 
 // RotateReply says how a rotation went.
 type RotateReply struct {
-	Epoch     uint64   `json:"epoch"`
-	PublicKey string   `json:"public_key"`
-	Result    string   `json:"result"` // started, complete, incomplete
-	CutOver   []string `json:"cut_over"`
-	Missing   []string `json:"missing,omitempty"`
+	Epoch uint64 `json:"epoch"`
+	// PublicKey is the key the site rotates to.
+	PublicKey string `json:"public_key"`
+	Result    string `json:"result"` // started, complete, incomplete
+	// CutOver lists the peers that carried data both ways under the new
+	// key; Missing the others, with why in Pending.
+	CutOver []string          `json:"cut_over"`
+	Missing []string          `json:"missing,omitempty"`
+	Pending map[string]string `json:"pending,omitempty"`
 }
 
 // loadKeys reads the WireGuard keys and rotation state, and picks the key
@@ -157,8 +178,7 @@ func (a *Agent) startRotation(rt *runtime, emergency bool) error {
 // beginWaiting starts collecting pre-install acks from every live site.
 func (a *Agent) beginWaiting(rt *runtime) {
 	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-	run := &rotationRun{key: rt.next.Public(), seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
-		deadline: time.Now().Add(rt.cfg.Rotation.AckTimeout)}
+	run := newRotationRun(rt, rt.next.Public(), time.Now().Add(rt.cfg.Rotation.AckTimeout))
 	if rt.run != nil {
 		run.waiters = rt.run.waiters
 	}
@@ -204,6 +224,10 @@ func (a *Agent) switchKey(rt *runtime) {
 		a.savePSKs(rt)
 	}
 	rt.kem = nil
+	if rt.run == nil {
+		rt.run = a.newRunForSwitch(rt, next.Public()) // emergency: no prepare phase
+	}
+	rt.run.switched = time.Now()
 	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next, psks); err != nil {
 		// Persisted as switching: the next reconcile (or a restart) gives
 		// the device the next key; continue as if it had.
@@ -218,11 +242,9 @@ func (a *Agent) switchKey(rt *runtime) {
 	rt.rot = st
 	a.failpoint("rotation-switched")
 	var pending []string
-	if rt.run != nil {
-		for _, s := range rt.run.expected {
-			if !rt.run.pre[s] {
-				pending = append(pending, s)
-			}
+	for _, s := range rt.run.expected {
+		if !rt.run.pre[s] && !rt.rot.Emergency {
+			pending = append(pending, s)
 		}
 	}
 	if len(pending) > 0 {
@@ -238,6 +260,7 @@ func (a *Agent) commitRotation(rt *runtime) {
 	if rt.rot.Emergency {
 		result = "emergency switch"
 	}
+	started := rt.rot.Started
 	st, err := rt.keys.Commit(rt.rot, time.Now(), result)
 	if err != nil {
 		a.log.Error("rotation: cannot replace the old key on disk; a restart finishes it", "err", err)
@@ -249,19 +272,30 @@ func (a *Agent) commitRotation(rt *runtime) {
 	}
 	a.log.Info("key rotation switched", "epoch", rt.rot.Epoch, "key", rt.key.Public().Short())
 	if rt.run == nil {
-		sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-		rt.run = &rotationRun{pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{}}
-		for _, s := range sites {
-			rt.run.expected = append(rt.run.expected, s.Name)
-		}
+		// Resumed after a restart: the device got the key at the first
+		// reconcile; any handshake since the rotation began is under it.
+		rt.run = a.newRunForSwitch(rt, rt.key.Public())
+		rt.run.switched = started
 	}
-	rt.run.key = rt.key.Public()
+	rt.run.key, rt.run.committed = rt.key.Public(), true
 	rt.run.deadline = time.Now().Add(rt.cfg.Rotation.CompleteTimeout)
 	a.maybeComplete(rt)
 	a.scheduleRotation(rt)
 }
 
-// maybeComplete ends the rotation once every expected site cut over.
+// newRunForSwitch is the run of a rotation that switches without having
+// waited for pre-installs: every live site is expected to cut over.
+func (a *Agent) newRunForSwitch(rt *runtime, key wg.PublicKey) *rotationRun {
+	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+	run := newRotationRun(rt, key, time.Now().Add(rt.cfg.Rotation.CompleteTimeout))
+	for _, s := range sites {
+		run.expected = append(run.expected, s.Name)
+	}
+	return run
+}
+
+// maybeComplete ends the rotation once every expected site carried data
+// both ways under the new key (confirm.go), or at the deadline.
 func (a *Agent) maybeComplete(rt *runtime) {
 	run := rt.run
 	if run == nil || rt.rot.Phase != wg.PhaseStable {
@@ -274,11 +308,16 @@ func (a *Agent) maybeComplete(rt *runtime) {
 	reply := RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete", CutOver: run.cutOver(), Missing: missing}
 	if len(missing) > 0 {
 		reply.Result = "incomplete"
-		rt.rot.LastResult = fmt.Sprintf("incomplete: %v did not confirm the cut-over within %s", missing, rt.cfg.Rotation.CompleteTimeout)
-		a.log.Warn("key rotation incomplete", "epoch", rt.rot.Epoch, "missing", missing)
+		dev, _ := rt.wgc.Device(rt.cfg.Interface)
+		reply.Pending = map[string]string{}
+		for _, s := range missing {
+			reply.Pending[s] = a.whyUnconfirmed(rt, dev, s)
+		}
+		rt.rot.LastResult = fmt.Sprintf("incomplete: %v did not carry data both ways under the new key within %s", missing, rt.cfg.Rotation.CompleteTimeout)
+		a.log.Warn("key rotation incomplete", "epoch", rt.rot.Epoch, "missing", missing, "why", reply.Pending)
 	} else {
 		rt.rot.LastResult = "complete"
-		a.log.Info("key rotation complete: every peer cut over", "epoch", rt.rot.Epoch, "sites", len(run.expected))
+		a.log.Info("key rotation complete: every peer carried data both ways under the new key", "epoch", rt.rot.Epoch, "sites", len(run.expected))
 	}
 	if a.metrics != nil {
 		a.metrics.rotations.WithLabelValues(reply.Result).Inc()
@@ -295,7 +334,7 @@ func (a *Agent) maybeComplete(rt *runtime) {
 func (r *rotationRun) missing() []string {
 	var out []string
 	for _, s := range r.expected {
-		if !r.cut[s] {
+		if !r.ok[s] {
 			out = append(out, s)
 		}
 	}
@@ -305,7 +344,7 @@ func (r *rotationRun) missing() []string {
 func (r *rotationRun) cutOver() []string {
 	var out []string
 	for _, s := range r.expected {
-		if r.cut[s] {
+		if r.ok[s] {
 			out = append(out, s)
 		}
 	}
@@ -350,14 +389,21 @@ func nextRotationTime(keySince time.Time, interval time.Duration, now time.Time,
 // rotationTimerDue returns when the rotation timer must fire next.
 func (rt *runtime) rotationTimerDue() time.Time {
 	due := rt.nextRotation
-	if rt.run != nil && (due.IsZero() || rt.run.deadline.Before(due)) {
-		due = rt.run.deadline
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (due.IsZero() || t.Before(due)) {
+			due = t
+		}
 	}
+	if rt.run != nil {
+		earlier(rt.run.deadline)
+	}
+	earlier(rt.confirmDue())
 	return due
 }
 
-// onRotationTimer runs scheduled rotations and deadlines.
+// onRotationTimer runs scheduled rotations, deadlines and confirmations.
 func (a *Agent) onRotationTimer(rt *runtime) {
+	a.pollConfirmations(rt)
 	now := time.Now()
 	if rt.run != nil && !now.Before(rt.run.deadline) {
 		a.rotationDeadline(rt)
@@ -374,275 +420,6 @@ func (a *Agent) onRotationTimer(rt *runtime) {
 	}
 }
 
-// ---- the peer side ----
-
-// onAck records a peer's acknowledgement of our new key.
-func (a *Agent) onAck(rt *runtime, raw []byte) {
-	ack, err := trust.DecodeAck(raw)
-	if err != nil {
-		rt.store.reject("(ack)", err)
-		return
-	}
-	sr, ok := rt.store.records[ack.From]
-	if !ok || ack.To != rt.cfg.Site {
-		return
-	}
-	if _, err := trust.VerifyAck(raw, sr.Cert.IdentityKey); err != nil {
-		rt.store.reject(ack.From, err)
-		return
-	}
-	if rt.run == nil || ack.Key != rt.run.key {
-		return
-	}
-	switch ack.Stage {
-	case trust.AckPreinstalled:
-		a.acceptPSK(rt, ack, sr.WGCurrent)
-		if !rt.run.pre[ack.From] {
-			rt.run.pre[ack.From] = true
-			a.log.Debug("rotation: peer pre-installed the new key", "peer", ack.From)
-			a.maybeSwitch(rt)
-		}
-	case trust.AckCutOver:
-		if !rt.run.cut[ack.From] {
-			rt.run.cut[ack.From] = true
-			rt.run.pre[ack.From] = true
-			a.log.Debug("rotation: peer cut over", "peer", ack.From)
-			a.maybeComplete(rt)
-		}
-	}
-}
-
-// afterApply acks what the last successful reconcile did for rotating
-// sites, and tracks which pre-installed keys to watch for a handshake.
-func (a *Agent) afterApply(rt *runtime, sites []remoteSite) {
-	if rt.gossip == nil {
-		return
-	}
-	for _, s := range sites {
-		if s.Next.IsZero() {
-			continue
-		}
-		if rt.cutover[s.Next] {
-			if !rt.ackedCut[s.Next] {
-				rt.ackedCut[s.Next] = true
-				a.sendAck(rt, s, s.Next, trust.AckCutOver)
-			}
-			continue
-		}
-		if rt.ackedPre[s.Name] != s.Seq {
-			rt.ackedPre[s.Name] = s.Seq
-			a.sendAck(rt, s, s.Next, trust.AckPreinstalled)
-		}
-	}
-	// A site whose record now names a new current key (it switched, or
-	// rotated in an emergency): we just replaced the old key; ack that.
-	for _, s := range sites {
-		old, known := rt.siteKeys[s.Name]
-		rt.siteKeys[s.Name] = s.PublicKey
-		if s.Next.IsZero() && known && old != s.PublicKey && !rt.ackedCut[s.PublicKey] {
-			rt.ackedCut[s.PublicKey] = true
-			a.sendAck(rt, s, s.PublicKey, trust.AckCutOver)
-		}
-	}
-	for k := range rt.cutover {
-		if !slices.ContainsFunc(sites, func(s remoteSite) bool { return s.Next == k }) {
-			delete(rt.cutover, k)
-		}
-	}
-}
-
-func (a *Agent) sendAck(rt *runtime, s remoteSite, key wg.PublicKey, stage trust.AckStage) {
-	ack := trust.Ack{From: rt.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}
-	if stage == trust.AckPreinstalled {
-		ack.KEMCiphertext = rt.pskOffers[key].ciphertext
-	}
-	b, err := trust.SignAck(ack, rt.enr.identity)
-	if err != nil {
-		a.log.Error("cannot sign an ack", "err", err)
-		return
-	}
-	g, name := rt.gossip, s.Name
-	go func() {
-		if err := g.SendTo(name, append([]byte{msgAck}, b...)); err != nil {
-			a.log.Debug("ack not delivered", "to", name, "err", err)
-		}
-	}()
-}
-
-// notifySwitching tells the peers to watch closely before we switch: each
-// packet we send under the new key before a peer cuts over is dropped by
-// that peer. It waits for the notices to go out, at most switchNoticeWait
-// (a peer that does not take one in time still has the regular poll).
-func (a *Agent) notifySwitching(rt *runtime) {
-	if rt.run == nil || len(rt.run.expected) == 0 {
-		return
-	}
-	done := make(chan struct{}, len(rt.run.expected))
-	msg := append([]byte{msgSwitching}, rt.cfg.Site...)
-	for _, name := range rt.run.expected {
-		g, name := rt.gossip, name
-		go func() {
-			_ = g.SendTo(name, msg)
-			done <- struct{}{}
-		}()
-	}
-	timeout := time.After(switchNoticeWait)
-	for range rt.run.expected {
-		select {
-		case <-done:
-		case <-timeout:
-			return
-		}
-	}
-}
-
-// onSwitching starts fast polling: a rotating site is about to switch. The
-// notice is unsigned: all it can do is make us poll faster for a moment.
-func (a *Agent) onSwitching(rt *runtime) {
-	if rt.watch != nil {
-		rt.watch.fast(time.Now().Add(fastPollWindow))
-	}
-}
-
-// cutoverWatch polls the device for handshakes under pre-installed keys and
-// cuts over on its own goroutine, so that a slow reconcile on the agent loop
-// never delays it. The loop publishes what to watch after every reconcile
-// and learns of each cut-over on the done channel.
-//
-// The signal is received bytes on the pre-installed key (a valid handshake
-// initiation: only the holder of the new private key can produce one, and
-// we never initiate towards a pre-installed key) or a completed handshake.
-// Cutting over at the initiation, before the rotating site's first data
-// packet arrives, is what keeps the loss in its direction near zero.
-type cutoverWatch struct {
-	wgc  wg.Client
-	name string
-	done chan wg.PublicKey
-
-	mu        sync.Mutex
-	pairs     map[wg.PublicKey]wg.PublicKey // pre-installed new key → key it replaces
-	cfg       wg.Config                     // last desired WireGuard state
-	fastUntil time.Time
-	wake      chan struct{}
-	// made are cut-overs done that the loop has not yet taken: a reconcile
-	// computed without them would put the old key back.
-	made map[wg.PublicKey]bool
-	// device serialises the watcher's cut-overs with the loop's reconcile
-	// (take → compute → apply), so neither works from a stale device view.
-	device sync.Mutex
-}
-
-func newCutoverWatch(wgc wg.Client, name string) *cutoverWatch {
-	return &cutoverWatch{wgc: wgc, name: name, done: make(chan wg.PublicKey, 16), wake: make(chan struct{}, 1),
-		made: map[wg.PublicKey]bool{}}
-}
-
-// take returns the cut-overs made since the last call (for the loop, before
-// it computes a desired state).
-func (w *cutoverWatch) take() []wg.PublicKey {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []wg.PublicKey
-	for k := range w.made {
-		out = append(out, k)
-	}
-	clear(w.made)
-	return out
-}
-
-// set publishes what to watch (from the loop).
-func (w *cutoverWatch) set(pairs map[wg.PublicKey]wg.PublicKey, cfg wg.Config) {
-	w.mu.Lock()
-	w.pairs, w.cfg = pairs, cfg
-	w.mu.Unlock()
-	notify(w.wake)
-}
-
-func (w *cutoverWatch) fast(until time.Time) {
-	w.mu.Lock()
-	w.fastUntil = until
-	w.mu.Unlock()
-	notify(w.wake)
-}
-
-// run polls until ctx ends: every handshakePoll while something is pending,
-// every fastPoll in a fast window, not at all otherwise.
-func (w *cutoverWatch) run(ctx context.Context, log func(msg string, args ...any)) {
-	for {
-		w.mu.Lock()
-		pending := len(w.pairs) > 0
-		interval := handshakePoll
-		if time.Now().Before(w.fastUntil) {
-			interval = fastPoll
-		}
-		w.mu.Unlock()
-		var tick <-chan time.Time
-		if pending {
-			tick = time.After(interval)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.wake:
-			continue
-		case <-tick:
-		}
-		w.poll(log)
-	}
-}
-
-func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
-	w.device.Lock()
-	defer w.device.Unlock()
-	dev, err := w.wgc.Device(w.name)
-	if err != nil {
-		return
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	seen := map[wg.PublicKey]wg.PublicKey{}
-	for _, p := range dev.Peers {
-		k := wg.PublicKey(p.PublicKey)
-		if old, ok := w.pairs[k]; ok && (p.ReceiveBytes > 0 || !p.LastHandshakeTime.IsZero()) {
-			seen[k] = old
-		}
-	}
-	if len(seen) == 0 {
-		return
-	}
-	if err := wg.CutOver(w.wgc, w.name, w.cfg, seen); err != nil {
-		log("fast cut-over failed; the reconcile does it", "err", err)
-	}
-	for k := range seen {
-		delete(w.pairs, k)
-		w.made[k] = true
-		select {
-		case w.done <- k:
-		default: // the loop's next reconcile still cuts over (cutover map)
-		}
-	}
-}
-
-// onCutOver is the loop's side of a cut-over the watcher made.
-func (a *Agent) onCutOver(rt *runtime, k wg.PublicKey) {
-	rt.cutover[k] = true
-	a.logReconcileError(a.reconcile(rt, false))
-}
-
-// publishWatch tells the watcher what is pending after a reconcile.
-func (a *Agent) publishWatch(rt *runtime, sites []remoteSite) {
-	if rt.watch == nil {
-		return
-	}
-	pairs := map[wg.PublicKey]wg.PublicKey{}
-	for _, s := range sites {
-		if !s.Next.IsZero() && !rt.cutover[s.Next] {
-			pairs[s.Next] = s.PublicKey
-		}
-	}
-	rt.watch.set(pairs, rt.lastWG)
-}
-
 // ---- control API ----
 
 func (a *Agent) rotateHandler() http.HandlerFunc {
@@ -652,16 +429,24 @@ func (a *Agent) rotateHandler() http.HandlerFunc {
 			if err := a.startRotation(rt, in.Emergency); err != nil {
 				return nil, err
 			}
-			if rt.run != nil {
-				rt.run.waiters = append(rt.run.waiters, wait)
+			if rt.run == nil {
+				// Done already: no live peer to wait for (the first site
+				// of a cluster).
+				return RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete"}, nil
 			}
-			return RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "started"}, nil
+			rt.run.waiters = append(rt.run.waiters, wait)
+			epoch := rt.rot.Epoch
+			if rt.rot.Phase != wg.PhaseStable {
+				epoch++ // not committed yet
+			}
+			return RotateReply{Epoch: epoch, PublicKey: rt.run.key.String(), Result: "started"}, nil
 		})
 		if err != nil {
 			return RotateReply{}, err
 		}
-		if !in.Wait {
-			return v.(RotateReply), nil
+		started := v.(RotateReply)
+		if !in.Wait || started.Result != "started" {
+			return started, nil
 		}
 		timeout := in.Timeout
 		if timeout <= 0 {

@@ -207,10 +207,16 @@ func (ks *KeyStore) Commit(st RotationState, now time.Time, result string) (Rota
 func (ks *KeyStore) SaveResult(st RotationState) error { return ks.save(st) }
 
 // SwitchKey gives the device its new private key and, in the same call,
-// re-sets the keepalive of every peer that has one, which makes the device
-// send a keepalive and so start a handshake under the new key at once
-// instead of at the next packet. Sessions under the old key keep receiving
-// until the peers cut over.
+// makes it send a keepalive to every peer that owns allowed IPs, which
+// starts a handshake under the new key at once instead of at the next
+// packet (or never, on an idle tunnel). Sessions under the old key keep
+// receiving until the peers cut over. Peers without allowed IPs (other
+// sites' pre-installed next keys) are never made to initiate.
+//
+// Re-setting an unchanged keepalive does nothing: the kernel and
+// wireguard-go send one only when the keepalive turns on (device/uapi.go
+// pkaOn, netlink.c set_peer). So each peer is listed twice, keepalive 0
+// then its interval; see keepaliveToggle.
 //
 // psks, if not nil, sets the pre-shared key of every peer in the same call
 // (zero for peers without one), so that the first handshake under the new
@@ -228,16 +234,54 @@ func SwitchKey(c Client, name string, key PrivateKey, psks PresharedKeys) error 
 			psk := psks[PublicKey(p.PublicKey)].k
 			pc.PresharedKey = &psk
 		}
-		if p.PersistentKeepaliveInterval > 0 {
-			ka := p.PersistentKeepaliveInterval
-			pc.PersistentKeepaliveInterval = &ka
+		if len(p.AllowedIPs) == 0 {
+			if pc.PresharedKey != nil {
+				cfg.Peers = append(cfg.Peers, pc)
+			}
+			continue
 		}
-		if pc.PresharedKey != nil || pc.PersistentKeepaliveInterval != nil {
-			cfg.Peers = append(cfg.Peers, pc)
-		}
+		cfg.Peers = append(cfg.Peers, keepaliveToggle(pc, p.PersistentKeepaliveInterval)...)
 	}
 	if err := c.ConfigureDevice(name, cfg); err != nil {
 		return fmt.Errorf("switch WireGuard key on %s: %w", name, err)
+	}
+	return nil
+}
+
+// keepaliveToggle returns first (a peer's update) followed by the entries
+// that turn its keepalive off and on again within one configuration, which
+// makes the device send a keepalive now (initiating a handshake if there is
+// no session), leaving the keepalive at interval. For a peer without a
+// keepalive it turns on a 1-second one and off again.
+func keepaliveToggle(first wgtypes.PeerConfig, interval time.Duration) []wgtypes.PeerConfig {
+	off, on := time.Duration(0), interval
+	first.PersistentKeepaliveInterval = &off
+	out := []wgtypes.PeerConfig{first}
+	if on == 0 {
+		on = time.Second
+	}
+	out = append(out, wgtypes.PeerConfig{PublicKey: first.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &on})
+	if interval == 0 {
+		out = append(out, wgtypes.PeerConfig{PublicKey: first.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+	}
+	return out
+}
+
+// SendKeepalive makes the device send one keepalive to peer now (a
+// handshake initiation if it has no session with it), leaving its keepalive
+// interval as configured. A peer that is not on the device is not created.
+func SendKeepalive(c Client, name string, peer PublicKey) error {
+	dev, err := c.Device(name)
+	if err != nil {
+		return fmt.Errorf("read WireGuard device %s: %w", name, err)
+	}
+	i := slices.IndexFunc(dev.Peers, func(p wgtypes.Peer) bool { return PublicKey(p.PublicKey) == peer })
+	if i < 0 {
+		return fmt.Errorf("send a keepalive on %s: no peer %s", name, peer.Short())
+	}
+	pcs := keepaliveToggle(wgtypes.PeerConfig{PublicKey: wgtypes.Key(peer), UpdateOnly: true}, dev.Peers[i].PersistentKeepaliveInterval)
+	if err := c.ConfigureDevice(name, wgtypes.Config{Peers: pcs}); err != nil {
+		return fmt.Errorf("send a keepalive on %s: %w", name, err)
 	}
 	return nil
 }

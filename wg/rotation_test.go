@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -575,20 +574,24 @@ func (r *rotRecorder) ConfigureDevice(name string, cfg wgtypes.Config) error {
 
 func TestSwitchKey(t *testing.T) {
 	old, newKey := mustKey(t), mustKey(t)
-	b, c, d := mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public()
+	b, c, d, n := mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public()
 	fake := wgtest.NewClient("dcm0")
 	want := Config{PrivateKey: old, ListenPort: 51820, Peers: []Peer{
 		{PublicKey: b, Endpoint: netip.MustParseAddrPort("192.0.2.2:51820"), AllowedIPs: pfx("10.2.0.0/16", "10.255.0.2/32"), PersistentKeepalive: 25 * time.Second},
 		{PublicKey: c, AllowedIPs: pfx("10.3.0.0/16")}, // keepalive 0, no endpoint
 		{PublicKey: d, Endpoint: netip.MustParseAddrPort("[2001:db8::4]:51820"), AllowedIPs: pfx("fd00:4::/48"), PersistentKeepalive: 7 * time.Second},
+		// Another site's pre-installed next key: it must never initiate.
+		{PublicKey: n, Endpoint: netip.MustParseAddrPort("192.0.2.4:51820")},
 	}}
 	if _, err := Apply(fake, "dcm0", want); err != nil {
 		t.Fatal(err)
 	}
 	before := fake.String()
 	sess := map[PublicKey]int{}
+	kaBefore := map[PublicKey]int{}
 	for _, p := range want.Peers {
 		sess[p.PublicKey] = fake.Session("dcm0", wgtypes.Key(p.PublicKey))
+		kaBefore[p.PublicKey] = fake.KeepalivesSent("dcm0", wgtypes.Key(p.PublicKey))
 	}
 	calls := fake.Calls
 
@@ -606,24 +609,22 @@ func TestSwitchKey(t *testing.T) {
 	if cfg.PrivateKey == nil || *cfg.PrivateKey != newKey.k || cfg.ListenPort != nil || cfg.ReplacePeers {
 		t.Errorf("device-wide part of the config: key set %v, port %v, replace %v", cfg.PrivateKey != nil, cfg.ListenPort, cfg.ReplacePeers)
 	}
-	wantKA := map[wgtypes.Key]time.Duration{wgtypes.Key(b): 25 * time.Second, wgtypes.Key(d): 7 * time.Second}
-	var mentioned []wgtypes.Key
 	for _, pc := range cfg.Peers {
-		mentioned = append(mentioned, pc.PublicKey)
-		ka, ok := wantKA[pc.PublicKey]
-		if !ok {
-			t.Errorf("peer %s without keepalive is mentioned", pc.PublicKey.String()[:8])
-			continue
-		}
-		if pc.PersistentKeepaliveInterval == nil || *pc.PersistentKeepaliveInterval != ka {
-			t.Errorf("peer %s keepalive %v, want %v", pc.PublicKey.String()[:8], pc.PersistentKeepaliveInterval, ka)
-		}
-		if pc.Remove || pc.Endpoint != nil || pc.ReplaceAllowedIPs || len(pc.AllowedIPs) != 0 || pc.PresharedKey != nil {
+		if !pc.UpdateOnly || pc.Remove || pc.Endpoint != nil || pc.ReplaceAllowedIPs || len(pc.AllowedIPs) != 0 || pc.PresharedKey != nil {
 			t.Errorf("peer %s config touches more than the keepalive: %+v", pc.PublicKey.String()[:8], pc)
 		}
+		if wgtypes.Key(n) == pc.PublicKey {
+			t.Error("the pre-installed key is mentioned")
+		}
 	}
-	if len(mentioned) != 2 || slices.Contains(mentioned, wgtypes.Key(c)) {
-		t.Errorf("peers mentioned: %d, want B and D only", len(mentioned))
+	// Every peer that owns allowed IPs sent one keepalive (which starts the
+	// handshake under the new key) and keeps its interval; the pre-installed
+	// key sent nothing.
+	for _, p := range want.Peers {
+		sent := fake.KeepalivesSent("dcm0", wgtypes.Key(p.PublicKey)) - kaBefore[p.PublicKey]
+		if wantSent := min(len(p.AllowedIPs), 1); sent != wantSent {
+			t.Errorf("peer %s: %d keepalives sent, want %d", p.PublicKey.Short(), sent, wantSent)
+		}
 	}
 
 	// Only the device's public key changed in the rendering.

@@ -18,8 +18,10 @@ func rotateCommand() *cli.Command {
 and acknowledges, then this site switches and each peer cuts over as soon as it
 sees a handshake on the new key. Tunnels keep carrying traffic throughout.
 
---wait blocks until every peer confirmed the cut-over and prints any that did
-not. --emergency is for a suspected key compromise: the site switches at once and
+--wait blocks until every live peer carried data both ways under the new key
+(a handshake under it, data received by the peer, acknowledged, and data
+received from the peer after that) and exits 1 naming each peer that did not,
+with what is missing, at the timeout. --emergency is for a suspected key compromise: the site switches at once and
 every peer drops the old key as soon as it hears, without waiting for
 acknowledgements (traffic pauses for about one handshake).
 
@@ -44,11 +46,22 @@ Keys also rotate on the schedule in the configuration (rotation.interval).`,
 			w := c.App.Writer
 			switch r.Result {
 			case "started":
-				_, err = fmt.Fprintf(w, "rotation started (new key %s); follow it with dcmesh status, or use --wait\n", r.PublicKey)
+				_, err = fmt.Fprintf(w, "rotation %d started: new key %s; follow it with dcmesh status, or use --wait\n", r.Epoch, r.PublicKey)
 			case "complete":
+				if len(r.CutOver) == 0 {
+					_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; no live peer to wait for\n", r.Epoch, r.PublicKey)
+					break
+				}
 				_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; all %d peers cut over (%s)\n", r.Epoch, r.PublicKey, len(r.CutOver), strings.Join(r.CutOver, ", "))
 			default:
-				_, err = fmt.Fprintf(w, "rotation %d %s: new key %s; cut over: %s; not confirmed: %s\n", r.Epoch, r.Result, r.PublicKey, strings.Join(r.CutOver, ", "), strings.Join(r.Missing, ", "))
+				var missing []string
+				for _, s := range r.Missing {
+					if why := r.Pending[s]; why != "" {
+						s += " (" + why + ")"
+					}
+					missing = append(missing, s)
+				}
+				_, err = fmt.Fprintf(w, "rotation %d %s: new key %s; confirmed: %s; not confirmed: %s\n", r.Epoch, r.Result, r.PublicKey, strings.Join(r.CutOver, ", "), strings.Join(missing, "; "))
 				if err == nil {
 					err = cli.Exit("", 1)
 				}

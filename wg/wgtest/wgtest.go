@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -27,6 +28,7 @@ type Client struct {
 	devices map[string]*wgtypes.Device
 	gen     map[string]map[wgtypes.Key]int // device → peer → session generation
 	nextGen int
+	kaSent  map[string]map[wgtypes.Key]int // device → peer → keepalives turned on
 	// Calls counts ConfigureDevice calls; ReplacePeersCalls those that set
 	// ReplacePeers.
 	Calls             int
@@ -37,10 +39,11 @@ type Client struct {
 
 // NewClient returns a fake with empty devices of the given names.
 func NewClient(names ...string) *Client {
-	c := &Client{devices: map[string]*wgtypes.Device{}, gen: map[string]map[wgtypes.Key]int{}}
+	c := &Client{devices: map[string]*wgtypes.Device{}, gen: map[string]map[wgtypes.Key]int{}, kaSent: map[string]map[wgtypes.Key]int{}}
 	for _, n := range names {
 		c.devices[n] = &wgtypes.Device{Name: n, Type: wgtypes.Userspace}
 		c.gen[n] = map[wgtypes.Key]int{}
+		c.kaSent[n] = map[wgtypes.Key]int{}
 	}
 	return c
 }
@@ -85,6 +88,7 @@ func (c *Client) ConfigureDevice(name string, cfg wgtypes.Config) error {
 		c.ReplacePeersCalls++
 		d.Peers = nil
 		c.gen[name] = map[wgtypes.Key]int{}
+		c.kaSent[name] = map[wgtypes.Key]int{}
 	}
 	for _, pc := range cfg.Peers {
 		i := slices.IndexFunc(d.Peers, func(p wgtypes.Peer) bool { return p.PublicKey == pc.PublicKey })
@@ -110,6 +114,11 @@ func (c *Client) ConfigureDevice(name string, cfg wgtypes.Config) error {
 			p.Endpoint = &e
 		}
 		if pc.PersistentKeepaliveInterval != nil {
+			// The kernel and wireguard-go send a keepalive at once when it
+			// turns on, and only then.
+			if p.PersistentKeepaliveInterval == 0 && *pc.PersistentKeepaliveInterval != 0 {
+				c.kaSent[name][pc.PublicKey]++
+			}
 			p.PersistentKeepaliveInterval = *pc.PersistentKeepaliveInterval
 		}
 		if pc.PresharedKey != nil {
@@ -137,6 +146,33 @@ func (c *Client) Session(device string, peer wgtypes.Key) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.gen[device][peer]
+}
+
+// KeepalivesSent counts the keepalives the device sent a peer key because
+// its persistent keepalive turned on (from 0 to an interval, a new peer
+// included), which is how a configuration makes a device send one now.
+func (c *Client) KeepalivesSent(device string, peer wgtypes.Key) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kaSent[device][peer]
+}
+
+// SetPeerStats sets what the device reports about a peer's traffic, as if
+// it had completed a handshake at hs and counted rx and tx bytes. An absent
+// peer is an error.
+func (c *Client) SetPeerStats(device string, peer wgtypes.Key, hs time.Time, rx, tx int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.devices[device]
+	if !ok {
+		return os.ErrNotExist
+	}
+	i := slices.IndexFunc(d.Peers, func(p wgtypes.Peer) bool { return p.PublicKey == peer })
+	if i < 0 {
+		return fmt.Errorf("no peer %s on %s", short(peer), device)
+	}
+	d.Peers[i].LastHandshakeTime, d.Peers[i].ReceiveBytes, d.Peers[i].TransmitBytes = hs, rx, tx
+	return nil
 }
 
 // String renders every device like `wg showconf`, sorted, without private keys.
