@@ -79,8 +79,16 @@ func TestRotationUnderTraffic(t *testing.T) {
 	t.Logf("%s→%s (rotating site to peer): %d received, %d lost, longest gap %.1f ms", a.name, b.name, rab.Received, rab.Lost, rab.LongestGap)
 	t.Logf("%s→%s (peer to rotating site): %d received, %d lost, longest gap %.1f ms", b.name, a.name, rba.Received, rba.Lost, rba.LongestGap)
 	t.Logf("TCP %s→%s: %d bytes sent, %d received", a.name, b.name, tx.Bytes, rx.Bytes)
-	if rab.Received < 400 || rab.Lost > 2 {
-		t.Errorf("rotating site → peer: %+v, want at most 2 lost", rab)
+	// The rotating site's packets sent while its new key's handshake is in
+	// flight wait in its queue and leave in a burst when the handshake
+	// completes; the peer moves the prefixes to the new key when it sees
+	// that completion (cutover.go, polled every 1 ms in the switch window),
+	// so the head of that burst can meet the old allowed IPs and be
+	// dropped: 1-3 packets at 100/s with a TCP stream beside it on a busy
+	// host (docs/BENCHMARKS.md, "rotation gap"). A handshake lost for
+	// WireGuard's 5 s retry would lose 500.
+	if rab.Received < 400 || rab.Lost > 3 {
+		t.Errorf("rotating site → peer: %+v, want at most 3 lost", rab)
 	}
 	if rba.Received < 400 || rba.Lost != 0 {
 		t.Errorf("peer → rotating site: %+v, want none lost", rba)
