@@ -260,13 +260,9 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	a.publishWatch(rt, rt.lastSites)
 	if a.opts.MetricsAddr != "" {
 		a.metrics = newMetrics()
-		a.metrics.fresh = func(ctx context.Context) (*Status, error) {
-			v, err := a.call(ctx, func(rt *runtime) (any, error) { return a.buildStatus(rt) })
-			if err != nil {
-				return nil, err
-			}
-			st := v.(Status)
-			return &st, nil
+		a.metrics.fresh = func(ctx context.Context) (*control.Status, error) {
+			st, err := call(ctx, a, a.buildStatus)
+			return &st, err
 		}
 		addr, err := a.metrics.serve(ctx, a.opts.MetricsAddr, a.log.Error)
 		if err != nil {
@@ -326,8 +322,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 				a.log.Error("cannot refresh this site's record", "err", err)
 			}
 		case call := <-a.api:
-			v, err := call.fn(rt)
-			call.reply <- apiResult{v, err}
+			call.reply <- call.fn(rt)
 			armRotation()
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/probe"
 	"github.com/dcmesh/dcmesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -118,17 +119,17 @@ const rekeyTimeout = 5 * time.Second
 // session is renewed before it expires as soon as either side sends, and a
 // keepalive is sent after k of silence. Without keepalive (k = 0) an idle
 // pair has no session to speak of, so only the 180 s count.
-func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.PeerState, probingSince time.Time) PeerStateName {
+func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.PeerState, probingSince time.Time) control.PeerState {
 	session := !lastHandshake.IsZero() && now.Sub(lastHandshake) <= rejectAfterTime
 	if pr != nil {
 		if pr.State == probe.StateUp {
-			return PeerUp
+			return control.PeerUp
 		}
 		if pr.Downs > 0 || now.Sub(probingSince) > probeGrace {
 			if session {
-				return PeerStale
+				return control.PeerStale
 			}
-			return PeerDown
+			return control.PeerDown
 		}
 	}
 	limit := rejectAfterTime
@@ -136,27 +137,12 @@ func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.
 		limit += keepalive + rekeyTimeout
 	}
 	if lastHandshake.IsZero() || now.Sub(lastHandshake) > limit {
-		return PeerDown
+		return control.PeerDown
 	}
-	return PeerUp
+	return control.PeerUp
 }
 
-// ProbeStatus is what the in-tunnel probes say of a peer.
-type ProbeStatus struct {
-	// State is the session state as reported, with the anti-flap hold:
-	// up, init, down or admin_down (the peer's agent stopped its probes).
-	State string    `json:"state"`
-	Since time.Time `json:"since"`
-	// RTTMillis is the smoothed round-trip time through the tunnel,
-	// milliseconds (0 before the first sample).
-	RTTMillis float64 `json:"rtt_ms"`
-	// Loss is the share of probes lost over the last 10 s while up.
-	Loss float64 `json:"loss"`
-	// Downs counts the times the session went down.
-	Downs uint64 `json:"downs"`
-}
-
-func probeStatus(s probe.PeerState) *ProbeStatus {
-	return &ProbeStatus{State: s.State.String(), Since: s.Since.UTC(), RTTMillis: float64(s.SRTT.Microseconds()) / 1000,
+func probeStatus(s probe.PeerState) *control.ProbeStatus {
+	return &control.ProbeStatus{State: control.ProbeState(s.State.String()), Since: s.Since.UTC(), RTTMillis: float64(s.SRTT.Microseconds()) / 1000,
 		Loss: s.Loss, Downs: s.Downs}
 }

@@ -1,10 +1,8 @@
 package mesh
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -59,7 +57,7 @@ type rotationRun struct {
 	pre, cut map[string]bool
 	psk      map[string]wg.PresharedKey // agreed per site (psk.go)
 	deadline time.Time                  // for acks before the switch, for cut-overs after
-	waiters  []chan RotateReply
+	waiters  []chan control.RotateReply
 
 	// after the switch (confirm.go)
 	committed bool                 // the new key is current on disk and announced
@@ -77,27 +75,6 @@ func newRotationRun(rt *runtime, key wg.PublicKey, deadline time.Time) *rotation
 
 // switchedOver reports whether the run waits for confirmations.
 func (r *rotationRun) switchedOver() bool { return r.committed && len(r.missing()) > 0 }
-
-// RotateRequest is the body of POST /v1/rotate.
-type RotateRequest struct {
-	Emergency bool `json:"emergency"`
-	// Wait for every peer to cut over (up to Timeout).
-	Wait    bool          `json:"wait"`
-	Timeout time.Duration `json:"timeout"`
-}
-
-// RotateReply says how a rotation went.
-type RotateReply struct {
-	Epoch uint64 `json:"epoch"`
-	// PublicKey is the key the site rotates to.
-	PublicKey string `json:"public_key"`
-	Result    string `json:"result"` // started, complete, incomplete
-	// CutOver lists the peers that carried data both ways under the new
-	// key; Missing the others, with why in Pending.
-	CutOver []string          `json:"cut_over"`
-	Missing []string          `json:"missing,omitempty"`
-	Pending map[string]string `json:"pending,omitempty"`
-}
 
 // loadKeys reads the WireGuard keys and rotation state, and picks the key
 // the device must use: the next key from the moment the switch was
@@ -305,9 +282,9 @@ func (a *Agent) maybeComplete(rt *runtime) {
 	if len(missing) > 0 && time.Now().Before(run.deadline) {
 		return
 	}
-	reply := RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete", CutOver: run.cutOver(), Missing: missing}
+	reply := control.RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: control.RotateComplete, CutOver: run.cutOver(), Missing: missing}
 	if len(missing) > 0 {
-		reply.Result = "incomplete"
+		reply.Result = control.RotateIncomplete
 		dev, _ := rt.wgc.Device(rt.cfg.Interface)
 		reply.Pending = map[string]string{}
 		for _, s := range missing {
@@ -320,7 +297,7 @@ func (a *Agent) maybeComplete(rt *runtime) {
 		a.log.Info("key rotation complete: every peer carried data both ways under the new key", "epoch", rt.rot.Epoch, "sites", len(run.expected))
 	}
 	if a.metrics != nil {
-		a.metrics.rotations.WithLabelValues(reply.Result).Inc()
+		a.metrics.rotations.WithLabelValues(string(reply.Result)).Inc()
 	}
 	if err := rt.keys.SaveResult(rt.rot); err != nil {
 		a.log.Warn("cannot record the rotation result", "err", err)
@@ -413,54 +390,11 @@ func (a *Agent) onRotationTimer(rt *runtime) {
 		if err := a.startRotation(rt, false); err != nil {
 			a.log.Error("scheduled key rotation did not start", "err", err)
 			if a.metrics != nil {
-				a.metrics.rotations.WithLabelValues("failed").Inc()
+				a.metrics.rotations.WithLabelValues(string(control.RotateFailed)).Inc()
 			}
 			a.scheduleRotation(rt)
 		}
 	}
-}
-
-// ---- control API ----
-
-func (a *Agent) rotateHandler() http.HandlerFunc {
-	return control.Handle(func(ctx context.Context, in RotateRequest) (RotateReply, error) {
-		wait := make(chan RotateReply, 1)
-		v, err := a.call(ctx, func(rt *runtime) (any, error) {
-			if err := a.startRotation(rt, in.Emergency); err != nil {
-				return nil, err
-			}
-			if rt.run == nil {
-				// Done already: no live peer to wait for (the first site
-				// of a cluster).
-				return RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: "complete"}, nil
-			}
-			rt.run.waiters = append(rt.run.waiters, wait)
-			epoch := rt.rot.Epoch
-			if rt.rot.Phase != wg.PhaseStable {
-				epoch++ // not committed yet
-			}
-			return RotateReply{Epoch: epoch, PublicKey: rt.run.key.String(), Result: "started"}, nil
-		})
-		if err != nil {
-			return RotateReply{}, err
-		}
-		started := v.(RotateReply)
-		if !in.Wait || started.Result != "started" {
-			return started, nil
-		}
-		timeout := in.Timeout
-		if timeout <= 0 {
-			timeout = 5 * time.Minute
-		}
-		select {
-		case r := <-wait:
-			return r, nil
-		case <-time.After(timeout):
-			return RotateReply{}, fmt.Errorf("rotation still under way after %s (see the agent's log)", timeout)
-		case <-ctx.Done():
-			return RotateReply{}, ctx.Err()
-		}
-	})
 }
 
 // failpoint stops the agent dead at a named point when DCMESH_FAILPOINT

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/wg"
@@ -152,11 +153,11 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 	dir := t.TempDir()
 	m.rt.keys = wg.NewKeyStore(filepath.Join(dir, "wg.key"), filepath.Join(dir, "rotation.json"))
 	m.rt.rot = wg.RotationState{Phase: wg.PhaseStable, Epoch: 1}
-	start := func(deadline time.Time) chan RotateReply {
+	start := func(deadline time.Time) chan control.RotateReply {
 		run := newRotationRun(m.rt, newKey.Public(), deadline)
 		run.expected, run.committed, run.switched = []string{s.name}, true, time.Now()
-		w := make(chan RotateReply, 1)
-		run.waiters = []chan RotateReply{w}
+		w := make(chan control.RotateReply, 1)
+		run.waiters = []chan control.RotateReply{w}
 		m.rt.run = run
 		return w
 	}
@@ -168,7 +169,7 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 		}
 		m.a.onAck(m.rt, raw)
 	}
-	done := func(w chan RotateReply) *RotateReply {
+	done := func(w chan control.RotateReply) *control.RotateReply {
 		select {
 		case r := <-w:
 			return &r

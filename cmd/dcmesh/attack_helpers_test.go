@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/vishvananda/netlink"
@@ -270,7 +269,7 @@ type attackWatch struct {
 	rotated     chan struct{}
 	rssPeakKB   int64
 	valveAt     time.Duration // when the RSS valve stopped the attack, or 0
-	lastStatus  *mesh.Status
+	lastStatus  *control.Status
 	linesBefore int
 	attackLines int // the victim's log lines during the attack
 	attackStats string
@@ -299,12 +298,11 @@ func (am *attackMesh) watch(t *testing.T, opts watchOptions) *attackWatch {
 	return w
 }
 
-func (w *attackWatch) statusOnce() (mesh.Status, time.Duration, error) {
-	var st mesh.Status
+func (w *attackWatch) statusOnce() (control.Status, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := w.client.Do(ctx, "GET", "/v1/status", nil, &st)
+	st, err := w.client.Status(ctx)
 	return st, time.Since(start), err
 }
 

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
@@ -94,13 +93,18 @@ func newGossipMesh(t *testing.T, n int) (*testMesh, string) {
 	return m, caDir
 }
 
+// client talks to s's agent over its control socket.
+func (s *site) client() *control.Client {
+	return control.NewClient(filepath.Join(s.stateDir, "control.sock"))
+}
+
 // status asks s's agent for its status over the control socket.
-func (s *site) status() mesh.Status {
+func (s *site) status() control.Status {
 	s.m.t.Helper()
-	var st mesh.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := control.NewClient(filepath.Join(s.stateDir, "control.sock")).Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+	st, err := s.client().Status(ctx)
+	if err != nil {
 		s.m.t.Fatalf("%s status: %v", s.name, err)
 	}
 	return st
@@ -138,7 +142,7 @@ func (m *testMesh) waitFullMesh(sites ...*site) {
 func (s *site) memberStates() map[string]string {
 	out := map[string]string{}
 	for _, mb := range s.status().Gossip.Members {
-		out[mb.Name] = mb.State
+		out[mb.Name] = string(mb.State)
 	}
 	return out
 }

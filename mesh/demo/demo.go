@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -487,29 +486,17 @@ func (d *demo) agentFailed(s *site, err error) error {
 	return fmt.Errorf("%s agent: %w", s.name, err)
 }
 
-// statusView is the part of /v1/status the demo reads.
-type statusView struct {
-	Peers []struct {
-		PublicKey     string          `json:"public_key"`
-		LastHandshake json.RawMessage `json:"last_handshake"`
-	} `json:"peers"`
-}
-
 // handshakes returns the public keys of the peers s has a handshake with.
 func (d *demo) handshakes(ctx context.Context, s *site) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var st statusView
-	if err := control.NewClient(filepath.Join(d.dir, s.name, "control.sock")).Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+	st, err := control.NewClient(filepath.Join(d.dir, s.name, "control.sock")).Status(ctx)
+	if err != nil {
 		return nil, err
 	}
 	got := map[string]bool{}
 	for _, p := range st.Peers {
-		var ts string
-		if json.Unmarshal(p.LastHandshake, &ts) != nil {
-			continue // null: none yet
-		}
-		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && !t.IsZero() {
+		if p.LastHandshake != nil && !p.LastHandshake.IsZero() {
 			got[p.PublicKey] = true
 		}
 	}
