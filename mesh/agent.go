@@ -11,10 +11,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/mesh/probe"
@@ -29,7 +29,7 @@ import (
 
 // Options configures an Agent.
 type Options struct {
-	// ConfigPath is the YAML configuration; DefaultConfigPath if empty.
+	// ConfigPath is the YAML configuration; config.DefaultConfigPath if empty.
 	ConfigPath string
 	// WireGuard overrides the configuration's backend when not empty
 	// (--wireguard).
@@ -58,7 +58,7 @@ type Agent struct {
 // NewAgent returns an agent; nothing happens until Run.
 func NewAgent(opts Options) *Agent {
 	if opts.ConfigPath == "" {
-		opts.ConfigPath = DefaultConfigPath
+		opts.ConfigPath = config.DefaultConfigPath
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -86,7 +86,7 @@ func notify(ch chan struct{}) {
 
 // runtime is what a running agent holds. Only the Run goroutine touches it.
 type runtime struct {
-	cfg *Config
+	cfg *config.Config
 	key wg.PrivateKey
 	mtu int
 	dev wg.Device
@@ -151,7 +151,7 @@ const firstHandshakeDelay = 500 * time.Millisecond
 // a kernel link is left running with its sessions, and the fail-closed
 // routes stay (unless `down --purge` asked otherwise).
 func (a *Agent) Run(ctx context.Context) (reterr error) {
-	cfg, err := LoadConfig(a.opts.ConfigPath)
+	cfg, err := config.Load(a.opts.ConfigPath)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	if err := a.loadKeys(rt); err != nil {
 		return err
 	}
-	rt.pskFile, rt.pskOffers = filepath.Join(cfg.StateDir, "psk.json"), map[wg.PublicKey]pskOffer{}
+	rt.pskFile, rt.pskOffers = cfg.StateDir.PSK(), map[wg.PublicKey]pskOffer{}
 	if rt.psks, err = wg.LoadPresharedKeys(rt.pskFile); err != nil {
 		return err
 	}
@@ -175,10 +175,10 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 			return err
 		}
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := os.MkdirAll(string(cfg.StateDir), 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	ctl, err := control.Listen(cfg.ControlSocket(), a.handler(), control.WithLogger(a.log))
+	ctl, err := control.Listen(cfg.StateDir.ControlSocket(), a.handler(), control.WithLogger(a.log))
 	if err != nil {
 		return err
 	}
@@ -272,7 +272,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	}
 	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
 		"public_key", key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
-		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.ControlSocket())
+		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.StateDir.ControlSocket())
 
 	ticker := time.NewTicker(cfg.ResyncInterval)
 	defer ticker.Stop()
@@ -335,9 +335,9 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 func (a *Agent) retryStateWrites(rt *runtime) {
 	rt.disk.check()
 	if rt.disk.retrySave && rt.store != nil {
-		if rt.disk.wrote(recordsFile, rt.store.save()) == nil {
+		if rt.disk.wrote(config.RecordsFile, rt.store.save()) == nil {
 			rt.disk.retrySave = false
-			a.log.Info("site records persisted again", "file", filepath.Join(rt.cfg.StateDir, recordsFile))
+			a.log.Info("site records persisted again", "file", rt.cfg.StateDir.Records())
 		}
 	}
 	if rt.disk.retryPublish && rt.gossip != nil {
@@ -387,7 +387,7 @@ func (a *Agent) teardown(rt *runtime) error {
 
 // Purge removes the WireGuard interface of cfg and every route of ours in its
 // table, for `dcmesh down --purge` when the agent is not running.
-func Purge(cfg *Config) (int, error) {
+func Purge(cfg *config.Config) (int, error) {
 	if err := wg.DeleteLink(cfg.Interface); err != nil {
 		return 0, err
 	}
@@ -408,13 +408,13 @@ func (a *Agent) setupTrust(rt *runtime) error {
 		return err
 	}
 	rt.enr = enr
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := os.MkdirAll(string(cfg.StateDir), 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	if rt.store, err = loadSiteStore(filepath.Join(cfg.StateDir, recordsFile), a.log, enr.cas); err != nil {
+	if rt.store, err = loadSiteStore(cfg.StateDir.Records(), a.log, enr.cas); err != nil {
 		return err
 	}
-	if rt.seq, err = loadSeq(filepath.Join(cfg.StateDir, seqFile)); err != nil {
+	if rt.seq, err = loadSeq(cfg.StateDir.Seq()); err != nil {
 		return err
 	}
 	_, _ = rand.Read(rt.bootID[:])
@@ -433,7 +433,7 @@ func (a *Agent) startGossip(ctx context.Context, rt *runtime) error {
 		Profile:        gossip.Profile(g.Profile),
 		Seeds:          g.Join,
 		RejoinInterval: g.RejoinInterval,
-		KnownPeersFile: filepath.Join(rt.cfg.StateDir, "known-peers.json"),
+		KnownPeersFile: rt.cfg.StateDir.KnownPeers(),
 		Logger:         a.log,
 	})
 	if err != nil {
@@ -467,7 +467,7 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 	// Never publish a sequence number that is not on disk: after a crash
 	// it could be used again. Until the write succeeds (retried at every
 	// resync) the site does not refresh its record, and health says so.
-	if err := rt.disk.wrote(seqFile, saveSeq(filepath.Join(rt.cfg.StateDir, seqFile), seq)); err != nil {
+	if err := rt.disk.wrote(config.SeqFile, saveSeq(rt.cfg.StateDir.Seq(), seq)); err != nil {
 		rt.disk.retryPublish = true
 		return fmt.Errorf("persist record sequence: %w", err)
 	}
@@ -665,7 +665,7 @@ func (a *Agent) sendToAllAsync(rt *runtime, msg []byte, what string) {
 // commitStore persists the store, refreshes the push/pull state and
 // reconciles.
 func (a *Agent) commitStore(rt *runtime) {
-	if err := rt.disk.wrote(recordsFile, rt.store.save()); err != nil {
+	if err := rt.disk.wrote(config.RecordsFile, rt.store.save()); err != nil {
 		rt.disk.retrySave = true
 		a.log.Error("cannot persist site records; retrying at every resync", "err", err)
 	} else {
@@ -682,7 +682,7 @@ func (a *Agent) applyReload(rt *runtime) bool {
 		a.log.Error("reload rejected; keeping the running configuration", "err", err)
 		return false
 	}
-	cfg, err := LoadConfig(a.opts.ConfigPath)
+	cfg, err := config.Load(a.opts.ConfigPath)
 	if err != nil {
 		return refuse(err)
 	}
@@ -731,7 +731,7 @@ func (a *Agent) applyReload(rt *runtime) bool {
 // recordInputsChanged reports whether a reload changes what this site's
 // record says (other than the key): it must then be published at once, not
 // at the next refresh an hour later.
-func recordInputsChanged(old, new *Config, oldEnr, newEnr *enrollment) bool {
+func recordInputsChanged(old, new *config.Config, oldEnr, newEnr *enrollment) bool {
 	if old.Endpoint != new.Endpoint || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
 		return true
 	}
@@ -740,11 +740,16 @@ func recordInputsChanged(old, new *Config, oldEnr, newEnr *enrollment) bool {
 
 // resolveMTU returns the configured MTU or, for auto, the underlay MTU toward
 // the peers (static endpoints and gossip seeds) minus the tunnel overhead.
-func (a *Agent) resolveMTU(cfg *Config, nl netconfig.Netlink) int {
+func (a *Agent) resolveMTU(cfg *config.Config, nl netconfig.Netlink) int {
 	if cfg.MTU > 0 {
 		return cfg.MTU
 	}
-	dsts := cfg.endpoints()
+	var dsts []netip.Addr
+	for _, p := range cfg.Peers {
+		if p.Endpoint.IsValid() {
+			dsts = append(dsts, p.Endpoint.Addr())
+		}
+	}
 	if cfg.Gossip != nil {
 		for _, j := range cfg.Gossip.Join {
 			if ap, err := netip.ParseAddrPort(j); err == nil {
@@ -754,10 +759,10 @@ func (a *Agent) resolveMTU(cfg *Config, nl netconfig.Netlink) int {
 	}
 	under, links := netconfig.UnderlayMTU(nl, dsts)
 	if under == 0 {
-		a.log.Info("underlay MTU unknown (no peer or seed routable yet); using the 1500-byte assumption", "mtu", fallbackMTU)
-		return fallbackMTU
+		a.log.Info("underlay MTU unknown (no peer or seed routable yet); using the 1500-byte assumption", "mtu", config.FallbackMTU)
+		return config.FallbackMTU
 	}
-	mtu := max(under-underlayOverhead, 1280)
+	mtu := max(under-config.UnderlayOverhead, 1280)
 	a.log.Debug("MTU from underlay", "underlay", links, "underlay_mtu", under, "mtu", mtu)
 	return mtu
 }
@@ -873,7 +878,7 @@ func (a *Agent) staggerFirstHandshakes(rt *runtime, d *desiredState, dev *wgtype
 			}
 		}
 		for _, p := range d.WG.Peers {
-			if !slices.ContainsFunc(rt.cfg.Peers, func(s StaticPeer) bool { return s.PublicKey == p.PublicKey }) {
+			if !slices.ContainsFunc(rt.cfg.Peers, func(s config.StaticPeer) bool { return s.PublicKey == p.PublicKey }) {
 				rt.firstWanted[p.PublicKey] = time.Time{}
 			}
 		}

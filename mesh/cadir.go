@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -72,7 +73,7 @@ func CAInit(dir, cluster string, now time.Time) error {
 	if cluster == "" {
 		cluster = "dcmesh"
 	}
-	if !siteName.MatchString(cluster) {
+	if !trust.ValidSiteName(cluster) {
 		return fmt.Errorf("--cluster %q: use lowercase letters, digits and '-'", cluster)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -167,7 +168,7 @@ type IssueOptions struct {
 // prefix or overlay address that overlaps one issued to another site and not
 // revoked or expired.
 func CAIssue(o IssueOptions) (*trust.Certificate, error) {
-	if !siteName.MatchString(o.Site) {
+	if !trust.ValidSiteName(o.Site) {
 		return nil, fmt.Errorf("--site %q: use 1-63 lowercase letters, digits and '-'", o.Site)
 	}
 	req := trust.IssueRequest{Site: o.Site, AllowDefault: o.AllowDefault, NotBefore: o.Now.Add(-certBackdate)}
@@ -182,7 +183,7 @@ func CAIssue(o IssueOptions) (*trust.Certificate, error) {
 		return nil, errors.New("--prefix: at least one prefix this site owns, e.g. --prefix 10.1.0.0/16")
 	}
 	for _, s := range o.Prefixes {
-		p, err := parsePrefix(s)
+		p, err := config.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("--prefix: %w", err)
 		}
@@ -197,7 +198,7 @@ func CAIssue(o IssueOptions) (*trust.Certificate, error) {
 	}
 	req.Overlay = ov
 	for _, s := range o.Underlay {
-		p, err := parsePrefix(s)
+		p, err := config.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("--underlay: %w", err)
 		}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"net/netip"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -26,7 +27,7 @@ type desiredState struct {
 // it, and we do not initiate: the site cannot answer on it yet), until
 // cutover says a handshake on it was seen: then the next key alone takes the
 // site's prefixes.
-func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite, cutover map[wg.PublicKey]bool) desiredState {
+func computeDesired(cfg *config.Config, key wg.PrivateKey, mtu int, sites []remoteSite, cutover map[wg.PublicKey]bool) desiredState {
 	var d desiredState
 	d.WG = wg.Config{PrivateKey: key, ListenPort: cfg.ListenPort}
 	var remote []netip.Prefix
@@ -102,16 +103,4 @@ func overlapsAny(p netip.Prefix, set []netip.Prefix) bool {
 		}
 	}
 	return false
-}
-
-// endpoints lists the static peers' underlay addresses, to find the underlay
-// MTU.
-func (c *Config) endpoints() []netip.Addr {
-	var out []netip.Addr
-	for _, p := range c.Peers {
-		if p.Endpoint.IsValid() {
-			out = append(out, p.Endpoint.Addr())
-		}
-	}
-	return out
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -25,7 +26,7 @@ func prefixes(ss ...string) []netip.Prefix {
 
 // validConfig's static peers plus gossip sites, applied to fake devices.
 func TestDesiredStateGossipGolden(t *testing.T) {
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ route unreachable fd00:4::/48 proto 220 metric 51 table 100
 }
 
 func TestDesiredStateGossipConflicts(t *testing.T) {
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}

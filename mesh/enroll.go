@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -39,7 +40,7 @@ type enrollment struct {
 // loadEnrollment reads and cross-checks the bundle files named in cfg, and
 // fills cfg's overlay address and local prefixes from the certificate when
 // the file leaves them out.
-func loadEnrollment(cfg *Config, now time.Time) (*enrollment, error) {
+func loadEnrollment(cfg *config.Config, now time.Time) (*enrollment, error) {
 	var e enrollment
 	raw, err := wg.ReadRegularFile(cfg.Trust.CAFile, maxPEMFileSize)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 )
@@ -55,16 +56,16 @@ func (f *enrollFixture) write(t *testing.T, name string, data []byte, mode os.Fi
 	}
 }
 
-func (f *enrollFixture) config() *Config {
-	return &Config{
+func (f *enrollFixture) config() *config.Config {
+	return &config.Config{
 		Site:     "fra1",
-		StateDir: f.dir,
-		Gossip:   &GossipConfig{KeyFile: filepath.Join(f.dir, gossipKeyFile), Cluster: trusttest.Cluster},
-		Trust: TrustConfig{
+		StateDir: config.StateDir(f.dir),
+		Gossip:   &config.GossipConfig{KeyFile: filepath.Join(f.dir, gossipKeyFile), Cluster: trusttest.Cluster},
+		Trust: config.TrustConfig{
 			CAFile:          filepath.Join(f.dir, caCertFile),
 			CertFile:        filepath.Join(f.dir, siteCertFile),
 			IdentityKeyFile: filepath.Join(f.dir, identityKeyFile),
-			ClockSkew:       DefaultClockSkew,
+			ClockSkew:       config.DefaultClockSkew,
 		},
 	}
 }
@@ -120,70 +121,70 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 	other := trusttest.NewCA(t)
 	cases := []struct {
 		name  string
-		edit  func(t *testing.T, f *enrollFixture, cfg *Config)
+		edit  func(t *testing.T, f *enrollFixture, cfg *config.Config)
 		hints []string
 	}{
-		{"identity key of another certificate", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"identity key of another certificate", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			_, k, _ := trust.GenerateIdentity()
 			pem, _ := trust.EncodeKeyPEM(k)
 			f.write(t, identityKeyFile, pem, 0o600)
 		}, []string{"trust.identity_key_file", "does not belong to the certificate"}},
-		{"identity key readable by others", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"identity key readable by others", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			if err := os.Chmod(cfg.Trust.IdentityKeyFile, 0o640); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"trust.identity_key_file", "mode 0640"}},
-		{"identity key not PEM", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"identity key not PEM", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			f.write(t, identityKeyFile, []byte("garbage"), 0o600)
 		}, []string{"trust.identity_key_file"}},
-		{"site name differs", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"site name differs", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			cfg.Site = "ams1"
 		}, []string{"site:", `"ams1"`, `"fra1"`}},
-		{"overlay differs", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"overlay differs", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			cfg.OverlayAddress = netip.MustParsePrefix("10.255.0.9/32")
 		}, []string{"overlay_address", "10.255.0.9", "10.255.0.1"}},
-		{"local prefix outside the certificate", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"local prefix outside the certificate", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			cfg.LocalPrefixes = trusttest.Prefixes(t, "10.1.0.0/16", "10.12.0.0/16")
 		}, []string{"local_prefixes[1]", "10.12.0.0/16"}},
-		{"local prefix wider than the certificate's", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"local prefix wider than the certificate's", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			cfg.LocalPrefixes = trusttest.Prefixes(t, "10.16.0.0/12")
 		}, []string{"local_prefixes[0]", "10.16.0.0/12"}},
-		{"local prefix around the certificate's", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"local prefix around the certificate's", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			cfg.LocalPrefixes = trusttest.Prefixes(t, "10.0.0.0/8")
 		}, []string{"local_prefixes[0]", "10.0.0.0/8"}},
-		{"gossip key mode 0644", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"gossip key mode 0644", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			if err := os.Chmod(cfg.Gossip.KeyFile, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"gossip.key_file", "mode 0644"}},
-		{"gossip key too short", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"gossip key too short", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			f.write(t, gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 16))), 0o600)
 		}, []string{"gossip.key_file", "corrupt", "32-byte"}},
-		{"gossip key too long", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"gossip key too long", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			f.write(t, gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 33))), 0o600)
 		}, []string{"gossip.key_file", "corrupt"}},
-		{"gossip key not base64", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"gossip key not base64", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			f.write(t, gossipKeyFile, []byte("not base64 at all!"), 0o600)
 		}, []string{"gossip.key_file", "corrupt"}},
-		{"gossip key missing", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"gossip key missing", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Gossip.KeyFile)
 		}, []string{"gossip.key_file", "does not exist"}},
-		{"certificate of another CA", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"certificate of another CA", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			f.write(t, caCertFile, trust.EncodeCertPEM(other.Cert.Raw), 0o644)
 		}, []string{"trust.cert_file", "not usable", string(trust.ReasonUnknownCA)}},
-		{"site certificate pinned as the CA", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"site certificate pinned as the CA", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			f.write(t, caCertFile, trust.EncodeCertPEM(f.cert.Raw), 0o644)
 		}, []string{"trust.ca_file", "not a CA certificate"}},
-		{"expired certificate", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"expired certificate", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			nb := time.Now().Add(-20 * time.Hour).Truncate(time.Second)
 			c, _ := trusttest.IssueWith(t, f.ca, "fra1", trusttest.CertOptions{Identity: f.key, Overlay: f.cert.Overlay,
 				NotBefore: nb, NotAfter: nb.Add(time.Hour)}, "10.1.0.0/16")
 			f.write(t, siteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
 		}, []string{"trust.cert_file", "not usable", "dcmesh ca issue"}},
-		{"missing CA file", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"missing CA file", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Trust.CAFile)
 		}, []string{"trust.ca_file"}},
-		{"missing certificate", func(t *testing.T, f *enrollFixture, cfg *Config) {
+		{"missing certificate", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Trust.CertFile)
 		}, []string{"trust.cert_file"}},
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -87,12 +88,12 @@ func TestAgentFilesRefuseSpecialFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := LoadConfig(res.ConfigPath)
+	good, err := config.Load(res.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readers := map[string]func(path string) error{
-		"config": func(p string) error { _, err := LoadConfig(p); return err },
+		"config": func(p string) error { _, err := config.Load(p); return err },
 		"trust.ca_file": func(p string) error {
 			c := *good
 			c.Trust.CAFile = p
@@ -176,7 +177,7 @@ func TestAgentFilesSymlinks(t *testing.T) {
 	if err := os.Symlink(res.ConfigPath, link); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(link)
+	cfg, err := config.Load(link)
 	if err != nil {
 		t.Fatalf("a linked configuration is refused: %v", err)
 	}

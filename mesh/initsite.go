@@ -15,6 +15,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -104,7 +105,7 @@ func (p *initPlan) clear() {
 // planInit checks every precondition of InitSite and writes nothing.
 func planInit(o InitOptions) (*initPlan, error) {
 	if o.StateDir == "" {
-		return nil, fmt.Errorf("--state-dir is required, e.g. %s", DefaultStateDir)
+		return nil, fmt.Errorf("--state-dir is required, e.g. %s", config.DefaultStateDir)
 	}
 	stateDir, err := filepath.Abs(o.StateDir)
 	if err != nil {
@@ -133,7 +134,7 @@ func planInit(o InitOptions) (*initPlan, error) {
 		o.ListenPort = int(ep.Port())
 	}
 	if o.Interface == "" {
-		o.Interface = DefaultInterface
+		o.Interface = config.DefaultInterface
 	}
 	if o.GossipAddr == "" {
 		o.GossipAddr = netip.AddrPortFrom(ep.Addr(), DefaultGossipPort).String()
@@ -155,7 +156,7 @@ func planInit(o InitOptions) (*initPlan, error) {
 	})
 	if err == nil {
 		// The agent must accept what we write.
-		if _, perr := ParseConfig(buf.Bytes(), filepath.Dir(o.ConfigPath)); perr != nil {
+		if _, perr := config.Parse(buf.Bytes(), filepath.Dir(o.ConfigPath)); perr != nil {
 			err = fmt.Errorf("the configuration would be invalid:\n%w", perr)
 		}
 	}
@@ -199,7 +200,7 @@ func readBundle(dir string, ep netip.AddrPort, now time.Time) (*initBundle, erro
 	if err != nil {
 		return nil, fmt.Errorf("--bundle: %s: %w", siteCertFile, err)
 	}
-	if err := cert.Verify(cas, nil, now, DefaultClockSkew); err != nil {
+	if err := cert.Verify(cas, nil, now, config.DefaultClockSkew); err != nil {
 		return nil, fmt.Errorf("--bundle: the site certificate is not usable: %w", err)
 	}
 	if len(cert.Underlay) > 0 && !coveredBy(netip.PrefixFrom(ep.Addr(), ep.Addr().BitLen()), cert.Underlay) {

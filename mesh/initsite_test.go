@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -58,7 +59,7 @@ func TestInitSite(t *testing.T) {
 		{
 			name:       "defaults",
 			opts:       InitOptions{Endpoint: "192.0.2.10:51820"},
-			wantListen: 51820, wantIface: DefaultInterface, wantGossip: "192.0.2.10:7946",
+			wantListen: 51820, wantIface: config.DefaultInterface, wantGossip: "192.0.2.10:7946",
 		},
 		{
 			name: "explicit",
@@ -70,7 +71,7 @@ func TestInitSite(t *testing.T) {
 		{
 			name:       "endpoint port becomes the listen port",
 			opts:       InitOptions{Endpoint: "192.0.2.10:4500", Join: []string{"192.0.2.20:7946"}},
-			wantListen: 4500, wantIface: DefaultInterface, wantGossip: "192.0.2.10:7946",
+			wantListen: 4500, wantIface: config.DefaultInterface, wantGossip: "192.0.2.10:7946",
 			wantJoin: []string{"192.0.2.20:7946"},
 		},
 	}
@@ -117,12 +118,12 @@ func TestInitSite(t *testing.T) {
 			}
 			assertMode(t, wantConfig, 0o600)
 
-			cfg, err := LoadConfig(wantConfig)
+			cfg, err := config.Load(wantConfig)
 			if err != nil {
 				t.Fatalf("the written configuration is refused: %v", err)
 			}
 			if cfg.Site != "fra1" || cfg.Interface != c.wantIface || cfg.ListenPort != c.wantListen ||
-				cfg.PrivateKeyFile != keyPath || cfg.StateDir != o.StateDir {
+				cfg.PrivateKeyFile != keyPath || string(cfg.StateDir) != o.StateDir {
 				t.Errorf("config %+v", cfg)
 			}
 			if cfg.OverlayAddress != netip.MustParsePrefix("10.255.0.1/32") {
@@ -312,7 +313,7 @@ func TestInitSiteIPv6Endpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(res.ConfigPath)
+	cfg, err := config.Load(res.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +570,7 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 				if _, serr := os.Lstat(o.ConfigPath); serr == nil {
 					t.Fatal("a configuration exists: the directory looks complete")
 				}
-				if _, lerr := LoadConfig(o.ConfigPath); lerr == nil {
+				if _, lerr := config.Load(o.ConfigPath); lerr == nil {
 					t.Error("an agent would start")
 				}
 				var left []string
@@ -604,7 +605,7 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 				if err != nil {
 					t.Fatalf("init after cleaning up: %v", err)
 				}
-				if _, err := LoadConfig(o.ConfigPath); err != nil {
+				if _, err := config.Load(o.ConfigPath); err != nil {
 					t.Error(err)
 				}
 			})

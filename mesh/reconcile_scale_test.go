@@ -10,12 +10,12 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
@@ -70,7 +70,7 @@ func newScaleMesh(tb testing.TB, n int) *scaleMesh {
 
 func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	tb.Helper()
-	cfg, err := ParseConfig([]byte(validConfig), tb.TempDir())
+	cfg, err := config.Parse([]byte(validConfig), tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	a := NewAgent(Options{Logger: log})
 	rt := &runtime{cfg: cfg, key: key, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
 		enr:      &enrollment{cas: []*x509.Certificate{ca.Cert}, cert: own, identity: ownKey},
-		store:    newSiteStore(filepath.Join(cfg.StateDir, "sites.json"), log),
+		store:    newSiteStore(cfg.StateDir.File("sites.json"), log),
 		cutover:  map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{},
 		psks: wg.PresharedKeys{}, pskOffers: map[wg.PublicKey]pskOffer{}}

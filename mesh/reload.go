@@ -4,45 +4,47 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/dcmesh/dcmesh/mesh/config"
 )
 
 // restartOnly lists the settings a running agent cannot change on SIGHUP,
 // and why: a reload that changes one is refused whole, naming each, and the
 // running configuration stays. Every other setting applies live. The table
-// is checked against Config's fields by TestReloadTableCoversEveryField,
+// is checked against config.Config's fields by TestReloadTableCoversEveryField,
 // so a new setting has to be put on one side or the other.
 var restartOnly = []struct {
 	field, why string
-	changed    func(old, new *Config) bool
-	goField    string // the Config field, for TestReloadTableCoversEveryField
+	changed    func(old, new *config.Config) bool
+	goField    string // the config.Config field, for TestReloadTableCoversEveryField
 }{
-	{"site", "it is the gossip node's name and the identity of the records", func(o, n *Config) bool { return o.Site != n.Site }, "Site"},
-	{"interface", "the WireGuard device is created at start", func(o, n *Config) bool { return o.Interface != n.Interface }, "Interface"},
-	{"wireguard", "the backend is chosen when the device is created", func(o, n *Config) bool { return o.WireGuard != n.WireGuard }, "WireGuard"},
-	{"state_dir", "it holds the control socket and the open state", func(o, n *Config) bool { return o.StateDir != n.StateDir }, "StateDir"},
-	{"routes.table", "routes already in the old table would be left behind", func(o, n *Config) bool { return o.RouteTable != n.RouteTable }, "RouteTable"},
-	{"gossip", "gossip is started or not at start", func(o, n *Config) bool { return (o.Gossip == nil) != (n.Gossip == nil) }, "Gossip"},
-	{"gossip.address", "the gossip node binds it at start", gossipChanged(func(g *GossipConfig) any { return g.Address }), "Gossip.Address"},
-	{"gossip.advertise", "memberlist announces it at start", gossipChanged(func(g *GossipConfig) any { return g.Advertise }), "Gossip.Advertise"},
-	{"gossip.join", "the seeds are handed to the gossip node at start", gossipChanged(func(g *GossipConfig) any { return strings.Join(g.Join, " ") }), "Gossip.Join"},
-	{"gossip.key_file", "memberlist's keyring is set at start", gossipChanged(func(g *GossipConfig) any { return g.KeyFile }), "Gossip.KeyFile"},
-	{"gossip.cluster", "the cluster label is set at start", gossipChanged(func(g *GossipConfig) any { return g.Cluster }), "Gossip.Cluster"},
-	{"gossip.profile", "memberlist's timers are set at start", gossipChanged(func(g *GossipConfig) any { return g.Profile }), "Gossip.Profile"},
-	{"gossip.rejoin_interval", "the rejoin loop reads it at start", gossipChanged(func(g *GossipConfig) any { return g.RejoinInterval }), "Gossip.RejoinInterval"},
-	{"trust.record_refresh", "the refresh timer is set at start", func(o, n *Config) bool { return o.Trust.RecordRefresh != n.Trust.RecordRefresh }, "Trust.RecordRefresh"},
-	{"userspace.buffers_per_pool", "the embedded device's pools are sized when it is created", func(o, n *Config) bool { return o.Userspace.BuffersPerPool != n.Userspace.BuffersPerPool }, "Userspace.BuffersPerPool"},
-	{"health", "the probes' timers and port are set when they start", func(o, n *Config) bool { return o.Health != n.Health }, "Health"},
-	{"userspace.memory_limit", "the limit is set when the embedded device is created", func(o, n *Config) bool { return o.Userspace.MemoryLimit != n.Userspace.MemoryLimit }, "Userspace.MemoryLimit"},
+	{"site", "it is the gossip node's name and the identity of the records", func(o, n *config.Config) bool { return o.Site != n.Site }, "Site"},
+	{"interface", "the WireGuard device is created at start", func(o, n *config.Config) bool { return o.Interface != n.Interface }, "Interface"},
+	{"wireguard", "the backend is chosen when the device is created", func(o, n *config.Config) bool { return o.WireGuard != n.WireGuard }, "WireGuard"},
+	{"state_dir", "it holds the control socket and the open state", func(o, n *config.Config) bool { return o.StateDir != n.StateDir }, "StateDir"},
+	{"routes.table", "routes already in the old table would be left behind", func(o, n *config.Config) bool { return o.RouteTable != n.RouteTable }, "RouteTable"},
+	{"gossip", "gossip is started or not at start", func(o, n *config.Config) bool { return (o.Gossip == nil) != (n.Gossip == nil) }, "Gossip"},
+	{"gossip.address", "the gossip node binds it at start", gossipChanged(func(g *config.GossipConfig) any { return g.Address }), "Gossip.Address"},
+	{"gossip.advertise", "memberlist announces it at start", gossipChanged(func(g *config.GossipConfig) any { return g.Advertise }), "Gossip.Advertise"},
+	{"gossip.join", "the seeds are handed to the gossip node at start", gossipChanged(func(g *config.GossipConfig) any { return strings.Join(g.Join, " ") }), "Gossip.Join"},
+	{"gossip.key_file", "memberlist's keyring is set at start", gossipChanged(func(g *config.GossipConfig) any { return g.KeyFile }), "Gossip.KeyFile"},
+	{"gossip.cluster", "the cluster label is set at start", gossipChanged(func(g *config.GossipConfig) any { return g.Cluster }), "Gossip.Cluster"},
+	{"gossip.profile", "memberlist's timers are set at start", gossipChanged(func(g *config.GossipConfig) any { return g.Profile }), "Gossip.Profile"},
+	{"gossip.rejoin_interval", "the rejoin loop reads it at start", gossipChanged(func(g *config.GossipConfig) any { return g.RejoinInterval }), "Gossip.RejoinInterval"},
+	{"trust.record_refresh", "the refresh timer is set at start", func(o, n *config.Config) bool { return o.Trust.RecordRefresh != n.Trust.RecordRefresh }, "Trust.RecordRefresh"},
+	{"userspace.buffers_per_pool", "the embedded device's pools are sized when it is created", func(o, n *config.Config) bool { return o.Userspace.BuffersPerPool != n.Userspace.BuffersPerPool }, "Userspace.BuffersPerPool"},
+	{"health", "the probes' timers and port are set when they start", func(o, n *config.Config) bool { return o.Health != n.Health }, "Health"},
+	{"userspace.memory_limit", "the limit is set when the embedded device is created", func(o, n *config.Config) bool { return o.Userspace.MemoryLimit != n.Userspace.MemoryLimit }, "Userspace.MemoryLimit"},
 }
 
-// liveFields are the Config fields a reload applies (see restartOnly for the
+// liveFields are the config.Config fields a reload applies (see restartOnly for the
 // others); the names are Go field paths, for the coverage test.
 var liveFields = []string{"Path", "ListenPort", "PrivateKeyFile", "OverlayAddress", "LocalPrefixes", "MTU",
 	"PersistentKeepalive", "ResyncInterval", "RouteMetric", "Peers", "Endpoint", "Trust.CAFile", "Trust.CertFile",
 	"Trust.IdentityKeyFile", "Trust.RecordExpiry", "Trust.ClockSkew", "Rotation"}
 
-func gossipChanged(get func(*GossipConfig) any) func(o, n *Config) bool {
-	return func(o, n *Config) bool {
+func gossipChanged(get func(*config.GossipConfig) any) func(o, n *config.Config) bool {
+	return func(o, n *config.Config) bool {
 		return o.Gossip != nil && n.Gossip != nil && get(o.Gossip) != get(n.Gossip)
 	}
 }
@@ -50,7 +52,7 @@ func gossipChanged(get func(*GossipConfig) any) func(o, n *Config) bool {
 // reloadRefusal says why the running agent cannot switch from old to new
 // without a restart, or "" if it can. rotating is whether a key rotation is
 // under way: the key file cannot move then (the rotation owns it).
-func reloadRefusal(old, new *Config, rotating bool) string {
+func reloadRefusal(old, new *config.Config, rotating bool) string {
 	var why []string
 	for _, r := range restartOnly {
 		if r.changed(old, new) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/control"
@@ -80,7 +79,7 @@ func (r *rotationRun) switchedOver() bool { return r.committed && len(r.missing(
 // the device must use: the next key from the moment the switch was
 // persisted.
 func (a *Agent) loadKeys(rt *runtime) error {
-	rt.keys = wg.NewKeyStore(rt.cfg.PrivateKeyFile, filepath.Join(rt.cfg.StateDir, "rotation.json"))
+	rt.keys = wg.NewKeyStore(rt.cfg.PrivateKeyFile, rt.cfg.StateDir.Rotation())
 	cur, next, st, err := rt.keys.Load()
 	if err != nil {
 		return fmt.Errorf("private_key_file: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
@@ -246,7 +247,7 @@ func TestFirstReconcileDoesNotHoldBackKnownSites(t *testing.T) {
 	first := m.wg.cfgs[0]
 	held := 0
 	for _, pc := range first.Peers {
-		static := slices.ContainsFunc(m.rt.cfg.Peers, func(s StaticPeer) bool { return wgtypes.Key(s.PublicKey) == pc.PublicKey })
+		static := slices.ContainsFunc(m.rt.cfg.Peers, func(s config.StaticPeer) bool { return wgtypes.Key(s.PublicKey) == pc.PublicKey })
 		if !static && (pc.PersistentKeepaliveInterval == nil || *pc.PersistentKeepaliveInterval != m.rt.cfg.PersistentKeepalive) {
 			held++
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -78,9 +79,9 @@ func (f *rotFakes) sessions(keys ...wg.PublicKey) map[wg.PublicKey]int {
 	return out
 }
 
-func rotConfig(t *testing.T) (*Config, wg.PrivateKey) {
+func rotConfig(t *testing.T) (*config.Config, wg.PrivateKey) {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func (a *Agent) statusHeader(rt *runtime, now time.Time) control.Status {
 		Key: control.KeyStatus{Epoch: rt.rot.Epoch, Since: rt.rot.KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.KeySince).Seconds()),
 			RotationPhase: string(rt.rot.Phase), LastResult: rt.rot.LastResult},
 		Gossip: control.GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[control.MemberState]int{}, Members: []control.Member{}},
-		Peers:  []control.PeerStatus{}, StateDir: control.StateDirStatus{Path: cfg.StateDir, Problems: []string{}},
+		Peers:  []control.PeerStatus{}, StateDir: control.StateDirStatus{Path: string(cfg.StateDir), Problems: []string{}},
 	}
 	for _, s := range control.MemberStates {
 		st.Gossip.MembersByState[s] = 0

@@ -282,7 +282,7 @@ func (am *attackMesh) watch(t *testing.T, opts watchOptions) *attackWatch {
 	t.Helper()
 	v := am.victim
 	w := &attackWatch{t: t, am: am, opts: opts, stopc: make(chan struct{}), rotated: make(chan struct{}),
-		client: control.NewClient(filepath.Join(v.s.stateDir, "control.sock"))}
+		client: v.s.client()}
 	w.route = newRouteProbe(t, v.s, am.third.prefix())
 	if _, lat, err := w.statusOnce(); err != nil {
 		t.Fatalf("status before the attack: %v", err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/wg"
 	"github.com/urfave/cli/v2"
@@ -85,15 +86,15 @@ func askNothing(c *cli.Context, call func(context.Context) error) error {
 
 // agentClient finds the agent's control socket through --socket or the
 // configuration.
-func agentClient(c *cli.Context) (*control.Client, *mesh.Config, error) {
-	cfg, err := mesh.LoadConfig(configPath(c))
+func agentClient(c *cli.Context) (*control.Client, *config.Config, error) {
+	cfg, err := config.Load(configPath(c))
 	if s := c.String("socket"); s != "" {
 		return control.NewClient(s), cfg, nil
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return control.NewClient(cfg.ControlSocket()), cfg, nil
+	return control.NewClient(cfg.StateDir.ControlSocket()), cfg, nil
 }
 
 func leaveCommand() *cli.Command {

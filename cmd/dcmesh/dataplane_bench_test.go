@@ -27,14 +27,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
 // dpRSSBoundMB is the documented bound on an agent's peak RSS under iperf3
 // load with dpBoundedYAML (1024 buffers per pool and the memory limit that
 // goes with it by default). The default is no bound: see
-// mesh.DefaultBuffersPerPool.
+// config.DefaultBuffersPerPool.
 const dpRSSBoundMB = 128
 
 const dpBoundedYAML = "userspace: {buffers_per_pool: 1024}\n"
@@ -387,6 +387,6 @@ func TestDataPlaneSmoke(t *testing.T) {
 	emb := dpFind(cs, "embedded-bounded")
 	if hwm := dpMaxKB(emb.hwm); hwm <= 0 || hwm > dpRSSBoundMB*1024 {
 		t.Errorf("bounded embedded agent peak RSS %d kB, want ≤ %d MB (%s, memory_limit %d MiB)", hwm, dpRSSBoundMB,
-			strings.TrimSpace(dpBoundedYAML), mesh.DefaultUserspaceMemoryLimit(1024)>>20)
+			strings.TrimSpace(dpBoundedYAML), config.DefaultUserspaceMemoryLimit(1024)>>20)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
@@ -95,7 +96,7 @@ func newGossipMesh(t *testing.T, n int) (*testMesh, string) {
 
 // client talks to s's agent over its control socket.
 func (s *site) client() *control.Client {
-	return control.NewClient(filepath.Join(s.stateDir, "control.sock"))
+	return control.NewClient(config.StateDir(s.stateDir).ControlSocket())
 }
 
 // status asks s's agent for its status over the control socket.

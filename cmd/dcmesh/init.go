@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/urfave/cli/v2"
 )
 
@@ -22,7 +23,7 @@ that already holds a site is refused before anything is written. Then run:
 			&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` for keys, records and the control socket", Required: true},
 			&cli.StringFlag{Name: "endpoint", Usage: "this site's underlay `IP:PORT` for WireGuard, as other sites reach it", Required: true},
 			&cli.IntFlag{Name: "listen-port", Usage: "local WireGuard UDP `PORT` (default: the endpoint's port)"},
-			&cli.StringFlag{Name: "interface", Usage: "WireGuard interface `NAME`", Value: mesh.DefaultInterface},
+			&cli.StringFlag{Name: "interface", Usage: "WireGuard interface `NAME`", Value: config.DefaultInterface},
 			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip `IP:PORT` on the underlay (default: the endpoint's IP, port 7946)"},
 			&cli.StringSliceFlag{Name: "join", Usage: "gossip `IP:PORT` of an existing site; repeat for more"},
 			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write (default: STATE_DIR/dcmesh.yaml)"},

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/vishvananda/netlink"
 )
@@ -277,7 +278,7 @@ func (d *demo) pickNames() error {
 			host:     netip.AddrFrom4([4]byte{10, byte(i), 0, 1}),
 			prefix:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24),
 			overlay:  netip.AddrFrom4([4]byte{10, 255, 0, byte(i)}),
-			cfg:      filepath.Join(name, "dcmesh.yaml"),
+			cfg:      filepath.Join(name, config.ConfigFile),
 		})
 	}
 	return nil
@@ -490,7 +491,7 @@ func (d *demo) agentFailed(s *site, err error) error {
 func (d *demo) handshakes(ctx context.Context, s *site) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	st, err := control.NewClient(filepath.Join(d.dir, s.name, "control.sock")).Status(ctx)
+	st, err := control.NewClient(config.StateDir(filepath.Join(d.dir, s.name)).ControlSocket()).Status(ctx)
 	if err != nil {
 		return nil, err
 	}

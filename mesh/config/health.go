@@ -1,7 +1,6 @@
-package mesh
+package config
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/probe"
@@ -30,24 +29,21 @@ type fileHealth struct {
 	Port       *int   `yaml:"probe_port"`
 }
 
-func (c *Config) parseHealth(fh fileHealth) []error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
-	}
+// parseHealth reads the health section.
+func (c *Config) parseHealth(fh fileHealth, bad *problems) {
 	def := probe.DefaultConfig()
 	c.Health = HealthConfig{Interval: def.Interval, Multiplier: def.Multiplier, Hold: def.Hold, Port: def.Port}
 	if fh.Interval != "" {
 		d, err := time.ParseDuration(fh.Interval)
 		if err != nil || d < probe.MinInterval || d > probe.MaxInterval {
-			bad("health.probe_interval", "%q: use a duration between %s and %s (default %s)", fh.Interval, probe.MinInterval, probe.MaxInterval, def.Interval)
+			bad.add("health.probe_interval", "%q: use a duration between %s and %s (default %s)", fh.Interval, probe.MinInterval, probe.MaxInterval, def.Interval)
 		} else {
 			c.Health.Interval = d
 		}
 	}
 	if n := fh.Multiplier; n != nil {
 		if *n < 2 || *n > 50 {
-			bad("health.probe_multiplier", "%d is out of range: use 2-50 missed probes (default %d)", *n, def.Multiplier)
+			bad.add("health.probe_multiplier", "%d is out of range: use 2-50 missed probes (default %d)", *n, def.Multiplier)
 		} else {
 			c.Health.Multiplier = uint8(*n)
 		}
@@ -55,17 +51,16 @@ func (c *Config) parseHealth(fh fileHealth) []error {
 	if fh.Hold != "" {
 		d, err := time.ParseDuration(fh.Hold)
 		if err != nil || d < 0 || d > 10*time.Minute {
-			bad("health.probe_hold", "%q: use a duration between 0s and 10m (default %s)", fh.Hold, def.Hold)
+			bad.add("health.probe_hold", "%q: use a duration between 0s and 10m (default %s)", fh.Hold, def.Hold)
 		} else {
 			c.Health.Hold = d
 		}
 	}
 	if p := fh.Port; p != nil {
 		if *p < 1 || *p > 65535 {
-			bad("health.probe_port", "%d is out of range: use 1-65535 (default %d)", *p, def.Port)
+			bad.add("health.probe_port", "%d is out of range: use 1-65535 (default %d)", *p, def.Port)
 		} else {
 			c.Health.Port = uint16(*p)
 		}
 	}
-	return errs
 }

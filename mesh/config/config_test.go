@@ -1,4 +1,4 @@
-package mesh
+package config
 
 import (
 	"errors"
@@ -46,7 +46,7 @@ peers:
 `
 
 func TestParseValidConfig(t *testing.T) {
-	c, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	c, err := Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestParseValidConfig(t *testing.T) {
 }
 
 func TestParseDefaults(t *testing.T) {
-	c, err := ParseConfig([]byte("site: a\nprivate_key_file: /k\noverlay_address: 10.255.0.1\n"), "/")
+	c, err := Parse([]byte("site: a\nprivate_key_file: /k\noverlay_address: 10.255.0.1\n"), "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestConfigValidation(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(c.yaml), "/")
+			_, err := Parse([]byte(c.yaml), "/")
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -169,7 +169,7 @@ func TestParseUserspace(t *testing.T) {
 		{"userspace:\n  memory_limit: 100000000\n", DefaultBuffersPerPool, 100000000},
 		{"userspace:\n  memory_limit: 512 MiB\n", DefaultBuffersPerPool, 512 << 20},
 	} {
-		cfg, err := ParseConfig([]byte(base+c.yaml), "/")
+		cfg, err := Parse([]byte(base+c.yaml), "/")
 		if err != nil {
 			t.Errorf("%q: %v", c.yaml, err)
 			continue
@@ -189,21 +189,21 @@ func unwrapAll(err error) []error {
 
 func TestLoadConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing file: %v", err)
 	}
 	p := filepath.Join(dir, "big.yaml")
 	if err := os.WriteFile(p, make([]byte, maxConfigSize+10), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("huge file: %v", err)
 	}
 	p = filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(p, []byte("site: [unclosed\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), p) {
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
 		t.Errorf("syntax error does not name the file: %v", err)
 	}
 }

@@ -1,10 +1,10 @@
-package mesh
+package config
 
 import "testing"
 
 // The annotated example in examples/ must stay a valid configuration.
 func TestExampleConfigIsValid(t *testing.T) {
-	c, err := LoadConfig("../examples/dcmesh.yaml")
+	c, err := Load("../../examples/dcmesh.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
