@@ -16,6 +16,7 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/mesh/probe"
 	"github.com/dcmesh/dcmesh/mesh/trust"
@@ -95,7 +96,7 @@ type runtime struct {
 	net *netconfig.Manager
 
 	// gossip mode only
-	enr       *enrollment
+	enr       *enroll.Enrollment
 	gossip    *gossip.Gossip
 	store     *siteStore
 	in        *ingest    // progress through received gossip (ingest.go)
@@ -157,7 +158,7 @@ func (a *Agent) Run(ctx context.Context) (reterr error) {
 	}
 	if o := a.opts.WireGuard; o != "" {
 		if cfg.WireGuard, err = wg.ParseMode(o); err != nil {
-			return fmt.Errorf("--wireguard: %w", err)
+			return config.Optionf("WireGuard", ": %w", err)
 		}
 	}
 	rt := &runtime{cfg: cfg, in: newIngest(), disk: newStateDisk(cfg.StateDir), cutover: map[wg.PublicKey]bool{},
@@ -403,7 +404,7 @@ func Purge(cfg *config.Config) (int, error) {
 // setupTrust loads the enrollment, the site store and the sequence number.
 func (a *Agent) setupTrust(rt *runtime) error {
 	cfg := rt.cfg
-	enr, err := loadEnrollment(cfg, time.Now())
+	enr, err := enroll.Load(cfg, time.Now())
 	if err != nil {
 		return err
 	}
@@ -411,7 +412,7 @@ func (a *Agent) setupTrust(rt *runtime) error {
 	if err := os.MkdirAll(string(cfg.StateDir), 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	if rt.store, err = loadSiteStore(cfg.StateDir.Records(), a.log, enr.cas); err != nil {
+	if rt.store, err = loadSiteStore(cfg.StateDir.Records(), a.log, enr.CAs); err != nil {
 		return err
 	}
 	if rt.seq, err = loadSeq(cfg.StateDir.Seq()); err != nil {
@@ -428,7 +429,7 @@ func (a *Agent) startGossip(ctx context.Context, rt *runtime) error {
 		NodeName:       rt.cfg.Site,
 		Bind:           g.Address,
 		Advertise:      g.Advertise,
-		SecretKey:      rt.enr.gossipKey,
+		SecretKey:      rt.enr.GossipKey,
 		Label:          "dcmesh/" + g.Cluster,
 		Profile:        gossip.Profile(g.Profile),
 		Seeds:          g.Join,
@@ -484,7 +485,7 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 		Gossip:    rt.cfg.Gossip.AdvertiseAddr(),
 		BootID:    rt.bootID,
 		Leaving:   leaving,
-		Cert:      rt.enr.cert,
+		Cert:      rt.enr.Cert,
 	}
 	if rt.rot.Phase == wg.PhasePrepared && !rt.next.IsZero() {
 		rec.WGNext, rec.Phase = rt.next.Public(), trust.PhasePrepared
@@ -502,7 +503,7 @@ func (a *Agent) publish(rt *runtime, leaving bool) error {
 	if rt.cfg.Rotation.PSK {
 		rec.PSKSites = rt.pskSites()
 	}
-	sr, err := trust.SignRecord(rec, rt.enr.identity)
+	sr, err := trust.SignRecord(rec, rt.enr.Identity)
 	if err != nil {
 		return fmt.Errorf("sign this site's record: %w", err)
 	}
@@ -553,9 +554,9 @@ func (a *Agent) policy(rt *runtime) *trust.Policy {
 			underlay = append(underlay, host(p.Endpoint.Addr()))
 		}
 	}
-	underlay = append(underlay, rt.enr.cert.Underlay...)
+	underlay = append(underlay, rt.enr.Cert.Underlay...)
 	return &trust.Policy{
-		CAs: rt.enr.cas, LocalSite: cfg.Site, LocalPrefixes: local, Underlay: underlay,
+		CAs: rt.enr.CAs, LocalSite: cfg.Site, LocalPrefixes: local, Underlay: underlay,
 		CRL: rt.store.crl, Now: time.Now(), Skew: cfg.Trust.ClockSkew,
 	}
 }
@@ -576,12 +577,12 @@ func (a *Agent) offerRecord(rt *runtime, raw []byte) bool {
 		rt.in.skipped++
 		return false
 	}
-	sr, err := trust.DecodeRecordPinned(raw, rt.enr.cas)
+	sr, err := trust.DecodeRecordPinned(raw, rt.enr.CAs)
 	if err != nil {
 		rt.in.refused.put(h, rt.store.reject("(undecodable)", err), now)
 		return false
 	}
-	if sr.Site == rt.cfg.Site && sr.Seq <= rt.seq && sr.Cert.Serial.Cmp(rt.enr.cert.Serial) == 0 {
+	if sr.Site == rt.cfg.Site && sr.Seq <= rt.seq && sr.Cert.Serial.Cmp(rt.enr.Cert.Serial) == 0 {
 		return false // our own record, relayed back
 	}
 	changed, err := rt.store.consider(sr, a.policy(rt))
@@ -615,7 +616,7 @@ func (a *Agent) offerCRL(rt *runtime, der []byte) bool {
 		rt.in.skipped++
 		return false
 	}
-	crl, err := trust.ParseRevocationList(der, rt.enr.cas)
+	crl, err := trust.ParseRevocationList(der, rt.enr.CAs)
 	if err != nil {
 		rt.in.refused.put(h, rt.store.reject("(revocation list)", err), now)
 		return false
@@ -706,7 +707,7 @@ func (a *Agent) applyReload(rt *runtime) bool {
 	}
 	enr := rt.enr
 	if rt.enr != nil {
-		if enr, err = loadEnrollment(cfg, time.Now()); err != nil {
+		if enr, err = enroll.Load(cfg, time.Now()); err != nil {
 			return refuse(err)
 		}
 	}
@@ -731,11 +732,11 @@ func (a *Agent) applyReload(rt *runtime) bool {
 // recordInputsChanged reports whether a reload changes what this site's
 // record says (other than the key): it must then be published at once, not
 // at the next refresh an hour later.
-func recordInputsChanged(old, new *config.Config, oldEnr, newEnr *enrollment) bool {
+func recordInputsChanged(old, new *config.Config, oldEnr, newEnr *enroll.Enrollment) bool {
 	if old.Endpoint != new.Endpoint || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
 		return true
 	}
-	return oldEnr != nil && newEnr != nil && !bytes.Equal(oldEnr.cert.Raw, newEnr.cert.Raw)
+	return oldEnr != nil && newEnr != nil && !bytes.Equal(oldEnr.Cert.Raw, newEnr.Cert.Raw)
 }
 
 // resolveMTU returns the configured MTU or, for auto, the underlay MTU toward

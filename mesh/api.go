@@ -127,7 +127,7 @@ func (a *Agent) apiRevoke(rt *runtime, in control.RevokeRequest) (control.Revoke
 	if b, _ := pem.Decode(in.CRL); b != nil {
 		der = b.Bytes
 	}
-	crl, err := trust.ParseRevocationList(der, rt.enr.cas)
+	crl, err := trust.ParseRevocationList(der, rt.enr.CAs)
 	if err != nil {
 		return control.RevokeReply{}, err
 	}

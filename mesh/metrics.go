@@ -3,12 +3,12 @@ package mesh
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,7 +158,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *metrics) serve(ctx context.Context, addr string, logErr func(msg string, args ...any)) (net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+		return nil, config.Optionf("MetricsAddr", " %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))

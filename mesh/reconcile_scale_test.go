@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
@@ -86,7 +87,7 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := NewAgent(Options{Logger: log})
 	rt := &runtime{cfg: cfg, key: key, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
-		enr:      &enrollment{cas: []*x509.Certificate{ca.Cert}, cert: own, identity: ownKey},
+		enr:      &enroll.Enrollment{CAs: []*x509.Certificate{ca.Cert}, Cert: own, Identity: ownKey},
 		store:    newSiteStore(cfg.StateDir.File("sites.json"), log),
 		cutover:  map[wg.PublicKey]bool{},
 		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{},

@@ -102,7 +102,7 @@ func (a *Agent) sendAck(rt *runtime, s remoteSite, key wg.PublicKey, stage trust
 	if stage == trust.AckPreinstalled {
 		ack.KEMCiphertext = rt.pskOffers[key].ciphertext
 	}
-	b, err := trust.SignAck(ack, rt.enr.identity)
+	b, err := trust.SignAck(ack, rt.enr.Identity)
 	if err != nil {
 		a.log.Error("cannot sign an ack", "err", err)
 		return

@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/urfave/cli/v2"
 )
 
@@ -29,17 +30,41 @@ that already holds a site is refused before anything is written. Then run:
 			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write (default: STATE_DIR/dcmesh.yaml)"},
 		},
 		Action: func(c *cli.Context) error {
-			res, err := mesh.InitSite(mesh.InitOptions{
-				Bundle: c.String("bundle"), StateDir: c.String("state-dir"), Endpoint: c.String("endpoint"),
-				ListenPort: c.Int("listen-port"), Interface: c.String("interface"), GossipAddr: c.String("gossip-addr"),
-				Join: c.StringSlice("join"), ConfigPath: c.String("config"), Now: time.Now(),
-			})
+			o, err := initOptions(c)
 			if err != nil {
 				return err
+			}
+			res, err := enroll.InitSite(o)
+			if err != nil {
+				return flagError(err)
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "site %s initialised\nWireGuard public key: %s\nconfiguration: %s\nnext: dcmesh agent --config %s\n",
 				res.Site, res.PublicKey, res.ConfigPath, res.ConfigPath)
 			return err
 		},
 	}
+}
+
+// initOptions parses the flags of `init`.
+func initOptions(c *cli.Context) (enroll.InitOptions, error) {
+	o := enroll.InitOptions{Bundle: c.String("bundle"), StateDir: c.String("state-dir"), ListenPort: c.Int("listen-port"),
+		Interface: c.String("interface"), ConfigPath: c.String("config"), Now: time.Now()}
+	ep, err := netip.ParseAddrPort(c.String("endpoint"))
+	if err != nil || ep.Port() == 0 || ep.Addr().IsUnspecified() {
+		return o, fmt.Errorf("--endpoint %q: this site's underlay IP:PORT for WireGuard, e.g. 192.0.2.10:51820 (host names are not resolved)", c.String("endpoint"))
+	}
+	o.Endpoint = ep
+	if s := c.String("gossip-addr"); s != "" {
+		if o.GossipAddr, err = config.ParseGossipAddr(s); err != nil {
+			return o, fmt.Errorf("--gossip-addr: %w", err)
+		}
+	}
+	for _, s := range c.StringSlice("join") {
+		ap, err := config.ParseGossipAddr(s)
+		if err != nil {
+			return o, fmt.Errorf("--join: %w", err)
+		}
+		o.Join = append(o.Join, ap)
+	}
+	return o, nil
 }

@@ -304,13 +304,13 @@ func (c *Config) parseGossip(fc *fileConfig, bad *problems) {
 	if fc.Endpoint == "" {
 		bad.add("endpoint", "required with gossip: the underlay IP:PORT other sites send WireGuard traffic to, e.g. endpoint: 192.0.2.10:51820")
 	}
-	if ap, err := parseGossipAddr(fg.Address); err != nil {
+	if ap, err := ParseGossipAddr(fg.Address); err != nil {
 		bad.add("gossip.address", "%v", err)
 	} else {
 		g.Address = ap
 	}
 	if fg.Advertise != "" {
-		if ap, err := parseGossipAddr(fg.Advertise); err != nil {
+		if ap, err := ParseGossipAddr(fg.Advertise); err != nil {
 			bad.add("gossip.advertise", "%v", err)
 		} else {
 			g.Advertise = ap
@@ -319,7 +319,7 @@ func (c *Config) parseGossip(fc *fileConfig, bad *problems) {
 		bad.add("gossip.advertise", "required when gossip.address is %s: the address other sites reach this one at", g.Address)
 	}
 	for i, j := range fg.Join {
-		if _, err := parseGossipAddr(j); err != nil {
+		if _, err := ParseGossipAddr(j); err != nil {
 			bad.add(fmt.Sprintf("gossip.join[%d]", i), "%v", err)
 			continue
 		}

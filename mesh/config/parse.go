@@ -40,7 +40,8 @@ func parseAddress(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-func parseGossipAddr(s string) (netip.AddrPort, error) {
+// ParseGossipAddr parses a gossip address: IP:PORT, no host name.
+func ParseGossipAddr(s string) (netip.AddrPort, error) {
 	if s == "" {
 		return netip.AddrPort{}, errors.New("required: IP:PORT for gossip, e.g. 192.0.2.10:7946")
 	}

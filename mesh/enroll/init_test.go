@@ -1,4 +1,4 @@
-package mesh
+package enroll_test
 
 import (
 	"bytes"
@@ -14,42 +14,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/ca"
+	"github.com/dcmesh/dcmesh/mesh/ca/catest"
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
-// newBundle creates a CA at caNow and issues the site fra1 (10.1.0.0/16 and
-// fd00:1::/48, overlay 10.255.0.1, underlay 192.0.2.0/24 and 2001:db8::/32)
-// into a bundle directory.
-func newBundle(t *testing.T, caNow time.Time, o IssueOptions) (string, *trust.Certificate) {
+func assertMode(t *testing.T, path string, want os.FileMode) {
 	t.Helper()
-	dir := newCADir(t, caNow)
-	if o.Site == "" {
-		o.Site = "fra1"
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Error(err)
+		return
 	}
-	if o.Prefixes == nil {
-		o.Prefixes = []string{"10.1.0.0/16", "fd00:1::/48"}
+	if got := st.Mode().Perm(); got != want {
+		t.Errorf("%s has mode %04o, want %04o", filepath.Base(path), got, want)
 	}
-	if o.Overlay == "" {
-		o.Overlay = "10.255.0.1"
-	}
-	if o.Underlay == nil {
-		o.Underlay = []string{"192.0.2.0/24", "2001:db8::/32"}
-	}
-	if o.Now.IsZero() {
-		o.Now = caNow
-	}
-	cert, out := mustIssue(t, dir, o)
-	return out, cert
 }
 
 func TestInitSite(t *testing.T) {
-	now := testNow()
-	bundle, cert := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, cert := catest.Bundle(t, now, ca.IssueOptions{})
 	cases := []struct {
 		name       string
-		opts       InitOptions
+		opts       enroll.InitOptions
 		wantListen int
 		wantIface  string
 		wantGossip string
@@ -58,19 +48,19 @@ func TestInitSite(t *testing.T) {
 	}{
 		{
 			name:       "defaults",
-			opts:       InitOptions{Endpoint: "192.0.2.10:51820"},
+			opts:       enroll.InitOptions{Endpoint: netip.MustParseAddrPort("192.0.2.10:51820")},
 			wantListen: 51820, wantIface: config.DefaultInterface, wantGossip: "192.0.2.10:7946",
 		},
 		{
 			name: "explicit",
-			opts: InitOptions{Endpoint: "192.0.2.10:51999", ListenPort: 51821, Interface: "dcm1",
-				GossipAddr: "192.0.2.11:8000", Join: []string{"192.0.2.20:7946", "192.0.2.21:7946"}},
+			opts: enroll.InitOptions{Endpoint: netip.MustParseAddrPort("192.0.2.10:51999"), ListenPort: 51821, Interface: "dcm1",
+				GossipAddr: netip.MustParseAddrPort("192.0.2.11:8000"), Join: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.20:7946"), netip.MustParseAddrPort("192.0.2.21:7946")}},
 			wantListen: 51821, wantIface: "dcm1", wantGossip: "192.0.2.11:8000",
 			wantJoin: []string{"192.0.2.20:7946", "192.0.2.21:7946"}, ownConfig: true,
 		},
 		{
 			name:       "endpoint port becomes the listen port",
-			opts:       InitOptions{Endpoint: "192.0.2.10:4500", Join: []string{"192.0.2.20:7946"}},
+			opts:       enroll.InitOptions{Endpoint: netip.MustParseAddrPort("192.0.2.10:4500"), Join: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.20:7946")}},
 			wantListen: 4500, wantIface: config.DefaultInterface, wantGossip: "192.0.2.10:7946",
 			wantJoin: []string{"192.0.2.20:7946"},
 		},
@@ -86,7 +76,7 @@ func TestInitSite(t *testing.T) {
 				wantConfig = filepath.Join(t.TempDir(), "etc", "dcmesh.yaml")
 				o.ConfigPath = wantConfig
 			}
-			res, err := InitSite(o)
+			res, err := enroll.InitSite(o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +88,7 @@ func TestInitSite(t *testing.T) {
 			for _, f := range []struct {
 				name string
 				mode os.FileMode
-			}{{caCertFile, 0o644}, {siteCertFile, 0o644}, {identityKeyFile, 0o600}, {gossipKeyFile, 0o600}} {
+			}{{config.CACertFile, 0o644}, {config.SiteCertFile, 0o644}, {config.IdentityKeyFile, 0o600}, {config.GossipKeyFile, 0o600}} {
 				path := filepath.Join(o.StateDir, f.name)
 				assertMode(t, path, f.mode)
 				got, _ := os.ReadFile(path)
@@ -132,7 +122,7 @@ func TestInitSite(t *testing.T) {
 			if !slices.Equal(cfg.LocalPrefixes, cert.Prefixes) {
 				t.Errorf("local_prefixes %v, want %v", cfg.LocalPrefixes, cert.Prefixes)
 			}
-			if cfg.Endpoint != netip.MustParseAddrPort(o.Endpoint) {
+			if cfg.Endpoint != o.Endpoint {
 				t.Errorf("endpoint %v", cfg.Endpoint)
 			}
 			g := cfg.Gossip
@@ -140,19 +130,19 @@ func TestInitSite(t *testing.T) {
 				t.Fatal("no gossip section")
 			}
 			if g.Address.String() != c.wantGossip || g.Cluster != "prod" || !slices.Equal(g.Join, c.wantJoin) ||
-				g.KeyFile != filepath.Join(o.StateDir, gossipKeyFile) {
+				g.KeyFile != filepath.Join(o.StateDir, config.GossipKeyFile) {
 				t.Errorf("gossip %+v", g)
 			}
-			if cfg.Trust.CAFile != filepath.Join(o.StateDir, caCertFile) || cfg.Trust.CertFile != filepath.Join(o.StateDir, siteCertFile) ||
-				cfg.Trust.IdentityKeyFile != filepath.Join(o.StateDir, identityKeyFile) {
+			if cfg.Trust.CAFile != filepath.Join(o.StateDir, config.CACertFile) || cfg.Trust.CertFile != filepath.Join(o.StateDir, config.SiteCertFile) ||
+				cfg.Trust.IdentityKeyFile != filepath.Join(o.StateDir, config.IdentityKeyFile) {
 				t.Errorf("trust %+v", cfg.Trust)
 			}
 
-			enr, err := loadEnrollment(cfg, now)
+			enr, err := enroll.Load(cfg, now)
 			if err != nil {
 				t.Fatalf("the agent would not start: %v", err)
 			}
-			if !bytes.Equal(enr.cert.Raw, cert.Raw) || len(enr.gossipKey) != GossipKeyLen {
+			if !bytes.Equal(enr.Cert.Raw, cert.Raw) || len(enr.GossipKey) != enroll.GossipKeyLen {
 				t.Error("enrollment is not the bundle's")
 			}
 		})
@@ -161,8 +151,8 @@ func TestInitSite(t *testing.T) {
 
 // An existing, too open state directory is tightened to 0700.
 func TestInitSiteTightensStateDir(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 	state := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(state, 0o755); err != nil {
 		t.Fatal(err)
@@ -170,7 +160,7 @@ func TestInitSiteTightensStateDir(t *testing.T) {
 	if err := os.Chmod(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}); err != nil {
+	if _, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}); err != nil {
 		t.Fatal(err)
 	}
 	assertMode(t, state, 0o700)
@@ -178,34 +168,34 @@ func TestInitSiteTightensStateDir(t *testing.T) {
 
 // A certificate without underlay ranges allows any endpoint.
 func TestInitSiteNoUnderlay(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{Underlay: []string{}})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{Underlay: []netip.Prefix{}})
 	state := filepath.Join(t.TempDir(), "state")
-	if _, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "198.51.100.7:51820", Now: now}); err != nil {
+	if _, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("198.51.100.7:51820"), Now: now}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestInitSiteRefuses(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 
 	// A certificate that expired an hour ago: CA made two days ago.
 	past := now.Add(-48 * time.Hour)
-	expired, _ := newBundle(t, past, IssueOptions{Now: past.Add(time.Hour), Valid: time.Hour})
+	expired, _ := catest.Bundle(t, past, ca.IssueOptions{Now: past.Add(time.Hour), Valid: time.Hour})
 	// A certificate issued for two hours from now.
-	future, _ := newBundle(t, now, IssueOptions{Now: now.Add(2 * time.Hour)})
+	future, _ := catest.Bundle(t, now, ca.IssueOptions{Now: now.Add(2 * time.Hour)})
 	// A bundle whose ca.crt is another CA's.
-	foreign := copyBundle(t, bundle)
-	otherCA := newCADir(t, now)
-	copyFile(t, filepath.Join(otherCA, caCertFile), filepath.Join(foreign, caCertFile))
+	foreign := catest.CopyBundle(t, bundle)
+	otherCA := catest.NewDir(t, now)
+	catest.CopyFile(t, filepath.Join(otherCA, config.CACertFile), filepath.Join(foreign, config.CACertFile))
 	// A bundle whose identity key is readable by everyone.
-	openKey := copyBundle(t, bundle)
-	if err := os.Chmod(filepath.Join(openKey, identityKeyFile), 0o644); err != nil {
+	openKey := catest.CopyBundle(t, bundle)
+	if err := os.Chmod(filepath.Join(openKey, config.IdentityKeyFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	missing := func(f string) string {
-		b := copyBundle(t, bundle)
+		b := catest.CopyBundle(t, bundle)
 		if err := os.Remove(filepath.Join(b, f)); err != nil {
 			t.Fatal(err)
 		}
@@ -219,41 +209,40 @@ func TestInitSiteRefuses(t *testing.T) {
 		noState  bool // empty StateDir
 		hints    []string
 	}{
-		{name: "no state dir", noState: true, hints: []string{"--state-dir is required"}},
-		{name: "host name endpoint", endpoint: "fra1.example.net:51820", hints: []string{"--endpoint", "host names are not resolved"}},
-		{name: "endpoint without port", endpoint: "192.0.2.10", hints: []string{"--endpoint", "IP:PORT", "host names are not resolved"}},
-		{name: "endpoint port zero", endpoint: "192.0.2.10:0", hints: []string{"--endpoint", "host names are not resolved"}},
-		{name: "unspecified endpoint", endpoint: "0.0.0.0:51820", hints: []string{"--endpoint", "host names are not resolved"}},
-		{name: "unspecified v6 endpoint", endpoint: "[::]:51820", hints: []string{"--endpoint", "host names are not resolved"}},
-		{name: "empty endpoint", endpoint: "-", hints: []string{"--endpoint", "host names are not resolved"}},
-		{name: "endpoint outside underlay", endpoint: "198.51.100.7:51820", hints: []string{"--endpoint 198.51.100.7:51820", "outside the underlay"}},
-		{name: "missing ca.crt", bundle: missing(caCertFile), hints: []string{"--bundle", caCertFile}},
-		{name: "missing site.crt", bundle: missing(siteCertFile), hints: []string{"--bundle", siteCertFile}},
-		{name: "missing identity.key", bundle: missing(identityKeyFile), hints: []string{"--bundle", identityKeyFile}},
-		{name: "missing gossip.key", bundle: missing(gossipKeyFile), hints: []string{"--bundle", gossipKeyFile}},
-		{name: "no bundle at all", bundle: filepath.Join(t.TempDir(), "nothing"), hints: []string{"--bundle", "dcmesh ca issue --out"}},
-		{name: "identity key readable by others", bundle: openKey, hints: []string{"--bundle", "mode 0644"}},
+		{name: "no state dir", noState: true, hints: []string{"StateDir is required"}},
+		{name: "endpoint port zero", endpoint: "192.0.2.10:0", hints: []string{"Endpoint", "IP:PORT"}},
+		{name: "unspecified endpoint", endpoint: "0.0.0.0:51820", hints: []string{"Endpoint", "IP:PORT"}},
+		{name: "unspecified v6 endpoint", endpoint: "[::]:51820", hints: []string{"Endpoint", "IP:PORT"}},
+		{name: "empty endpoint", endpoint: "-", hints: []string{"Endpoint", "IP:PORT"}},
+		{name: "endpoint outside underlay", endpoint: "198.51.100.7:51820", hints: []string{"Endpoint 198.51.100.7:51820", "outside the underlay"}},
+		{name: "missing ca.crt", bundle: missing(config.CACertFile), hints: []string{"Bundle", config.CACertFile}},
+		{name: "missing site.crt", bundle: missing(config.SiteCertFile), hints: []string{"Bundle", config.SiteCertFile}},
+		{name: "missing identity.key", bundle: missing(config.IdentityKeyFile), hints: []string{"Bundle", config.IdentityKeyFile}},
+		{name: "missing gossip.key", bundle: missing(config.GossipKeyFile), hints: []string{"Bundle", config.GossipKeyFile}},
+		{name: "no bundle at all", bundle: filepath.Join(t.TempDir(), "nothing"), hints: []string{"Bundle", "dcmesh ca issue --out"}},
+		{name: "identity key readable by others", bundle: openKey, hints: []string{"Bundle", "mode 0644"}},
 		{name: "expired certificate", bundle: expired, hints: []string{"not usable", string(trust.ReasonExpired)}},
 		{name: "certificate not yet valid", bundle: future, hints: []string{"not usable", string(trust.ReasonNotYetValid)}},
 		{name: "certificate of another CA", bundle: foreign, hints: []string{"not usable", string(trust.ReasonUnknownCA)}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o := InitOptions{Bundle: c.bundle, Endpoint: c.endpoint, Now: now}
+			o := enroll.InitOptions{Bundle: c.bundle, Now: now}
 			if o.Bundle == "" {
 				o.Bundle = bundle
 			}
-			switch o.Endpoint {
+			switch c.endpoint {
 			case "":
-				o.Endpoint = "192.0.2.10:51820"
+				o.Endpoint = netip.MustParseAddrPort("192.0.2.10:51820")
 			case "-":
-				o.Endpoint = ""
+			default:
+				o.Endpoint = netip.MustParseAddrPort(c.endpoint)
 			}
 			root := t.TempDir()
 			if !c.noState {
 				o.StateDir = filepath.Join(root, "state")
 			}
-			_, err := InitSite(o)
+			_, err := enroll.InitSite(o)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -271,8 +260,8 @@ func TestInitSiteRefuses(t *testing.T) {
 }
 
 func TestInitSiteRefusesExistingConfig(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 	for _, own := range []bool{false, true} {
 		state := filepath.Join(t.TempDir(), "state")
 		cfgPath := filepath.Join(state, "dcmesh.yaml")
@@ -285,11 +274,11 @@ func TestInitSiteRefusesExistingConfig(t *testing.T) {
 		if err := os.WriteFile(cfgPath, []byte("# hand written\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		o := InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}
+		o := enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}
 		if own {
 			o.ConfigPath = cfgPath
 		}
-		_, err := InitSite(o)
+		_, err := enroll.InitSite(o)
 		if err == nil || !strings.Contains(err.Error(), cfgPath) || !strings.Contains(err.Error(), "refusing to overwrite") {
 			t.Fatalf("err = %v", err)
 		}
@@ -305,11 +294,11 @@ func TestInitSiteRefusesExistingConfig(t *testing.T) {
 // IPv6 underlay: the endpoint, gossip address and seeds are written into
 // the YAML unquoted, and "[2001:db8::10]:51820" starts a YAML flow sequence.
 func TestInitSiteIPv6Endpoint(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 	state := filepath.Join(t.TempDir(), "state")
-	res, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "[2001:db8::10]:51820",
-		Join: []string{"[2001:db8::20]:7946"}, Now: now})
+	res, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("[2001:db8::10]:51820"),
+		Join: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::20]:7946")}, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,49 +317,22 @@ func TestInitSiteIPv6Endpoint(t *testing.T) {
 // gossip.key is a 32-byte key: the site is set up and the agent then refuses
 // to start.
 func TestInitSiteChecksWhatTheAgentChecks(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
-	other, _ := newBundle(t, now, IssueOptions{Site: "ams1"})
-	wrongKey := copyBundle(t, bundle)
-	copyFile(t, filepath.Join(other, identityKeyFile), filepath.Join(wrongKey, identityKeyFile))
-	badGossip := copyBundle(t, bundle)
-	if err := os.WriteFile(filepath.Join(badGossip, gossipKeyFile), []byte("c2hvcnQ=\n"), 0o600); err != nil {
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
+	other, _ := catest.Bundle(t, now, ca.IssueOptions{Site: "ams1"})
+	wrongKey := catest.CopyBundle(t, bundle)
+	catest.CopyFile(t, filepath.Join(other, config.IdentityKeyFile), filepath.Join(wrongKey, config.IdentityKeyFile))
+	badGossip := catest.CopyBundle(t, bundle)
+	if err := os.WriteFile(filepath.Join(badGossip, config.GossipKeyFile), []byte("c2hvcnQ=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for name, b := range map[string]string{"identity key of another site": wrongKey, "short gossip key": badGossip} {
 		t.Run(name, func(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "state")
-			if _, err := InitSite(InitOptions{Bundle: b, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}); err == nil {
+			if _, err := enroll.InitSite(enroll.InitOptions{Bundle: b, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}); err == nil {
 				t.Error("accepted a bundle the agent will refuse")
 			}
 		})
-	}
-}
-
-func copyBundle(t *testing.T, src string) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), "bundle")
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{caCertFile, siteCertFile, identityKeyFile, gossipKeyFile} {
-		copyFile(t, filepath.Join(src, f), filepath.Join(dst, f))
-	}
-	return dst
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := os.Stat(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wg.WriteFileAtomic(dst, b, st.Mode().Perm()); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -379,30 +341,28 @@ func copyFile(t *testing.T, src, dst string) {
 // wg.key were written, so the corrected command then fails on the existing
 // wg.key.
 func TestInitSiteBadOptionWritesNothing(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 	cases := []struct {
 		name string
-		edit func(o *InitOptions)
+		edit func(o *enroll.InitOptions)
 	}{
-		{"listen port", func(o *InitOptions) { o.ListenPort = 70000 }},
-		{"interface", func(o *InitOptions) { o.Interface = "averyveryverylongname" }},
-		{"gossip address", func(o *InitOptions) { o.GossipAddr = "gossip.example:7946" }},
-		{"join", func(o *InitOptions) { o.Join = []string{"seed.example:7946"} }},
+		{"listen port", func(o *enroll.InitOptions) { o.ListenPort = 70000 }},
+		{"interface", func(o *enroll.InitOptions) { o.Interface = "averyveryverylongname" }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "state")
-			o := InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}
+			o := enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}
 			bad := o
 			c.edit(&bad)
-			if _, err := InitSite(bad); err == nil {
+			if _, err := enroll.InitSite(bad); err == nil {
 				t.Fatal("accepted")
 			}
 			if _, err := os.Stat(filepath.Join(state, "wg.key")); err == nil {
 				t.Error("a refused init wrote wg.key")
 			}
-			if _, err := InitSite(o); err != nil {
+			if _, err := enroll.InitSite(o); err != nil {
 				t.Errorf("corrected retry: %v", err)
 			}
 		})
@@ -480,29 +440,29 @@ func assertSameTree(t *testing.T, before, after map[string]fileState) {
 // writing anything, naming the site that lives there, and every file keeps
 // its content, mode and mtime.
 func TestInitSiteRefusesExistingSite(t *testing.T) {
-	now := testNow()
-	fra1, _ := newBundle(t, now, IssueOptions{})
-	ams1, _ := newBundle(t, now, IssueOptions{Site: "ams1", Prefixes: []string{"10.2.0.0/16"}, Overlay: "10.255.0.2"})
+	now := catest.Now()
+	fra1, _ := catest.Bundle(t, now, ca.IssueOptions{})
+	ams1, _ := catest.Bundle(t, now, ca.IssueOptions{Site: "ams1", Prefixes: catest.Prefixes("10.2.0.0/16"), Overlay: netip.MustParseAddr("10.255.0.2")})
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, state string) // leaves a site, or part of one, in state
 		hints []string
 	}{
 		{"a whole site", func(t *testing.T, state string) {
-			if _, err := InitSite(InitOptions{Bundle: fra1, StateDir: state, Endpoint: "192.0.2.10:51820",
+			if _, err := enroll.InitSite(enroll.InitOptions{Bundle: fra1, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"),
 				ConfigPath: filepath.Join(filepath.Dir(state), "etc-fra1", "dcmesh.yaml"), Now: now}); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{"site.crt for fra1", identityKeyFile, wgKeyFile}},
+		}, []string{"site.crt for fra1", config.IdentityKeyFile, config.WGKeyFile}},
 		{"only wg.key", func(t *testing.T, state string) {
 			k, _ := wg.GeneratePrivateKey()
 			if err := os.MkdirAll(state, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := wg.WritePrivateKeyFile(filepath.Join(state, wgKeyFile), k, false); err != nil {
+			if err := wg.WritePrivateKeyFile(filepath.Join(state, config.WGKeyFile), k, false); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{wgKeyFile, "interrupted init"}},
+		}, []string{config.WGKeyFile, "interrupted init"}},
 		{"only state of a running agent", func(t *testing.T, state string) {
 			if err := os.MkdirAll(state, 0o700); err != nil {
 				t.Fatal(err)
@@ -519,11 +479,11 @@ func TestInitSiteRefusesExistingSite(t *testing.T) {
 			c.setup(t, state)
 			before := snapshotTree(t, root)
 			for _, cfg := range []string{"", filepath.Join(root, "etc-ams1", "dcmesh.yaml")} {
-				_, err := InitSite(InitOptions{Bundle: ams1, StateDir: state, Endpoint: "192.0.2.11:51820", ConfigPath: cfg, Now: now})
+				_, err := enroll.InitSite(enroll.InitOptions{Bundle: ams1, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.11:51820"), ConfigPath: cfg, Now: now})
 				if err == nil {
 					t.Fatal("accepted")
 				}
-				for _, h := range append([]string{"--state-dir " + state, "already holds a site", "use a new directory"}, c.hints...) {
+				for _, h := range append([]string{"StateDir " + state, "already holds a site", "use a new directory"}, c.hints...) {
 					if !strings.Contains(err.Error(), h) {
 						t.Errorf("error does not say %q: %v", h, err)
 					}
@@ -535,16 +495,15 @@ func TestInitSiteRefusesExistingSite(t *testing.T) {
 }
 
 // initSteps are the writes of InitSite, in order.
-var initSteps = []string{caCertFile, siteCertFile, identityKeyFile, gossipKeyFile, wgKeyFile, "config"}
+var initSteps = []string{config.CACertFile, config.SiteCertFile, config.IdentityKeyFile, config.GossipKeyFile, config.WGKeyFile, "config"}
 
 // A crash at any step of init leaves no configuration, so no agent starts
 // from the half-written directory; the next init names the files it finds
 // and changes nothing, and once they are removed it succeeds. A write that
 // fails (not a crash) undoes what init wrote.
 func TestInitSiteCrashAtEveryStep(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
-	t.Cleanup(func() { initStepHook = func(string) error { return nil } })
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 	for i, step := range initSteps {
 		for _, crash := range []bool{true, false} {
 			name := "error at " + step
@@ -554,9 +513,9 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				root := t.TempDir()
 				state := filepath.Join(root, "state")
-				o := InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820",
+				o := enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"),
 					ConfigPath: filepath.Join(root, "etc", "dcmesh.yaml"), Now: now}
-				initStepHook = func(s string) error {
+				restore := enroll.SetInitStepHook(func(s string) error {
 					if s != step {
 						return nil
 					}
@@ -564,9 +523,9 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 						panic("crash")
 					}
 					return errors.New("injected write error")
-				}
+				})
 				err := initCrashed(o)
-				initStepHook = func(string) error { return nil }
+				restore()
 				if _, serr := os.Lstat(o.ConfigPath); serr == nil {
 					t.Fatal("a configuration exists: the directory looks complete")
 				}
@@ -589,7 +548,7 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 					t.Errorf("after a crash at step %d the state directory holds %v", i, left)
 				}
 				before := snapshotTree(t, root)
-				_, err = InitSite(o)
+				_, err = enroll.InitSite(o)
 				if len(left) > 0 {
 					if err == nil || !strings.Contains(err.Error(), "interrupted init") || !strings.Contains(err.Error(), left[0]) {
 						t.Fatalf("rerun after a crash: %v", err)
@@ -600,7 +559,7 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
-					_, err = InitSite(o)
+					_, err = enroll.InitSite(o)
 				}
 				if err != nil {
 					t.Fatalf("init after cleaning up: %v", err)
@@ -615,21 +574,21 @@ func TestInitSiteCrashAtEveryStep(t *testing.T) {
 
 // initCrashed runs InitSite and turns a panic of initStepHook (a crash) into
 // an error.
-func initCrashed(o InitOptions) (err error) {
+func initCrashed(o enroll.InitOptions) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("crashed: %v", r)
 		}
 	}()
-	_, err = InitSite(o)
+	_, err = enroll.InitSite(o)
 	return err
 }
 
 // A failed write restores an existing state directory's mode (init tightens
 // it to 0700 only when it succeeds) and leaves it empty.
 func TestInitSiteFailedWriteRestoresStateDir(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
 	state := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(state, 0o755); err != nil {
 		t.Fatal(err)
@@ -637,14 +596,13 @@ func TestInitSiteFailedWriteRestoresStateDir(t *testing.T) {
 	if err := os.Chmod(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	initStepHook = func(s string) error {
+	t.Cleanup(enroll.SetInitStepHook(func(s string) error {
 		if s == "config" {
 			return errors.New("injected")
 		}
 		return nil
-	}
-	t.Cleanup(func() { initStepHook = func(string) error { return nil } })
-	if _, err := InitSite(InitOptions{Bundle: bundle, StateDir: state, Endpoint: "192.0.2.10:51820", Now: now}); err == nil {
+	}))
+	if _, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}); err == nil {
 		t.Fatal("no error")
 	}
 	assertMode(t, state, 0o755)

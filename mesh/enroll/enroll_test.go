@@ -1,10 +1,9 @@
-package mesh
+package enroll_test
 
 import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
-	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 )
@@ -33,15 +33,15 @@ func newEnrollFixture(t *testing.T) *enrollFixture {
 	f := &enrollFixture{dir: t.TempDir(), ca: trusttest.NewCA(t)}
 	f.cert, f.key = trusttest.IssueWith(t, f.ca, "fra1", trusttest.CertOptions{Overlay: netip.MustParseAddr("10.255.0.1")},
 		"10.1.0.0/16", "10.16.0.0/16")
-	f.gossipKey = bytes.Repeat([]byte{7}, GossipKeyLen)
+	f.gossipKey = bytes.Repeat([]byte{7}, enroll.GossipKeyLen)
 	keyPEM, err := trust.EncodeKeyPEM(f.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.write(t, caCertFile, trust.EncodeCertPEM(f.ca.Cert.Raw), 0o644)
-	f.write(t, siteCertFile, trust.EncodeCertPEM(f.cert.Raw), 0o644)
-	f.write(t, identityKeyFile, keyPEM, 0o600)
-	f.write(t, gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(f.gossipKey)+"\n"), 0o600)
+	f.write(t, config.CACertFile, trust.EncodeCertPEM(f.ca.Cert.Raw), 0o644)
+	f.write(t, config.SiteCertFile, trust.EncodeCertPEM(f.cert.Raw), 0o644)
+	f.write(t, config.IdentityKeyFile, keyPEM, 0o600)
+	f.write(t, config.GossipKeyFile, []byte(base64.StdEncoding.EncodeToString(f.gossipKey)+"\n"), 0o600)
 	return f
 }
 
@@ -60,11 +60,11 @@ func (f *enrollFixture) config() *config.Config {
 	return &config.Config{
 		Site:     "fra1",
 		StateDir: config.StateDir(f.dir),
-		Gossip:   &config.GossipConfig{KeyFile: filepath.Join(f.dir, gossipKeyFile), Cluster: trusttest.Cluster},
+		Gossip:   &config.GossipConfig{KeyFile: filepath.Join(f.dir, config.GossipKeyFile), Cluster: trusttest.Cluster},
 		Trust: config.TrustConfig{
-			CAFile:          filepath.Join(f.dir, caCertFile),
-			CertFile:        filepath.Join(f.dir, siteCertFile),
-			IdentityKeyFile: filepath.Join(f.dir, identityKeyFile),
+			CAFile:          filepath.Join(f.dir, config.CACertFile),
+			CertFile:        filepath.Join(f.dir, config.SiteCertFile),
+			IdentityKeyFile: filepath.Join(f.dir, config.IdentityKeyFile),
 			ClockSkew:       config.DefaultClockSkew,
 		},
 	}
@@ -98,20 +98,20 @@ func TestLoadEnrollment(t *testing.T) {
 			if c.noGossip {
 				cfg.Gossip = nil
 				// Not even a broken key file matters then.
-				f.write(t, gossipKeyFile, []byte("junk"), 0o644)
+				f.write(t, config.GossipKeyFile, []byte("junk"), 0o644)
 			}
-			e, err := loadEnrollment(cfg, time.Now())
+			e, err := enroll.Load(cfg, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if cfg.OverlayAddress != c.wantOverlay || !slices.Equal(cfg.LocalPrefixes, c.wantLocal) {
 				t.Errorf("config overlay %v local %v, want %v %v", cfg.OverlayAddress, cfg.LocalPrefixes, c.wantOverlay, c.wantLocal)
 			}
-			if !bytes.Equal(e.cert.Raw, f.cert.Raw) || len(e.cas) != 1 || !e.cas[0].Equal(f.ca.Cert) || !e.identity.Equal(f.key) {
+			if !bytes.Equal(e.Cert.Raw, f.cert.Raw) || len(e.CAs) != 1 || !e.CAs[0].Equal(f.ca.Cert) || !e.Identity.Equal(f.key) {
 				t.Error("enrollment does not hold the files' contents")
 			}
-			if c.wantGossipOK != bytes.Equal(e.gossipKey, f.gossipKey) {
-				t.Errorf("gossip key %x", e.gossipKey)
+			if c.wantGossipOK != bytes.Equal(e.GossipKey, f.gossipKey) {
+				t.Errorf("gossip key %x", e.GossipKey)
 			}
 		})
 	}
@@ -127,7 +127,7 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 		{"identity key of another certificate", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			_, k, _ := trust.GenerateIdentity()
 			pem, _ := trust.EncodeKeyPEM(k)
-			f.write(t, identityKeyFile, pem, 0o600)
+			f.write(t, config.IdentityKeyFile, pem, 0o600)
 		}, []string{"trust.identity_key_file", "does not belong to the certificate"}},
 		{"identity key readable by others", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			if err := os.Chmod(cfg.Trust.IdentityKeyFile, 0o640); err != nil {
@@ -135,7 +135,7 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 			}
 		}, []string{"trust.identity_key_file", "mode 0640"}},
 		{"identity key not PEM", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			f.write(t, identityKeyFile, []byte("garbage"), 0o600)
+			f.write(t, config.IdentityKeyFile, []byte("garbage"), 0o600)
 		}, []string{"trust.identity_key_file"}},
 		{"site name differs", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			cfg.Site = "ams1"
@@ -158,28 +158,28 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 			}
 		}, []string{"gossip.key_file", "mode 0644"}},
 		{"gossip key too short", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			f.write(t, gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 16))), 0o600)
+			f.write(t, config.GossipKeyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 16))), 0o600)
 		}, []string{"gossip.key_file", "corrupt", "32-byte"}},
 		{"gossip key too long", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			f.write(t, gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 33))), 0o600)
+			f.write(t, config.GossipKeyFile, []byte(base64.StdEncoding.EncodeToString(make([]byte, 33))), 0o600)
 		}, []string{"gossip.key_file", "corrupt"}},
 		{"gossip key not base64", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			f.write(t, gossipKeyFile, []byte("not base64 at all!"), 0o600)
+			f.write(t, config.GossipKeyFile, []byte("not base64 at all!"), 0o600)
 		}, []string{"gossip.key_file", "corrupt"}},
 		{"gossip key missing", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Gossip.KeyFile)
 		}, []string{"gossip.key_file", "does not exist"}},
 		{"certificate of another CA", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			f.write(t, caCertFile, trust.EncodeCertPEM(other.Cert.Raw), 0o644)
+			f.write(t, config.CACertFile, trust.EncodeCertPEM(other.Cert.Raw), 0o644)
 		}, []string{"trust.cert_file", "not usable", string(trust.ReasonUnknownCA)}},
 		{"site certificate pinned as the CA", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			f.write(t, caCertFile, trust.EncodeCertPEM(f.cert.Raw), 0o644)
+			f.write(t, config.CACertFile, trust.EncodeCertPEM(f.cert.Raw), 0o644)
 		}, []string{"trust.ca_file", "not a CA certificate"}},
 		{"expired certificate", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			nb := time.Now().Add(-20 * time.Hour).Truncate(time.Second)
 			c, _ := trusttest.IssueWith(t, f.ca, "fra1", trusttest.CertOptions{Identity: f.key, Overlay: f.cert.Overlay,
 				NotBefore: nb, NotAfter: nb.Add(time.Hour)}, "10.1.0.0/16")
-			f.write(t, siteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
+			f.write(t, config.SiteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
 		}, []string{"trust.cert_file", "not usable", "dcmesh ca issue"}},
 		{"missing CA file", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Trust.CAFile)
@@ -193,7 +193,7 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 			f := newEnrollFixture(t)
 			cfg := f.config()
 			c.edit(t, f, cfg)
-			e, err := loadEnrollment(cfg, time.Now())
+			e, err := enroll.Load(cfg, time.Now())
 			if err == nil {
 				t.Fatalf("accepted: %+v", e)
 			}
@@ -210,7 +210,7 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 }
 
 func TestReadGossipKey(t *testing.T) {
-	key := bytes.Repeat([]byte{0xa5}, GossipKeyLen)
+	key := bytes.Repeat([]byte{0xa5}, enroll.GossipKeyLen)
 	b64 := base64.StdEncoding.EncodeToString(key)
 	cases := []struct {
 		name    string
@@ -224,7 +224,7 @@ func TestReadGossipKey(t *testing.T) {
 		{"world readable", b64, 0o644, false},
 		{"31 bytes", base64.StdEncoding.EncodeToString(key[:31]), 0o600, false},
 		{"raw bytes", string(key), 0o600, false},
-		{"URL alphabet", base64.URLEncoding.EncodeToString(bytes.Repeat([]byte{0xff}, GossipKeyLen)), 0o600, false},
+		{"URL alphabet", base64.URLEncoding.EncodeToString(bytes.Repeat([]byte{0xff}, enroll.GossipKeyLen)), 0o600, false},
 		{"empty", "", 0o600, false},
 	}
 	for _, c := range cases {
@@ -236,7 +236,7 @@ func TestReadGossipKey(t *testing.T) {
 			if err := os.Chmod(path, c.mode); err != nil {
 				t.Fatal(err)
 			}
-			k, err := readGossipKey(path)
+			k, err := enroll.ReadGossipKey(path)
 			if c.ok {
 				if err != nil || !bytes.Equal(k, key) {
 					t.Errorf("key %x, err %v", k, err)
@@ -251,50 +251,4 @@ func TestReadGossipKey(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestSeqRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "seq.json")
-	if seq, err := loadSeq(path); err != nil || seq != 0 {
-		t.Fatalf("missing file: %d, %v", seq, err)
-	}
-	for _, want := range []uint64{1, 1700000000000, math.MaxInt64, math.MaxUint64, 0} {
-		if err := saveSeq(path, want); err != nil {
-			t.Fatal(err)
-		}
-		got, err := loadSeq(path)
-		if err != nil || got != want {
-			t.Errorf("saved %d, loaded %d (%v)", want, got, err)
-		}
-		assertMode(t, path, 0o600)
-	}
-}
-
-func TestLoadSeqCorrupt(t *testing.T) {
-	for _, content := range []string{"", "garbage", `{"seq":`, `{"seq":-1}`, `{"seq":"12"}`, `{"seq":1.5}`, `[1]`} {
-		t.Run(content, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "seq.json")
-			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			seq, err := loadSeq(path)
-			if err == nil {
-				t.Fatalf("accepted: %d", seq)
-			}
-			if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "move it away") {
-				t.Errorf("error does not name the file and say to move it away: %v", err)
-			}
-		})
-	}
-	t.Run("unreadable", func(t *testing.T) {
-		// A directory in place of the file: an error, not a fresh start.
-		path := filepath.Join(t.TempDir(), "seq.json")
-		if err := os.Mkdir(path, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := loadSeq(path); err == nil {
-			t.Error("accepted a directory")
-		}
-	})
 }
