@@ -53,7 +53,7 @@ func computeDesired(cfg *config.Config, key wg.PrivateKey, mtu int, sites []remo
 		}
 		var allowed []netip.Prefix
 		for _, p := range s.Prefixes {
-			if overlapsAny(p, remote[:static]) {
+			if config.OverlapsAny(p, remote[:static]) {
 				d.Dropped = append(d.Dropped, s.Name+" "+p.String()+": overlaps a static peer")
 				continue
 			}
@@ -94,13 +94,4 @@ func computeDesired(cfg *config.Config, key wg.PrivateKey, mtu int, sites []remo
 		FailClosed: remote,
 	}
 	return d
-}
-
-func overlapsAny(p netip.Prefix, set []netip.Prefix) bool {
-	for _, q := range set {
-		if p.Overlaps(q) {
-			return true
-		}
-	}
-	return false
 }
