@@ -31,17 +31,21 @@ import (
 //     older surviving gateway announces, of any site, is dropped entirely
 //     (ReasonDuplicateKey; Winner is the oldest such gateway): two peers
 //     with one key would steal each other's traffic.
-//   - Prefixes, among the surviving gateways: for every pair of gateways of
-//     different sites with overlapping announced prefixes (see conflicts:
-//     default routes only meet default routes), the younger one loses that
-//     whole announced prefix (ReasonOverlapSite; Winner is the oldest
-//     gateway it overlaps). This is pairwise: a prefix is lost to an older
-//     overlapping one even if that one is itself lost to a third, still
-//     older gateway, so whether a gateway keeps a prefix depends only on
-//     the older ones. Gateways of one site whose certificates name the
-//     same issuer (subject and authority key identifier) share their
-//     prefixes: that is what they are for. The same site name certified by
-//     another CA is another site here, and the younger loses.
+//   - Prefixes, among the surviving gateways. The gateways of one site
+//     whose certificates name the same issuer (subject and authority key
+//     identifier) hold the site's prefixes together: that is what they are
+//     for. The site's claim on an announced prefix is as old as the oldest
+//     of its gateways announcing that prefix or a specific prefix
+//     containing it, so a gateway added later claims its site's space as
+//     early as the site did, but nothing new. (The same site name certified
+//     by another CA is another site here.) For every pair of claims of
+//     different sites on overlapping prefixes (see conflicts: default
+//     routes only meet default routes), the younger claim is lost: every
+//     gateway of that site loses that whole announced prefix
+//     (ReasonOverlapSite; Winner is the gateway behind the oldest claim it
+//     overlaps). This is pairwise: a claim is lost to an older overlapping
+//     one even if that one is itself lost to a third, still older claim, so
+//     whether a site keeps a prefix depends only on the older claims.
 //
 // prefixes has an entry for every surviving gateway (possibly empty: it is
 // still a peer), listing its kept prefixes in announcement order, valid
@@ -189,63 +193,27 @@ func siteFamilies(ranked []*SignedRecord) []int {
 	return out
 }
 
-// prefixClaim is one announced prefix of the gateway of rank rank.
-type prefixClaim struct {
-	p    netip.Prefix // masked
+// claim is a site's claim on a prefix: family fam announces p (masked),
+// and rank is that of the oldest gateway of the family announcing p or a
+// specific prefix containing it: since when the site has claimed that
+// space.
+type claim struct {
+	fam  int
+	p    netip.Prefix
 	last netip.Addr
 	rank int
+}
+
+type famPrefix struct {
+	fam int
+	p   netip.Prefix
 }
 
 // settlePrefixes applies the pairwise prefix rule to alive (oldest first).
 func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conflict) {
 	family := siteFamilies(alive)
-	type key struct {
-		rank int
-		p    netip.Prefix
-	}
-	lost := make(map[key]int) // (rank, masked prefix) -> rank of the oldest gateway that beats it
-	beat := func(loser prefixClaim, winner int) {
-		k := key{loser.rank, loser.p}
-		if w, ok := lost[k]; !ok || winner < w {
-			lost[k] = winner
-		}
-	}
-	claims, defaults := collectClaims(alive)
-	// A default route loses to the oldest default route of its IP family
-	// from another site; defaults is in rank order.
-	for _, ds := range defaults {
-		for _, d := range ds {
-			for _, o := range ds {
-				if o.rank >= d.rank {
-					break
-				}
-				if family[o.rank] != family[d.rank] {
-					beat(d, o.rank)
-					break
-				}
-			}
-		}
-	}
-	// Prefixes either nest or are disjoint. Sorted by first address, shorter
-	// first, everything a prefix contains follows it directly, so each
-	// overlapping pair is found once without comparing all pairs.
-	slices.SortFunc(claims, func(a, b prefixClaim) int {
-		return cmp.Or(a.p.Addr().Compare(b.p.Addr()), cmp.Compare(a.p.Bits(), b.p.Bits()), cmp.Compare(a.rank, b.rank))
-	})
-	for i, a := range claims {
-		for _, b := range claims[i+1:] {
-			if b.p.Addr().Compare(a.last) > 0 {
-				break
-			}
-			switch {
-			case family[a.rank] == family[b.rank]:
-			case a.rank < b.rank:
-				beat(b, a.rank)
-			case b.rank < a.rank:
-				beat(a, b.rank)
-			}
-		}
-	}
+	specific, defaults := siteClaims(alive, family)
+	lost := contest(specific, defaults)
 
 	var conflicts []Conflict
 	prefixes := make(map[GatewayID][]netip.Prefix, len(alive))
@@ -257,7 +225,7 @@ func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conf
 				continue
 			}
 			m := p.Masked()
-			if w, ok := lost[key{i, m}]; ok {
+			if w, ok := lost[famPrefix{family[i], m}]; ok {
 				if !reported[m] {
 					reported[m] = true
 					wid := alive[w].ID()
@@ -273,32 +241,108 @@ func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conf
 	return prefixes, conflicts
 }
 
-// collectClaims lists each gateway's distinct valid prefixes: the specific
-// ones, and the default routes by IP family (IPv4 first), in rank order.
-func collectClaims(alive []*SignedRecord) (claims []prefixClaim, defaults [2][]prefixClaim) {
+// siteClaims returns each family's claims: one per distinct specific
+// prefix its gateways announce, and one per default route (/0) of each IP
+// family. A default route contains nothing here but default routes, as in
+// conflicts: announcing 0.0.0.0/0 claims no specific space.
+func siteClaims(alive []*SignedRecord, family []int) (specific, defaults []claim) {
+	var all []claim
 	for i, r := range alive {
 		seen := make(map[netip.Prefix]bool, len(r.Prefixes))
 		for _, p := range r.Prefixes {
-			if !p.IsValid() {
+			if !p.IsValid() || seen[p.Masked()] {
 				continue
 			}
 			m := p.Masked()
-			if seen[m] {
-				continue
-			}
 			seen[m] = true
-			c := prefixClaim{p: m, last: lastAddr(m), rank: i}
-			switch {
-			case m.Bits() != 0:
-				claims = append(claims, c)
-			case m.Addr().Is4():
-				defaults[0] = append(defaults[0], c)
-			default:
-				defaults[1] = append(defaults[1], c)
+			c := claim{fam: family[i], p: m, last: lastAddr(m), rank: i}
+			if m.Bits() == 0 {
+				defaults = append(defaults, c)
+			} else {
+				all = append(all, c)
 			}
 		}
 	}
-	return claims, defaults
+	// Per family, by first address, shorter first, oldest first: every
+	// prefix of the family containing a claim precedes it, and the stack
+	// holds exactly those (prefixes nest or are disjoint).
+	slices.SortFunc(all, func(a, b claim) int {
+		return cmp.Or(cmp.Compare(a.fam, b.fam), a.p.Addr().Compare(b.p.Addr()), cmp.Compare(a.p.Bits(), b.p.Bits()), cmp.Compare(a.rank, b.rank))
+	})
+	var stack []claim // containers of the current claim, rank = oldest along the chain
+	for i, c := range all {
+		if i > 0 && c.fam != all[i-1].fam {
+			stack = stack[:0]
+		}
+		for len(stack) > 0 && stack[len(stack)-1].last.Less(c.p.Addr()) {
+			stack = stack[:len(stack)-1]
+		}
+		if n := len(stack); n > 0 {
+			if stack[n-1].p == c.p {
+				continue // another gateway announcing the same prefix: the first was older
+			}
+			c.rank = min(c.rank, stack[n-1].rank)
+		}
+		specific = append(specific, c)
+		stack = append(stack, c)
+	}
+	// Default routes: a family's claim is its oldest gateway announcing one.
+	slices.SortFunc(defaults, func(a, b claim) int { return cmp.Compare(a.rank, b.rank) })
+	type famIPv4 struct {
+		fam int
+		v4  bool
+	}
+	first := make(map[famIPv4]bool)
+	defaults = slices.DeleteFunc(defaults, func(c claim) bool {
+		k := famIPv4{c.fam, c.p.Addr().Is4()}
+		dup := first[k]
+		first[k] = true
+		return dup
+	})
+	return specific, defaults
+}
+
+// contest returns the claims lost to an older overlapping claim of another
+// family, with the rank of the oldest such claim.
+func contest(specific, defaults []claim) map[famPrefix]int {
+	lost := make(map[famPrefix]int)
+	beat := func(loser claim, winner int) {
+		k := famPrefix{loser.fam, loser.p}
+		if w, ok := lost[k]; !ok || winner < w {
+			lost[k] = winner
+		}
+	}
+	// One default route claim per family and IP family, oldest first: the
+	// oldest of each IP family beats all the others.
+	oldest := map[bool]int{}
+	for _, d := range defaults {
+		if w, ok := oldest[d.p.Addr().Is4()]; ok {
+			beat(d, w)
+		} else {
+			oldest[d.p.Addr().Is4()] = d.rank
+		}
+	}
+	// Sorted by first address, shorter first, everything a prefix contains
+	// follows it directly, so each overlapping pair is found once without
+	// comparing all pairs.
+	slices.SortFunc(specific, func(a, b claim) int {
+		return cmp.Or(a.p.Addr().Compare(b.p.Addr()), cmp.Compare(a.p.Bits(), b.p.Bits()), cmp.Compare(a.rank, b.rank))
+	})
+	for i, a := range specific {
+		for _, b := range specific[i+1:] {
+			if b.p.Addr().Compare(a.last) > 0 {
+				break
+			}
+			switch {
+			case a.fam == b.fam:
+			case a.rank < b.rank:
+				beat(b, a.rank)
+			default:
+				beat(a, b.rank)
+			}
+		}
+	}
+	return lost
 }
 
 // recordKeys returns the WireGuard keys a record announces.
