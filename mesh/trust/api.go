@@ -151,7 +151,7 @@ const (
 	ReasonExpired         Reason = "cert_expired"       //
 	ReasonRevoked         Reason = "revoked"            // certificate serial in the CRL
 	ReasonNameMismatch    Reason = "name_mismatch"      // record site != certificate site
-	ReasonNodeMismatch    Reason = "node_mismatch"      // sender's gossip node name != site
+	ReasonNodeMismatch    Reason = "node_mismatch"      // sender's gossip node name != the gateway's (GatewayID.String)
 	ReasonSelf            Reason = "self"               // someone else speaking for the local gateway
 	ReasonReplay          Reason = "replay"             // sequence not newer than the highest seen
 	ReasonPrefixNotInCert Reason = "prefix_not_in_cert" //

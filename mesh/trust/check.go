@@ -1,8 +1,6 @@
 package trust
 
-import (
-	"net/netip"
-)
+import "net/netip"
 
 // CheckRecord decides whether a decoded record may be believed, rejecting at
 // the first failure with a *RejectError. fromNode is the memberlist node
@@ -80,7 +78,7 @@ func (p *Policy) CheckRecord(sr *SignedRecord, fromNode string, highestSeq uint6
 	}
 	sibling := sr.Site == p.LocalSite
 	if sr.Seq <= highestSeq {
-		return reject(ReasonReplay, "record of site %q has seq %d, already seen %d", sr.Site, sr.Seq, highestSeq)
+		return reject(ReasonReplay, "record of gateway %q has seq %d, already seen %d", id, sr.Seq, highestSeq)
 	}
 	if sr.Leaving {
 		return nil
@@ -110,11 +108,8 @@ func (p *Policy) CheckRecord(sr *SignedRecord, fromNode string, highestSeq uint6
 		}
 	}
 	for _, a := range sr.Prefixes {
-		if sibling {
-			break
-		}
 		for _, l := range p.LocalPrefixes {
-			if conflicts(a, l) {
+			if !sibling && conflicts(a, l) {
 				return reject(ReasonOverlapLocal, "site %q announces %s, overlapping local %s", sr.Site, a, l)
 			}
 		}

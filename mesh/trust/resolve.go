@@ -3,6 +3,7 @@ package trust
 import (
 	"bytes"
 	"cmp"
+	"crypto/x509"
 	"net/netip"
 	"slices"
 
@@ -178,17 +179,25 @@ func uniqueWireGuardKeys(ranked []*SignedRecord) (alive []*SignedRecord, lost []
 // same number are gateways of one site, certified by one CA, and never
 // contest each other's prefixes.
 func siteFamilies(ranked []*SignedRecord) []int {
-	type family struct{ site, issuer, authorityKey string }
-	ids := make(map[family]int)
+	type family struct {
+		id  int
+		rep *x509.Certificate
+	}
+	bySite := make(map[string][]family, len(ranked))
 	out := make([]int, len(ranked))
+	n := 0
 	for i, r := range ranked {
-		f := family{r.Cert.Site, string(r.Cert.X509.RawIssuer), string(r.Cert.X509.AuthorityKeyId)}
-		id, ok := ids[f]
-		if !ok {
-			id = len(ids)
-			ids[f] = id
+		x := r.Cert.X509
+		fs := bySite[r.Cert.Site]
+		j := slices.IndexFunc(fs, func(f family) bool {
+			return bytes.Equal(f.rep.RawIssuer, x.RawIssuer) && bytes.Equal(f.rep.AuthorityKeyId, x.AuthorityKeyId)
+		})
+		if j < 0 {
+			bySite[r.Cert.Site] = append(fs, family{n, x})
+			out[i], n = n, n+1
+		} else {
+			out[i] = fs[j].id
 		}
-		out[i] = id
 	}
 	return out
 }
@@ -218,8 +227,8 @@ func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conf
 	var conflicts []Conflict
 	prefixes := make(map[GatewayID][]netip.Prefix, len(alive))
 	for i, r := range alive {
-		kept := []netip.Prefix{}
-		reported := make(map[netip.Prefix]bool)
+		kept := make([]netip.Prefix, 0, len(r.Prefixes))
+		var reported map[netip.Prefix]bool // made on the first loss: most gateways lose nothing
 		for _, p := range r.Prefixes {
 			if !p.IsValid() {
 				continue
@@ -227,6 +236,9 @@ func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conf
 			m := p.Masked()
 			if w, ok := lost[famPrefix{family[i], m}]; ok {
 				if !reported[m] {
+					if reported == nil {
+						reported = make(map[netip.Prefix]bool)
+					}
 					reported[m] = true
 					wid := alive[w].ID()
 					conflicts = append(conflicts, Conflict{Site: r.Site, Gateway: r.ID().Gateway, Prefix: p,
@@ -247,14 +259,18 @@ func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conf
 // conflicts: announcing 0.0.0.0/0 claims no specific space.
 func siteClaims(alive []*SignedRecord, family []int) (specific, defaults []claim) {
 	var all []claim
+	type rankPrefix struct {
+		rank int
+		p    netip.Prefix
+	}
+	seen := make(map[rankPrefix]bool)
 	for i, r := range alive {
-		seen := make(map[netip.Prefix]bool, len(r.Prefixes))
 		for _, p := range r.Prefixes {
-			if !p.IsValid() || seen[p.Masked()] {
+			if !p.IsValid() || seen[rankPrefix{i, p.Masked()}] {
 				continue
 			}
 			m := p.Masked()
-			seen[m] = true
+			seen[rankPrefix{i, m}] = true
 			c := claim{fam: family[i], p: m, last: lastAddr(m), rank: i}
 			if m.Bits() == 0 {
 				defaults = append(defaults, c)
