@@ -138,6 +138,7 @@ func TestReasons(t *testing.T) {
 		{"sender node != site", check(good, "c", 0), trust.ReasonNodeMismatch},
 		{"someone speaking for the local site", check(rec(t, self, selfk, trusttest.RecordOptions{}), "local", 0), trust.ReasonSelf},
 		{"a gateway of a remote site is accepted from its node", check(rec(t, b1, b1k, trusttest.RecordOptions{}), "b.1", 0), ""},
+		{"a gateway announcing another site's prefix", check(rec(t, b1, b1k, trusttest.RecordOptions{Prefixes: pfxs("10.8.0.0/16")}), "b.1", 0), trust.ReasonPrefixNotInCert},
 		{"a gateway's record sent by its site's gateway 0", check(rec(t, b1, b1k, trusttest.RecordOptions{}), "b", 0), trust.ReasonNodeMismatch},
 		{"gateway 0's record sent by node b.1", check(good, "b.1", 0), trust.ReasonNodeMismatch},
 		{"a sibling announcing the local prefixes is accepted", check(rec(t, sibling, sibk, trusttest.RecordOptions{}), "local.1", 0), ""},
