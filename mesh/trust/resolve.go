@@ -48,18 +48,22 @@ import (
 //     one even if that one is itself lost to a third, still older claim, so
 //     whether a site keeps a prefix depends only on the older claims.
 //
-// prefixes has an entry for every surviving gateway (possibly empty: it is
-// still a peer), listing its kept prefixes in announcement order, valid
-// ones only. conflicts is sorted by site, gateway, reason, prefix, winner.
+// won has an entry for every surviving gateway: the record that counts
+// (one of the input pointers; with several holders, the oldest
+// certificate's) and its kept prefixes in announcement order, valid ones
+// only (possibly none: the gateway is still a peer). A caller builds its
+// peers from won, never from its input: the input may hold a losing
+// holder's record for the same gateway. conflicts is sorted by site,
+// gateway, reason, prefix, winner.
 // A caller that gives its own site's other gateways (CheckRecord accepts
 // siblings) gets entries for them too, settled like every other gateway so
 // that its view agrees with the rest of the cluster's; it must not make
 // them peers.
-func ResolveGateways(records []*SignedRecord) (prefixes map[GatewayID][]netip.Prefix, conflicts []Conflict) {
+func ResolveGateways(records []*SignedRecord) (won map[GatewayID]Resolved, conflicts []Conflict) {
 	ranked := latestRecords(records)
 	slots, dup := oneCertificatePerGateway(ranked)
 	alive, dupKeys := uniqueWireGuardKeys(slots)
-	prefixes, overlaps := settlePrefixes(alive)
+	won, overlaps := settlePrefixes(alive)
 	conflicts = append(append(dup, dupKeys...), overlaps...)
 	slices.SortFunc(conflicts, func(a, b Conflict) int {
 		return cmp.Or(
@@ -73,7 +77,14 @@ func ResolveGateways(records []*SignedRecord) (prefixes map[GatewayID][]netip.Pr
 			cmp.Compare(a.Serial, b.Serial),
 		)
 	})
-	return prefixes, conflicts
+	return won, conflicts
+}
+
+// Resolved is a gateway that survives ResolveGateways: the record that
+// counts for it and the prefixes it keeps.
+type Resolved struct {
+	Record   *SignedRecord
+	Prefixes []netip.Prefix
 }
 
 // Resolve is ResolveGateways for a caller that knows one gateway per site:
@@ -81,11 +92,11 @@ func ResolveGateways(records []*SignedRecord) (prefixes map[GatewayID][]netip.Pr
 // (conflicts are the same). It keeps mesh building until its store is
 // keyed by GatewayID; then it goes.
 func Resolve(records []*SignedRecord) (prefixes map[string][]netip.Prefix, conflicts []Conflict) {
-	byGateway, conflicts := ResolveGateways(records)
-	prefixes = make(map[string][]netip.Prefix, len(byGateway))
-	for id, ps := range byGateway {
+	won, conflicts := ResolveGateways(records)
+	prefixes = make(map[string][]netip.Prefix, len(won))
+	for id, r := range won {
 		if id.Gateway == 0 {
-			prefixes[id.Site] = ps
+			prefixes[id.Site] = r.Prefixes
 		}
 	}
 	return prefixes, conflicts
@@ -219,13 +230,13 @@ type famPrefix struct {
 }
 
 // settlePrefixes applies the pairwise prefix rule to alive (oldest first).
-func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conflict) {
+func settlePrefixes(alive []*SignedRecord) (map[GatewayID]Resolved, []Conflict) {
 	family := siteFamilies(alive)
 	specific, defaults := siteClaims(alive, family)
 	lost := contest(specific, defaults)
 
 	var conflicts []Conflict
-	prefixes := make(map[GatewayID][]netip.Prefix, len(alive))
+	won := make(map[GatewayID]Resolved, len(alive))
 	for i, r := range alive {
 		kept := make([]netip.Prefix, 0, len(r.Prefixes))
 		var reported map[netip.Prefix]bool // made on the first loss: most gateways lose nothing
@@ -248,9 +259,9 @@ func settlePrefixes(alive []*SignedRecord) (map[GatewayID][]netip.Prefix, []Conf
 			}
 			kept = append(kept, p)
 		}
-		prefixes[r.ID()] = kept
+		won[r.ID()] = Resolved{Record: r, Prefixes: kept}
 	}
-	return prefixes, conflicts
+	return won, conflicts
 }
 
 // siteClaims returns each family's claims: one per distinct specific

@@ -322,6 +322,15 @@ func gid(site string, gateway uint8) trust.GatewayID {
 	return trust.GatewayID{Site: site, Gateway: gateway}
 }
 
+// kept returns the prefixes of each gateway ResolveGateways kept.
+func kept(won map[trust.GatewayID]trust.Resolved) map[trust.GatewayID][]netip.Prefix {
+	out := make(map[trust.GatewayID][]netip.Prefix, len(won))
+	for id, r := range won {
+		out[id] = r.Prefixes
+	}
+	return out
+}
+
 func TestResolveGateways(t *testing.T) {
 	ca, other := trusttest.NewCA(t), trusttest.NewCA(t)
 	base := time.Now().Truncate(time.Second)
@@ -330,15 +339,28 @@ func TestResolveGateways(t *testing.T) {
 	fra1 := newGatewaySite(t, ca, base, "fra1", 1, 5)
 	ams1 := newGatewaySite(t, ca, base, "ams2", 1, 2) // youngest
 
-	// each checks one scenario in every arrival order.
-	each := func(t *testing.T, records []*trust.SignedRecord, wantP map[trust.GatewayID][]netip.Prefix, wantC []trust.Conflict) {
+	// each checks one scenario in every arrival order, and returns the
+	// result.
+	each := func(t *testing.T, records []*trust.SignedRecord, wantP map[trust.GatewayID][]netip.Prefix, wantC []trust.Conflict) map[trust.GatewayID]trust.Resolved {
 		t.Helper()
+		var first map[trust.GatewayID]trust.Resolved
 		permutations(records, func(p []*trust.SignedRecord) {
-			gotP, gotC := trust.ResolveGateways(p)
-			if !reflect.DeepEqual(gotP, wantP) || !reflect.DeepEqual(gotC, wantC) {
+			won, gotC := trust.ResolveGateways(p)
+			if gotP := kept(won); !reflect.DeepEqual(gotP, wantP) || !reflect.DeepEqual(gotC, wantC) {
 				t.Fatalf("got %v %+v\nwant %v %+v", gotP, gotC, wantP, wantC)
 			}
+			for id, r := range won {
+				if r.Record.ID() != id || !slices.Contains(records, r.Record) {
+					t.Fatalf("%v: record of %v, not one of the input", id, r.Record.ID())
+				}
+			}
+			if first == nil {
+				first = won
+			} else if !reflect.DeepEqual(won, first) {
+				t.Fatal("another order picks other records")
+			}
 		})
+		return first
 	}
 	t.Run("gateways of one site share its prefixes, default routes included", func(t *testing.T) {
 		each(t, []*trust.SignedRecord{
@@ -411,7 +433,7 @@ func TestResolveGateways(t *testing.T) {
 	t.Run("two certificates for one gateway: the older wins, whatever the order and sequence", func(t *testing.T) {
 		usurper := newGatewaySite(t, ca, base, "fra1", 1, 1) // younger than fra1, another identity key
 		for _, key := range []wg.PublicKey{trusttest.WGKey("usurper"), trusttest.WGKey("fra1.1")} {
-			each(t, []*trust.SignedRecord{
+			won := each(t, []*trust.SignedRecord{
 				fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16")}),
 				fra1.rec(t, trusttest.RecordOptions{Seq: 5, Prefixes: pfxs("10.1.0.0/16")}),
 				usurper.rec(t, trusttest.RecordOptions{Seq: 500, WGCurrent: key, Prefixes: pfxs("10.1.0.0/16", "10.1.9.0/24")}),
@@ -422,6 +444,9 @@ func TestResolveGateways(t *testing.T) {
 			}, []trust.Conflict{
 				{Site: "fra1", Gateway: 1, Winner: "fra1", WinnerGateway: 1, Reason: trust.ReasonDuplicateGateway, Serial: usurper.cert.Serial.Text(16)},
 			})
+			if got := won[gid("fra1", 1)].Record; got.Cert.Serial.Cmp(fra1.cert.Serial) != 0 || got.Seq != 5 {
+				t.Errorf("gateway fra1.1 is the record of serial %x seq %d, want the older certificate's", got.Cert.Serial, got.Seq)
+			}
 		}
 	})
 	t.Run("a certificate renewed for the same identity key: the latest record counts", func(t *testing.T) {
@@ -431,10 +456,13 @@ func TestResolveGateways(t *testing.T) {
 			oldSeq, newSeq uint64
 			want           []netip.Prefix
 		}{{5, 6, pfxs("10.1.0.0/16", "10.1.9.0/24")}, {7, 6, pfxs("10.1.0.0/16")}} {
-			each(t, []*trust.SignedRecord{
+			won := each(t, []*trust.SignedRecord{
 				fra1.rec(t, trusttest.RecordOptions{Seq: tc.oldSeq, Prefixes: pfxs("10.1.0.0/16")}),
 				renewed.rec(t, trusttest.RecordOptions{Seq: tc.newSeq, Prefixes: pfxs("10.1.0.0/16", "10.1.9.0/24")}),
 			}, map[trust.GatewayID][]netip.Prefix{gid("fra1", 1): tc.want}, nil)
+			if got := won[gid("fra1", 1)].Record.Seq; got != max(tc.oldSeq, tc.newSeq) {
+				t.Errorf("the record of seq %d counts, want the latest", got)
+			}
 		}
 	})
 	t.Run("WireGuard keys are unique across gateways", func(t *testing.T) {
@@ -527,21 +555,25 @@ func TestResolveGatewayProperties(t *testing.T) {
 				}
 			}
 		}
-		gotP, gotC := trust.ResolveGateways(records)
+		gotW, gotC := trust.ResolveGateways(records)
+		gotP := kept(gotW)
 		for range 10 {
 			shuffled := slices.Clone(records)
 			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-			if p, c := trust.ResolveGateways(shuffled); !reflect.DeepEqual(p, gotP) || !reflect.DeepEqual(c, gotC) {
+			if w, c := trust.ResolveGateways(shuffled); !reflect.DeepEqual(w, gotW) || !reflect.DeepEqual(c, gotC) {
 				t.Fatalf("scenario %d: order changes the result", scenario)
 			}
 		}
-		wantP, wantC := resolveReference(records, func(c *trust.Certificate) int { return caOf[string(c.Raw)] })
-		if !reflect.DeepEqual(gotP, wantP) {
+		wantW, wantC := resolveReference(records, func(c *trust.Certificate) int { return caOf[string(c.Raw)] })
+		if wantP := kept(wantW); !reflect.DeepEqual(gotP, wantP) {
 			for _, r := range records {
 				t.Logf("%v ca %d nb %v serial %x key %x seq %d prefixes %v wg %v", r.ID(), caOf[string(r.Cert.Raw)], r.Cert.NotBefore, r.Cert.Serial, r.Cert.IdentityKey[:4], r.Seq, r.Prefixes, r.WGCurrent.Short())
 			}
 			t.Logf("got conflicts %+v\nwant %+v", gotC, wantC)
 			t.Fatalf("scenario %d: prefixes\n got %v\nwant %v", scenario, gotP, wantP)
+		}
+		if !reflect.DeepEqual(gotW, wantW) {
+			t.Fatalf("scenario %d: other records count", scenario)
 		}
 		if !reflect.DeepEqual(gotC, wantC) {
 			t.Fatalf("scenario %d: conflicts\n got %+v\nwant %+v", scenario, gotC, wantC)
@@ -585,7 +617,7 @@ func resolveConflict(a, b netip.Prefix) bool {
 
 // resolveReference is ResolveGateways's definition, written out with
 // loops over everything; caOf says which CA issued a certificate.
-func resolveReference(records []*trust.SignedRecord, caOf func(*trust.Certificate) int) (map[trust.GatewayID][]netip.Prefix, []trust.Conflict) {
+func resolveReference(records []*trust.SignedRecord, caOf func(*trust.Certificate) int) (map[trust.GatewayID]trust.Resolved, []trust.Conflict) {
 	// The latest record per gateway and identity key.
 	type holderKey struct {
 		id  trust.GatewayID
@@ -661,9 +693,9 @@ func resolveReference(records []*trust.SignedRecord, caOf func(*trust.Certificat
 		}
 		panic("no claim")
 	}
-	prefixes := map[trust.GatewayID][]netip.Prefix{}
+	won := map[trust.GatewayID]trust.Resolved{}
 	for i, r := range alive {
-		kept := []netip.Prefix{}
+		keep := []netip.Prefix{}
 		reported := map[netip.Prefix]bool{}
 		for _, p := range r.Prefixes {
 			mine, winner := claimAge(i, p), -1
@@ -678,19 +710,19 @@ func resolveReference(records []*trust.SignedRecord, caOf func(*trust.Certificat
 				}
 			}
 			if winner < 0 {
-				kept = append(kept, p)
+				keep = append(keep, p)
 			} else if !reported[p] {
 				reported[p] = true
 				w := alive[winner].ID()
 				conflicts = append(conflicts, trust.Conflict{Site: r.Site, Gateway: r.ID().Gateway, Prefix: p, Winner: w.Site, WinnerGateway: w.Gateway, Reason: trust.ReasonOverlapSite})
 			}
 		}
-		prefixes[r.ID()] = kept
+		won[r.ID()] = trust.Resolved{Record: r, Prefixes: keep}
 	}
 	slices.SortFunc(conflicts, func(a, b trust.Conflict) int {
 		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Gateway, b.Gateway), cmp.Compare(a.Reason, b.Reason),
 			a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()),
 			cmp.Compare(a.Winner, b.Winner), cmp.Compare(a.WinnerGateway, b.WinnerGateway), cmp.Compare(a.Serial, b.Serial))
 	})
-	return prefixes, conflicts
+	return won, conflicts
 }
