@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -79,55 +81,69 @@ func (m *Manager) OwnedNexthops(table int) ([]Nexthop, error) {
 	return ownedNexthops(nhs, table), err
 }
 
+// nexthopPlanner carries one Apply's view of the kernel's nexthop objects.
+type nexthopPlanner struct {
+	m       *Manager
+	table   int
+	nhs     []Nexthop
+	byID    map[uint32]Nexthop
+	have    []Route         // our routes in table
+	taken   map[uint32]bool // ids anyone uses, or that this Apply handed out
+	claimed map[uint32]bool // our objects this Apply keeps or made
+	ch      *Changes
+	errs    *[]error
+}
+
 // applyGroups creates and replaces the nexthop objects cfg's groups need
 // and returns the groups' routes and the objects to delete once routes
 // have moved.
 func (m *Manager) applyGroups(cfg Config, links map[string]linkState, nhs []Nexthop, have []Route, ch *Changes, errs *[]error) nexthopState {
-	table := cfg.table()
+	p := nexthopPlanner{m: m, table: cfg.table(), nhs: nhs, byID: map[uint32]Nexthop{}, have: have,
+		taken: map[uint32]bool{}, claimed: map[uint32]bool{}, ch: ch, errs: errs}
+	for _, nh := range nhs {
+		p.byID[nh.ID], p.taken[nh.ID] = nh, true
+	}
 	st := nexthopState{replaced: map[uint32]Nexthop{}}
-	groups := resolveGroups(cfg, links, errs)
+	fallBack := func(g resolvedGroup, err error) {
+		*errs = append(*errs, fmt.Errorf("group %q: %w; routing over %s only", g.Name, err, g.members[0].link))
+		st.routes = append(st.routes, plainRoutes(cfg, g)...)
+	}
 	var multi []resolvedGroup
-	for _, g := range groups {
+	for _, g := range resolveGroups(cfg, links, errs) {
 		if len(g.members) > 1 {
 			multi = append(multi, g)
 		} else {
 			st.routes = append(st.routes, plainRoutes(cfg, g)...)
 		}
 	}
-	taken := map[uint32]bool{}
-	for _, nh := range nhs {
-		taken[nh.ID] = true
-	}
-	claimed := map[uint32]bool{}
+	var gt GroupType
 	if len(multi) > 0 {
-		gt, err := m.DetectGroupType(table)
-		if err != nil {
+		var err error
+		if gt, err = m.DetectGroupType(p.table); err != nil {
 			for _, g := range multi {
-				*errs = append(*errs, fmt.Errorf("group %q: %w; routing over %s only", g.Name, err, g.members[0].link))
-				st.routes = append(st.routes, plainRoutes(cfg, g)...)
+				fallBack(g, err)
 			}
 			multi = nil
 		}
-		singles := m.ensureSingles(table, multi, nhs, taken, claimed, ch, errs)
-		for _, g := range multi {
-			g.members = slices.DeleteFunc(g.members, func(mb resolvedMember) bool { return singles[mb.index] == 0 })
-			if len(g.members) < 2 {
-				st.routes = append(st.routes, plainRoutes(cfg, g)...)
-				continue
-			}
-			nh, err := m.ensureGroup(table, g, gt == GroupResilient, singles, nhs, have, taken, claimed, ch, st.replaced)
-			if err != nil {
-				*errs = append(*errs, fmt.Errorf("group %q: %w; routing over %s only", g.Name, err, g.members[0].link))
-				st.routes = append(st.routes, plainRoutes(cfg, g)...)
-				continue
-			}
-			for _, p := range g.Routes {
-				st.routes = append(st.routes, Route{Dst: p.Masked(), Kind: KindTunnel, Table: table, Metric: cfg.Metric, Nexthop: nh})
-			}
+	}
+	singles := p.ensureSingles(multi)
+	for _, g := range multi {
+		g.members = slices.DeleteFunc(g.members, func(mb resolvedMember) bool { return singles[mb.index] == 0 })
+		if len(g.members) < 2 {
+			st.routes = append(st.routes, plainRoutes(cfg, g)...)
+			continue
+		}
+		id, err := p.ensureGroup(g, gt == GroupResilient, singles, st.replaced)
+		if err != nil {
+			fallBack(g, err)
+			continue
+		}
+		for _, pfx := range g.Routes {
+			st.routes = append(st.routes, Route{Dst: pfx.Masked(), Kind: KindTunnel, Table: p.table, Metric: cfg.Metric, Nexthop: id})
 		}
 	}
-	for _, nh := range ownedNexthops(nhs, table) {
-		if !claimed[nh.ID] {
+	for _, nh := range ownedNexthops(nhs, p.table) {
+		if !p.claimed[nh.ID] {
 			st.del = append(st.del, nh)
 		}
 	}
@@ -234,38 +250,31 @@ func plainRoutes(cfg Config, g resolvedGroup) []Route {
 // ensureSingles gives every link the groups use a single nexthop of ours
 // and returns their ids by interface index; a link whose nexthop cannot be
 // made is missing from the result.
-func (m *Manager) ensureSingles(table int, groups []resolvedGroup, nhs []Nexthop, taken, claimed map[uint32]bool, ch *Changes, errs *[]error) map[int]uint32 {
+func (p *nexthopPlanner) ensureSingles(groups []resolvedGroup) map[int]uint32 {
 	names := map[int]string{}
 	for _, g := range groups {
 		for _, mb := range g.members {
 			names[mb.index] = mb.link
 		}
 	}
-	indexes := make([]int, 0, len(names))
-	for idx := range names {
-		indexes = append(indexes, idx)
-	}
+	indexes := slices.Collect(maps.Keys(names))
 	slices.SortFunc(indexes, func(a, b int) int { return strings.Compare(names[a], names[b]) })
+	own := ownedNexthops(p.nhs, p.table)
 	out := map[int]uint32{}
 	for _, idx := range indexes {
 		// An existing single of ours on this link keeps its id.
-		for _, nh := range ownedNexthops(nhs, table) {
-			if !claimed[nh.ID] && nh.sameContent(memberNexthop(0, idx)) {
-				out[idx], claimed[nh.ID] = nh.ID, true
-				break
-			}
-		}
-		if out[idx] != 0 {
+		if i := slices.IndexFunc(own, func(nh Nexthop) bool { return !p.claimed[nh.ID] && nh.sameContent(memberNexthop(0, idx)) }); i >= 0 {
+			out[idx], p.claimed[own[i].ID] = own[i].ID, true
 			continue
 		}
-		want := memberNexthop(freeID(preferredID(table, "link", names[idx]), taken), idx)
-		taken[want.ID] = true
-		if err := m.nh.NexthopAdd(want); err != nil {
-			*errs = append(*errs, fmt.Errorf("add nexthop %s (%s): %w; %s left out of its groups", want, names[idx], err, names[idx]))
+		want := memberNexthop(freeID(preferredID(p.table, "link", names[idx]), p.taken), idx)
+		p.taken[want.ID] = true
+		if err := p.m.nh.NexthopAdd(want); err != nil {
+			*p.errs = append(*p.errs, fmt.Errorf("add nexthop %s (%s): %w; %s left out of its groups", want, names[idx], err, names[idx]))
 			continue
 		}
-		out[idx], claimed[want.ID] = want.ID, true
-		ch.NexthopsAdded = append(ch.NexthopsAdded, want)
+		out[idx], p.claimed[want.ID] = want.ID, true
+		p.ch.NexthopsAdded = append(p.ch.NexthopsAdded, want)
 	}
 	return out
 }
@@ -281,64 +290,57 @@ func memberNexthop(id uint32, link int) Nexthop {
 // returns its id. It keeps the id the group's routes already use (or, for
 // a group no route uses, its preferred id) when that object is ours, of the
 // right type, and used by no other group's routes.
-func (m *Manager) ensureGroup(table int, g resolvedGroup, resilient bool, singles map[int]uint32, nhs []Nexthop, have []Route, taken, claimed map[uint32]bool, ch *Changes, replaced map[uint32]Nexthop) (uint32, error) {
+func (p *nexthopPlanner) ensureGroup(g resolvedGroup, resilient bool, singles map[int]uint32, replaced map[uint32]Nexthop) (uint32, error) {
 	want := Nexthop{Protocol: RouteProtocol, Resilient: resilient}
 	for _, mb := range g.members {
 		want.Members = append(want.Members, NexthopMember{ID: singles[mb.index], Weight: mb.weight})
 	}
 	slices.SortFunc(want.Members, func(a, b NexthopMember) int { return cmp.Compare(a.ID, b.ID) })
-	byID := map[uint32]Nexthop{}
-	for _, nh := range nhs {
-		byID[nh.ID] = nh
-	}
-	if cur, ok := byID[m.reusableGroup(table, g, resilient, byID, have, claimed)]; ok {
-		want.ID, claimed[cur.ID] = cur.ID, true
-		if cur.sameContent(want) {
-			return want.ID, nil
+	if id := p.reusableGroup(g, resilient); id != 0 {
+		want.ID, p.claimed[id] = id, true
+		if p.byID[id].sameContent(want) {
+			return id, nil
 		}
-		if err := m.nh.NexthopReplace(want); err != nil {
+		if err := p.m.nh.NexthopReplace(want); err != nil {
 			return 0, fmt.Errorf("replace nexthop %s: %w", want, err)
 		}
-		replaced[want.ID] = want
-		ch.NexthopsReplaced = append(ch.NexthopsReplaced, want)
-		return want.ID, nil
+		replaced[id] = want
+		p.ch.NexthopsReplaced = append(p.ch.NexthopsReplaced, want)
+		return id, nil
 	}
-	want.ID = freeID(preferredID(table, "group", g.Name), taken)
-	taken[want.ID] = true
-	if err := m.nh.NexthopAdd(want); err != nil {
+	want.ID = freeID(preferredID(p.table, "group", g.Name), p.taken)
+	p.taken[want.ID] = true
+	if err := p.m.nh.NexthopAdd(want); err != nil {
 		return 0, fmt.Errorf("add nexthop %s: %w", want, err)
 	}
-	claimed[want.ID] = true
-	ch.NexthopsAdded = append(ch.NexthopsAdded, want)
+	p.claimed[want.ID] = true
+	p.ch.NexthopsAdded = append(p.ch.NexthopsAdded, want)
 	return want.ID, nil
 }
 
 // reusableGroup returns the id of the group object g should keep, or 0.
-func (m *Manager) reusableGroup(table int, g resolvedGroup, resilient bool, byID map[uint32]Nexthop, have []Route, claimed map[uint32]bool) uint32 {
-	mine := map[routeKey]bool{}
-	for _, p := range g.Routes {
-		mine[routeKey{p.Masked(), table, 0}] = true
+func (p *nexthopPlanner) reusableGroup(g resolvedGroup, resilient bool) uint32 {
+	mine := map[netip.Prefix]bool{}
+	for _, pfx := range g.Routes {
+		mine[pfx.Masked()] = true
 	}
-	isMine := func(r Route) bool { return mine[routeKey{r.Dst, r.Table, 0}] }
 	usedByOthers := map[uint32]bool{}
 	var usedByMe []uint32
-	for _, r := range have {
+	for _, r := range p.have {
 		switch {
 		case r.Nexthop == 0:
-		case isMine(r):
+		case mine[r.Dst]:
 			usedByMe = append(usedByMe, r.Nexthop)
 		default:
 			usedByOthers[r.Nexthop] = true
 		}
 	}
 	slices.Sort(usedByMe)
-	pref := preferredID(table, "group", g.Name)
-	if !slices.Contains(usedByMe, pref) {
-		usedByMe = append(usedByMe, pref) // an unused object at the preferred id
-	}
+	// Last, an object at the preferred id that no route uses.
+	usedByMe = append(usedByMe, preferredID(p.table, "group", g.Name))
 	for _, id := range usedByMe {
-		nh, ok := byID[id]
-		if ok && ownNexthop(nh, table) && nh.IsGroup() && nh.Resilient == resilient && !usedByOthers[id] && !claimed[id] {
+		nh, ok := p.byID[id]
+		if ok && ownNexthop(nh, p.table) && nh.IsGroup() && nh.Resilient == resilient && !usedByOthers[id] && !p.claimed[id] {
 			return id
 		}
 	}

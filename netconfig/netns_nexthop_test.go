@@ -196,12 +196,19 @@ func TestGroupsRealKernel(t *testing.T) {
 	if ch, err := m.Apply(cfg); err != nil || !ch.Empty() {
 		t.Fatalf("second apply not a no-op: %s %v", ch, err)
 	}
+	groupMemberLoss(t, k, m, cfg, gid)
+	groupEmptyAndPurge(t, k, m, cfg, []uint32{7, 8, other})
+}
 
+// groupMemberLoss deletes a member's link under a group of two.
+func groupMemberLoss(t *testing.T, k *kernelNS, m *netconfig.Manager, cfg netconfig.Config, gid uint32) {
+	t.Helper()
+	table, a, b := cfg.Table, k.links[1], k.links[2]
 	// The kernel behaviour the design relies on: deleting a member's link
 	// shrinks the group; the route stays, on the survivor.
 	k.Run(t, "ip", "rule", "add", "to", "10.2.0.0/16", "lookup", fmt.Sprint(table))
 	k.Run(t, "ip", "link", "del", b)
-	nhs = k.nexthops(t)
+	nhs := k.nexthops(t)
 	if g := nhs[gid]; len(g.Group) != 1 {
 		t.Fatalf("after deleting %s, group %d = %+v, want one member", b, gid, g)
 	}
@@ -231,7 +238,13 @@ func TestGroupsRealKernel(t *testing.T) {
 	if got := checkGroup(t, k.nexthops(t), map[string]int{a: 1, b: 2}); got != gid {
 		t.Errorf("group id %d after recreation, want %d again", got, gid)
 	}
+}
 
+// groupEmptyAndPurge takes every member away, then purges; foreign are the
+// nexthop ids that must survive.
+func groupEmptyAndPurge(t *testing.T, k *kernelNS, m *netconfig.Manager, cfg netconfig.Config, foreign []uint32) {
+	t.Helper()
+	table, a, b := cfg.Table, k.links[1], k.links[2]
 	// No member healthy: the tunnel route goes, the unreachable one answers.
 	cfg.Groups[0].Members = nil
 	if _, err := m.Apply(cfg); err != nil {
@@ -252,13 +265,13 @@ func TestGroupsRealKernel(t *testing.T) {
 	if _, err := m.Purge(table); err != nil {
 		t.Fatal(err)
 	}
-	nhs = k.nexthops(t)
+	nhs := k.nexthops(t)
 	for id, nh := range nhs {
-		if id>>20 == table%4095+1 {
+		if id>>20 == uint32(table%4095+1) {
 			t.Errorf("nexthop of ours left after purge: %+v", nh)
 		}
 	}
-	for _, id := range []uint32{7, 8, other} {
+	for _, id := range foreign {
 		if _, ok := nhs[id]; !ok {
 			t.Errorf("purge deleted nexthop %d, not ours", id)
 		}
@@ -321,8 +334,8 @@ func TestShadowingRealKernel(t *testing.T) {
 	k.Run(t, "ip", "route", "add", "10.2.0.0/25", "via", "192.0.2.9", "proto", "bgp", "metric", "20")
 	k.Run(t, "ip", "route", "add", "10.4.7.0/24", "dev", fabric, "proto", "zebra")
 	k.Run(t, "ip", "-6", "route", "add", "fd00:2:0:1::/64", "dev", fabric, "proto", "static")
-	k.Run(t, "ip", "route", "add", "10.2.0.128/25", "dev", ours, "proto", "static")     // into our tunnel
-	k.Run(t, "ip", "route", "add", "10.0.0.0/8", "via", "192.0.2.9", "proto", "bgp")    // less specific
+	k.Run(t, "ip", "route", "add", "10.2.0.128/25", "dev", ours, "proto", "static")    // into our tunnel
+	k.Run(t, "ip", "route", "add", "10.0.0.0/8", "via", "192.0.2.9", "proto", "bgp")   // less specific
 	k.Run(t, "ip", "route", "add", "10.2.0.0/24", "via", "192.0.2.9", "metric", "500") // never wins
 	// A table that a rule consults before main: any metric counts there.
 	k.Run(t, "ip", "rule", "add", "pref", "100", "lookup", "77")
