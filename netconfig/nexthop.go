@@ -68,7 +68,7 @@ func (nh Nexthop) String() string {
 	return b.String()
 }
 
-// sameContent reports whether a and b do the same thing (protocol aside).
+// sameContent reports whether nh and o do the same thing (protocol and id aside).
 func (nh Nexthop) sameContent(o Nexthop) bool {
 	return nh.Family == o.Family && nh.Link == o.Link && nh.Gateway == o.Gateway && nh.Blackhole == o.Blackhole &&
 		nh.Resilient == o.Resilient && slices.Equal(nh.Members, o.Members)
@@ -165,8 +165,7 @@ func ownNexthop(nh Nexthop, table int) bool {
 	return nh.Protocol == RouteProtocol && nh.ID>>idSlotBits == idTag(table)
 }
 
-// idCandidates returns the first id for (kind, name) in table and a
-// function giving the next one.
+// preferredID is where (kind, name) starts looking for an id in table.
 func preferredID(table int, kind, name string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(kind))
@@ -175,6 +174,7 @@ func preferredID(table int, kind, name string) uint32 {
 	return idTag(table)<<idSlotBits | h.Sum32()&(1<<idSlotBits-1)
 }
 
+// nextID is the next slot with the same tag, wrapping around.
 func nextID(id uint32) uint32 {
 	tag := id >> idSlotBits
 	return tag<<idSlotBits | (id+1)&(1<<idSlotBits-1)
