@@ -128,6 +128,13 @@ func startFRR(t *testing.T, daemonDir string, ns *netconfigtest.NS, conf string,
 			t.Fatal(err)
 		}
 	}
+	if os.Getenv("DCMESH_FABRIC_LOGS") != "" { // the daemons' logs, even when the test passes
+		t.Cleanup(func() {
+			for d, p := range r.procs {
+				t.Logf("--- %s %s ---\n%s", r.name, d, p.Output())
+			}
+		})
+	}
 	files := map[string]string{"frr.conf": conf, "vtysh.conf": "service integrated-vtysh-config\n"}
 	for name, body := range files {
 		p := filepath.Join(etc, name)
@@ -275,6 +282,9 @@ type birdRouter struct {
 func startBIRD(t *testing.T, ns *netconfigtest.NS, conf, dir string) *birdRouter {
 	t.Helper()
 	b := &birdRouter{ns: ns, ctl: filepath.Join(dir, "bird.ctl")}
+	if os.Getenv("DCMESH_FABRIC_LOGS") != "" {
+		t.Cleanup(func() { t.Logf("--- bird in %s ---\n%s", ns.Name, b.proc.Output()) })
+	}
 	b.proc = ns.Start(t, "bird", "bird", "-f", "-c", conf, "-s", b.ctl, "-P", filepath.Join(dir, "bird.pid"))
 	netconfigtest.Eventually(t, 15*time.Second, 20*time.Millisecond, "bird control socket", func() error {
 		if b.proc.Exited() {
@@ -630,7 +640,9 @@ func newFabricLab(t *testing.T) *fabricLab {
 	l.gws[1].bird = startBIRD(t, l.gws[1].ns, birdConf, l.dir)
 	l.watchA = watchRoute(t, l.fab, fabricRemoteA)
 	l.watchB = watchRoute(t, l.fab, fabricRemoteB)
-	l.requireHealthy(t, 60*time.Second)
+	// 30 s: with BIRD's or FRR's default error-wait and connect timers, the
+	// BFD flap that both show at bring-up would cost a minute or more.
+	l.requireHealthy(t, 30*time.Second)
 	l.waitBFDUp(t)
 	t.Logf("bring-up: daemons started to ECMP on the fabric with BFD up in %s", time.Since(start).Round(time.Millisecond))
 	return l
