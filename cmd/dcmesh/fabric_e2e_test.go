@@ -225,26 +225,74 @@ func (l *fabricLab) testDegraded(t *testing.T) {
 
 func (l *fabricLab) testTraffic(t *testing.T) {
 	l.restoreHealthy(t)
-	// One flow (one source, one destination): the fabric hashes it onto
-	// one gateway. That is the one to degrade.
-	through := l.pingRemote(t, 10)
-	var carrier *fabricGateway
+	flows := l.flowsByGateway(t)
 	for _, g := range l.gws {
-		if through[g.name] == 10 {
-			carrier = g
+		dst, ok := flows[g.name]
+		if !ok {
+			t.Logf("none of the flows tried was hashed onto the %s gateway; its part is skipped", g.name)
+			continue
+		}
+		o := l.other(g)
+		g.setHealthy(t, fabricRemoteA, false)
+		l.watchA.wait(t, 10*time.Second, g.name+" degraded", func(r kernelRoute) bool { return r.isVia(o.addr) })
+		if through := l.pingRemote(t, dst, 10); through[o.name] != 10 || through[g.name] != 0 {
+			t.Errorf("flow to %s was on the %s gateway; degraded, echo requests through the gateways: %v; want all 10 through %s", dst, g.name, through, o.name)
+		}
+		l.restoreHealthy(t)
+		l.measureDegradeLoss(t, g, dst)
+	}
+}
+
+// flowsByGateway finds, for each gateway, a destination behind the tunnels
+// whose flow from the host the fabric hashes onto that gateway (one source,
+// one destination: one path).
+func (l *fabricLab) flowsByGateway(t *testing.T) map[string]string {
+	flows := map[string]string{}
+	for i := 1; i <= fabricRemoteHosts && len(flows) < len(l.gws); i++ {
+		dst := fmt.Sprintf("10.2.0.%d", i)
+		for name, n := range l.pingRemote(t, dst, 3) {
+			if n == 3 && flows[name] == "" {
+				flows[name] = dst
+			} else if n != 0 && n != 3 {
+				t.Fatalf("flow to %s split over the gateways: %d of 3 through %s", dst, n, name)
+			}
 		}
 	}
-	if carrier == nil {
-		t.Fatalf("10 echo requests, through the gateways: %v; want all through one", through)
-	}
-	o := l.other(carrier)
+	return flows
+}
+
+// measureDegradeLoss reports what degrading costs a flow that the fabric
+// still sends to the gateway: from the tunnel route's removal until the
+// fabric has moved, the gateway refuses it (fail-closed). A drain that must
+// lose nothing has to tell the fabric before the tunnel route goes. The
+// outage is the longest gap between two echo replies (ping's own loss count
+// understates it: ping slows down while replies are missing).
+func (l *fabricLab) measureDegradeLoss(t *testing.T, carrier *fabricGateway, dst string) {
+	ping := l.host.Start(t, "ping", "ping", "-D", "-n", "-i", "0.005", "-c", "400", "-W", "1", dst)
+	ping.WaitOutput(t, "icmp_seq=20 ", 10*time.Second)
 	carrier.setHealthy(t, fabricRemoteA, false)
-	l.watchA.wait(t, 10*time.Second, carrier.name+" degraded", func(r kernelRoute) bool { return r.isVia(o.addr) })
-	through = l.pingRemote(t, 10)
-	if through[o.name] != 10 || through[carrier.name] != 0 {
-		t.Errorf("after degrading the %s gateway, echo requests through the gateways: %v; want all 10 through %s", carrier.name, through, o.name)
+	l.watchA.wait(t, 10*time.Second, carrier.name+" degraded", func(r kernelRoute) bool { return r.isVia(l.other(carrier).addr) })
+	netconfigtest.Eventually(t, 30*time.Second, 20*time.Millisecond, "ping done", func() error {
+		if !ping.Exited() {
+			return fmt.Errorf("still running")
+		}
+		return nil
+	})
+	var last, gap float64
+	replies := 0
+	for _, m := range regexp.MustCompile(`\[(\d+\.\d+)\] \d+ bytes from`).FindAllStringSubmatch(ping.Output(), -1) {
+		ts, _ := strconv.ParseFloat(m[1], 64)
+		if replies > 0 {
+			gap = max(gap, ts-last)
+		}
+		last = ts
+		replies++
 	}
-	t.Logf("flow on the %s gateway moved to the %s gateway when its tunnel went: %v", carrier.name, o.name, through)
+	if replies < 100 {
+		t.Fatalf("%d echo replies:\n%s", replies, ping.Output())
+	}
+	t.Logf("degrading the %s gateway (tunnel route removed): a flow to %s through it saw no reply for %d ms (%d of 400 replies)",
+		carrier.name, dst, int(gap*1000), replies)
 	l.restoreHealthy(t)
 }
 
@@ -305,7 +353,7 @@ func (l *fabricLab) testNexthopGroups(t *testing.T) {
 				t.Fatalf("%s gateway: dcmesh set group %d to [%d], now %v: the routing daemon rewrote it", g.name, grp, b, got)
 			}
 		}
-		if r, _ := readKernelRoute(g.ns.Handle(t), fabricRemoteA); r.kind != "unicast" {
+		if r, _ := readKernelRoute(g.nl, fabricRemoteA); r.kind != "unicast" {
 			t.Errorf("%s gateway: tunnel route after the shrink: %s", g.name, r)
 		}
 		g.setHealthy(t, fabricRemoteA, true) // netconfig puts its dev route back over the nhid one
@@ -355,7 +403,7 @@ func (l *fabricLab) testWithdraw(t *testing.T) {
 func leakedRoutes(t testing.TB, g *fabricGateway, prefix string) []string {
 	t.Helper()
 	_, dst, _ := net.ParseCIDR(prefix)
-	rs, err := g.ns.Handle(t).RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst, Table: netconfig.MainTable},
+	rs, err := g.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst, Table: netconfig.MainTable},
 		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)

@@ -36,14 +36,16 @@ import (
 // examples/bird/bird.conf). The namespaces are private, so the tests use
 // them as they are.
 const (
-	fabricRemoteA  = "10.2.0.0/16" // ams1: measured, degraded, withdrawn
-	fabricRemoteB  = "10.3.0.0/16" // par1: the exact prefix the fabric leaks
-	fabricHostA    = "10.2.0.1"    // behind the tunnels, in ams1's prefix
-	fabricMetric   = 100           // routes.metric
-	fabricGW1Addr  = "192.0.2.2"   // FRR gateway
-	fabricGW2Addr  = "192.0.2.6"   // BIRD gateway
-	fabricFabAddr1 = "192.0.2.1"   // the fabric's end towards gateway 1
-	fabricFabAddr2 = "192.0.2.5"   // and towards gateway 2
+	fabricRemoteA = "10.2.0.0/16" // ams1: measured, degraded, withdrawn
+	fabricRemoteB = "10.3.0.0/16" // par1: the exact prefix the fabric leaks
+	// fabricRemoteHosts addresses 10.2.0.1… behind the tunnels, in ams1's
+	// prefix: flows to different ones are hashed onto different gateways.
+	fabricRemoteHosts = 16
+	fabricMetric      = 100         // routes.metric
+	fabricGW1Addr     = "192.0.2.2" // FRR gateway
+	fabricGW2Addr     = "192.0.2.6" // BIRD gateway
+	fabricFabAddr1    = "192.0.2.1" // the fabric's end towards gateway 1
+	fabricFabAddr2    = "192.0.2.5" // and towards gateway 2
 	// dropTable makes a namespace silent: nothing in, out or through.
 	fabricDropTable = "dcmtsilent"
 )
@@ -106,28 +108,47 @@ type frrRouter struct {
 	procs map[string]*netconfigtest.Proc
 }
 
+// frrPathspace creates /etc/frr/NAME and /var/run/frr/NAME for FRR's -N
+// NAME, owned by the frr user, and removes them (by these exact names) in
+// t.Cleanup. Register it before the daemons: cleanups run last-in first-out.
+func frrPathspace(t *testing.T, name string) (etc, run string, uid, gid int) {
+	t.Helper()
+	frr, err := user.Lookup("frr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ = strconv.Atoi(frr.Uid)
+	gid, _ = strconv.Atoi(frr.Gid)
+	etc, run = filepath.Join("/etc/frr", name), filepath.Join("/var/run/frr", name)
+	for _, d := range []string{etc, run} {
+		// The package's directories, as its tmpfiles.d makes them, if this
+		// machine has not started FRR since boot; never removed.
+		if _, err := os.Stat(filepath.Dir(d)); os.IsNotExist(err) {
+			if err := os.Mkdir(filepath.Dir(d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(filepath.Dir(d), uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Mkdir(d, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		if err := os.Chown(d, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return etc, run, uid, gid
+}
+
 // startFRR runs the daemons in ns, in the foreground and logging to stdout
 // (shown if the test fails), then loads conf with `vtysh -b`. Cleanup stops
 // each daemon by its PID, then removes the two pathspace directories.
 func startFRR(t *testing.T, daemonDir string, ns *netconfigtest.NS, conf string, daemons ...string) *frrRouter {
 	t.Helper()
 	r := &frrRouter{name: ns.Name, ns: ns, procs: map[string]*netconfigtest.Proc{}}
-	etc, run := filepath.Join("/etc/frr", r.name), filepath.Join("/var/run/frr", r.name)
-	frr, err := user.Lookup("frr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(frr.Uid)
-	gid, _ := strconv.Atoi(frr.Gid)
-	for _, d := range []string{etc, run} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(d) }) // after the daemons stop: cleanups run last-in first-out
-		if err := os.Chown(d, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etc, run, uid, gid := frrPathspace(t, r.name)
 	if os.Getenv("DCMESH_FABRIC_LOGS") != "" { // the daemons' logs, even when the test passes
 		t.Cleanup(func() {
 			for d, p := range r.procs {
@@ -520,6 +541,7 @@ type fabricGateway struct {
 	addr    string // towards the fabric: the fabric's BGP next hop
 	links   [2]string
 	overlay netip.Prefix
+	nl      *netlink.Handle // in ns, used from the test goroutine only
 	nc      *netconfig.Manager
 	healthy map[string]bool // remote prefix → has a tunnel route
 	frr     *frrRouter
@@ -625,7 +647,8 @@ func newFabricLab(t *testing.T) *fabricLab {
 	l.gws[1] = &fabricGateway{name: "BIRD", ns: newNS("gw2"), addr: fabricGW2Addr, overlay: netip.MustParsePrefix("10.255.0.12/32")}
 	l.wire(t)
 	for _, g := range l.gws {
-		g.nc = netconfig.New(g.ns.Handle(t), discardLogger())
+		g.nl = g.ns.Handle(t)
+		g.nc = netconfig.New(g.nl, discardLogger())
 		g.healthy = map[string]bool{}
 		g.setHealthy(t, fabricRemoteA, true)
 		g.setHealthy(t, fabricRemoteB, true)
@@ -655,7 +678,9 @@ func (l *fabricLab) wire(t *testing.T) {
 	l.fab.Run(t, "ip", "addr", "add", "10.1.1.1/24", "dev", "f"+l.id+"h")
 	l.host.Run(t, "ip", "addr", "add", "10.1.1.2/24", "dev", "h"+l.id+"f")
 	l.host.Run(t, "ip", "route", "add", "default", "via", "10.1.1.1")
-	l.rem.Run(t, "ip", "addr", "add", "10.2.0.1/32", "dev", "lo")
+	for i := 1; i <= fabricRemoteHosts; i++ {
+		l.rem.Run(t, "ip", "addr", "add", fmt.Sprintf("10.2.0.%d/32", i), "dev", "lo")
+	}
 	l.rem.Run(t, "ip", "addr", "add", "10.3.0.1/32", "dev", "lo")
 	fabAddrs := [2]string{fabricFabAddr1, fabricFabAddr2}
 	ret := []string{"route", "add", "10.1.0.0/16"}
@@ -775,13 +800,13 @@ func (l *fabricLab) echoCounts(t testing.TB) map[string]int {
 	return counts
 }
 
-// pingRemote sends n echo requests from the fabric's host to the remote
-// side, all of which must come back, and returns through which gateway each
-// went.
-func (l *fabricLab) pingRemote(t testing.TB, n int) map[string]int {
+// pingRemote sends n echo requests from the fabric's host to dst behind the
+// tunnels, all of which must come back, and returns how many went through
+// each gateway.
+func (l *fabricLab) pingRemote(t testing.TB, dst string, n int) map[string]int {
 	t.Helper()
 	before := l.echoCounts(t)
-	l.host.Run(t, "ping", "-n", "-q", "-c", strconv.Itoa(n), "-i", "0.02", "-W", "2", fabricHostA)
+	l.host.Run(t, "ping", "-n", "-q", "-c", strconv.Itoa(n), "-i", "0.02", "-W", "2", dst)
 	after := l.echoCounts(t)
 	through := map[string]int{}
 	for name, c := range after {
