@@ -152,7 +152,7 @@ func (l *fabricLab) testHealthy(t *testing.T) {
 // checkOnlyDcmeshExported: kernel routes inside a remote prefix that dcmesh
 // did not make stay out of BGP: another metric on both gateways, and on BIRD
 // even dcmesh's own metric (it matches protocol 220 itself; FRR cannot see
-// the protocol number, see examples/frr/README.md).
+// the protocol number, see examples/fabric.md).
 func (l *fabricLab) checkOnlyDcmeshExported(t *testing.T) {
 	foreign := map[*fabricGateway][]string{
 		l.gws[0]: {"10.2.77.0/24 metric 50"},
