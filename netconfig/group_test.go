@@ -75,40 +75,40 @@ func groupStates() []groupState {
 	return []groupState{
 		{"par1 over two gateways 1:3, ams1 over two", gwSite(
 			[]netconfig.Member{member("dcm0", 1), member("dcm1", 3)},
-			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 267395852 dev dcm1 proto 220
-nexthop id 267396255 dev dcm0 proto 220
-nexthop id 267397061 dev dcm2 proto 220
-nexthop id 267461466 group 267395852,3/267396255 type resilient proto 220
-nexthop id 268136682 group 267395852/267397061 type resilient proto 220
-route 10.2.0.0/16 nhid 267461466 proto 220 metric 100 table 254
+			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 252702954 group 252703500/252704709 type resilient proto 220
+nexthop id 252703500 dev dcm1 proto 220
+nexthop id 252703578 group 252703500,3/252703903 type resilient proto 220
+nexthop id 252703903 dev dcm0 proto 220
+nexthop id 252704709 dev dcm2 proto 220
+route 10.2.0.0/16 nhid 252703578 proto 220 metric 100 table 254
 route 10.3.0.0/16 dev dcm0 proto 220 metric 100 table 254
-route 10.5.0.0/16 nhid 268136682 proto 220 metric 100 table 254
+route 10.5.0.0/16 nhid 252702954 proto 220 metric 100 table 254
 route 192.0.2.0/24 dev eth0 proto 2 metric 0 table 254
-route fd00:2::/48 nhid 267461466 proto 220 metric 100 table 254
+route fd00:2::/48 nhid 252703578 proto 220 metric 100 table 254
 ` + gwFailClosed},
 		{"par1 gains a third gateway", gwSite(
 			[]netconfig.Member{member("dcm0", 1), member("dcm1", 3), member("dcm2", 1)},
-			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 267395852 dev dcm1 proto 220
-nexthop id 267396255 dev dcm0 proto 220
-nexthop id 267397061 dev dcm2 proto 220
-nexthop id 267461466 group 267395852,3/267396255/267397061 type resilient proto 220
-nexthop id 268136682 group 267395852/267397061 type resilient proto 220
-route 10.2.0.0/16 nhid 267461466 proto 220 metric 100 table 254
+			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 252702954 group 252703500/252704709 type resilient proto 220
+nexthop id 252703500 dev dcm1 proto 220
+nexthop id 252703578 group 252703500,3/252703903/252704709 type resilient proto 220
+nexthop id 252703903 dev dcm0 proto 220
+nexthop id 252704709 dev dcm2 proto 220
+route 10.2.0.0/16 nhid 252703578 proto 220 metric 100 table 254
 route 10.3.0.0/16 dev dcm0 proto 220 metric 100 table 254
-route 10.5.0.0/16 nhid 268136682 proto 220 metric 100 table 254
+route 10.5.0.0/16 nhid 252702954 proto 220 metric 100 table 254
 route 192.0.2.0/24 dev eth0 proto 2 metric 0 table 254
-route fd00:2::/48 nhid 267461466 proto 220 metric 100 table 254
+route fd00:2::/48 nhid 252703578 proto 220 metric 100 table 254
 ` + gwFailClosed},
 		{"dcm1's gateways leave both groups", gwSite(
 			[]netconfig.Member{member("dcm0", 1), member("dcm2", 1)},
-			[]netconfig.Member{member("dcm2", 1)}), gwLinks + `nexthop id 267396255 dev dcm0 proto 220
-nexthop id 267397061 dev dcm2 proto 220
-nexthop id 267461466 group 267396255/267397061 type resilient proto 220
-route 10.2.0.0/16 nhid 267461466 proto 220 metric 100 table 254
+			[]netconfig.Member{member("dcm2", 1)}), gwLinks + `nexthop id 252703578 group 252703903/252704709 type resilient proto 220
+nexthop id 252703903 dev dcm0 proto 220
+nexthop id 252704709 dev dcm2 proto 220
+route 10.2.0.0/16 nhid 252703578 proto 220 metric 100 table 254
 route 10.3.0.0/16 dev dcm0 proto 220 metric 100 table 254
 route 10.5.0.0/16 dev dcm2 proto 220 metric 100 table 254
 route 192.0.2.0/24 dev eth0 proto 2 metric 0 table 254
-route fd00:2::/48 nhid 267461466 proto 220 metric 100 table 254
+route fd00:2::/48 nhid 252703578 proto 220 metric 100 table 254
 ` + gwFailClosed},
 		{"par1 down to one gateway, ams1 to none", gwSite(
 			[]netconfig.Member{member("dcm2", 1)}, nil), gwLinks + `route 10.2.0.0/16 dev dcm2 proto 220 metric 100 table 254
@@ -178,7 +178,7 @@ func TestGroupShrinkIsOneReplace(t *testing.T) {
 	if _, err := m.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"nexthop replace id 267461466 group 267396255/267397061 type resilient proto 220"}
+	want := []string{"nexthop replace id 252703578 group 252703903/252704709 type resilient proto 220"}
 	if !slices.Equal(f.Ops, want) {
 		t.Fatalf("ops %q, want %q", f.Ops, want)
 	}
@@ -189,7 +189,7 @@ func TestGroupShrinkIsOneReplace(t *testing.T) {
 	if _, err := m.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"nexthop replace id 268136682 group 267396255/267397061 type resilient proto 220", "nexthop del id 267395852"}
+	want = []string{"nexthop replace id 252702954 group 252703903/252704709 type resilient proto 220", "nexthop del id 252703500"}
 	if !slices.Equal(f.Ops, want) {
 		t.Fatalf("ops %q, want %q", f.Ops, want)
 	}
@@ -352,17 +352,17 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 	f := newGatewayFake()
 	eth, _ := f.LinkByName("eth0")
 	// zebra's, sitting on the ids dcm0's single and par1's group prefer.
-	f.AddForeignNexthop(netconfig.Nexthop{ID: 267396255, Protocol: unix.RTPROT_ZEBRA, Family: unix.AF_INET, Link: eth.Attrs().Index})
-	f.AddForeignNexthop(netconfig.Nexthop{ID: 267461466, Protocol: unix.RTPROT_ZEBRA, Members: []netconfig.NexthopMember{{ID: 267396255, Weight: 1}}})
-	f.AddForeignNexthopRoute(netconfig.NexthopRoute{Dst: netip.MustParsePrefix("10.9.0.0/16"), Table: unix.RT_TABLE_MAIN, Metric: 20, Protocol: unix.RTPROT_ZEBRA, Nexthop: 267461466})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: 252703903, Protocol: unix.RTPROT_ZEBRA, Family: unix.AF_INET, Link: eth.Attrs().Index})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: 252703578, Protocol: unix.RTPROT_ZEBRA, Members: []netconfig.NexthopMember{{ID: 252703903, Weight: 1}}})
+	f.AddForeignNexthopRoute(netconfig.NexthopRoute{Dst: netip.MustParsePrefix("10.9.0.0/16"), Table: unix.RT_TABLE_MAIN, Metric: 20, Protocol: unix.RTPROT_ZEBRA, Nexthop: 252703578})
 	// Ours for another table, and a stale one of ours for this one.
-	other := netconfig.Nexthop{ID: 1235<<20 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index}
+	other := netconfig.Nexthop{ID: 0x0F000000 | 1236<<12 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index}
 	f.AddForeignNexthop(other)
-	f.AddForeignNexthop(netconfig.Nexthop{ID: 255<<20 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: 0x0F000000 | 255<<12 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index})
 	foreign := []string{
-		"nexthop id 267396255 dev eth0 proto 11",
-		"nexthop id 267461466 group 267396255 proto 11",
-		"route 10.9.0.0/16 nhid 267461466 proto 11 metric 20 table 254",
+		"nexthop id 252703903 dev eth0 proto 11",
+		"nexthop id 252703578 group 252703903 proto 11",
+		"route 10.9.0.0/16 nhid 252703578 proto 11 metric 20 table 254",
 		fmt.Sprintf("nexthop id %d dev eth0 proto 220", other.ID),
 	}
 	m := netconfig.New(f, nil)
@@ -376,7 +376,7 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 				t.Fatalf("%s: %q was touched:\n%s", st.name, want, got)
 			}
 		}
-		if strings.Contains(got, fmt.Sprintf("nexthop id %d ", 255<<20|7)) {
+		if strings.Contains(got, fmt.Sprintf("nexthop id %d ", 0x0F000000|255<<12|7)) {
 			t.Fatalf("%s: stale nexthop of ours not swept:\n%s", st.name, got)
 		}
 	}
@@ -384,8 +384,8 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 	if _, err := m.Apply(groupStates()[0].cfg); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.String(); !strings.Contains(got, "nexthop id 267461467 group 267395852,3/267396256 type resilient proto 220\n") ||
-		!strings.Contains(got, "route 10.2.0.0/16 nhid 267461467 proto 220") {
+	if got := f.String(); !strings.Contains(got, "nexthop id 252703579 group 252703500,3/252703904 type resilient proto 220\n") ||
+		!strings.Contains(got, "route 10.2.0.0/16 nhid 252703579 proto 220") {
 		t.Fatalf("ours not moved to the next free ids:\n%s", got)
 	}
 	if _, err := m.Purge(0); err != nil {
@@ -401,7 +401,7 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 		t.Errorf("purge left ours:\n%s", got)
 	}
 	for _, op := range f.Ops {
-		if strings.HasPrefix(op, "nexthop del") && (strings.Contains(op, "267396255") || strings.Contains(op, fmt.Sprint(other.ID))) {
+		if strings.HasPrefix(op, "nexthop del") && (strings.Contains(op, "252703903") || strings.Contains(op, fmt.Sprint(other.ID))) {
 			t.Errorf("deleted a nexthop not ours: %s", op)
 		}
 	}

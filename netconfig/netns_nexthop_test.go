@@ -134,8 +134,8 @@ func TestGroupsRealKernel(t *testing.T) {
 	k.Run(t, "ip", "-6", "nexthop", "add", "id", "7", "dev", a+"p", "proto", "static")
 	k.Run(t, "ip", "nexthop", "add", "id", "8", "group", "7", "proto", "static")
 	k.Run(t, "ip", "route", "add", "10.9.0.0/16", "nhid", "8", "proto", "static", "table", fmt.Sprint(table))
-	stale := uint32(table%4095+1)<<20 | 5
-	other := uint32(foreignTable%4095+1)<<20 | 5
+	stale := 0x0F000000 | uint32(table%4095+1)<<12 | 5
+	other := 0x0F000000 | uint32(foreignTable%4095+1)<<12 | 5
 	k.Run(t, "ip", "-6", "nexthop", "add", "id", fmt.Sprint(stale), "dev", primary, "proto", "220")
 	k.Run(t, "ip", "-6", "nexthop", "add", "id", fmt.Sprint(other), "dev", a, "proto", "220")
 
@@ -288,7 +288,7 @@ func checkGroup(t *testing.T, nhs map[uint32]ipNexthop, weights map[string]int) 
 	t.Helper()
 	var gid uint32
 	for id, nh := range nhs {
-		if len(nh.Group) > 0 && nh.Protocol == "220" && id > 1<<20 {
+		if len(nh.Group) > 0 && nh.Protocol == "220" && id >= 0x0F000000 {
 			if gid != 0 {
 				t.Fatalf("two groups of ours: %d and %d", gid, id)
 			}

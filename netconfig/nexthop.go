@@ -149,20 +149,29 @@ const (
 
 // Nexthop ids. The kernel has one id space per network namespace, shared
 // with FRR's zebra and anyone running `ip nexthop`. dcmesh's ids for table T
-// are tag(T)<<20 | slot, where tag(T) = T mod 4095 + 1 (never 0, so the small
-// ids zebra and people use are never ours; tables 1-4094 never share a tag)
-// and slot is the FNV-1a hash of the object's kind and name (the link for a
-// single nexthop, the Group name for a group), 20 bits. An id taken by
-// anything else moves the object to the next free slot. Objects keep their
-// ids from Apply to Apply and across restarts: Apply finds them again in the
-// kernel before it hashes. Ownership is protocol 220 and the table's tag;
-// nothing else is ever replaced or deleted.
-const idSlotBits = 20
+// are idBase | tag(T)<<12 | slot. idBase keeps them in 0x0F000000-0x0FFFFFFF,
+// a block FRR's zebra does not allocate from (it counts up from low ids and
+// keeps the ids with the top four bits set for EVPN), so a gateway that also
+// runs FRR (examples/frr) never sees its ids taken. tag(T) = T mod 4095 + 1
+// (12 bits, never 0; tables 1-4094 never share a tag); slot is the FNV-1a
+// hash of the object's kind and name (the link for a single nexthop, the
+// Group name for a group), 12 bits: 4,096 objects per table, for about as
+// many multi-gateway sites. An id taken by anything else moves the object to
+// the next free slot. Objects keep their ids from Apply to Apply and across
+// restarts: Apply finds them again in the kernel before it hashes.
+// Ownership is protocol 220, idBase and the table's tag; nothing else is
+// ever replaced or deleted.
+const (
+	idBase     = 0x0F000000
+	idTagBits  = 12
+	idSlotBits = 12
+	idSlotMask = 1<<idSlotBits - 1
+)
 
 func idTag(table int) uint32 { return uint32(table%4095) + 1 }
 
 func ownNexthop(nh Nexthop, table int) bool {
-	return nh.Protocol == RouteProtocol && nh.ID>>idSlotBits == idTag(table)
+	return nh.Protocol == RouteProtocol && nh.ID&^(1<<(idTagBits+idSlotBits)-1) == idBase && nh.ID>>idSlotBits&(1<<idTagBits-1) == idTag(table)
 }
 
 // preferredID is where (kind, name) starts looking for an id in table.
@@ -171,13 +180,12 @@ func preferredID(table int, kind, name string) uint32 {
 	h.Write([]byte(kind))
 	h.Write([]byte{0})
 	h.Write([]byte(name))
-	return idTag(table)<<idSlotBits | h.Sum32()&(1<<idSlotBits-1)
+	return idBase | idTag(table)<<idSlotBits | h.Sum32()&idSlotMask
 }
 
-// nextID is the next slot with the same tag, wrapping around.
+// nextID is the next slot with the same base and tag, wrapping around.
 func nextID(id uint32) uint32 {
-	tag := id >> idSlotBits
-	return tag<<idSlotBits | (id+1)&(1<<idSlotBits-1)
+	return id&^idSlotMask | (id+1)&idSlotMask
 }
 
 func compareNexthops(a, b Nexthop) int { return cmp.Compare(a.ID, b.ID) }

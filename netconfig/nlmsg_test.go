@@ -96,18 +96,20 @@ func TestNexthopMessagesRejectGarbage(t *testing.T) {
 }
 
 func TestNexthopIDs(t *testing.T) {
-	if id := preferredID(MainTable, "group", "par1"); id>>idSlotBits != 255 {
-		t.Errorf("main table id %d: tag %d, want 255", id, id>>idSlotBits)
+	tag := func(id uint32) uint32 { return id >> idSlotBits & (1<<idTagBits - 1) }
+	if id := preferredID(MainTable, "group", "par1"); tag(id) != 255 || id < 0x0F000000 || id > 0x0FFFFFFF {
+		t.Errorf("main table id %#x: tag %d, want 255 within 0x0F000000-0x0FFFFFFF (never zebra's)", id, tag(id))
 	}
-	if a, b := preferredID(100, "group", "par1"), preferredID(101, "group", "par1"); a>>idSlotBits == b>>idSlotBits {
+	if a, b := preferredID(100, "group", "par1"), preferredID(101, "group", "par1"); tag(a) == tag(b) {
 		t.Errorf("tables 100 and 101 share a tag")
 	}
-	last := uint32(7)<<idSlotBits | (1<<idSlotBits - 1)
-	if next := nextID(last); next != 7<<idSlotBits {
-		t.Errorf("nextID wraps to %d, want %d (same tag)", next, 7<<idSlotBits)
+	base := uint32(idBase | 7<<idSlotBits)
+	last := base | idSlotMask
+	if next := nextID(last); next != base {
+		t.Errorf("nextID wraps to %#x, want %#x (same tag)", next, base)
 	}
-	taken := map[uint32]bool{last: true, 7 << idSlotBits: true}
-	if got := freeID(last, taken); got != 7<<idSlotBits|1 {
+	taken := map[uint32]bool{last: true, base: true}
+	if got := freeID(last, taken); got != base|1 {
 		t.Errorf("freeID = %d", got)
 	}
 	if !ownNexthop(Nexthop{ID: preferredID(1234, "link", "dcm0"), Protocol: RouteProtocol}, 1234) ||
