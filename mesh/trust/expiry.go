@@ -45,9 +45,9 @@ func ExpiryState(notAfter, now time.Time, warn, crit time.Duration) (ExpiryLevel
 	switch {
 	case left <= 0:
 		return ExpiryCritical, fmt.Sprintf("expired %s, %s ago", when, fmtLeft(-left))
-	case crit > 0 && left <= crit:
+	case left <= crit: // never for a negative crit: left > 0 here
 		return ExpiryCritical, fmt.Sprintf("expires %s, in %s (critical: within %s)", when, fmtLeft(left), fmtLeft(crit))
-	case warn > 0 && left <= warn:
+	case left <= warn:
 		return ExpiryDegraded, fmt.Sprintf("expires %s, in %s (degraded: within %s)", when, fmtLeft(left), fmtLeft(warn))
 	}
 	return ExpiryHealthy, fmt.Sprintf("expires %s, in %s", when, fmtLeft(left))
