@@ -60,3 +60,18 @@ func ResignGossipKeyBundle(der []byte, key ed25519.PrivateKey, mutate func(*Goss
 	}
 	return out
 }
+
+// ResignGossipKeyBodyRaw lets mutate change the DER of der's body and signs
+// the result with key.
+func ResignGossipKeyBodyRaw(der []byte, key ed25519.PrivateKey, mutate func([]byte) []byte) []byte {
+	var env wireGossipKeyEnvelope
+	if _, err := asn1.Unmarshal(der, &env); err != nil {
+		panic(err)
+	}
+	b := mutate(env.Body)
+	out, err := asn1.Marshal(wireGossipKeyEnvelope{Body: b, Sig: ed25519.Sign(key, append([]byte(gossipKeySigContext), b...))})
+	if err != nil {
+		panic(err)
+	}
+	return out
+}

@@ -226,6 +226,18 @@ func TestGossipKeyBundleTampering(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// One reading per bundle: a site name as a PrintableString decodes
+	// to the same string, but is not what SealGossipKey writes.
+	printable := trust.ResignGossipKeyBodyRaw(b.Raw, ca.Key, func(body []byte) []byte {
+		utf8 := append([]byte{0x0c, 4}, "fra1"...)
+		if !bytes.Contains(body, utf8) {
+			t.Fatal("site name not found in the body")
+		}
+		return bytes.Replace(body, utf8, append([]byte{0x13, 4}, "fra1"...), 1)
+	})
+	if _, err := trust.ParseGossipKeyBundle(printable, cas, now); err == nil || !strings.Contains(err.Error(), "canonical") {
+		t.Errorf("site name as a PrintableString: %v", err)
+	}
 	// The same key sealed again, newer: opens once the older is installed.
 	b2, err := trust.SealGossipKey(key, 6, certs, ca, now)
 	if err != nil {
