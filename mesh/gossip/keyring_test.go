@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"bytes"
+	"compress/lzw"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -130,6 +132,36 @@ func TestScreeningFollowsKeyring(t *testing.T) {
 	}
 	if a.inputs.reported.Load() != 0 {
 		t.Errorf("memberlist failed to read %d messages the screener passed", a.inputs.reported.Load())
+	}
+}
+
+// With two keys a stream is decrypted into a reserved copy; the copy is
+// given back before what the stream decompresses to is reserved, so a
+// stream that fits the budget with one key still fits with two.
+func TestTrialBufferReleasedBeforeDecompression(t *testing.T) {
+	k1, k2 := key(t), key(t)
+	// Strangers get half: 512 KiB.
+	a := startNode(t, Config{NodeName: "a", SecretKey: k1, Limits: StreamLimits{MaxInflightBytes: 1 << 20}})
+	if err := a.InstallKey(k2); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 150<<10) // random: LZW makes it ~37% larger
+	_, _ = rand.Read(payload)
+	plain := append(append([]byte{mlUser}, msgpackEncode(t, map[string]any{"UserMsgLen": len(payload)})...), payload...)
+	var buf bytes.Buffer
+	w := lzw.NewWriter(&buf, lzw.LSB, 8)
+	_, _ = w.Write(plain)
+	_ = w.Close()
+	stream := sealStream(t, k2, testLabel, append([]byte{mlCompress}, msgpackEncode(t, mlCompressed{Algo: 0, Buf: buf.Bytes()})...))
+	wire := len(stream)
+	if 2*wire > 512<<10 || 2*wire+len(plain) <= 512<<10 {
+		t.Fatalf("a stream of %d bytes expanding to %d does not test the order", wire, len(plain))
+	}
+	p := &streamProbe{t: t, g: a}
+	p.send("127.0.0.5", stream)
+	waitMessage(t, a, MsgUser, payload)
+	if r := a.Refused(); r.Budget != 0 {
+		t.Errorf("refused for budget: %+v", r)
 	}
 }
 
