@@ -327,34 +327,67 @@ func TestKeyRotationWithoutPartition(t *testing.T) {
 	if err := d2.RemoveKey(oldKey); err != nil {
 		t.Fatal(err)
 	}
-	waitMembers(t, d2, 4)
-	waitMembers(t, a, 4)
-	flow(t, "d rejoined", append(nodes, d2))
+	all := append(nodes, d2)
+	for _, g := range all {
+		waitMembers(t, g, 4)
+	}
+	flow(t, "d rejoined", all)
 }
 
 // flow checks that messages get from every node to every other: a
 // broadcast (datagrams) and a direct send (a stream) from each in turn.
+// Broadcasts are best effort (a few retransmissions, then dropped), so an
+// unanswered one is sent again, a few times.
 func flow(t *testing.T, tag string, nodes []*Gossip) {
 	t.Helper()
 	for _, from := range nodes {
-		msg := []byte(tag + ": broadcast from " + from.cfg.NodeName)
-		from.Broadcast("flow/"+from.cfg.NodeName, msg)
-		for _, to := range nodes {
-			if to != from {
-				waitMessage(t, to, MsgUser, msg)
-			}
-		}
 		for _, to := range nodes {
 			if to == from {
 				continue
 			}
-			msg := []byte(tag + ": stream " + from.cfg.NodeName + "->" + to.cfg.NodeName)
-			if err := from.SendTo(to.cfg.NodeName, msg); err != nil {
-				t.Fatalf("%s: %v", tag, err)
-			}
-			waitMessage(t, to, MsgUser, msg)
+			deliver(t, to, func(try int) []byte {
+				msg := []byte(fmt.Sprintf("%s: broadcast %s->%s, try %d", tag, from.cfg.NodeName, to.cfg.NodeName, try))
+				from.Broadcast("flow/"+from.cfg.NodeName, msg)
+				return msg
+			}, nodes)
+			deliver(t, to, func(try int) []byte {
+				msg := []byte(fmt.Sprintf("%s: stream %s->%s, try %d", tag, from.cfg.NodeName, to.cfg.NodeName, try))
+				if err := from.SendTo(to.cfg.NodeName, msg); err != nil {
+					t.Logf("%s: %v", tag, err)
+				}
+				return msg
+			}, nodes)
 		}
 	}
+}
+
+// deliver sends with send until to receives what it sent, up to five
+// tries of two seconds.
+func deliver(t *testing.T, to *Gossip, send func(try int) []byte, nodes []*Gossip) {
+	t.Helper()
+	var want [][]byte
+	for try := range 5 {
+		if try > 0 {
+			t.Logf("%s has not received %q: sending again", to.cfg.NodeName, want[len(want)-1])
+		}
+		want = append(want, send(try))
+		timeout := time.After(2 * time.Second)
+		for waiting := true; waiting; {
+			select {
+			case m := <-to.Inbox():
+				if m.Kind == MsgUser && slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(w, m.Data) }) {
+					return
+				}
+			case <-timeout:
+				waiting = false
+			}
+		}
+	}
+	var state []string
+	for _, g := range nodes {
+		state = append(state, fmt.Sprintf("%s: members %v malformed %d refused %+v", g.cfg.NodeName, g.Members(), g.Malformed(), g.Refused()))
+	}
+	t.Fatalf("%s never received %q\n%s", to.cfg.NodeName, want[0], strings.Join(state, "\n"))
 }
 
 // Keyring changes and readers race freely.
