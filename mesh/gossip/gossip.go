@@ -173,6 +173,7 @@ func New(cfg Config) (*Gossip, error) {
 	if err := g.initKeys(cfg.SecretKey); err != nil {
 		return nil, err
 	}
+	g.cfg.SecretKey = nil // the keyrings hold the keys from here on; a removed key must not linger
 	g.roster.Store(&roster{byName: map[string]netip.AddrPort{}, ips: map[netip.Addr]bool{}})
 	empty := []byte{}
 	g.localState.Store(&empty)
