@@ -65,6 +65,10 @@ type RevocationList struct {
 	X509    *x509.RevocationList
 	Number  *big.Int
 	Serials []*big.Int
+	// Issuer is the pinned CA whose signature ParseRevocationList checked:
+	// the list applies to the certificates that CA's key signed, and no
+	// others (serials are unique per CA).
+	Issuer *x509.Certificate
 }
 
 // ---- site records ----
@@ -189,9 +193,12 @@ type Policy struct {
 	LocalGateway  uint8
 	LocalPrefixes []netip.Prefix  // local prefixes and the overlay address
 	Underlay      []netip.Prefix  // ranges no remote prefix may cover (own underlay, known endpoints)
-	CRL           *RevocationList // may be nil
-	Now           time.Time
-	Skew          time.Duration // tolerated clock difference for validity checks
+	CRL           *RevocationList // may be nil; the single list of a one-CA setup
+	// CRLs holds the newest list of each pinned CA (may be nil). When both
+	// CRL and CRLs are set, the newer list of the certificate's CA counts.
+	CRLs *CRLSet
+	Now  time.Time
+	Skew time.Duration // tolerated clock difference for validity checks
 }
 
 // Conflict is one loser of Resolve: the record of gateway Gateway of Site

@@ -492,14 +492,16 @@ func truncate(s string, n int) string {
 
 // Verify checks the certificate against the pinned CAs: signed by one of
 // them (ReasonUnknownCA), in date at now give or take skew for both the
-// certificate and that CA (ReasonNotYetValid, ReasonExpired), and not in crl
-// (ReasonRevoked). A CRL only counts when the same CA signed it: serials are
-// unique per CA, so another CA's list says nothing about this certificate.
+// certificate and that CA (ReasonNotYetValid, ReasonExpired), and not on
+// the revocation list crls gives for that CA (ReasonRevoked). crls is a
+// *RevocationList (one CA), a *CRLSet (one list per pinned CA) or nil. A
+// list only counts when the same CA signed it: serials are unique per CA,
+// so another CA's list says nothing about this certificate.
 //
 // Only the signature is checked, not a chain: site certificates are issued
 // directly by a pinned CA, so there is nothing to build. Errors are
 // *RejectError.
-func (c *Certificate) Verify(cas []*x509.Certificate, crl *RevocationList, now time.Time, skew time.Duration) error {
+func (c *Certificate) Verify(cas []*x509.Certificate, crls CRLSource, now time.Time, skew time.Duration) error {
 	if c == nil || c.X509 == nil {
 		return reject(ReasonUnknownCA, "no certificate")
 	}
@@ -515,8 +517,10 @@ func (c *Certificate) Verify(cas []*x509.Certificate, crl *RevocationList, now t
 		return reject(r, "CA %q that signed site %q valid %s to %s, now %s", issuer.Subject.CommonName, c.Site,
 			fmtTime(issuer.NotBefore), fmtTime(issuer.NotAfter), fmtTime(now))
 	}
-	if crl != nil && crl.X509 != nil && crl.Revoked(c.Serial) && crl.X509.CheckSignatureFrom(issuer) == nil {
-		return reject(ReasonRevoked, "certificate of site %q (serial %x) is revoked (CRL %v)", c.Site, c.Serial, crl.Number)
+	if crls != nil {
+		if crl := crls.For(issuer); crl.Revoked(c.Serial) {
+			return reject(ReasonRevoked, "certificate of site %q (serial %x) is revoked (CRL %v of CA %s)", c.Site, c.Serial, crl.Number, CAID(issuer))
+		}
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import "net/netip"
 //
 //  1. the certificate: signed by a pinned CA (ReasonUnknownCA), in date
 //     within p.Skew (ReasonNotYetValid, ReasonExpired), not revoked by
-//     p.CRL (ReasonRevoked);
+//     the list of its CA in p.CRLs or p.CRL (ReasonRevoked);
 //  2. record site == certificate site (ReasonNameMismatch);
 //  3. fromNode, when given, == the gateway's node name, ID().String()
 //     (ReasonNodeMismatch);
@@ -63,7 +63,7 @@ func (p *Policy) CheckRecord(sr *SignedRecord, fromNode string, highestSeq uint6
 		return reject(ReasonDecode, "no record")
 	}
 	c := sr.Cert
-	if err := c.Verify(p.CAs, p.CRL, p.Now, p.Skew); err != nil {
+	if err := c.Verify(p.CAs, p.revocations(), p.Now, p.Skew); err != nil {
 		return err
 	}
 	if sr.Site != c.Site {

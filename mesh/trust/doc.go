@@ -38,5 +38,14 @@
 // gateways of one site share its prefixes). CheckIssue is the same overlap
 // rule for the CA, before it signs.
 //
+// Trust material renews on a running mesh (bundle.go, expiry.go, renew.go,
+// seal.go): a trust bundle pins several CAs during a CA rollover, with the
+// newest revocation list of each (CRLSet); ExpiryState and CertExpiry turn
+// validity periods into health states and status fields; CheckRenewal and
+// CompareAuthority decide whether a new certificate is a renewal (same site
+// and overlay, same or narrower authority) or a replacement; SealGossipKey
+// and OpenGossipKey hand a new gossip key to every enrolled site, sealed to
+// its identity key (HPKE) and signed by the CA.
+//
 // What it does not do: gossip, storage, or programming anything.
 package trust
