@@ -3,6 +3,7 @@ module github.com/dcmesh/dcmesh
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/hashicorp/go-msgpack/v2 v2.1.5
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/prometheus/client_golang v1.25.0

@@ -43,9 +43,12 @@ func (k RouteKind) String() string {
 type Route struct {
 	Dst    netip.Prefix
 	Kind   RouteKind
-	Link   int // interface index, for KindTunnel only
+	Link   int // interface index, for KindTunnel through one link
 	Table  int
 	Metric int
+	// Nexthop is the nexthop group, for KindTunnel over a Group of two or
+	// more links (Link is 0 then).
+	Nexthop uint32
 }
 
 // key is what the kernel uses to tell routes apart: two routes with the same
@@ -60,12 +63,24 @@ func (r Route) key() routeKey { return routeKey{r.Dst, r.Table, r.Metric} }
 
 func (r Route) String() string {
 	s := ""
-	if r.Kind == KindUnreachable {
+	switch {
+	case r.Kind == KindUnreachable:
 		s = "unreachable " + r.Dst.String()
-	} else {
+	case r.Nexthop != 0:
+		s = fmt.Sprintf("%s nhid %d", r.Dst, r.Nexthop)
+	default:
 		s = fmt.Sprintf("%s dev #%d", r.Dst, r.Link)
 	}
 	return fmt.Sprintf("%s proto %d metric %d table %d", s, RouteProtocol, r.Metric, r.Table)
+}
+
+// what is the short form of Changes.String: "dev 10.2.0.0/16",
+// "nhid 10.2.0.0/16", "unreachable 10.2.0.0/16".
+func (r Route) what() string {
+	if r.Nexthop != 0 {
+		return "nhid " + r.Dst.String()
+	}
+	return r.Kind.String() + " " + r.Dst.String()
 }
 
 func compareRoutes(a, b Route) int {
@@ -73,7 +88,7 @@ func compareRoutes(a, b Route) int {
 		return c
 	}
 	return cmp.Or(cmp.Compare(a.Dst.Bits(), b.Dst.Bits()), cmp.Compare(a.Table, b.Table),
-		cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Link, b.Link))
+		cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Link, b.Link), cmp.Compare(a.Nexthop, b.Nexthop))
 }
 
 // diffRoutes returns the routes to add (key absent), replace (key present
@@ -90,7 +105,7 @@ func diffRoutes(have, want []Route) (add, replace, del []Route) {
 		switch {
 		case !ok:
 			add = append(add, w)
-		case h.Kind != w.Kind || (w.Kind == KindTunnel && h.Link != w.Link):
+		case h.Kind != w.Kind || (w.Kind == KindTunnel && (h.Link != w.Link || h.Nexthop != w.Nexthop)):
 			replace = append(replace, w)
 		}
 	}
@@ -105,9 +120,10 @@ func diffRoutes(have, want []Route) (add, replace, del []Route) {
 	return add, replace, del
 }
 
-// desiredRoutes expands a Config into routes: a tunnel route per routed prefix
-// and an unreachable route, one metric worse, per fail-closed prefix.
-func desiredRoutes(cfg Config, link int) []Route {
+// desiredRoutes expands a Config into routes: a tunnel route per routed
+// prefix, the groups' routes (worked out by planGroups), and an unreachable
+// route, one metric worse, per fail-closed prefix.
+func desiredRoutes(cfg Config, link int, groups []Route) []Route {
 	var out []Route
 	seen := map[routeKey]bool{}
 	add := func(r Route) {
@@ -118,6 +134,9 @@ func desiredRoutes(cfg Config, link int) []Route {
 	}
 	for _, p := range cfg.Routes {
 		add(Route{Dst: p.Masked(), Kind: KindTunnel, Link: link, Table: cfg.table(), Metric: cfg.Metric})
+	}
+	for _, r := range groups {
+		add(r)
 	}
 	for _, p := range cfg.FailClosed {
 		add(Route{Dst: p.Masked(), Kind: KindUnreachable, Table: cfg.table(), Metric: cfg.failClosedMetric()})
@@ -143,6 +162,11 @@ func (r Route) toNetlink() *netlink.Route {
 		nr.Scope = netlink.SCOPE_LINK
 	}
 	return nr
+}
+
+// nexthopRoute renders a route over a nexthop group.
+func (r Route) nexthopRoute() NexthopRoute {
+	return NexthopRoute{Dst: r.Dst, Table: r.Table, Metric: r.Metric, Protocol: RouteProtocol, Nexthop: r.Nexthop}
 }
 
 // fromNetlink reduces a kernel route of ours; ok is false for kinds dcmesh

@@ -48,6 +48,7 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 			demoCommand(),
 			completionCommand(),
 			versionCommand(),
+			manCommand(),
 		},
 	}
 }

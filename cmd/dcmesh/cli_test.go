@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,4 +251,35 @@ func mkfifo(t *testing.T, path string) {
 			f.Close()
 		}
 	})
+}
+
+// TestBashCompletionNeverRunsACommand: a TAB after "--" must not make the
+// script hand dcmesh a "--": urfave/cli then turns completion off and runs
+// the command (a TAB after `dcmesh rotate --` started a rotation). The
+// script is run by bash against a stand-in dcmesh that records how it is
+// called.
+func TestBashCompletionNeverRunsACommand(t *testing.T) {
+	requireTool(t, "bash")
+	script, err := runCLI(t, "completion", "bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	for _, words := range [][]string{{"dcmesh", "rotate", "--"}, {"dcmesh", "rotate", "--em"}, {"dcmesh", "leave", "-"}, {"dcmesh", "down", "--", "x"}, {"dcmesh", "rot"}} {
+		sh := script + fmt.Sprintf("\ndcmesh() { printf '%%s\\n' \"$*\" >> %q; }\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\n_dcmesh_complete\n",
+			calls, strings.Join(words, " "), len(words)-1)
+		if out, err := exec.Command("bash", "-c", sh).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", words, err, out)
+		}
+	}
+	raw, _ := os.ReadFile(calls)
+	for _, call := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if !strings.HasSuffix(call, "--generate-bash-completion") || slices.Contains(strings.Fields(call), "--") {
+			t.Errorf("the completion script called dcmesh %q: that runs the command", call)
+		}
+	}
+	if n := strings.Count(string(raw), "\n"); n != 4 {
+		t.Errorf("%d calls, want 4 (none after a \"--\" on the line):\n%s", n, raw)
+	}
 }

@@ -9,13 +9,23 @@ import (
 // Scripts that ask dcmesh itself for completions (urfave/cli's
 // --generate-bash-completion), so they follow the commands and flags of the
 // installed version.
+//
+// They never hand dcmesh a "--": urfave/cli turns completion off for a
+// command line holding one, and would then RUN the command with
+// --generate-bash-completion as an argument (a TAB after
+// "dcmesh rotate --" started a rotation). For flags they pass "-", which
+// asks for the command's flags; after a "--" on the line they leave
+// completion to the shell (only arguments follow).
 const bashCompletion = `# dcmesh bash completion: source <(dcmesh completion bash)
 _dcmesh_complete() {
-  local cur opts
+  local cur opts w
   COMPREPLY=()
   cur="${COMP_WORDS[COMP_CWORD]}"
+  for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
+    [[ "$w" == "--" ]] && return 0
+  done
   if [[ "$cur" == "-"* ]]; then
-    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" - --generate-bash-completion 2>/dev/null)
   else
     opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
   fi
@@ -30,8 +40,12 @@ const zshCompletion = `#compdef dcmesh
 _dcmesh() {
   local -a opts
   local cur=${words[-1]}
+  if (( ${words[(I)--]} > 0 && ${words[(I)--]} < ${#words} )); then
+    _files
+    return
+  fi
   if [[ "$cur" == "-"* ]]; then
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} ${cur} --generate-bash-completion 2>/dev/null)}")
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} - --generate-bash-completion 2>/dev/null)}")
   else
     opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion 2>/dev/null)}")
   fi

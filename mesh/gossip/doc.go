@@ -18,7 +18,9 @@
 //     memberlist's own (transport.go, screen.go) reads each inbound stream's
 //     label and encryption header itself, reserves the announced length from
 //     a byte budget, reads the ciphertext into a buffer of exactly that size
-//     and checks its AES-GCM tag with the gossip key before memberlist sees a
+//     and checks its AES-GCM tag with the gossip key (any key of the keyring:
+//     two during a rotation, when the check needs a second buffer of the
+//     stream's size, reserved from the same budget) before memberlist sees a
 //     byte. UDP datagrams are authenticated the same way, refused above 8 KiB
 //     (memberlist fills them to 1,400 bytes) and handed over as a copy of
 //     their size, not in memberlist's 64 KiB read buffer. A peer without the
@@ -96,6 +98,15 @@
 // Callbacks from memberlist never block: received payloads are copied into
 // the bounded inbox that the agent drains; the push/pull state is a
 // precomputed snapshot (SetLocalState).
+//
+// # Rotating the gossip key
+//
+// InstallKey, UseKey and RemoveKey change the keyring of memberlist and of
+// the screening transport together; KeyIDs names the keys (ids, never
+// keys). A rotation installs the new key on every node, then uses it, then
+// removes the old one, with no partition at any step (keyring.go). A node
+// that was down throughout cannot rejoin once the old key is gone: it must
+// be handed the new one.
 //
 // A node that was declared dead is never probed again by memberlist, so a
 // partition would be permanent. Run re-joins the configured seeds and the

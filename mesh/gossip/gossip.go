@@ -36,7 +36,10 @@ type Config struct {
 	Bind netip.AddrPort
 	// Advertise is the address other sites use; Bind if zero.
 	Advertise netip.AddrPort
-	// SecretKey is the 32-byte cluster gossip key (AES-256-GCM).
+	// SecretKey is the 32-byte cluster gossip key (AES-256-GCM): the primary
+	// key at start. InstallKey, UseKey and RemoveKey change the keyring later
+	// (a node restarted during a rotation installs the other key right after
+	// New, before Run).
 	SecretKey []byte
 	// Label keeps clusters that share a key apart.
 	Label string
@@ -121,6 +124,12 @@ type Gossip struct {
 	pending      map[string]*list.Element
 	pendingOrder *list.List // of pendingJoin, oldest first
 
+	// keyMu serialises keyring changes; ring is what the screening
+	// transport reads, mlKeyring memberlist's own (keyring.go).
+	keyMu     sync.Mutex
+	ring      *keyRing
+	mlKeyring *memberlist.Keyring
+
 	saveMu     sync.Mutex
 	savedKnown []byte // what the known-peers file holds
 	stopOnce   sync.Once
@@ -161,6 +170,10 @@ func New(cfg Config) (*Gossip, error) {
 		inbox: newInbox(), joins: make(chan string, inboxSize),
 		known: map[string]string{}, forgotten: map[string]bool{}, view: map[string]Member{},
 		pending: map[string]*list.Element{}, pendingOrder: list.New()}
+	if err := g.initKeys(cfg.SecretKey); err != nil {
+		return nil, err
+	}
+	g.cfg.SecretKey = nil // the keyrings hold the keys from here on; a removed key must not linger
 	g.roster.Store(&roster{byName: map[string]netip.AddrPort{}, ips: map[netip.Addr]bool{}})
 	empty := []byte{}
 	g.localState.Store(&empty)
@@ -176,7 +189,9 @@ func New(cfg Config) (*Gossip, error) {
 	mc.BindPort = int(g.cfg.Bind.Port())
 	mc.AdvertiseAddr = g.cfg.Advertise.Addr().String()
 	mc.AdvertisePort = int(g.cfg.Advertise.Port())
-	mc.SecretKey = slices.Clone(cfg.SecretKey)
+	// The keyring is shared with the screening transport: both must accept
+	// the same keys (keyring.go).
+	mc.Keyring = g.mlKeyring
 	mc.Label = cfg.Label
 	// RequireNodeNames would refuse to join a bare IP:PORT, and seeds come as
 	// addresses (`dcmesh init --join`). Known peers are joined as NAME/ADDR,
@@ -227,7 +242,7 @@ func (g *Gossip) openTransport(mc *memberlist.Config, mlog *log.Logger) error {
 		inner = nt
 	}
 	lim := g.cfg.Limits.withDefaults(mc.TCPTimeout)
-	g.guard = newGuard(inner, lim, screener{label: g.cfg.Label, key: slices.Clone(g.cfg.SecretKey)},
+	g.guard = newGuard(inner, lim, screener{label: g.cfg.Label, ring: g.ring},
 		&g.inputs, g.logs, g.certifiedIP, g.rosterAddr)
 	return nil
 }

@@ -25,7 +25,6 @@ package gossip
 import (
 	"bytes"
 	"compress/lzw"
-	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
 	"errors"
@@ -101,18 +100,12 @@ func reasonOf(err error) reason {
 	return reasonMalformed // EOF, reset: the peer sent less than it announced
 }
 
-// screener checks messages against the cluster's label and key.
+// screener checks messages against the cluster's label and the keys of
+// the keyring (keyring.go): any of them authenticates a message, as in
+// memberlist.
 type screener struct {
 	label string
-	key   []byte
-}
-
-func (s *screener) aead() (cipher.AEAD, error) {
-	block, err := aes.NewCipher(s.key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
+	ring  *keyRing
 }
 
 // readStreamHeader reads a stream's label header (if labelled) and its
@@ -165,32 +158,48 @@ func (s *screener) readStreamHeader(r io.Reader, labelled bool, maxLen int) ([]b
 }
 
 // checkStream authenticates the body of an encrypted stream message (what
-// follows [10][length]) and checks what memberlist would allocate for it.
-// It decrypts in place and seals again with the same nonce, which restores
-// the body byte for byte: no second buffer. It returns the size memberlist
-// will decompress the message to (0 if it is not compressed).
-func (s *screener) checkStream(lenHdr [5]byte, body []byte, inbound bool) (int, error) {
+// follows [10][length]) with the keys of ks and checks what memberlist
+// would allocate for it. It returns the size memberlist will decompress the
+// message to (0 if it is not compressed).
+//
+// With one key it decrypts in place and seals again with the same nonce,
+// which restores the body byte for byte: no second buffer. With more (a
+// rotation under way) it decrypts into a second buffer of the body's size,
+// which the caller reserves: a failed AES-GCM open wipes its output, so a
+// ciphertext decrypted in place with the wrong key could not be tried with
+// the next one.
+func (s *screener) checkStream(ks *keySet, lenHdr [5]byte, body []byte, inbound bool) (int, error) {
 	if body[0] != encVersion {
 		return 0, refuse(reasonMalformed, "encryption version %d", body[0])
 	}
-	aead, err := s.aead()
+	aeads, err := ks.aeads()
 	if err != nil {
 		return 0, err
 	}
 	aad := append(lenHdr[:], s.label...)
 	nonce, ct := body[1:1+nonceSize], body[1+nonceSize:]
-	plain, err := aead.Open(ct[:0], nonce, ct, aad)
-	if err != nil {
-		return 0, refuse(reasonUnauthenticated, "not sealed with the gossip key")
+	if len(aeads) == 1 {
+		aead := aeads[0]
+		plain, err := aead.Open(ct[:0], nonce, ct, aad)
+		if err != nil {
+			return 0, refuse(reasonUnauthenticated, "not sealed with the gossip key")
+		}
+		expands, err := inspectStream(plain, inbound)
+		if err != nil {
+			return 0, err
+		}
+		if out := aead.Seal(plain[:0], nonce, plain, aad); len(out) != len(ct) {
+			return 0, fmt.Errorf("gossip: resealing a stream gave %d bytes, not %d", len(out), len(ct))
+		}
+		return expands, nil
 	}
-	expands, err := inspectStream(plain, inbound)
-	if err != nil {
-		return 0, err
+	buf := make([]byte, 0, len(ct)-tagSize)
+	for _, aead := range aeads {
+		if plain, err := aead.Open(buf, nonce, ct, aad); err == nil {
+			return inspectStream(plain, inbound)
+		}
 	}
-	if out := aead.Seal(plain[:0], nonce, plain, aad); len(out) != len(ct) {
-		return 0, fmt.Errorf("gossip: resealing a stream gave %d bytes, not %d", len(out), len(ct))
-	}
-	return expands, nil
+	return 0, refuse(reasonUnauthenticated, "not sealed with any gossip key of the keyring")
 }
 
 // inspectStream checks one decrypted stream message: a type memberlist
@@ -239,10 +248,12 @@ func inspectStream(plain []byte, inbound bool) (int, error) {
 	return expands, nil
 }
 
-// checkPacket authenticates a datagram and checks its structure: what
-// memberlist sends, nothing nested deeper, within maxPacketBytes
-// decompressed. scratch is reused for the plaintext (one goroutine calls it).
-func (s *screener) checkPacket(aead cipher.AEAD, buf, scratch []byte) ([]byte, error) {
+// checkPacket authenticates a datagram with any of aeads (the keyring's)
+// and checks its structure: what memberlist sends, nothing nested deeper,
+// within maxPacketBytes decompressed. scratch is reused for the plaintext
+// (one goroutine calls it); the datagram is decrypted out of place, so each
+// key can be tried.
+func (s *screener) checkPacket(aeads []cipher.AEAD, buf, scratch []byte) ([]byte, error) {
 	if len(buf) > maxPacketBytes {
 		return scratch, refuse(reasonTooLarge, "datagram of %d bytes", len(buf))
 	}
@@ -261,11 +272,12 @@ func (s *screener) checkPacket(aead cipher.AEAD, buf, scratch []byte) ([]byte, e
 	if s.label != "" {
 		aad = []byte(s.label)
 	}
-	plain, err := aead.Open(scratch[:0], buf[1:1+nonceSize], buf[1+nonceSize:], aad)
-	if err != nil {
-		return scratch, refuse(reasonUnauthenticated, "datagram not sealed with the gossip key")
+	for _, aead := range aeads {
+		if plain, err := aead.Open(scratch[:0], buf[1:1+nonceSize], buf[1+nonceSize:], aad); err == nil {
+			return plain, walkPacket(plain)
+		}
 	}
-	return plain, walkPacket(plain)
+	return scratch, refuse(reasonUnauthenticated, "datagram not sealed with any gossip key of the keyring")
 }
 
 func walkPacket(plain []byte) error {

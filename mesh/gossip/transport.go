@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"io"
@@ -150,15 +151,21 @@ func (t *guard) Shutdown() error {
 // forwardPackets screens datagrams and hands memberlist a copy of exactly
 // their size (memberlist's NetTransport reads each into 64 KiB).
 func (t *guard) forwardPackets() {
-	aead, err := t.scr.aead()
-	if err != nil {
-		panic(err) // the key's length was checked in New
-	}
+	var keys *keySet
+	var aeads []cipher.AEAD
 	scratch := make([]byte, maxPacketBytes)
 	for {
 		select {
 		case p := <-t.inner.PacketCh():
-			if scratch, err = t.scr.checkPacket(aead, p.Buf, scratch); err != nil {
+			if cur := t.scr.ring.load(); cur != keys {
+				var err error
+				if aeads, err = cur.aeads(); err != nil {
+					panic(err) // key lengths are checked before they enter the ring
+				}
+				keys = cur
+			}
+			var err error
+			if scratch, err = t.scr.checkPacket(aeads, p.Buf, scratch); err != nil {
 				t.c.packets.Add(1)
 				t.refused("datagram", reasonOf(err), p.From.String(), err)
 				continue
@@ -273,7 +280,18 @@ func (t *guard) readBody(c *guardConn, hdr []byte, n int, inbound bool) ([]byte,
 	}
 	var lenHdr [5]byte
 	copy(lenHdr[:], hdr[len(hdr)-5:])
-	expands, err := t.scr.checkStream(lenHdr, body, inbound)
+	keys := t.scr.ring.load()
+	// More than one key: checkStream decrypts into a copy (see there),
+	// which counts against the budget while it lives.
+	trial := int64(0)
+	if len(keys.keys) > 1 {
+		trial = int64(n)
+		if !t.reserve(c, trial) {
+			return nil, refuse(reasonBudget, "trying %d keys on %d bytes", len(keys.keys), n)
+		}
+	}
+	expands, err := t.scr.checkStream(keys, lenHdr, body, inbound)
+	t.unreserve(c, trial)
 	if err != nil {
 		return nil, err
 	}
@@ -295,6 +313,20 @@ func (t *guard) reserve(c *guardConn, n int64) bool {
 	}
 	c.reserved += n
 	return true
+}
+
+// unreserve gives back n bytes of what c reserved.
+func (t *guard) unreserve(c *guardConn, n int64) {
+	if n == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.inflight -= n
+	if c.stranger {
+		t.strangerB -= n
+	}
+	c.reserved -= n
 }
 
 func (t *guard) release(c *guardConn) {

@@ -20,12 +20,16 @@ type CA struct {
 	Key  ed25519.PrivateKey
 }
 
-// IssueRequest describes a site certificate.
+// IssueRequest describes a site certificate: one gateway of a site.
 type IssueRequest struct {
-	Site         string
+	Site string
+	// Gateway is the gateway's index among its site's, 0 to MaxGateways-1.
+	// Index 0 is not written into the certificate, so a site's first (or
+	// only) gateway has exactly the certificate it had before gateways.
+	Gateway      uint8
 	IdentityKey  ed25519.PublicKey
 	Prefixes     []netip.Prefix // prefixes the site may announce
-	Overlay      netip.Addr     // the site's overlay address
+	Overlay      netip.Addr     // the gateway's own overlay address
 	Underlay     []netip.Prefix // where its endpoints and gossip address may be; empty: anywhere
 	AllowDefault bool           // may announce 0.0.0.0/0 or ::/0
 	NotBefore    time.Time
@@ -37,9 +41,10 @@ type Certificate struct {
 	Raw          []byte // DER
 	X509         *x509.Certificate
 	Site         string
+	Gateway      uint8 // 0 when the certificate has no "dcmesh:gateway=" URI
 	IdentityKey  ed25519.PublicKey
 	Prefixes     []netip.Prefix
-	Overlay      netip.Addr
+	Overlay      netip.Addr // the gateway's own
 	Underlay     []netip.Prefix
 	AllowDefault bool
 	Serial       *big.Int
@@ -60,6 +65,10 @@ type RevocationList struct {
 	X509    *x509.RevocationList
 	Number  *big.Int
 	Serials []*big.Int
+	// Issuer is the pinned CA whose signature ParseRevocationList checked:
+	// the list applies to the certificates that CA's key signed, and no
+	// others (serials are unique per CA).
+	Issuer *x509.Certificate
 }
 
 // ---- site records ----
@@ -73,10 +82,11 @@ const (
 	PhaseSwitched Phase = 2 // the site now uses Next; peers cut over
 )
 
-// Record is what a site says about itself.
+// Record is what one gateway of a site says about itself. Which gateway is
+// not in the record: it is the certificate's (Cert.Gateway, see ID).
 type Record struct {
 	Site      string
-	Seq       uint64 // strictly increasing per site: NextSeq
+	Seq       uint64 // strictly increasing per gateway: NextSeq
 	IssuedAt  time.Time
 	WGCurrent wg.PublicKey
 	WGNext    wg.PublicKey // zero unless a rotation is under way
@@ -95,9 +105,33 @@ type Record struct {
 	// rotation (prepared) by a site that uses pre-shared keys: each peer
 	// encapsulates a secret to it and sends the ciphertext with its ack.
 	KEM []byte
-	// PSKSites are the sites whose current key this site holds a pre-shared
-	// key for; a peer not listed clears its own for this site's key.
+	// PSKSites are the gateways (GatewayID.String: "fra1", "fra1.1") whose
+	// current key this gateway holds a pre-shared key for; a peer not
+	// listed clears its own for this gateway's key.
 	PSKSites []string
+
+	// Weight is the gateway's share of its site's traffic among the site's
+	// active gateways, 1 to 255. Zero means the default, 1: a record built
+	// without thinking about weights is an ordinary active gateway, never a
+	// standby one. Decoded records always carry 1 to 255 here, or 0 when
+	// Standby.
+	Weight uint8
+	// Standby: the gateway carries traffic only while no active gateway of
+	// its site is healthy (on the wire: weight 0). Weight must be 0.
+	Standby bool
+	// Drain: planned maintenance. Peers take the gateway out of their
+	// groups; it stays a peer, so traffic already on its way is delivered.
+	Drain bool
+}
+
+// ID names the gateway a record speaks for: its site and its
+// certificate's gateway index.
+func (r *Record) ID() GatewayID {
+	id := GatewayID{Site: r.Site}
+	if r.Cert != nil {
+		id.Gateway = r.Cert.Gateway
+	}
+	return id
 }
 
 // SignedRecord is a decoded record whose signature has been verified against
@@ -121,8 +155,8 @@ const (
 	ReasonExpired         Reason = "cert_expired"       //
 	ReasonRevoked         Reason = "revoked"            // certificate serial in the CRL
 	ReasonNameMismatch    Reason = "name_mismatch"      // record site != certificate site
-	ReasonNodeMismatch    Reason = "node_mismatch"      // sender's gossip node name != site
-	ReasonSelf            Reason = "self"               // someone else speaking for the local site
+	ReasonNodeMismatch    Reason = "node_mismatch"      // sender's gossip node name != the gateway's (GatewayID.String)
+	ReasonSelf            Reason = "self"               // someone else speaking for the local gateway
 	ReasonReplay          Reason = "replay"             // sequence not newer than the highest seen
 	ReasonPrefixNotInCert Reason = "prefix_not_in_cert" //
 	ReasonDefaultRoute    Reason = "default_route"      // /0 without the certificate's permission
@@ -131,12 +165,16 @@ const (
 	ReasonOverlapUnderlay Reason = "overlap_underlay" // prefix covers an underlay/endpoint range
 	ReasonOverlapSite     Reason = "overlap_site"     // Resolve: an older certificate owns it
 	ReasonDuplicateKey    Reason = "duplicate_wg_key" // Resolve: an older certificate uses the key
+	// Resolve: an older certificate with another identity key holds the
+	// same (site, gateway).
+	ReasonDuplicateGateway Reason = "duplicate_gateway"
 )
 
 // Reasons lists every Reason, for metrics that must show all of them.
 var Reasons = []Reason{ReasonDecode, ReasonSignature, ReasonUnknownCA, ReasonNotYetValid, ReasonExpired, ReasonRevoked,
 	ReasonNameMismatch, ReasonNodeMismatch, ReasonSelf, ReasonReplay, ReasonPrefixNotInCert, ReasonDefaultRoute,
-	ReasonEndpoint, ReasonOverlapLocal, ReasonOverlapUnderlay, ReasonOverlapSite, ReasonDuplicateKey}
+	ReasonEndpoint, ReasonOverlapLocal, ReasonOverlapUnderlay, ReasonOverlapSite, ReasonDuplicateKey,
+	ReasonDuplicateGateway}
 
 // RejectError is returned by CheckRecord.
 type RejectError struct {
@@ -148,21 +186,34 @@ func (e *RejectError) Error() string { return string(e.Reason) + ": " + e.Detail
 
 // Policy is what a receiver checks records against.
 type Policy struct {
-	CAs           []*x509.Certificate // pinned
-	LocalSite     string
+	CAs       []*x509.Certificate // pinned
+	LocalSite string
+	// LocalGateway is this agent's gateway index: records of LocalSite
+	// with another index are its siblings (see CheckRecord).
+	LocalGateway  uint8
 	LocalPrefixes []netip.Prefix  // local prefixes and the overlay address
 	Underlay      []netip.Prefix  // ranges no remote prefix may cover (own underlay, known endpoints)
-	CRL           *RevocationList // may be nil
-	Now           time.Time
-	Skew          time.Duration // tolerated clock difference for validity checks
+	CRL           *RevocationList // may be nil; the single list of a one-CA setup
+	// CRLs holds the newest list of each pinned CA (may be nil). When both
+	// CRL and CRLs are set, the newer list of the certificate's CA counts.
+	CRLs *CRLSet
+	Now  time.Time
+	Skew time.Duration // tolerated clock difference for validity checks
 }
 
-// Conflict is one loser of Resolve.
+// Conflict is one loser of Resolve: the record of gateway Gateway of Site
+// lost Prefix, or everything, to gateway WinnerGateway of site Winner.
 type Conflict struct {
-	Site   string
-	Prefix netip.Prefix // zero for a duplicate key
-	Winner string
-	Reason Reason
+	Site          string
+	Gateway       uint8
+	Prefix        netip.Prefix // zero for a duplicate key or gateway
+	Winner        string
+	WinnerGateway uint8
+	Reason        Reason
+	// Serial is the losing certificate's serial number (hex) for
+	// ReasonDuplicateGateway, where winner and loser have the same name;
+	// empty otherwise.
+	Serial string
 }
 
 // State is the push/pull payload: every record and revocation list a node
@@ -179,4 +230,7 @@ const (
 	MaxStateRecords = 2048
 	MaxPrefixes     = 256
 	MaxEndpoints    = 16
+	// MaxGateways bounds the gateways of one site: indexes 0 to
+	// MaxGateways-1.
+	MaxGateways = 4
 )

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +24,7 @@ import (
 const (
 	uriScheme       = "dcmesh"
 	uriSite         = "site"
+	uriGateway      = "gateway"
 	uriPrefix       = "prefix"
 	uriUnderlay     = "underlay"
 	uriAllowDefault = "allow-default"
@@ -233,6 +235,9 @@ func (req *IssueRequest) validate() error {
 	if !ValidSiteName(req.Site) {
 		return fmt.Errorf("invalid site name %q", req.Site)
 	}
+	if req.Gateway >= MaxGateways {
+		return fmt.Errorf("gateway index %d, at most %d", req.Gateway, MaxGateways-1)
+	}
 	if len(req.IdentityKey) != ed25519.PublicKeySize {
 		return errors.New("identity key is not an Ed25519 public key")
 	}
@@ -255,15 +260,18 @@ func (req *IssueRequest) validate() error {
 // would not accept, and a validity outside the CA's own (a certificate that
 // outlives its CA would fail verification at an unexpected time).
 //
-// The site name is the subject CN and a URI SAN "dcmesh:site=NAME"; each
+// The site name is the subject CN and a URI SAN "dcmesh:site=NAME"; a
+// gateway index N > 0 follows as "dcmesh:gateway=N" (index 0 writes
+// nothing, so a one-gateway site's certificate is what it always was); each
 // prefix a URI SAN "dcmesh:prefix=CIDR" and each underlay range
 // "dcmesh:underlay=CIDR", in request order; "dcmesh:allow-default" when
-// AllowDefault; the overlay address is the only IP SAN. The key usage is
-// DigitalSignature only: the identity key signs records, nothing else.
+// AllowDefault; the gateway's overlay address is the only IP SAN. The key
+// usage is DigitalSignature only: the identity key signs records, nothing
+// else.
 //
-// Issue does not know the other sites' certificates; refusing a prefix that
-// overlaps another site's is the caller's job (Resolve settles it at run
-// time if it happens anyway).
+// Issue does not know the other certificates; refusing a prefix that
+// overlaps another site's is the caller's job (CheckIssue; Resolve settles
+// it at run time if it happens anyway).
 func (ca *CA) Issue(req IssueRequest) (*Certificate, error) {
 	if err := ca.check(); err != nil {
 		return nil, err
@@ -281,6 +289,9 @@ func (ca *CA) Issue(req IssueRequest) (*Certificate, error) {
 		return nil, err
 	}
 	uris := []*url.URL{sanURI(uriSite + "=" + req.Site)}
+	if req.Gateway != 0 {
+		uris = append(uris, sanURI(uriGateway+"="+strconv.Itoa(int(req.Gateway))))
+	}
 	for _, p := range req.Prefixes {
 		uris = append(uris, sanURI(uriPrefix+"="+p.String()))
 	}
@@ -316,7 +327,9 @@ func sanURI(opaque string) *url.URL { return &url.URL{Scheme: uriScheme, Opaque:
 // ParseCertificate parses a DER site certificate and checks its structure —
 // not who signed it (Verify does that). It accepts exactly what Issue
 // produces: an Ed25519 key signed with Ed25519, not a CA, exactly one
-// "dcmesh:site=" URI equal to the CN, one to MaxPrefixes canonical,
+// "dcmesh:site=" URI equal to the CN, at most one "dcmesh:gateway=N" with N
+// from 1 to MaxGateways-1 in canonical decimal (absent: gateway 0), one to
+// MaxPrefixes canonical,
 // non-overlapping, non-default prefixes, canonical underlay ranges, at most
 // one allow-default flag and exactly one IP SAN (the overlay). Values must be
 // in canonical text form, so one certificate has one reading. URIs with
@@ -377,7 +390,7 @@ func certFromX509(x *x509.Certificate) (*Certificate, error) {
 		NotBefore:   x.NotBefore,
 		NotAfter:    x.NotAfter,
 	}
-	var sites int
+	var sites, gateways int
 	for _, u := range x.URIs {
 		if u.Scheme != uriScheme {
 			continue
@@ -393,6 +406,15 @@ func certFromX509(x *x509.Certificate) (*Certificate, error) {
 				return nil, fmt.Errorf("site URI %q does not match the CN %q", v, c.Site)
 			}
 			sites++
+		case k == uriGateway && hasValue:
+			if gateways++; gateways > 1 {
+				return nil, errors.New("more than one gateway URI")
+			}
+			n, err := parseGatewayIndex(v)
+			if err != nil {
+				return nil, err
+			}
+			c.Gateway = n
 		case k == uriPrefix && hasValue:
 			p, err := parseCanonicalPrefix(v)
 			if err != nil {
@@ -470,14 +492,16 @@ func truncate(s string, n int) string {
 
 // Verify checks the certificate against the pinned CAs: signed by one of
 // them (ReasonUnknownCA), in date at now give or take skew for both the
-// certificate and that CA (ReasonNotYetValid, ReasonExpired), and not in crl
-// (ReasonRevoked). A CRL only counts when the same CA signed it: serials are
-// unique per CA, so another CA's list says nothing about this certificate.
+// certificate and that CA (ReasonNotYetValid, ReasonExpired), and not on
+// the revocation list crls gives for that CA (ReasonRevoked). crls is a
+// *RevocationList (one CA), a *CRLSet (one list per pinned CA) or nil. A
+// list only counts when the same CA signed it: serials are unique per CA,
+// so another CA's list says nothing about this certificate.
 //
 // Only the signature is checked, not a chain: site certificates are issued
 // directly by a pinned CA, so there is nothing to build. Errors are
 // *RejectError.
-func (c *Certificate) Verify(cas []*x509.Certificate, crl *RevocationList, now time.Time, skew time.Duration) error {
+func (c *Certificate) Verify(cas []*x509.Certificate, crls CRLSource, now time.Time, skew time.Duration) error {
 	if c == nil || c.X509 == nil {
 		return reject(ReasonUnknownCA, "no certificate")
 	}
@@ -493,8 +517,10 @@ func (c *Certificate) Verify(cas []*x509.Certificate, crl *RevocationList, now t
 		return reject(r, "CA %q that signed site %q valid %s to %s, now %s", issuer.Subject.CommonName, c.Site,
 			fmtTime(issuer.NotBefore), fmtTime(issuer.NotAfter), fmtTime(now))
 	}
-	if crl != nil && crl.X509 != nil && crl.Revoked(c.Serial) && crl.X509.CheckSignatureFrom(issuer) == nil {
-		return reject(ReasonRevoked, "certificate of site %q (serial %x) is revoked (CRL %v)", c.Site, c.Serial, crl.Number)
+	if crls != nil {
+		if crl := crls.For(issuer); crl.Revoked(c.Serial) {
+			return reject(ReasonRevoked, "certificate of site %q (serial %x) is revoked (CRL %v of CA %s)", c.Site, c.Serial, crl.Number, CAID(issuer))
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +152,67 @@ func TestOpenSSLReadsCertificate(t *testing.T) {
 			t.Errorf("openssl output lacks %q:\n%s", want, text)
 		}
 	}
+	if strings.Contains(text, "dcmesh:gateway") {
+		t.Errorf("gateway 0's certificate names a gateway:\n%s", text)
+	}
+
+	// Gateway 2 of the same site: its index and its own overlay address.
+	g, _ := trusttest.IssueWith(t, ca, "ams2", trusttest.CertOptions{Gateway: 2, Overlay: netip.MustParseAddr("fd00:dc::8")},
+		"10.2.0.0/16", "fd00:2::/48")
+	if err := os.WriteFile(path, trust.EncodeCertPEM(g.Raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(openssl, "x509", "-noout", "-text", "-in", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	text = string(out)
+	for _, want := range []string{"URI:dcmesh:site=ams2, URI:dcmesh:gateway=2, URI:dcmesh:prefix=10.2.0.0/16", "IP Address:FD00:DC:0:0:0:0:0:8"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("openssl output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestIssueGateway: gateways 1 to 3 carry "dcmesh:gateway=N" right after the
+// site; gateway 0 carries nothing (TestIssueRoundTrip has its exact URIs).
+func TestIssueGateway(t *testing.T) {
+	ca := trusttest.NewCA(t)
+	pub, _, _ := trust.GenerateIdentity()
+	nb := time.Now().Add(-time.Minute).Truncate(time.Second)
+	req := trust.IssueRequest{
+		Site: "fra1", IdentityKey: pub, Prefixes: pfxs("10.1.0.0/16"),
+		Overlay: netip.MustParseAddr("100.64.0.1"), NotBefore: nb, NotAfter: nb.Add(time.Hour),
+	}
+	for g := range uint8(trust.MaxGateways) {
+		req.Gateway = g
+		c, err := ca.Issue(req)
+		if err != nil {
+			t.Fatalf("gateway %d: %v", g, err)
+		}
+		var uris []string
+		for _, u := range c.X509.URIs {
+			uris = append(uris, u.String())
+		}
+		want := []string{"dcmesh:site=fra1", "dcmesh:prefix=10.1.0.0/16"}
+		if g != 0 {
+			want = slices.Insert(want, 1, fmt.Sprintf("dcmesh:gateway=%d", g))
+		}
+		if !slices.Equal(uris, want) {
+			t.Errorf("gateway %d: URIs %q, want %q", g, uris, want)
+		}
+		again, err := trust.ParseCertificate(c.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Gateway != g || again.Gateway != g {
+			t.Errorf("gateway %d: issued %d, parsed %d", g, c.Gateway, again.Gateway)
+		}
+	}
+	req.Gateway = trust.MaxGateways
+	if c, err := ca.Issue(req); err == nil {
+		t.Errorf("issued gateway %d: %v", trust.MaxGateways, c.X509.URIs)
+	}
 }
 
 func TestIssueRefuses(t *testing.T) {
@@ -240,6 +303,17 @@ func TestParseCertificateRefuses(t *testing.T) {
 		"unknown dcmesh URI":      rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:prefix=10.1.0.0/16", "dcmesh:colour=blue"), nil),
 		"allow-default=yes":       rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:prefix=10.1.0.0/16", "dcmesh:allow-default=yes"), nil),
 		"dcmesh URI with a query": rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:prefix=10.1.0.0/16?x"), nil),
+		"gateway=0":               rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=0", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway=01":              rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=01", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway=+1":              rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=+1", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway= 1":              rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=%201", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway=4":               rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=4", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway=256":             rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=256", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway=":                rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway without a value": rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"gateway=x":               rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=x", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"two equal gateway URIs":  rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=1", "dcmesh:gateway=1", "dcmesh:prefix=10.1.0.0/16"), nil),
+		"two gateway URIs":        rawLeaf(t, ca, uris("dcmesh:site=b", "dcmesh:gateway=1", "dcmesh:gateway=2", "dcmesh:prefix=10.1.0.0/16"), nil),
 		"no overlay":              rawLeaf(t, ca, func(c *x509.Certificate) { c.IPAddresses = nil }, nil),
 		"two overlays": rawLeaf(t, ca, func(c *x509.Certificate) {
 			c.IPAddresses = append(c.IPAddresses, net.ParseIP("100.64.0.3"))
@@ -262,6 +336,11 @@ func TestParseCertificateRefuses(t *testing.T) {
 	}, nil)
 	if _, err := trust.ParseCertificate(der); err != nil {
 		t.Errorf("foreign SANs refused: %v", err)
+	}
+	// The gateway URI may stand anywhere, as every other one.
+	c, err := trust.ParseCertificate(rawLeaf(t, ca, uris("dcmesh:prefix=10.1.0.0/16", "dcmesh:site=b", "dcmesh:gateway=3"), nil))
+	if err != nil || c.Gateway != 3 {
+		t.Errorf("gateway URI last: %v, %+v", err, c)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ var allReasons = []trust.Reason{
 	trust.ReasonExpired, trust.ReasonRevoked, trust.ReasonNameMismatch, trust.ReasonNodeMismatch,
 	trust.ReasonSelf, trust.ReasonReplay, trust.ReasonPrefixNotInCert, trust.ReasonDefaultRoute,
 	trust.ReasonEndpoint, trust.ReasonOverlapLocal, trust.ReasonOverlapUnderlay, trust.ReasonOverlapSite,
-	trust.ReasonDuplicateKey,
+	trust.ReasonDuplicateKey, trust.ReasonDuplicateGateway,
 }
 
 type world struct {
@@ -105,6 +106,13 @@ func TestReasons(t *testing.T) {
 	// reuses b's WireGuard key.
 	g, gk := w.site(t, "g", trusttest.CertOptions{NotBefore: nb(-20 * time.Hour)}, "10.1.0.0/24")
 	h, hk := w.site(t, "h", trusttest.CertOptions{}, "10.8.0.0/16")
+	// b's gateway 1, and a younger certificate with another identity key
+	// for b's gateway 0.
+	b1, b1k := w.site(t, "b", trusttest.CertOptions{Gateway: 1}, "10.1.0.0/16")
+	bAgain, bAgaink := w.site(t, "b", trusttest.CertOptions{NotBefore: nb(time.Minute)}, "10.1.0.0/16")
+	// The local site's gateway 1 (a sibling), and someone claiming to be
+	// the local gateway 0 itself.
+	sibling, sibk := w.site(t, "local", trusttest.CertOptions{Gateway: 1}, "10.0.0.0/16")
 
 	cases := []struct {
 		rule string
@@ -129,6 +137,15 @@ func TestReasons(t *testing.T) {
 		{"record site != certificate site", check(mismatched, "", 0), trust.ReasonNameMismatch},
 		{"sender node != site", check(good, "c", 0), trust.ReasonNodeMismatch},
 		{"someone speaking for the local site", check(rec(t, self, selfk, trusttest.RecordOptions{}), "local", 0), trust.ReasonSelf},
+		{"a gateway of a remote site is accepted from its node", check(rec(t, b1, b1k, trusttest.RecordOptions{}), "b.1", 0), ""},
+		{"a gateway announcing another site's prefix", check(rec(t, b1, b1k, trusttest.RecordOptions{Prefixes: pfxs("10.8.0.0/16")}), "b.1", 0), trust.ReasonPrefixNotInCert},
+		{"a gateway's record sent by its site's gateway 0", check(rec(t, b1, b1k, trusttest.RecordOptions{}), "b", 0), trust.ReasonNodeMismatch},
+		{"gateway 0's record sent by node b.1", check(good, "b.1", 0), trust.ReasonNodeMismatch},
+		{"a sibling announcing the local prefixes is accepted", check(rec(t, sibling, sibk, trusttest.RecordOptions{}), "local.1", 0), ""},
+		{"a sibling of gateway 1: gateway 0", withPolicy(func(p *trust.Policy) { p.LocalGateway = 1 }, rec(t, self, selfk, trusttest.RecordOptions{})), ""},
+		{"someone speaking for the local gateway 1", withPolicy(func(p *trust.Policy) { p.LocalGateway = 1 }, rec(t, sibling, sibk, trusttest.RecordOptions{})), trust.ReasonSelf},
+		{"a sibling is still held to its certificate", check(rec(t, sibling, sibk, trusttest.RecordOptions{Prefixes: pfxs("10.9.0.0/16")}), "local.1", 0), trust.ReasonPrefixNotInCert},
+		{"a sibling is still held to the underlay", withPolicy(func(p *trust.Policy) { p.Underlay = pfxs("10.0.5.0/24") }, rec(t, sibling, sibk, trusttest.RecordOptions{})), trust.ReasonOverlapUnderlay},
 		{"sequence equal to the highest seen", check(good, "b", 10), trust.ReasonReplay},
 		{"sequence below the highest seen", check(good, "b", 11), trust.ReasonReplay},
 		{"prefix with host bits", check(opts(trusttest.RecordOptions{Prefixes: pfxs("10.1.0.1/16")}), "b", 0), trust.ReasonPrefixNotInCert},
@@ -143,6 +160,7 @@ func TestReasons(t *testing.T) {
 		{"prefix containing the record's own endpoint", check(rec(t, anywhere, anyk, trusttest.RecordOptions{Endpoints: []netip.AddrPort{ap("10.5.0.9:51820")}}), "e", 0), trust.ReasonOverlapUnderlay},
 		{"prefix owned by an older certificate (Resolve)", resolveReason(good, rec(t, g, gk, trusttest.RecordOptions{})), trust.ReasonOverlapSite},
 		{"WireGuard key used by an older certificate (Resolve)", resolveReason(good, rec(t, h, hk, trusttest.RecordOptions{WGCurrent: good.WGCurrent})), trust.ReasonDuplicateKey},
+		{"gateway held by an older certificate with another identity key (Resolve)", resolveReason(rec(t, bAgain, bAgaink, trusttest.RecordOptions{Seq: 99, WGCurrent: trusttest.WGKey("b again")}), good), trust.ReasonDuplicateGateway},
 
 		// The first failing rule wins.
 		{"unknown CA before replay", check(rec(t, foreign, fk, trusttest.RecordOptions{}), "b", 99), trust.ReasonUnknownCA},
@@ -175,6 +193,9 @@ func TestReasons(t *testing.T) {
 		if !covered[r] {
 			t.Errorf("no case produces %q", r)
 		}
+	}
+	if !slices.Equal(trust.Reasons, allReasons) {
+		t.Errorf("trust.Reasons = %q, want every reason: %q", trust.Reasons, allReasons)
 	}
 }
 

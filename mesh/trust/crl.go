@@ -81,7 +81,8 @@ func (ca *CA) Revoke(prev *RevocationList, serials []*big.Int, now time.Time, va
 
 // ParseRevocationList parses a DER CRL of at most MaxCRLSize bytes (no
 // trailing data) and checks that one of the pinned CAs signed it with
-// Ed25519 and that it carries a CRL number (needed to pick the newest list).
+// Ed25519 and that it carries a CRL number (needed to pick the newest list);
+// that CA becomes the list's Issuer.
 // Lists from unknown CAs are refused: anyone with the gossip key could
 // otherwise fill a node's state with junk lists. The input is not retained.
 func ParseRevocationList(der []byte, cas []*x509.Certificate) (*RevocationList, error) {
@@ -102,20 +103,20 @@ func ParseRevocationList(der []byte, cas []*x509.Certificate) (*RevocationList, 
 	if x.SignatureAlgorithm != x509.PureEd25519 {
 		return nil, fmt.Errorf("trust: revocation list signed with %v, want Ed25519", x.SignatureAlgorithm)
 	}
-	signed := false
+	var issuer *x509.Certificate
 	for _, ca := range cas {
 		if ca != nil && ca.IsCA && ca.BasicConstraintsValid && x.CheckSignatureFrom(ca) == nil {
-			signed = true
+			issuer = ca
 			break
 		}
 	}
-	if !signed {
+	if issuer == nil {
 		return nil, errors.New("trust: revocation list is not signed by a pinned CA")
 	}
 	if x.Number == nil || x.Number.Sign() < 0 {
 		return nil, errors.New("trust: revocation list has no CRL number")
 	}
-	l := &RevocationList{Raw: x.Raw, X509: x, Number: x.Number}
+	l := &RevocationList{Raw: x.Raw, X509: x, Number: x.Number, Issuer: issuer}
 	for _, e := range x.RevokedCertificateEntries {
 		if e.SerialNumber == nil {
 			return nil, errors.New("trust: revocation list entry without serial")

@@ -49,11 +49,17 @@ func fuzzIssued(f *testing.F) (*trust.CA, []*trust.Certificate, []*trust.SignedR
 		Endpoints: []netip.AddrPort{ap("198.51.100.1:51820"), ap("[2001:db8::1]:443")},
 	})
 	r3 := trusttest.SignedRecord(f, c1, k1, trusttest.RecordOptions{Seq: 8, IssuedAt: nb, Leaving: true, Prefixes: []netip.Prefix{}})
-	return ca, []*trust.Certificate{c1, c2}, []*trust.SignedRecord{r1, r2, r3}
+	// Gateways 1 and 3 of fra1: the same prefixes, a standby and a
+	// draining one.
+	g1, gk1 := trusttest.IssueWith(f, ca, "fra1", trusttest.CertOptions{NotBefore: nb, Gateway: 1}, "10.1.0.0/16", "fd00:1::/48")
+	g3, gk3 := trusttest.IssueWith(f, ca, "fra1", trusttest.CertOptions{NotBefore: nb, Gateway: 3}, "10.1.0.0/16")
+	r4 := trusttest.SignedRecord(f, g1, gk1, trusttest.RecordOptions{Seq: 9, IssuedAt: nb, Standby: true, PSKSites: []string{"ams2", "fra1.3"}})
+	r5 := trusttest.SignedRecord(f, g3, gk3, trusttest.RecordOptions{Seq: 10, IssuedAt: nb, Weight: 200, Drain: true})
+	return ca, []*trust.Certificate{c1, c2, g1, g3}, []*trust.SignedRecord{r1, r2, r3, r4, r5}
 }
 
 func sameCert(a, b *trust.Certificate) bool {
-	return bytes.Equal(a.Raw, b.Raw) && a.Site == b.Site && a.IdentityKey.Equal(b.IdentityKey) &&
+	return bytes.Equal(a.Raw, b.Raw) && a.Site == b.Site && a.Gateway == b.Gateway && a.IdentityKey.Equal(b.IdentityKey) &&
 		reflect.DeepEqual(a.Prefixes, b.Prefixes) && a.Overlay == b.Overlay &&
 		reflect.DeepEqual(a.Underlay, b.Underlay) && a.AllowDefault == b.AllowDefault &&
 		a.Serial.Cmp(b.Serial) == 0 && a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter)
@@ -73,7 +79,7 @@ func FuzzParseCertificate(f *testing.F) {
 		if !bytes.Equal(c.Raw, der) {
 			t.Fatal("Raw is not the input")
 		}
-		if !trust.ValidSiteName(c.Site) || len(c.Prefixes) == 0 || len(c.Prefixes) > trust.MaxPrefixes || !c.Overlay.IsValid() {
+		if !trust.ValidSiteName(c.Site) || c.Gateway >= trust.MaxGateways || len(c.Prefixes) == 0 || len(c.Prefixes) > trust.MaxPrefixes || !c.Overlay.IsValid() {
 			t.Fatalf("invariant broken: %+v", c)
 		}
 		for _, p := range append(c.Prefixes, c.Underlay...) {
@@ -130,8 +136,12 @@ func FuzzDecodeRecord(f *testing.F) {
 		if !reflect.DeepEqual(sr2.Record, sr.Record) {
 			t.Fatal("re-decode differs")
 		}
+		if sr.Standby != (sr.Weight == 0) {
+			t.Fatalf("weight %d with standby %v", sr.Weight, sr.Standby)
+		}
 		// The rest of the pipeline must not panic on whatever decodes.
-		policy.CheckRecord(sr, sr.Site, 0)
+		policy.CheckRecord(sr, sr.ID().String(), 0)
+		trust.ResolveGateways([]*trust.SignedRecord{sr, sr2})
 		trust.Resolve([]*trust.SignedRecord{sr, sr2})
 	})
 }
@@ -213,12 +223,15 @@ func FuzzParseRevocationList(f *testing.F) {
 func FuzzRecordFields(f *testing.F) {
 	ca := fixedCA(f, 1)
 	cert, key := trusttest.IssueWith(f, ca, "fra1", trusttest.CertOptions{NotBefore: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, "10.1.0.0/16")
-	f.Add("fra1", uint64(1), int64(0), []byte{10, 1, 0, 0, 16}, []byte{198, 51, 100, 1, 0xca, 0x6c}, byte(0), false, []byte{1})
-	f.Add("fra1", uint64(1<<63), int64(-1), []byte{}, []byte{}, byte(1), true, []byte{})
-	f.Add("Fra1", uint64(5), int64(1<<62), make([]byte, 17), make([]byte, 18), byte(2), false, []byte{2, 3})
-	f.Fuzz(func(t *testing.T, site string, seq uint64, issued int64, prefixes, endpoints []byte, phase byte, leaving bool, keys []byte) {
+	f.Add("fra1", uint64(1), int64(0), []byte{10, 1, 0, 0, 16}, []byte{198, 51, 100, 1, 0xca, 0x6c}, byte(0), false, []byte{1}, byte(0), false, false)
+	f.Add("fra1", uint64(1<<63), int64(-1), []byte{}, []byte{}, byte(1), true, []byte{}, byte(1), false, true)
+	f.Add("Fra1", uint64(5), int64(1<<62), make([]byte, 17), make([]byte, 18), byte(2), false, []byte{2, 3}, byte(255), true, false)
+	f.Add("fra1", uint64(9), int64(7), []byte{}, []byte{}, byte(0), false, []byte{4}, byte(0), true, true)
+	f.Fuzz(func(t *testing.T, site string, seq uint64, issued int64, prefixes, endpoints []byte, phase byte, leaving bool, keys []byte,
+		weight byte, standby, drain bool) {
 		r := trust.Record{
 			Site: site, Seq: seq, IssuedAt: time.UnixMilli(issued).UTC(), Phase: trust.Phase(phase), Leaving: leaving, Cert: cert,
+			Weight: weight, Standby: standby, Drain: drain,
 		}
 		if len(keys) > 0 {
 			r.WGCurrent = trusttest.WGKey(string(keys[:1]))
@@ -261,6 +274,9 @@ func FuzzRecordFields(f *testing.F) {
 		}
 		if len(r.Endpoints) == 0 {
 			r.Endpoints, got.Endpoints = nil, nil
+		}
+		if r.Weight == 0 && !r.Standby {
+			r.Weight = 1 // the default weight
 		}
 		if !reflect.DeepEqual(got.Record, r) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got.Record, r)

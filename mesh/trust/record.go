@@ -49,6 +49,8 @@ type (
 		KEM       []byte
 		PSKSites  string `asn1:"utf8"`
 		Gossip    asn1.RawValue
+		Weight    int
+		Drain     bool
 	}
 	wirePrefix struct {
 		Addr []byte
@@ -85,7 +87,8 @@ func NextSeq(last uint64, now time.Time) uint64 {
 // certificate is the caller's mistake to avoid.
 //
 // The returned record is the decoded form of what was signed (times in UTC,
-// millisecond precision), i.e. what receivers will see.
+// millisecond precision, a zero Weight of an active gateway as 1), i.e.
+// what receivers will see.
 func SignRecord(r Record, identity ed25519.PrivateKey) (*SignedRecord, error) {
 	return signRecord(r, identity, true)
 }
@@ -186,11 +189,26 @@ func (r *Record) checkEncodable() error {
 		return errors.New("too many pre-shared key sites")
 	}
 	for _, s := range r.PSKSites {
-		if !ValidSiteName(s) {
-			return fmt.Errorf("invalid pre-shared key site %q", truncate(s, 64))
+		if _, err := ParseGatewayID(s); err != nil {
+			return fmt.Errorf("invalid pre-shared key gateway %q: %v", truncate(s, 64), err)
 		}
 	}
+	if r.Standby && r.Weight != 0 {
+		return fmt.Errorf("standby gateway with weight %d: a standby gateway has weight 0", r.Weight)
+	}
 	return nil
+}
+
+// wireWeight is the weight field on the wire: 0 for a standby gateway, else
+// the weight, with the Go zero value meaning the default 1.
+func (r *Record) wireWeight() int {
+	switch {
+	case r.Standby:
+		return 0
+	case r.Weight == 0:
+		return 1
+	}
+	return int(r.Weight)
 }
 
 // validEndpoint is what an endpoint or gossip address must be on the wire:
@@ -258,6 +276,8 @@ func encodeBody(r *Record) ([]byte, error) {
 		KEM:       nonNil(r.KEM),
 		PSKSites:  strings.Join(r.PSKSites, ","),
 		Gossip:    asn1.RawValue{FullBytes: gossip},
+		Weight:    r.wireWeight(),
+		Drain:     r.Drain,
 	})
 }
 
@@ -286,8 +306,10 @@ func encodeBody(r *Record) ([]byte, error) {
 //	    leaving      BOOLEAN,
 //	    certificate  OCTET STRING,            -- DER X.509 site certificate
 //	    kem          OCTET STRING (SIZE(0|1184)), -- ML-KEM-768 key while prepared
-//	    pskSites     UTF8String,              -- comma-separated site names
-//	    gossip       SEQUENCE OF Endpoint     -- 0 or 1: the gossip address
+//	    pskSites     UTF8String,              -- comma-separated gateway names
+//	    gossip       SEQUENCE OF Endpoint,    -- 0 or 1: the gossip address
+//	    weight       INTEGER (0..255),        -- share among the site's gateways; 0 standby
+//	    drain        BOOLEAN                  -- planned maintenance: out of peers' groups
 //	}
 //	Prefix   ::= SEQUENCE { addr OCTET STRING (SIZE(4|16)), bits INTEGER }
 //	Endpoint ::= SEQUENCE { addr OCTET STRING (SIZE(4|16)), port INTEGER (1..65535) }
@@ -295,7 +317,9 @@ func encodeBody(r *Record) ([]byte, error) {
 // Prefixes and endpoints are address bytes plus a length or port rather than
 // text: fixed-size, trivially canonical, and about half the size of the
 // text form. IPv4 is always the 4-byte form; IPv4-mapped IPv6 and zones are
-// refused. Every field is mandatory, so a record has exactly one encoding:
+// refused. The gateway index is not in the body: it is the certificate's,
+// and a record cannot contradict it. Every field is mandatory, so a record
+// has exactly one encoding:
 // the decoder re-encodes what it read and refuses any difference (non-minimal
 // integers, other string types, a 32-byte all-zero wgNext, ...).
 //
@@ -363,12 +387,18 @@ func decodeBody(body []byte) (*Record, error) {
 	if w.Phase < 0 || w.Phase > int(PhaseSwitched) {
 		return nil, fmt.Errorf("unknown rotation phase %d", w.Phase)
 	}
+	if w.Weight < 0 || w.Weight > math.MaxUint8 {
+		return nil, fmt.Errorf("weight %d, want 0 to 255", w.Weight)
+	}
 	r := &Record{
 		Site:     w.Site,
 		Seq:      uint64(w.Seq),
 		IssuedAt: time.UnixMilli(w.IssuedAt).UTC(),
 		Phase:    Phase(w.Phase),
 		Leaving:  w.Leaving,
+		Weight:   uint8(w.Weight),
+		Standby:  w.Weight == 0,
+		Drain:    w.Drain,
 	}
 	copy(r.WGCurrent[:], w.WGCurrent)
 	copy(r.WGNext[:], w.WGNext)

@@ -33,6 +33,7 @@ func fullRecord(t testing.TB) (trust.Record, *trust.Certificate) {
 		Endpoints: []netip.AddrPort{ap("198.51.100.7:51820"), ap("[2001:db8::7]:51820")},
 		BootID:    [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
 		Cert:      cert,
+		Weight:    1,
 	}, cert
 }
 
@@ -58,6 +59,11 @@ func TestRecordRoundTrip(t *testing.T) {
 			r.KEM = dk.EncapsulationKey().Bytes()
 			r.PSKSites = []string{"ams1", "par1"}
 		},
+		func(r *trust.Record) { r.PSKSites = []string{"ams1.1", "ams1", "par1.3"} },
+		func(r *trust.Record) { r.Weight = 255 },
+		func(r *trust.Record) { r.Weight, r.Standby = 0, true },
+		func(r *trust.Record) { r.Drain = true },
+		func(r *trust.Record) { r.Weight, r.Standby, r.Drain = 0, true, true },
 	} {
 		in := r
 		mod(&in)
@@ -82,6 +88,71 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	sr, _ := trust.SignRecord(r, key)
 	t.Logf("record with 2 prefixes, 2 endpoints, certificate of %d bytes: %d bytes", len(cert.Raw), len(sr.Raw))
+}
+
+// TestRecordWeight: a record built without a weight is an active gateway of
+// weight 1, never a standby one, on the wire and once decoded; only Standby
+// makes a standby (wire weight 0).
+func TestRecordWeight(t *testing.T) {
+	ca := trusttest.NewCA(t)
+	cert, key := trusttest.Issue(t, ca, "fra1", "10.1.0.0/16")
+	r := trust.Record{Site: "fra1", Seq: 1, WGCurrent: trusttest.WGKey("k"), Cert: cert}
+	wire := func(r trust.Record) (weight int, drain bool) {
+		t.Helper()
+		body, err := trust.EncodeBody(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fields []asn1.RawValue
+		if _, err := asn1.Unmarshal(body, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := asn1.Unmarshal(fields[15].FullBytes, &weight); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := asn1.Unmarshal(fields[16].FullBytes, &drain); err != nil {
+			t.Fatal(err)
+		}
+		return weight, drain
+	}
+	for _, tc := range []struct {
+		name        string
+		weight      uint8
+		standby     bool
+		drain       bool
+		wantWire    int
+		wantDecoded uint8
+	}{
+		{"zero value", 0, false, false, 1, 1},
+		{"weight 1", 1, false, false, 1, 1},
+		{"weight 200, draining", 200, false, true, 200, 200},
+		{"standby", 0, true, false, 0, 0},
+		{"standby, draining", 0, true, true, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := r
+			in.Weight, in.Standby, in.Drain = tc.weight, tc.standby, tc.drain
+			if w, d := wire(in); w != tc.wantWire || d != tc.drain {
+				t.Errorf("wire weight %d drain %v, want %d %v", w, d, tc.wantWire, tc.drain)
+			}
+			sr, err := trust.SignRecord(in, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := trust.DecodeRecord(sr.Raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Weight != tc.wantDecoded || got.Standby != tc.standby || got.Drain != tc.drain {
+				t.Errorf("decoded weight %d standby %v drain %v, want %d %v %v", got.Weight, got.Standby, got.Drain, tc.wantDecoded, tc.standby, tc.drain)
+			}
+		})
+	}
+	in := r
+	in.Weight, in.Standby = 3, true
+	if _, err := trust.SignRecord(in, key); err == nil {
+		t.Error("signed a standby record with weight 3")
+	}
 }
 
 func TestRecordTamper(t *testing.T) {
@@ -232,7 +303,26 @@ func TestRecordCanonical(t *testing.T) {
 			}{{[]byte{198, 51, 100, 7}, 0}}, "")
 			return f
 		},
-		"garbage certificate": func(f []asn1.RawValue) []asn1.RawValue { f[11] = raw([]byte{0x30, 0}, ""); return f },
+		"garbage certificate":                func(f []asn1.RawValue) []asn1.RawValue { f[11] = raw([]byte{0x30, 0}, ""); return f },
+		"version 2 without weight and drain": func(f []asn1.RawValue) []asn1.RawValue { return f[:15] },
+		"weight 256":                         func(f []asn1.RawValue) []asn1.RawValue { f[15] = raw(256, ""); return f },
+		"weight -1":                          func(f []asn1.RawValue) []asn1.RawValue { f[15] = raw(-1, ""); return f },
+		"weight 1 in two bytes": func(f []asn1.RawValue) []asn1.RawValue {
+			f[15] = asn1.RawValue{FullBytes: []byte{0x02, 0x02, 0x00, 0x01}}
+			return f
+		},
+		"weight as BOOLEAN": func(f []asn1.RawValue) []asn1.RawValue { f[15] = raw(true, ""); return f },
+		"drain as INTEGER":  func(f []asn1.RawValue) []asn1.RawValue { f[16] = raw(1, ""); return f },
+		"drain true as 0x01": func(f []asn1.RawValue) []asn1.RawValue {
+			f[16] = asn1.RawValue{FullBytes: []byte{0x01, 0x01, 0x01}}
+			return f
+		},
+		"drain and weight swapped": func(f []asn1.RawValue) []asn1.RawValue { f[15], f[16] = f[16], f[15]; return f },
+		"pre-shared key gateway 0 spelt out": func(f []asn1.RawValue) []asn1.RawValue {
+			f[13] = raw("ams1.0", "utf8")
+			return f
+		},
+		"pre-shared key gateway 4": func(f []asn1.RawValue) []asn1.RawValue { f[13] = raw("ams1.4", "utf8"); return f },
 	}
 	if _, err := trust.DecodeRecord(reseal(func(f []asn1.RawValue) []asn1.RawValue { return f })); err != nil {
 		t.Fatalf("unmodified body refused: %v", err)

@@ -1,6 +1,7 @@
 package trust_test
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"fmt"
 	"math/rand/v2"
@@ -310,4 +311,418 @@ func TestResolveProperties(t *testing.T) {
 	if nConflicts == 0 || nDup == 0 {
 		t.Error("the random clusters exercise nothing")
 	}
+}
+
+func newGatewaySite(t *testing.T, ca *trust.CA, base time.Time, name string, gateway uint8, ageHours int) resolveSite {
+	c, k := trusttest.IssueWith(t, ca, name, trusttest.CertOptions{Gateway: gateway, NotBefore: base.Add(-time.Duration(ageHours) * time.Hour)}, "10.250.0.0/16")
+	return resolveSite{c, k}
+}
+
+func gid(site string, gateway uint8) trust.GatewayID {
+	return trust.GatewayID{Site: site, Gateway: gateway}
+}
+
+// kept returns the prefixes of each gateway ResolveGateways kept.
+func kept(won map[trust.GatewayID]trust.Resolved) map[trust.GatewayID][]netip.Prefix {
+	out := make(map[trust.GatewayID][]netip.Prefix, len(won))
+	for id, r := range won {
+		out[id] = r.Prefixes
+	}
+	return out
+}
+
+func TestResolveGateways(t *testing.T) {
+	ca, other := trusttest.NewCA(t), trusttest.NewCA(t)
+	base := time.Now().Truncate(time.Second)
+	fra0 := newGatewaySite(t, ca, base, "fra1", 0, 20) // oldest
+	ams0 := newGatewaySite(t, ca, base, "ams2", 0, 10)
+	fra1 := newGatewaySite(t, ca, base, "fra1", 1, 5)
+	ams1 := newGatewaySite(t, ca, base, "ams2", 1, 2) // youngest
+
+	// each checks one scenario in every arrival order, and returns the
+	// result.
+	each := func(t *testing.T, records []*trust.SignedRecord, wantP map[trust.GatewayID][]netip.Prefix, wantC []trust.Conflict) map[trust.GatewayID]trust.Resolved {
+		t.Helper()
+		var first map[trust.GatewayID]trust.Resolved
+		permutations(records, func(p []*trust.SignedRecord) {
+			won, gotC := trust.ResolveGateways(p)
+			if gotP := kept(won); !reflect.DeepEqual(gotP, wantP) || !reflect.DeepEqual(gotC, wantC) {
+				t.Fatalf("got %v %+v\nwant %v %+v", gotP, gotC, wantP, wantC)
+			}
+			for id, r := range won {
+				if r.Record.ID() != id || !slices.Contains(records, r.Record) {
+					t.Fatalf("%v: record of %v, not one of the input", id, r.Record.ID())
+				}
+			}
+			if first == nil {
+				first = won
+			} else if !reflect.DeepEqual(won, first) {
+				t.Fatal("another order picks other records")
+			}
+		})
+		return first
+	}
+	t.Run("gateways of one site share its prefixes, default routes included", func(t *testing.T) {
+		each(t, []*trust.SignedRecord{
+			fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16", "0.0.0.0/0")}),
+			fra1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16", "10.1.7.0/24", "0.0.0.0/0")}),
+			ams0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.2.0.0/16", "0.0.0.0/0")}),
+			ams1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.2.0.0/16", "0.0.0.0/0")}),
+		}, map[trust.GatewayID][]netip.Prefix{
+			gid("fra1", 0): pfxs("10.1.0.0/16", "0.0.0.0/0"),
+			gid("fra1", 1): pfxs("10.1.0.0/16", "10.1.7.0/24", "0.0.0.0/0"),
+			gid("ams2", 0): pfxs("10.2.0.0/16"),
+			gid("ams2", 1): pfxs("10.2.0.0/16"),
+		}, []trust.Conflict{
+			{Site: "ams2", Prefix: pfx("0.0.0.0/0"), Winner: "fra1", Reason: trust.ReasonOverlapSite},
+			{Site: "ams2", Gateway: 1, Prefix: pfx("0.0.0.0/0"), Winner: "fra1", Reason: trust.ReasonOverlapSite},
+		})
+	})
+	t.Run("a gateway cannot announce another site's prefix", func(t *testing.T) {
+		// ams2's gateway 1 (younger than fra1's certificates) announces
+		// fra1's prefixes; fra1's gateway 1 (younger than ams2's gateway 0)
+		// announces one of ams2's.
+		each(t, []*trust.SignedRecord{
+			fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16")}),
+			fra1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16", "10.2.9.0/24")}),
+			ams0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.2.0.0/16")}),
+			ams1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.2.0.0/16", "10.1.0.0/24")}),
+		}, map[trust.GatewayID][]netip.Prefix{
+			gid("fra1", 0): pfxs("10.1.0.0/16"),
+			gid("fra1", 1): pfxs("10.1.0.0/16"),
+			gid("ams2", 0): pfxs("10.2.0.0/16"),
+			gid("ams2", 1): pfxs("10.2.0.0/16"),
+		}, []trust.Conflict{
+			{Site: "ams2", Gateway: 1, Prefix: pfx("10.1.0.0/24"), Winner: "fra1", Reason: trust.ReasonOverlapSite},
+			{Site: "fra1", Gateway: 1, Prefix: pfx("10.2.9.0/24"), Winner: "ams2", Reason: trust.ReasonOverlapSite},
+		})
+	})
+	t.Run("a gateway added later claims its site's space as early as the site, but nothing new", func(t *testing.T) {
+		// ams2 (issued after fra1's gateway 0, before its gateway 1) was
+		// given part of fra1's range by mistake: it loses it to fra1, on
+		// both gateways. fra1's gateway 1 also announces a range no older
+		// gateway of fra1 announces: that claim is as young as gateway 1.
+		each(t, []*trust.SignedRecord{
+			fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16")}),
+			ams0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.5.0/24", "10.2.0.0/16")}),
+			fra1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16", "10.1.0.0/17", "10.3.0.0/16", "10.2.128.0/17")}),
+			ams1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.2.0.0/16", "10.3.5.0/24")}),
+		}, map[trust.GatewayID][]netip.Prefix{
+			gid("fra1", 0): pfxs("10.1.0.0/16"),
+			gid("fra1", 1): pfxs("10.1.0.0/16", "10.1.0.0/17", "10.3.0.0/16"),
+			gid("ams2", 0): pfxs("10.2.0.0/16"),
+			gid("ams2", 1): pfxs("10.2.0.0/16"),
+		}, []trust.Conflict{
+			{Site: "ams2", Prefix: pfx("10.1.5.0/24"), Winner: "fra1", Reason: trust.ReasonOverlapSite},
+			{Site: "ams2", Gateway: 1, Prefix: pfx("10.3.5.0/24"), Winner: "fra1", WinnerGateway: 1, Reason: trust.ReasonOverlapSite},
+			{Site: "fra1", Gateway: 1, Prefix: pfx("10.2.128.0/17"), Winner: "ams2", Reason: trust.ReasonOverlapSite},
+		})
+	})
+	t.Run("the same site name from another CA is another site", func(t *testing.T) {
+		foreign := newGatewaySite(t, other, base, "fra1", 1, 1)
+		each(t, []*trust.SignedRecord{
+			fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16")}),
+			foreign.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16", "10.9.0.0/16")}),
+		}, map[trust.GatewayID][]netip.Prefix{
+			gid("fra1", 0): pfxs("10.1.0.0/16"),
+			gid("fra1", 1): pfxs("10.9.0.0/16"),
+		}, []trust.Conflict{
+			{Site: "fra1", Gateway: 1, Prefix: pfx("10.1.0.0/16"), Winner: "fra1", Reason: trust.ReasonOverlapSite},
+		})
+	})
+	t.Run("two certificates for one gateway: the older wins, whatever the order and sequence", func(t *testing.T) {
+		usurper := newGatewaySite(t, ca, base, "fra1", 1, 1) // younger than fra1, another identity key
+		for _, key := range []wg.PublicKey{trusttest.WGKey("usurper"), trusttest.WGKey("fra1.1")} {
+			won := each(t, []*trust.SignedRecord{
+				fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16")}),
+				fra1.rec(t, trusttest.RecordOptions{Seq: 5, Prefixes: pfxs("10.1.0.0/16")}),
+				usurper.rec(t, trusttest.RecordOptions{Seq: 500, WGCurrent: key, Prefixes: pfxs("10.1.0.0/16", "10.1.9.0/24")}),
+				usurper.rec(t, trusttest.RecordOptions{Seq: 400, WGCurrent: key, Prefixes: pfxs("10.1.0.0/16")}),
+			}, map[trust.GatewayID][]netip.Prefix{
+				gid("fra1", 0): pfxs("10.1.0.0/16"),
+				gid("fra1", 1): pfxs("10.1.0.0/16"),
+			}, []trust.Conflict{
+				{Site: "fra1", Gateway: 1, Winner: "fra1", WinnerGateway: 1, Reason: trust.ReasonDuplicateGateway, Serial: usurper.cert.Serial.Text(16)},
+			})
+			if got := won[gid("fra1", 1)].Record; got.Cert.Serial.Cmp(fra1.cert.Serial) != 0 || got.Seq != 5 {
+				t.Errorf("gateway fra1.1 is the record of serial %x seq %d, want the older certificate's", got.Cert.Serial, got.Seq)
+			}
+		}
+	})
+	t.Run("a certificate renewed for the same identity key: the latest record counts", func(t *testing.T) {
+		c, _ := trusttest.IssueWith(t, ca, "fra1", trusttest.CertOptions{Gateway: 1, Identity: fra1.key, NotBefore: base.Add(-time.Hour)}, "10.250.0.0/16")
+		renewed := resolveSite{c, fra1.key}
+		for _, tc := range []struct {
+			oldSeq, newSeq uint64
+			want           []netip.Prefix
+		}{{5, 6, pfxs("10.1.0.0/16", "10.1.9.0/24")}, {7, 6, pfxs("10.1.0.0/16")}} {
+			won := each(t, []*trust.SignedRecord{
+				fra1.rec(t, trusttest.RecordOptions{Seq: tc.oldSeq, Prefixes: pfxs("10.1.0.0/16")}),
+				renewed.rec(t, trusttest.RecordOptions{Seq: tc.newSeq, Prefixes: pfxs("10.1.0.0/16", "10.1.9.0/24")}),
+			}, map[trust.GatewayID][]netip.Prefix{gid("fra1", 1): tc.want}, nil)
+			if got := won[gid("fra1", 1)].Record.Seq; got != max(tc.oldSeq, tc.newSeq) {
+				t.Errorf("the record of seq %d counts, want the latest", got)
+			}
+		}
+	})
+	t.Run("WireGuard keys are unique across gateways", func(t *testing.T) {
+		k := trusttest.WGKey("one key")
+		each(t, []*trust.SignedRecord{
+			fra0.rec(t, trusttest.RecordOptions{WGCurrent: k, Prefixes: pfxs("10.1.0.0/16")}),
+			fra1.rec(t, trusttest.RecordOptions{WGNext: k, Prefixes: pfxs("10.1.0.0/16")}),
+			ams1.rec(t, trusttest.RecordOptions{WGCurrent: trusttest.WGKey("fra1.1"), Prefixes: pfxs("10.2.0.0/16")}),
+		}, map[trust.GatewayID][]netip.Prefix{
+			gid("fra1", 0): pfxs("10.1.0.0/16"),
+			gid("ams2", 1): pfxs("10.2.0.0/16"),
+		}, []trust.Conflict{
+			{Site: "fra1", Gateway: 1, Winner: "fra1", Reason: trust.ReasonDuplicateKey},
+		})
+	})
+	t.Run("Resolve keeps gateway 0 of each site, by site name", func(t *testing.T) {
+		records := []*trust.SignedRecord{
+			fra0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16")}),
+			fra1.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.1.0.0/16", "10.2.0.0/24")}),
+			ams0.rec(t, trusttest.RecordOptions{Prefixes: pfxs("10.2.0.0/16")}),
+		}
+		got, cs := trust.Resolve(records)
+		_, wantC := trust.ResolveGateways(records)
+		want := map[string][]netip.Prefix{"fra1": pfxs("10.1.0.0/16"), "ams2": pfxs("10.2.0.0/16")}
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(cs, wantC) || len(cs) != 1 {
+			t.Errorf("Resolve = %v %+v, want %v %+v", got, cs, want, wantC)
+		}
+	})
+}
+
+// TestResolveGatewayProperties builds random clusters of sites with one to
+// three gateways — some gateways certified twice (another identity key),
+// some renewed (the same identity key), some with the site name certified
+// by a second CA, some records superseded — and checks ResolveGateways
+// against a direct transcription of its definition and against shuffled
+// input.
+func TestResolveGatewayProperties(t *testing.T) {
+	cas := []*trust.CA{trusttest.NewCA(t), trusttest.NewCA(t)}
+	base := time.Now().Truncate(time.Second)
+	rng := rand.New(rand.NewPCG(3, 4))
+	pool := pfxs("10.0.0.0/8", "10.0.0.0/16", "10.0.0.0/24", "10.0.1.0/24", "10.1.0.0/16", "10.1.128.0/17",
+		"10.2.0.0/16", "0.0.0.0/0", "::/0", "fd00::/16", "fd00:1::/32", "fd00:2::/32", "10.0.1.128/25")
+	var keys []wg.PublicKey
+	for i := range 10 {
+		keys = append(keys, trusttest.WGKey(fmt.Sprintf("k%d", i)))
+	}
+	counts := map[trust.Reason]int{}
+	var shared int
+	for scenario := range 60 {
+		var records []*trust.SignedRecord
+		caOf := map[string]int{} // by certificate DER: records carry their own parsed copy
+		seq := uint64(0)
+		record := func(c *trust.Certificate, k ed25519.PrivateKey) *trust.SignedRecord {
+			seq++
+			o := trusttest.RecordOptions{Seq: seq, Prefixes: []netip.Prefix{}, WGCurrent: keys[rng.IntN(len(keys))]}
+			for range rng.IntN(4) {
+				o.Prefixes = append(o.Prefixes, pool[rng.IntN(len(pool))])
+			}
+			if rng.IntN(4) == 0 {
+				if o.WGNext = keys[rng.IntN(len(keys))]; o.WGNext == o.WGCurrent {
+					o.WGNext = wg.PublicKey{}
+				}
+			}
+			return trusttest.SignedRecord(t, c, k, o)
+		}
+		for s := range 2 + rng.IntN(4) {
+			site := fmt.Sprintf("s%d", s)
+			for gw := range uint8(trust.MaxGateways) {
+				if gw > 0 && rng.IntN(2) == 0 {
+					continue
+				}
+				for range 1 + rng.IntN(4)/3 { // a second holder one time in four
+					ca := 0
+					if rng.IntN(6) == 0 {
+						ca = 1
+					}
+					c, k := trusttest.IssueWith(t, cas[ca], site, trusttest.CertOptions{Gateway: gw,
+						NotBefore: base.Add(-time.Duration(rng.IntN(4)) * time.Hour)}, "10.250.0.0/16")
+					caOf[string(c.Raw)] = ca
+					if rng.IntN(5) == 0 { // superseded by a later record of the same holder
+						records = append(records, record(c, k))
+					}
+					if rng.IntN(6) == 0 { // renewed for the same identity key
+						rc, _ := trusttest.IssueWith(t, cas[ca], site, trusttest.CertOptions{Gateway: gw, Identity: k,
+							NotBefore: base.Add(-time.Duration(rng.IntN(4)) * time.Hour)}, "10.250.0.0/16")
+						caOf[string(rc.Raw)] = ca
+						records = append(records, record(rc, k))
+					}
+					records = append(records, record(c, k))
+				}
+			}
+		}
+		gotW, gotC := trust.ResolveGateways(records)
+		gotP := kept(gotW)
+		for range 10 {
+			shuffled := slices.Clone(records)
+			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+			if w, c := trust.ResolveGateways(shuffled); !reflect.DeepEqual(w, gotW) || !reflect.DeepEqual(c, gotC) {
+				t.Fatalf("scenario %d: order changes the result", scenario)
+			}
+		}
+		wantW, wantC := resolveReference(records, func(c *trust.Certificate) int { return caOf[string(c.Raw)] })
+		if wantP := kept(wantW); !reflect.DeepEqual(gotP, wantP) {
+			for _, r := range records {
+				t.Logf("%v ca %d nb %v serial %x key %x seq %d prefixes %v wg %v", r.ID(), caOf[string(r.Cert.Raw)], r.Cert.NotBefore, r.Cert.Serial, r.Cert.IdentityKey[:4], r.Seq, r.Prefixes, r.WGCurrent.Short())
+			}
+			t.Logf("got conflicts %+v\nwant %+v", gotC, wantC)
+			t.Fatalf("scenario %d: prefixes\n got %v\nwant %v", scenario, gotP, wantP)
+		}
+		if !reflect.DeepEqual(gotW, wantW) {
+			t.Fatalf("scenario %d: other records count", scenario)
+		}
+		if !reflect.DeepEqual(gotC, wantC) {
+			t.Fatalf("scenario %d: conflicts\n got %+v\nwant %+v", scenario, gotC, wantC)
+		}
+		for _, c := range gotC {
+			counts[c.Reason]++
+		}
+		// Kept prefixes of different sites (or CAs) never conflict.
+		for a, pa := range gotP {
+			for b, pb := range gotP {
+				for _, p := range pa {
+					for _, q := range pb {
+						if a.Site == b.Site && p.Overlaps(q) && a != b {
+							shared++
+						}
+						if a.Site != b.Site && resolveConflict(p, q) {
+							t.Fatalf("scenario %d: %v keeps %v and %v keeps %v", scenario, a, p, b, q)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("conflicts by reason %v; %d prefixes shared by gateways of one site", counts, shared)
+	for _, r := range []trust.Reason{trust.ReasonDuplicateGateway, trust.ReasonDuplicateKey, trust.ReasonOverlapSite} {
+		if counts[r] == 0 {
+			t.Errorf("the random clusters never produce %s", r)
+		}
+	}
+	if shared == 0 {
+		t.Error("the random clusters never share a prefix between gateways")
+	}
+}
+
+func resolveConflict(a, b netip.Prefix) bool {
+	if a.Bits() == 0 || b.Bits() == 0 {
+		return a.Bits() == 0 && b.Bits() == 0 && a.Addr().Is4() == b.Addr().Is4()
+	}
+	return a.Overlaps(b)
+}
+
+// resolveReference is ResolveGateways's definition, written out with
+// loops over everything; caOf says which CA issued a certificate.
+func resolveReference(records []*trust.SignedRecord, caOf func(*trust.Certificate) int) (map[trust.GatewayID]trust.Resolved, []trust.Conflict) {
+	// The latest record per gateway and identity key.
+	type holderKey struct {
+		id  trust.GatewayID
+		key string
+	}
+	latest := map[holderKey]*trust.SignedRecord{}
+	for _, r := range records {
+		k := holderKey{r.ID(), string(r.Cert.IdentityKey)}
+		if cur, ok := latest[k]; !ok || r.Seq > cur.Seq {
+			latest[k] = r
+		}
+	}
+	var ranked []*trust.SignedRecord
+	for _, r := range latest {
+		ranked = append(ranked, r)
+	}
+	slices.SortFunc(ranked, func(a, b *trust.SignedRecord) int {
+		if a.Cert.OlderThan(b.Cert) {
+			return -1
+		}
+		return 1
+	})
+	var conflicts []trust.Conflict
+	// One holder per gateway, then unique WireGuard keys.
+	var alive []*trust.SignedRecord
+	held := map[trust.GatewayID]bool{}
+	used := map[wg.PublicKey]*trust.SignedRecord{}
+	for _, r := range ranked {
+		id := r.ID()
+		if held[id] {
+			conflicts = append(conflicts, trust.Conflict{Site: id.Site, Gateway: id.Gateway, Winner: id.Site, WinnerGateway: id.Gateway,
+				Reason: trust.ReasonDuplicateGateway, Serial: r.Cert.Serial.Text(16)})
+			continue
+		}
+		held[id] = true
+		ks := []wg.PublicKey{r.WGCurrent}
+		if !r.WGNext.IsZero() {
+			ks = append(ks, r.WGNext)
+		}
+		var winner *trust.SignedRecord
+		for _, k := range ks {
+			if o := used[k]; o != nil && (winner == nil || o.Cert.OlderThan(winner.Cert)) {
+				winner = o
+			}
+		}
+		if winner != nil {
+			conflicts = append(conflicts, trust.Conflict{Site: id.Site, Gateway: id.Gateway, Winner: winner.Site, WinnerGateway: winner.ID().Gateway, Reason: trust.ReasonDuplicateKey})
+			continue
+		}
+		for _, k := range ks {
+			used[k] = r
+		}
+		alive = append(alive, r)
+	}
+	// A site's claim on p is as old as its oldest gateway announcing p or a
+	// specific prefix containing it (a default route only contains itself).
+	sameFamily := func(a, b *trust.SignedRecord) bool { return a.Site == b.Site && caOf(a.Cert) == caOf(b.Cert) }
+	contains := func(q, p netip.Prefix) bool {
+		if p.Bits() == 0 || q.Bits() == 0 {
+			return p == q
+		}
+		return q.Bits() <= p.Bits() && q.Contains(p.Addr())
+	}
+	claimAge := func(i int, p netip.Prefix) int {
+		for j, h := range alive {
+			if sameFamily(h, alive[i]) {
+				for _, q := range h.Prefixes {
+					if contains(q, p) {
+						return j
+					}
+				}
+			}
+		}
+		panic("no claim")
+	}
+	won := map[trust.GatewayID]trust.Resolved{}
+	for i, r := range alive {
+		keep := []netip.Prefix{}
+		reported := map[netip.Prefix]bool{}
+		for _, p := range r.Prefixes {
+			mine, winner := claimAge(i, p), -1
+			for j, o := range alive {
+				if sameFamily(o, r) {
+					continue
+				}
+				for _, q := range o.Prefixes {
+					if theirs := claimAge(j, q); resolveConflict(p, q) && theirs < mine && (winner < 0 || theirs < winner) {
+						winner = theirs
+					}
+				}
+			}
+			if winner < 0 {
+				keep = append(keep, p)
+			} else if !reported[p] {
+				reported[p] = true
+				w := alive[winner].ID()
+				conflicts = append(conflicts, trust.Conflict{Site: r.Site, Gateway: r.ID().Gateway, Prefix: p, Winner: w.Site, WinnerGateway: w.Gateway, Reason: trust.ReasonOverlapSite})
+			}
+		}
+		won[r.ID()] = trust.Resolved{Record: r, Prefixes: keep}
+	}
+	slices.SortFunc(conflicts, func(a, b trust.Conflict) int {
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Gateway, b.Gateway), cmp.Compare(a.Reason, b.Reason),
+			a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()),
+			cmp.Compare(a.Winner, b.Winner), cmp.Compare(a.WinnerGateway, b.WinnerGateway), cmp.Compare(a.Serial, b.Serial))
+	})
+	return won, conflicts
 }

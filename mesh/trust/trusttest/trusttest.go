@@ -32,8 +32,9 @@ func NewCA(t testing.TB) *trust.CA {
 
 // CertOptions overrides Issue's defaults. Zero fields take the default.
 type CertOptions struct {
+	Gateway      uint8              // default: 0
 	Identity     ed25519.PrivateKey // default: a fresh key
-	Overlay      netip.Addr         // default: Overlay(site)
+	Overlay      netip.Addr         // default: Overlay of the gateway's name ("site", "site.N")
 	Underlay     []netip.Prefix     // default: none (endpoints anywhere)
 	AllowDefault bool
 	NotBefore    time.Time // default: an hour ago, whole seconds
@@ -59,7 +60,7 @@ func IssueWith(t testing.TB, ca *trust.CA, site string, o CertOptions, prefixes 
 		}
 	}
 	if !o.Overlay.IsValid() {
-		o.Overlay = Overlay(site)
+		o.Overlay = Overlay(trust.GatewayID{Site: site, Gateway: o.Gateway}.String())
 	}
 	if o.NotBefore.IsZero() {
 		o.NotBefore = time.Now().Add(-time.Hour).Truncate(time.Second)
@@ -69,6 +70,7 @@ func IssueWith(t testing.TB, ca *trust.CA, site string, o CertOptions, prefixes 
 	}
 	c, err := ca.Issue(trust.IssueRequest{
 		Site:         site,
+		Gateway:      o.Gateway,
 		IdentityKey:  key.Public().(ed25519.PublicKey),
 		Prefixes:     Prefixes(t, prefixes...),
 		Overlay:      o.Overlay,
@@ -83,12 +85,13 @@ func IssueWith(t testing.TB, ca *trust.CA, site string, o CertOptions, prefixes 
 	return c, key
 }
 
-// Overlay derives a stable overlay address for site in 100.64.0.0/10, so
-// tests need not invent one. Different sites may collide (22 bits of hash);
-// give CertOptions.Overlay when that matters.
-func Overlay(site string) netip.Addr {
+// Overlay derives a stable overlay address for a gateway name (site, or
+// site.N) in 100.64.0.0/10, so tests need not invent one. Different names
+// may collide (22 bits of hash); give CertOptions.Overlay when that
+// matters.
+func Overlay(name string) netip.Addr {
 	h := fnv.New32a()
-	h.Write([]byte(site))
+	h.Write([]byte(name))
 	v := 100<<24 | 64<<16 | h.Sum32()&(1<<22-1)
 	if v&0xff == 0 {
 		v |= 1
@@ -112,11 +115,15 @@ type RecordOptions struct {
 	Prefixes  []netip.Prefix // default (nil): all of the certificate's; non-nil empty: none
 	Endpoints []netip.AddrPort
 	Gossip    netip.AddrPort // default: none
-	WGCurrent wg.PublicKey   // default: WGKey(site)
+	WGCurrent wg.PublicKey   // default: WGKey of the gateway's name ("site", "site.N")
 	WGNext    wg.PublicKey   // sets Phase to PhasePrepared unless Phase is given
 	Phase     trust.Phase
 	BootID    [16]byte
 	Leaving   bool
+	PSKSites  []string
+	Weight    uint8 // default: 1
+	Standby   bool  // weight 0: Weight must be left 0
+	Drain     bool
 }
 
 // SignedRecord signs a record for cert's site with key and returns it as a
@@ -131,7 +138,8 @@ func SignedRecord(t testing.TB, cert *trust.Certificate, key ed25519.PrivateKey,
 	return sr
 }
 
-// Record returns the unsigned record SignedRecord would sign.
+// Record returns the unsigned record SignedRecord would sign. Its Weight is
+// set (1 unless given or Standby), so it equals the decoded record.
 func Record(cert *trust.Certificate, o RecordOptions) trust.Record {
 	r := trust.Record{
 		Site:      o.Site,
@@ -146,6 +154,13 @@ func Record(cert *trust.Certificate, o RecordOptions) trust.Record {
 		BootID:    o.BootID,
 		Leaving:   o.Leaving,
 		Cert:      cert,
+		PSKSites:  o.PSKSites,
+		Weight:    o.Weight,
+		Standby:   o.Standby,
+		Drain:     o.Drain,
+	}
+	if r.Weight == 0 && !r.Standby {
+		r.Weight = 1
 	}
 	if r.Site == "" {
 		r.Site = cert.Site
@@ -157,7 +172,7 @@ func Record(cert *trust.Certificate, o RecordOptions) trust.Record {
 		r.IssuedAt = time.Now()
 	}
 	if r.WGCurrent.IsZero() {
-		r.WGCurrent = WGKey(r.Site)
+		r.WGCurrent = WGKey(r.ID().String())
 	}
 	if !r.WGNext.IsZero() && r.Phase == trust.PhaseStable {
 		r.Phase = trust.PhasePrepared
@@ -168,9 +183,9 @@ func Record(cert *trust.Certificate, o RecordOptions) trust.Record {
 	return r
 }
 
-// Policy returns a receiver policy pinning ca, for localSite with the given
-// local prefixes (CIDR text), checking at the current time with a minute of
-// skew.
+// Policy returns a receiver policy pinning ca, for gateway 0 of localSite
+// (set LocalGateway for another) with the given local prefixes (CIDR text),
+// checking at the current time with a minute of skew.
 func Policy(t testing.TB, ca *trust.CA, localSite string, localPrefixes ...string) *trust.Policy {
 	t.Helper()
 	return &trust.Policy{
