@@ -10,7 +10,6 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
-	"github.com/dcmesh/dcmesh/wg"
 )
 
 // The control API (mesh/control declares its calls and wire types). Every
@@ -20,14 +19,14 @@ import (
 // apiCall is a function for the loop to run; fn keeps its own result and
 // the loop sends fn's error on reply.
 type apiCall struct {
-	fn    func(rt *runtime) error
+	fn    func(rt *siteRuntime) error
 	reply chan error
 }
 
 // call runs fn on the loop and waits for its answer.
-func call[T any](ctx context.Context, a *Agent, fn func(rt *runtime) (T, error)) (T, error) {
+func call[T any](ctx context.Context, a *Agent, fn func(rt *siteRuntime) (T, error)) (T, error) {
 	var out, zero T
-	c := apiCall{fn: func(rt *runtime) error {
+	c := apiCall{fn: func(rt *siteRuntime) error {
 		v, err := fn(rt)
 		out = v // read by the caller only after reply
 		return err
@@ -46,9 +45,9 @@ func call[T any](ctx context.Context, a *Agent, fn func(rt *runtime) (T, error))
 }
 
 // serve registers f for e, to run on the loop.
-func serve[In, Out any](a *Agent, mux *http.ServeMux, e control.Endpoint[In, Out], f func(rt *runtime, in In) (Out, error)) {
+func serve[In, Out any](a *Agent, mux *http.ServeMux, e control.Endpoint[In, Out], f func(rt *siteRuntime, in In) (Out, error)) {
 	control.Serve(mux, e, func(ctx context.Context, in In) (Out, error) {
-		return call(ctx, a, func(rt *runtime) (Out, error) { return f(rt, in) })
+		return call(ctx, a, func(rt *siteRuntime) (Out, error) { return f(rt, in) })
 	})
 }
 
@@ -64,27 +63,27 @@ func (a *Agent) handler() http.Handler {
 	return mux
 }
 
-func (a *Agent) apiStatus(rt *runtime, _ control.Empty) (control.Status, error) {
+func (a *Agent) apiStatus(rt *siteRuntime, _ control.Empty) (control.Status, error) {
 	return a.buildStatus(rt)
 }
 
-func (a *Agent) apiHealth(rt *runtime, _ control.Empty) (control.Health, error) {
+func (a *Agent) apiHealth(rt *siteRuntime, _ control.Empty) (control.Health, error) {
 	st, err := a.buildStatus(rt)
 	if err != nil {
 		return control.Health{}, err
 	}
 	stuck := rt.cfg.Rotation.AckTimeout + rt.cfg.Rotation.CompleteTimeout
-	if rt.rot.Phase == wg.PhaseStable || time.Since(rt.rot.Started) < stuck {
+	if !rt.rot.rotating() || time.Since(rt.rot.state.Started) < stuck {
 		stuck = 0 // not stuck (yet)
 	}
 	interval := rt.cfg.Rotation.Interval
-	if rt.nextRotation.IsZero() {
+	if rt.rot.nextRotation.IsZero() {
 		interval = 0
 	}
 	return control.EvaluateHealth(st, interval, stuck, time.Now()), nil
 }
 
-func (a *Agent) apiRecords(rt *runtime, _ control.Empty) (control.Records, error) {
+func (a *Agent) apiRecords(rt *siteRuntime, _ control.Empty) (control.Records, error) {
 	var out control.Records
 	if rt.store == nil {
 		return out, errGossipOff
@@ -102,11 +101,11 @@ var errGossipOff = errors.New("this site runs with static peers only (no gossip 
 
 // apiLeave publishes a signed goodbye, tells the cluster, and ends the
 // agent. Other sites remove this site's peer and routes.
-func (a *Agent) apiLeave(rt *runtime, _ control.Empty) (control.Empty, error) {
+func (a *Agent) apiLeave(rt *siteRuntime, _ control.Empty) (control.Empty, error) {
 	if rt.gossip == nil {
 		return control.Empty{}, errGossipOff
 	}
-	if err := a.publish(rt, true); err != nil {
+	if err := a.publishGoodbye(rt); err != nil {
 		return control.Empty{}, err
 	}
 	// Give the broadcast a few gossip rounds before announcing the leave.
@@ -119,7 +118,7 @@ func (a *Agent) apiLeave(rt *runtime, _ control.Empty) (control.Empty, error) {
 	return control.Empty{}, nil
 }
 
-func (a *Agent) apiRevoke(rt *runtime, in control.RevokeRequest) (control.RevokeReply, error) {
+func (a *Agent) apiRevoke(rt *siteRuntime, in control.RevokeRequest) (control.RevokeReply, error) {
 	if rt.store == nil {
 		return control.RevokeReply{}, errGossipOff
 	}
@@ -131,7 +130,10 @@ func (a *Agent) apiRevoke(rt *runtime, in control.RevokeRequest) (control.Revoke
 	if err != nil {
 		return control.RevokeReply{}, err
 	}
-	if a.installCRL(rt, crl) {
+	if changed, gone := rt.store.installCRL(crl); changed {
+		for _, name := range gone {
+			rt.gossip.Forget(name) // revoked: stop re-joining it
+		}
 		a.log.Info("revocation list installed", "number", crl.Number.String(), "revoked", len(crl.Serials))
 		a.spreadCRL(rt)
 		a.commitStore(rt)
@@ -139,7 +141,7 @@ func (a *Agent) apiRevoke(rt *runtime, in control.RevokeRequest) (control.Revoke
 	return control.RevokeReply{Number: rt.store.crl.Number.String(), Revoked: len(rt.store.crl.Serials)}, nil
 }
 
-func (a *Agent) apiDown(rt *runtime, in control.DownRequest) (control.Empty, error) {
+func (a *Agent) apiDown(rt *siteRuntime, in control.DownRequest) (control.Empty, error) {
 	rt.stop, rt.purge = true, in.Purge
 	a.log.Info("stopping on request", "purge", in.Purge)
 	return control.Empty{}, nil
@@ -149,21 +151,8 @@ func (a *Agent) apiDown(rt *runtime, in control.DownRequest) (control.Empty, err
 // for its end off the loop.
 func (a *Agent) apiRotate(ctx context.Context, in control.RotateRequest) (control.RotateReply, error) {
 	wait := make(chan control.RotateReply, 1)
-	started, err := call(ctx, a, func(rt *runtime) (control.RotateReply, error) {
-		if err := a.startRotation(rt, in.Emergency); err != nil {
-			return control.RotateReply{}, err
-		}
-		if rt.run == nil {
-			// Done already: no live peer to wait for (the first site
-			// of a cluster).
-			return control.RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: control.RotateComplete}, nil
-		}
-		rt.run.waiters = append(rt.run.waiters, wait)
-		epoch := rt.rot.Epoch
-		if rt.rot.Phase != wg.PhaseStable {
-			epoch++ // not committed yet
-		}
-		return control.RotateReply{Epoch: epoch, PublicKey: rt.run.key.String(), Result: control.RotateStarted}, nil
+	started, err := call(ctx, a, func(rt *siteRuntime) (control.RotateReply, error) {
+		return rt.rot.request(in.Emergency, wait)
 	})
 	if err != nil {
 		return control.RotateReply{}, err

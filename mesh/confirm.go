@@ -81,27 +81,27 @@ type confirmingKey struct {
 	asked  time.Time // zero until the device showed a handshake
 }
 
-func (rt *runtime) peerRotations() *peerRotations {
-	if rt.peerRot == nil {
-		rt.peerRot = &peerRotations{preinstalled: map[string]keyPair{}, held: map[string]time.Time{},
+func (r *rotator) peerRotations() *peerRotations {
+	if r.peerRot == nil {
+		r.peerRot = &peerRotations{preinstalled: map[string]keyPair{}, held: map[string]time.Time{},
 			confirmed: map[wg.PublicKey]bool{}, confirming: map[wg.PublicKey]*confirmingKey{}, answered: map[string]time.Time{}}
 	}
-	return rt.peerRot
+	return r.peerRot
 }
 
 // markCutOver records a cut-over the watcher made: done on the device
 // (never to be undone by a reconcile) and confirmed.
-func (rt *runtime) markCutOver(k wg.PublicKey) {
-	rt.cutover[k] = true
-	rt.peerRotations().confirmed[k] = true
+func (r *rotator) markCutOver(k wg.PublicKey) {
+	r.cutover[k] = true
+	r.peerRotations().confirmed[k] = true
 }
 
 // holdSwitches rewrites, in sites, each site whose record switched to a key
 // we pre-installed but saw no handshake on yet back to "rotating": the old
 // key keeps the prefixes and the new one stays pre-installed, until the
 // watcher sees the handshake or switchGrace passes.
-func (a *Agent) holdSwitches(rt *runtime, sites []remoteSite) {
-	pr := rt.peerRotations()
+func (r *rotator) holdSwitches(sites []remoteSite) {
+	pr := r.peerRotations()
 	now := time.Now()
 	seen := map[string]bool{}
 	for i := range sites {
@@ -113,7 +113,7 @@ func (a *Agent) holdSwitches(rt *runtime, sites []remoteSite) {
 			continue
 		}
 		p, ok := pr.preinstalled[s.Name]
-		if !ok || p.next != s.PublicKey || rt.cutover[p.next] {
+		if !ok || p.next != s.PublicKey || r.cutover[p.next] {
 			delete(pr.preinstalled, s.Name)
 			delete(pr.held, s.Name)
 			continue
@@ -122,10 +122,10 @@ func (a *Agent) holdSwitches(rt *runtime, sites []remoteSite) {
 		if !held {
 			since = now
 			pr.held[s.Name] = now
-			time.AfterFunc(switchGrace, func() { notify(a.kick) })
+			time.AfterFunc(switchGrace, func() { r.env.kick() })
 		}
 		if now.Sub(since) >= switchGrace {
-			a.log.Warn("rotation: no handshake under a site's new key since its record said it switched; cutting over from the record",
+			r.log.Warn("rotation: no handshake under a site's new key since its record said it switched; cutting over from the record",
 				"site", s.Name, "key", s.PublicKey.Short(), "waited", switchGrace)
 			delete(pr.preinstalled, s.Name)
 			delete(pr.held, s.Name)
@@ -142,8 +142,8 @@ func (a *Agent) holdSwitches(rt *runtime, sites []remoteSite) {
 }
 
 // carrier is the key that carries s's prefixes on our device.
-func carrier(rt *runtime, s remoteSite) wg.PublicKey {
-	if !s.Next.IsZero() && rt.cutover[s.Next] {
+func (r *rotator) carrier(s remoteSite) wg.PublicKey {
+	if !s.Next.IsZero() && r.cutover[s.Next] {
 		return s.Next
 	}
 	return s.PublicKey
@@ -151,10 +151,10 @@ func carrier(rt *runtime, s remoteSite) wg.PublicKey {
 
 // newKeyCarried handles a site whose prefixes just moved to key: ack the
 // cut-over if we already received data under it, else start confirming.
-func (a *Agent) newKeyCarried(rt *runtime, s remoteSite, key wg.PublicKey) {
-	pr := rt.peerRotations()
+func (r *rotator) newKeyCarried(s remoteSite, key wg.PublicKey) {
+	pr := r.peerRotations()
 	if pr.confirmed[key] {
-		a.ackCutOver(rt, s, key)
+		r.ackCutOver(s, key)
 		return
 	}
 	if _, ok := pr.confirming[key]; !ok {
@@ -162,24 +162,24 @@ func (a *Agent) newKeyCarried(rt *runtime, s remoteSite, key wg.PublicKey) {
 	}
 }
 
-func (a *Agent) ackCutOver(rt *runtime, s remoteSite, key wg.PublicKey) {
-	if rt.ackedCut[key] {
+func (r *rotator) ackCutOver(s remoteSite, key wg.PublicKey) {
+	if r.ackedCut[key] {
 		return
 	}
-	rt.ackedCut[key] = true
-	a.sendAck(rt, s, key, trust.AckCutOver)
+	r.ackedCut[key] = true
+	r.sendAck(s, key, trust.AckCutOver)
 }
 
 // pollConfirmations reads the device once for every pending confirmation,
 // ours (a rotation of this site) and our peers' new keys.
-func (a *Agent) pollConfirmations(rt *runtime) {
-	pr := rt.peerRotations()
-	if len(pr.confirming) == 0 && (rt.run == nil || !rt.run.switchedOver()) {
+func (r *rotator) pollConfirmations() {
+	pr := r.peerRotations()
+	if len(pr.confirming) == 0 && (r.run == nil || !r.run.switchedOver()) {
 		return
 	}
-	dev, err := rt.wgc.Device(rt.cfg.Interface)
+	dev, err := r.wgc.Device(r.cfg.Interface)
 	if err != nil {
-		a.log.Debug("rotation: cannot read the device to confirm", "err", err)
+		r.log.Debug("rotation: cannot read the device to confirm", "err", err)
 		return
 	}
 	now := time.Now()
@@ -189,36 +189,36 @@ func (a *Agent) pollConfirmations(rt *runtime) {
 		case p == nil || now.Sub(c.since) > confirmGiveUp:
 			delete(pr.confirming, key)
 			if p != nil {
-				a.log.Warn("rotation: received nothing under a site's new key; not acknowledging its cut-over", "site", c.site.Name, "key", key.Short())
+				r.log.Warn("rotation: received nothing under a site's new key; not acknowledging its cut-over", "site", c.site.Name, "key", key.Short())
 			}
 		case p.LastHandshakeTime.IsZero():
 		case p.ReceiveBytes < c.rxBase: // the counter restarted
 			c.rxBase = p.ReceiveBytes
 		case c.asked.IsZero() || (p.ReceiveBytes == c.rxBase && now.Sub(c.asked) > nudgeInterval):
 			c.rxBase, c.asked = p.ReceiveBytes, now
-			a.nudge(rt, c.site.Name)
+			r.nudge(c.site.Name)
 		case p.ReceiveBytes > c.rxBase:
 			delete(pr.confirming, key)
 			pr.confirmed[key] = true
-			a.ackCutOver(rt, c.site, key)
+			r.ackCutOver(c.site, key)
 		}
 	}
-	if rt.run != nil && rt.run.switchedOver() {
-		a.confirmOwn(rt, dev, now)
+	if r.run != nil && r.run.switchedOver() {
+		r.confirmOwn(dev, now)
 	}
 }
 
 // confirmOwn advances this site's rotation: a peer that acked its cut-over
 // is confirmed once the device shows a handshake with it since the switch
 // and bytes received from it since the ack.
-func (a *Agent) confirmOwn(rt *runtime, dev *wgtypes.Device, now time.Time) {
-	run := rt.run
+func (r *rotator) confirmOwn(dev *wgtypes.Device, now time.Time) {
+	run := r.run
 	changed := false
 	for _, name := range run.expected {
 		if run.ok[name] {
 			continue
 		}
-		hs, rx, found := siteTraffic(rt, dev, name)
+		hs, rx, found := r.siteTraffic(dev, name)
 		if !found || !run.cut[name] || !hs.After(run.switched) {
 			continue
 		}
@@ -231,21 +231,21 @@ func (a *Agent) confirmOwn(rt *runtime, dev *wgtypes.Device, now time.Time) {
 				run.rxBase[name] = rx
 			}
 			run.asked[name] = now
-			a.nudge(rt, name)
+			r.nudge(name)
 		case rx > base:
 			run.ok[name] = true
 			changed = true
 		}
 	}
 	if changed {
-		a.maybeComplete(rt)
+		r.maybeComplete()
 	}
 }
 
 // whyUnconfirmed says what is missing for a peer of this site's rotation.
-func (a *Agent) whyUnconfirmed(rt *runtime, dev *wgtypes.Device, name string) string {
-	run := rt.run
-	hs, _, found := siteTraffic(rt, dev, name)
+func (r *rotator) whyUnconfirmed(dev *wgtypes.Device, name string) string {
+	run := r.run
+	hs, _, found := r.siteTraffic(dev, name)
 	switch {
 	case dev != nil && !found:
 		return "not a peer on the device"
@@ -261,11 +261,11 @@ func (a *Agent) whyUnconfirmed(rt *runtime, dev *wgtypes.Device, name string) st
 // siteTraffic is the latest handshake and the received bytes of the peers
 // that are site name's keys on dev (its current one, and its next one if it
 // rotates too).
-func siteTraffic(rt *runtime, dev *wgtypes.Device, name string) (hs time.Time, rx int64, found bool) {
+func (r *rotator) siteTraffic(dev *wgtypes.Device, name string) (hs time.Time, rx int64, found bool) {
 	if dev == nil {
 		return hs, rx, false
 	}
-	for _, s := range rt.lastSites {
+	for _, s := range r.sites {
 		if s.Name != name {
 			continue
 		}
@@ -292,31 +292,26 @@ func devicePeer(dev *wgtypes.Device, k wg.PublicKey) *wgtypes.Peer {
 }
 
 // nudge asks site name to send us a keepalive under the key it uses for us.
-func (a *Agent) nudge(rt *runtime, name string) {
-	if rt.gossip == nil {
+func (r *rotator) nudge(name string) {
+	if !r.online {
 		return
 	}
-	g, msg := rt.gossip, append([]byte{msgNudge}, rt.cfg.Site...)
-	go func() {
-		if err := g.SendTo(name, msg); err != nil {
-			a.log.Debug("nudge not delivered", "to", name, "err", err)
-		}
-	}()
+	r.sendAsync(name, encodeMsg(kindNudge, []byte(r.cfg.Site)), "nudge")
 }
 
 // onNudge sends the site that asked one keepalive on the key that carries
 // its prefixes.
-func (a *Agent) onNudge(rt *runtime, from string) {
-	pr := rt.peerRotations()
+func (r *rotator) onNudge(from string) {
+	pr := r.peerRotations()
 	if now := time.Now(); now.Sub(pr.answered[from]) < nudgeInterval/2 {
 		return
 	} else {
 		pr.answered[from] = now
 	}
-	for _, s := range rt.lastSites {
+	for _, s := range r.sites {
 		if s.Name == from {
-			if err := wg.SendKeepalive(rt.wgc, rt.cfg.Interface, carrier(rt, s)); err != nil {
-				a.log.Debug("cannot send the keepalive a site asked for", "site", from, "err", err)
+			if err := wg.SendKeepalive(r.wgc, r.cfg.Interface, r.carrier(s)); err != nil {
+				r.log.Debug("cannot send the keepalive a site asked for", "site", from, "err", err)
 			}
 			return
 		}
@@ -324,8 +319,8 @@ func (a *Agent) onNudge(rt *runtime, from string) {
 }
 
 // confirmDue is when pollConfirmations must run next, zero for never.
-func (rt *runtime) confirmDue() time.Time {
-	if (rt.peerRot != nil && len(rt.peerRot.confirming) > 0) || (rt.run != nil && rt.run.switchedOver()) {
+func (r *rotator) confirmDue() time.Time {
+	if (r.peerRot != nil && len(r.peerRot.confirming) > 0) || (r.run != nil && r.run.switchedOver()) {
 		return time.Now().Add(confirmPoll)
 	}
 	return time.Time{}

@@ -134,23 +134,36 @@ func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
 	}
 }
 
-// onCutOver is the loop's side of a cut-over the watcher made.
-func (a *Agent) onCutOver(rt *runtime, k wg.PublicKey) {
-	rt.cutover[k] = true
-	rt.peerRotations().confirmed[k] = true
-	a.logReconcileError(a.reconcile(rt, false))
+// startWatch starts the cut-over watcher; it stops with ctx. The loop takes
+// its cut-overs from cutovers.
+func (r *rotator) startWatch(ctx context.Context) {
+	r.watch = newCutoverWatch(r.wgc, r.cfg.Interface)
+	go r.watch.run(ctx, func(msg string, args ...any) { r.log.Warn(msg, args...) })
+	r.publishWatch(r.sites)
 }
 
+// cutovers are the watcher's cut-overs (nil before startWatch: never ready).
+func (r *rotator) cutovers() <-chan wg.PublicKey {
+	if r.watch == nil {
+		return nil
+	}
+	return r.watch.done
+}
+
+// onCutOver is the loop's side of a cut-over the watcher made (the loop
+// reconciles next).
+func (r *rotator) onCutOver(k wg.PublicKey) { r.markCutOver(k) }
+
 // publishWatch tells the watcher what is pending after a reconcile.
-func (a *Agent) publishWatch(rt *runtime, sites []remoteSite) {
-	if rt.watch == nil {
+func (r *rotator) publishWatch(sites []remoteSite) {
+	if r.watch == nil {
 		return
 	}
 	pairs := map[wg.PublicKey]wg.PublicKey{}
 	for _, s := range sites {
-		if !s.Next.IsZero() && !rt.cutover[s.Next] {
+		if !s.Next.IsZero() && !r.cutover[s.Next] {
 			pairs[s.Next] = s.PublicKey
 		}
 	}
-	rt.watch.set(pairs, rt.lastWG)
+	r.watch.set(pairs, r.wgcfg)
 }

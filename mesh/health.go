@@ -30,7 +30,7 @@ const probeGrace = 5 * time.Second
 
 // startProber opens the probes on this site's overlay address. The prober
 // stops with ctx.
-func (a *Agent) startProber(ctx context.Context, rt *runtime) error {
+func (a *Agent) startProber(ctx context.Context, rt *siteRuntime) error {
 	h := rt.cfg.Health
 	pc := probe.DefaultConfig()
 	pc.Local = rt.cfg.OverlayAddress.Addr()
@@ -52,7 +52,7 @@ func (a *Agent) startProber(ctx context.Context, rt *runtime) error {
 // setProbeTargets probes every remote site whose current key has completed
 // a handshake (dev is the device as just read), and keeps probing a site
 // until it is gone.
-func (rt *runtime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
+func (rt *siteRuntime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
 	if rt.prober == nil || dev == nil {
 		return
 	}
@@ -88,7 +88,7 @@ func (rt *runtime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
 }
 
 // probeStates returns the prober's view by site name (empty without one).
-func (rt *runtime) probeStates() map[string]probe.PeerState {
+func (rt *siteRuntime) probeStates() map[string]probe.PeerState {
 	out := map[string]probe.PeerState{}
 	if rt.prober == nil {
 		return out

@@ -1,7 +1,11 @@
 package mesh
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
+	"log/slog"
+	"math/big"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/gossip"
@@ -26,6 +30,8 @@ import (
 //
 // Received messages wait in the gossip layer's bounded inbox, not here: the
 // loop takes the next one only when it has finished the current one.
+// Ingest changes only the store and its own caches; what the gossip layer
+// should do (relay, forget) it returns to the agent.
 
 // ingestBudget is the loop time one turn may spend on received gossip.
 // Small against the control API's 1 s answer goal and a route repair, large
@@ -47,8 +53,16 @@ const (
 	refusedMax = 16384
 )
 
-// ingest is the agent's progress through received gossip.
+// ingest is the agent's progress through received gossip: it decodes,
+// dedupes and checks records and revocation lists into the store, and says
+// what the agent should do about them (ingestResult) rather than doing it.
 type ingest struct {
+	store  *siteStore
+	cas    []*x509.Certificate
+	policy func() *trust.Policy // what records are checked against, now
+	log    *slog.Logger
+	own    ownRecord
+
 	// items of the payload being worked through, next first
 	items []ingestItem
 	// state is the hash of the push/pull state being worked through
@@ -64,33 +78,73 @@ type ingest struct {
 	skipped uint64       // payloads skipped because they were refused before
 }
 
+// ownRecord is this site's latest record, to recognise it when gossip
+// brings it back.
+type ownRecord struct {
+	site   string
+	seq    uint64
+	serial *big.Int
+	raw    []byte
+}
+
 type ingestItem struct {
 	crl  bool
 	data []byte
 }
 
-func newIngest() *ingest {
-	return &ingest{refused: newRefusedCache(refusedMax, refusedTTL), states: newRefusedCache(64, time.Minute)}
+// relay is a message to broadcast further under key (gossip.Broadcast):
+// memberlist only retransmits what a node queued itself.
+type relay struct {
+	key string
+	msg []byte
+}
+
+// ingestResult is what a turn asks of the agent.
+type ingestResult struct {
+	relay  []relay
+	forget []string // sites gone for good (a goodbye, a revocation): stop re-joining them
+	crl    bool     // a newer revocation list was installed: also send it to every member directly
+	more   bool     // the payload is not done: schedule another turn
+	commit bool     // the store changed: persist it, refresh the push/pull state, reconcile
+}
+
+func newIngest(store *siteStore, cas []*x509.Certificate, policy func() *trust.Policy, log *slog.Logger) *ingest {
+	return &ingest{store: store, cas: cas, policy: policy, log: log,
+		refused: newRefusedCache(refusedMax, refusedTTL), states: newRefusedCache(64, time.Minute)}
 }
 
 // busy reports whether a payload is still being worked through.
-func (in *ingest) busy() bool { return len(in.items) > 0 }
+func (in *ingest) busy() bool { return in != nil && len(in.items) > 0 }
 
-// takeGossip starts on one received payload.
-func (a *Agent) takeGossip(rt *runtime, m gossip.Message) {
-	in := rt.in
+// setOwn records this site's latest record.
+func (in *ingest) setOwn(site string, seq uint64, serial *big.Int, raw []byte) {
+	in.own = ownRecord{site: site, seq: seq, serial: serial, raw: raw}
+}
+
+// reload takes new CAs: what was refused may pass now (the CAs or the local
+// prefixes changed), so the caches are forgotten.
+func (in *ingest) reload(cas []*x509.Certificate) {
+	in.cas = cas
+	in.refused.reset()
+	in.states.reset()
+}
+
+// take starts on one received payload: a push/pull state, a record or a
+// revocation list is queued for the next turns; any other message is
+// returned for the agent (ok), undecoded.
+func (in *ingest) take(m gossip.Message) (k msgKind, payload []byte, ok bool) {
 	switch m.Kind {
 	case gossip.MsgState:
 		h := sha256.Sum256(m.Data)
 		if _, seen := in.states.get(h, time.Now()); seen {
 			in.skipped++
-			return
+			return 0, nil, false
 		}
 		st, err := trust.DecodeState(m.Data)
 		if err != nil {
-			rt.store.reject("(push/pull state)", err)
+			in.store.reject("(push/pull state)", err)
 			in.states.put(h, trust.ReasonDecode, time.Now())
-			return
+			return 0, nil, false
 		}
 		in.state, in.stateChanged = h, false
 		for _, c := range st.CRLs {
@@ -100,30 +154,29 @@ func (a *Agent) takeGossip(rt *runtime, m gossip.Message) {
 			in.items = append(in.items, ingestItem{data: r})
 		}
 	case gossip.MsgUser:
-		if len(m.Data) == 0 {
-			return
+		k, payload, ok := decodeMsg(m.Data)
+		if !ok {
+			return 0, nil, false
 		}
 		in.state = [32]byte{}
-		switch m.Data[0] {
-		case msgRecord:
-			in.items = append(in.items, ingestItem{data: m.Data[1:]})
-		case msgCRL:
-			in.items = append(in.items, ingestItem{crl: true, data: m.Data[1:]})
-		case msgAck:
-			a.onAck(rt, m.Data[1:])
-		case msgSwitching:
-			a.onSwitching(rt)
-		case msgNudge:
-			a.onNudge(rt, string(m.Data[1:]))
+		switch k {
+		case kindRecord:
+			in.items = append(in.items, ingestItem{data: payload})
+		case kindCRL:
+			in.items = append(in.items, ingestItem{crl: true, data: payload})
+		default:
+			return k, payload, true
 		}
 	}
+	return 0, nil, false
 }
 
-// ingestTurn works through the current payload for at most ingestBudget,
-// schedules another turn if it is not done, and commits what changed when
-// the inbox is drained (or a flood has held a change back for commitEvery).
-func (a *Agent) ingestTurn(rt *runtime, inboxLen int) {
-	in := rt.in
+// turn works through the current payload for at most ingestBudget, and
+// says whether another turn is needed and whether to commit what changed:
+// when the inbox is drained (inboxLen 0), or when a flood has held a change
+// back for commitEvery.
+func (in *ingest) turn(inboxLen int) ingestResult {
+	var res ingestResult
 	start := time.Now()
 	n := 0
 	for len(in.items) > 0 {
@@ -138,9 +191,9 @@ func (a *Agent) ingestTurn(rt *runtime, inboxLen int) {
 		n++
 		var changed bool
 		if it.crl {
-			changed = a.offerCRL(rt, it.data)
+			changed = in.offerCRL(it.data, &res)
 		} else {
-			changed = a.offerRecord(rt, it.data)
+			changed = in.offerRecord(it.data, &res)
 		}
 		if changed {
 			in.stateChanged = true
@@ -150,7 +203,7 @@ func (a *Agent) ingestTurn(rt *runtime, inboxLen int) {
 		}
 	}
 	if in.busy() {
-		notify(a.ingestMore)
+		res.more = true
 	} else {
 		in.items = nil // let go of the backing array of a large state
 		if in.state != ([32]byte{}) && !in.stateChanged {
@@ -159,8 +212,80 @@ func (a *Agent) ingestTurn(rt *runtime, inboxLen int) {
 	}
 	if in.changed && ((!in.busy() && inboxLen == 0) || time.Since(in.since) >= commitEvery) {
 		in.changed = false
-		a.commitStore(rt)
+		res.commit = true
 	}
+	return res
+}
+
+// offerRecord checks one received record and keeps it if it is news; it
+// reports whether the store changed.
+func (in *ingest) offerRecord(raw []byte, res *ingestResult) bool {
+	// Most records gossip delivers are copies of ones held (a push/pull
+	// carries every record) or of ones refused before: recognise them
+	// before the signature checks.
+	h := sha256.Sum256(raw)
+	if in.store.holdsHash(h, raw) || (in.own.raw != nil && bytes.Equal(raw, in.own.raw)) {
+		return false
+	}
+	now := time.Now()
+	if reason, ok := in.refused.get(h, now); ok {
+		in.store.rejected[reason]++
+		in.skipped++
+		return false
+	}
+	sr, err := trust.DecodeRecordPinned(raw, in.cas)
+	if err != nil {
+		in.refused.put(h, in.store.reject("(undecodable)", err), now)
+		return false
+	}
+	if sr.Site == in.own.site && sr.Seq <= in.own.seq && in.own.serial != nil && sr.Cert.Serial.Cmp(in.own.serial) == 0 {
+		return false // our own record, relayed back
+	}
+	changed, err := in.store.consider(sr, in.policy())
+	if err != nil {
+		in.refused.put(h, in.store.reject(sr.Site, err), now)
+		return false
+	}
+	if !changed {
+		return false
+	}
+	in.log.Info("site record accepted", "site", sr.Site, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
+	if sr.Leaving {
+		res.forget = append(res.forget, sr.Site)
+	}
+	if msg := encodeMsg(kindRecord, raw); len(msg) <= gossip.MaxBroadcastSize {
+		res.relay = append(res.relay, relay{key: "record/" + sr.Site, msg: msg})
+	}
+	return true
+}
+
+func (in *ingest) offerCRL(der []byte, res *ingestResult) bool {
+	if in.store.crl != nil && bytes.Equal(der, in.store.crl.Raw) {
+		return false // the list held, again
+	}
+	h := sha256.Sum256(der)
+	now := time.Now()
+	if reason, ok := in.refused.get(h, now); ok {
+		in.store.rejected[reason]++
+		in.skipped++
+		return false
+	}
+	crl, err := trust.ParseRevocationList(der, in.cas)
+	if err != nil {
+		in.refused.put(h, in.store.reject("(revocation list)", err), now)
+		return false
+	}
+	changed, gone := in.store.installCRL(crl)
+	if !changed {
+		return false
+	}
+	in.log.Info("revocation list accepted", "number", crl.Number.String(), "revoked", len(crl.Serials))
+	res.forget = append(res.forget, gone...)
+	if msg := encodeMsg(kindCRL, crl.Raw); len(msg) <= gossip.MaxBroadcastSize {
+		res.relay = append(res.relay, relay{key: "crl", msg: msg})
+	}
+	res.crl = true
+	return true
 }
 
 // refusedCache is a bounded set of hashes with an expiry, in two

@@ -71,12 +71,12 @@ func TestIngestFloodIsSlicedAndRemembered(t *testing.T) {
 	m := newScaleMesh(t, 2)
 	logs := &lineCounter{}
 	m.rt.store.log = slog.New(slog.NewTextHandler(logs, nil))
-	m.rt.in = newIngest()
+	m.rt.in = newIngest(m.rt.store, m.rt.enr.CAs, func() *trust.Policy { return m.a.policy(m.rt) }, m.rt.store.log)
 	flood, recs := foreignFlood(t, n, false)
 
 	run := func(state []byte) (turns int) {
 		t.Helper()
-		m.a.takeGossip(m.rt, gossip.Message{Kind: gossip.MsgState, Data: state})
+		m.a.onGossip(m.rt, gossip.Message{Kind: gossip.MsgState, Data: state})
 		for turns = 0; m.rt.in.busy() || turns == 0; turns++ {
 			if turns > 100000 {
 				t.Fatal("ingest does not finish")

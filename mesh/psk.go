@@ -53,22 +53,22 @@ func derivePSK(secret []byte, rotatingNext, peer wg.PublicKey) (wg.PresharedKey,
 // offerPSKs runs before each reconcile on the peer side: for every rotating
 // site that published a KEM key we have not answered, encapsulate, derive
 // and persist the pair's new key (before the pre-install that uses it).
-func (a *Agent) offerPSKs(rt *runtime, sites []remoteSite) {
-	if !rt.cfg.Rotation.PSK {
+func (r *rotator) offerPSKs(sites []remoteSite) {
+	if !r.cfg.Rotation.PSK {
 		return
 	}
 	changed := false
-	me := rt.key.Public()
+	me := r.key.Public()
 	for _, s := range sites {
 		if s.Next.IsZero() || len(s.KEM) == 0 {
 			continue
 		}
-		if o, ok := rt.pskOffers[s.Next]; ok && slices.Equal(o.ek, s.KEM) {
+		if o, ok := r.pskOffers[s.Next]; ok && slices.Equal(o.ek, s.KEM) {
 			continue
 		}
 		ek, err := mlkem.NewEncapsulationKey768(s.KEM)
 		if err != nil {
-			a.log.Warn("rotation: unusable KEM key; no pre-shared key for this pair", "site", s.Name, "err", err)
+			r.log.Warn("rotation: unusable KEM key; no pre-shared key for this pair", "site", s.Name, "err", err)
 			continue
 		}
 		secret, ct := ek.Encapsulate()
@@ -77,8 +77,8 @@ func (a *Agent) offerPSKs(rt *runtime, sites []remoteSite) {
 		if err != nil {
 			continue
 		}
-		rt.psks[s.Next] = psk
-		rt.pskOffers[s.Next] = pskOffer{ek: slices.Clone(s.KEM), ciphertext: ct}
+		r.psks[s.Next] = psk
+		r.pskOffers[s.Next] = pskOffer{ek: slices.Clone(s.KEM), ciphertext: ct}
 		changed = true
 	}
 	// A site that switched to a key we made an offer for tells us in its
@@ -86,77 +86,77 @@ func (a *Agent) offerPSKs(rt *runtime, sites []remoteSite) {
 	// late), drop ours too. Either way the offer is settled: later records
 	// do not touch a key agreed in another rotation.
 	for _, s := range sites {
-		if _, offered := rt.pskOffers[s.PublicKey]; !offered || !s.Next.IsZero() {
+		if _, offered := r.pskOffers[s.PublicKey]; !offered || !s.Next.IsZero() {
 			continue
 		}
-		if !slices.Contains(s.PSKSites, rt.cfg.Site) {
-			delete(rt.psks, s.PublicKey)
+		if !slices.Contains(s.PSKSites, r.cfg.Site) {
+			delete(r.psks, s.PublicKey)
 			changed = true
 		}
-		delete(rt.pskOffers, s.PublicKey)
+		delete(r.pskOffers, s.PublicKey)
 	}
 	if changed {
-		a.savePSKs(rt)
+		r.savePSKs()
 	}
 }
 
-// prunePSKs forgets keys of peers that are gone.
-func (a *Agent) prunePSKs(rt *runtime, d desiredState) {
+// prunePSKs forgets keys of peers that are gone from cfg.
+func (r *rotator) prunePSKs(cfg wg.Config) {
 	keep := map[wg.PublicKey]bool{}
-	for _, p := range d.WG.Peers {
+	for _, p := range cfg.Peers {
 		keep[p.PublicKey] = true
 	}
 	changed := false
-	for k := range rt.psks {
+	for k := range r.psks {
 		if !keep[k] {
-			delete(rt.psks, k)
-			delete(rt.pskOffers, k)
+			delete(r.psks, k)
+			delete(r.pskOffers, k)
 			changed = true
 		}
 	}
 	if changed {
-		a.savePSKs(rt)
+		r.savePSKs()
 	}
 }
 
-func (a *Agent) savePSKs(rt *runtime) {
-	if err := wg.SavePresharedKeys(rt.pskFile, rt.psks); err != nil {
-		a.log.Error("cannot persist pre-shared keys", "err", err)
+func (r *rotator) savePSKs() {
+	if err := wg.SavePresharedKeys(r.pskFile, r.psks); err != nil {
+		r.log.Error("cannot persist pre-shared keys", "err", err)
 	}
 }
 
 // acceptPSK is the rotating side of an ack that carries a ciphertext.
-func (a *Agent) acceptPSK(rt *runtime, ack *trust.Ack, peerKey wg.PublicKey) {
-	if rt.kem == nil || len(ack.KEMCiphertext) == 0 || rt.run == nil {
+func (r *rotator) acceptPSK(ack *trust.Ack, peerKey wg.PublicKey) {
+	if r.kem == nil || len(ack.KEMCiphertext) == 0 || r.run == nil {
 		return
 	}
-	secret, err := rt.kem.Decapsulate(ack.KEMCiphertext)
+	secret, err := r.kem.Decapsulate(ack.KEMCiphertext)
 	if err != nil {
 		return
 	}
-	psk, err := derivePSK(secret, rt.run.key, peerKey)
+	psk, err := derivePSK(secret, r.run.key, peerKey)
 	clear(secret)
 	if err == nil {
-		rt.run.psk[ack.From] = psk
+		r.run.psk[ack.From] = psk
 	}
 }
 
 // switchPSKs is the set of pre-shared keys the device gets with the new
 // private key: what it holds, with each site's current key given the key
 // agreed in this rotation, or none.
-func (a *Agent) switchPSKs(rt *runtime) wg.PresharedKeys {
-	if !rt.cfg.Rotation.PSK {
+func (r *rotator) switchPSKs() wg.PresharedKeys {
+	if !r.cfg.Rotation.PSK {
 		return nil
 	}
 	m := wg.PresharedKeys{}
-	for k, v := range rt.psks {
+	for k, v := range r.psks {
 		m[k] = v
 	}
-	for _, s := range rt.lastSites {
+	for _, s := range r.sites {
 		var psk wg.PresharedKey
 		ok := false
-		if rt.run != nil {
-			psk, ok = rt.run.psk[s.Name]
+		if r.run != nil {
+			psk, ok = r.run.psk[s.Name]
 		}
 		if ok {
 			m[s.PublicKey] = psk
@@ -168,10 +168,10 @@ func (a *Agent) switchPSKs(rt *runtime) wg.PresharedKeys {
 }
 
 // pskSites lists the sites whose current key we hold a pre-shared key for.
-func (rt *runtime) pskSites() []string {
+func (r *rotator) pskSites() []string {
 	var out []string
-	for _, s := range rt.lastSites {
-		if _, ok := rt.psks[s.PublicKey]; ok {
+	for _, s := range r.sites {
+		if _, ok := r.psks[s.PublicKey]; ok {
 			out = append(out, s.Name)
 		}
 	}

@@ -37,7 +37,7 @@ type scaleSite struct {
 // scaleMesh is a local agent runtime plus n certified remote sites.
 type scaleMesh struct {
 	a     *Agent
-	rt    *runtime
+	rt    *siteRuntime
 	ca    *trust.CA
 	wg    *cfgRecorder
 	nl    *netconfigtest.Fake // nil on a real kernel
@@ -86,18 +86,18 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	rec := &cfgRecorder{Client: env.wgc}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := NewAgent(Options{Logger: log})
-	rt := &runtime{cfg: cfg, key: key, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
-		enr:      &enroll.Enrollment{CAs: []*x509.Certificate{ca.Cert}, Cert: own, Identity: ownKey},
-		store:    newSiteStore(cfg.StateDir.File("sites.json"), log),
-		cutover:  map[wg.PublicKey]bool{},
-		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{},
-		psks: wg.PresharedKeys{}, pskOffers: map[wg.PublicKey]pskOffer{}}
+	rt := &siteRuntime{cfg: cfg, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
+		enr:   &enroll.Enrollment{CAs: []*x509.Certificate{ca.Cert}, Cert: own, Identity: ownKey},
+		store: newSiteStore(cfg.StateDir.File("sites.json"), log)}
+	rt.rot = newRotator(cfg, keySet{key: key, state: wg.RotationState{Phase: wg.PhaseStable}}, wg.PresharedKeys{}, agentEnv{a, rt}, log)
+	rt.rot.wgc = rec
+	rt.in = newIngest(rt.store, rt.enr.CAs, func() *trust.Policy { return a.policy(rt) }, log)
 	m := &scaleMesh{a: a, rt: rt, ca: ca, wg: rec}
 	for i := range n {
 		m.addSite(tb, i)
 	}
 	if env.dev != nil {
-		if err := a.reconcile(rt, true); err != nil {
+		if err := a.firstReconcile(rt); err != nil {
 			tb.Fatal(err)
 		}
 	} else {
@@ -152,7 +152,7 @@ func (m *scaleMesh) reconcile(tb testing.TB) (peerWrites []string, netWrites []s
 			before[p.PublicKey] = true
 		}
 	}
-	if err := m.a.reconcile(m.rt, false); err != nil {
+	if err := m.a.reconcile(m.rt); err != nil {
 		tb.Fatal(err)
 	}
 	for _, c := range m.wg.cfgs[nCfg:] {

@@ -1,11 +1,15 @@
 package mesh
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 )
 
 // restartOnly lists the settings a running agent cannot change on SIGHUP,
@@ -66,4 +70,72 @@ func reloadRefusal(old, new *config.Config, rotating bool) string {
 		return ""
 	}
 	return strings.Join(slices.Clip(why), "; ") + ": restart the agent for that"
+}
+
+// applyReload swaps in a new configuration if it is valid and does not change
+// what only a restart can change. It reports whether it did.
+func (a *Agent) applyReload(rt *siteRuntime) bool {
+	refuse := func(err any) bool {
+		a.log.Error("reload rejected; keeping the running configuration", "err", err)
+		return false
+	}
+	cfg, err := config.Load(a.opts.ConfigPath)
+	if err != nil {
+		return refuse(err)
+	}
+	if a.opts.WireGuard != "" {
+		cfg.WireGuard = rt.cfg.WireGuard // --wireguard wins over the file, now as at start
+	}
+	if why := reloadRefusal(rt.cfg, cfg, rt.rot.rotating()); why != "" {
+		return refuse(why)
+	}
+	// Load everything before changing anything: a refusal leaves the
+	// running agent exactly as it was. During a rotation the rotation owns
+	// the key files.
+	var ks *keySet
+	if !rt.rot.rotating() {
+		k, err := loadKeys(cfg)
+		if err != nil {
+			return refuse(err)
+		}
+		ks = &k
+	}
+	enr := rt.enr
+	if rt.enr != nil {
+		if enr, err = enroll.Load(cfg, time.Now()); err != nil {
+			return refuse(err)
+		}
+	}
+	inputsChanged := recordInputsChanged(rt.cfg, cfg, rt.enr, enr)
+	var identity ed25519.PrivateKey
+	if enr != nil {
+		identity = enr.Identity
+	}
+	keyChanged := rt.rot.reload(cfg, ks, identity)
+	republish := rt.gossip != nil && (keyChanged || inputsChanged)
+	rt.cfg, rt.enr = cfg, enr
+	if rt.in != nil {
+		// What was refused may pass now: the CAs or local prefixes changed.
+		rt.in.reload(enr.CAs)
+		rt.in.own.serial = enr.Cert.Serial
+	}
+	rt.mtu = a.resolveMTU(cfg, rt.nl)
+	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))
+	a.logReconcileError(a.reconcile(rt))
+	if republish {
+		if err := a.publish(rt); err != nil {
+			a.log.Error("cannot publish this site's changed record", "err", err)
+		}
+	}
+	return true
+}
+
+// recordInputsChanged reports whether a reload changes what this site's
+// record says (other than the key): it must then be published at once, not
+// at the next refresh an hour later.
+func recordInputsChanged(old, new *config.Config, oldEnr, newEnr *enroll.Enrollment) bool {
+	if old.Endpoint != new.Endpoint || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
+		return true
+	}
+	return oldEnr != nil && newEnr != nil && !bytes.Equal(oldEnr.Cert.Raw, newEnr.Cert.Raw)
 }

@@ -51,7 +51,6 @@ const (
 // rotationRun is the rotating site's view of a rotation in flight.
 type rotationRun struct {
 	key      wg.PublicKey // the new key
-	seq      uint64       // the record that announced it
 	expected []string     // live remote sites when the rotation began
 	pre, cut map[string]bool
 	psk      map[string]wg.PresharedKey // agreed per site (psk.go)
@@ -66,204 +65,199 @@ type rotationRun struct {
 	asked     map[string]time.Time // when we last nudged a site for a keepalive
 }
 
-func newRotationRun(rt *runtime, key wg.PublicKey, deadline time.Time) *rotationRun {
-	run := &rotationRun{key: key, seq: rt.seq, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
+func newRotationRun(key wg.PublicKey, deadline time.Time) *rotationRun {
+	run := &rotationRun{key: key, pre: map[string]bool{}, cut: map[string]bool{}, psk: map[string]wg.PresharedKey{},
 		deadline: deadline, ok: map[string]bool{}, rxBase: map[string]int64{}, asked: map[string]time.Time{}}
 	return run
 }
 
 // switchedOver reports whether the run waits for confirmations.
-func (r *rotationRun) switchedOver() bool { return r.committed && len(r.missing()) > 0 }
-
-// loadKeys reads the WireGuard keys and rotation state, and picks the key
-// the device must use: the next key from the moment the switch was
-// persisted.
-func (a *Agent) loadKeys(rt *runtime) error {
-	rt.keys = wg.NewKeyStore(rt.cfg.PrivateKeyFile, rt.cfg.StateDir.Rotation())
-	cur, next, st, err := rt.keys.Load()
-	if err != nil {
-		return fmt.Errorf("private_key_file: %w", err)
-	}
-	rt.rot, rt.key, rt.next = st, cur, next
-	if (st.Phase == wg.PhaseSwitching || st.Phase == wg.PhaseSwitched) && !next.IsZero() {
-		rt.key, rt.next = next, wg.PrivateKey{}
-	}
-	if st.Phase != wg.PhaseStable {
-		a.log.Info("resuming a key rotation interrupted by a restart", "phase", string(st.Phase), "epoch", st.Epoch)
-	}
-	for i, p := range rt.cfg.Peers {
-		if p.PublicKey == rt.key.Public() {
-			return fmt.Errorf("config %s: peers[%d].public_key is this site's own public key (from %s)", rt.cfg.Path, i, rt.cfg.PrivateKeyFile)
-		}
-	}
-	return nil
-}
+func (run *rotationRun) switchedOver() bool { return run.committed && len(run.missing()) > 0 }
 
 // resumeRotation finishes what a restart interrupted, once the device and
 // gossip are up.
-func (a *Agent) resumeRotation(rt *runtime) {
-	switch rt.rot.Phase {
+func (r *rotator) resumeRotation() {
+	switch r.state.Phase {
 	case wg.PhasePrepared:
 		// The record just published announces the next key again; peers
 		// ack the new sequence number.
-		a.beginWaiting(rt)
+		r.beginWaiting()
 	case wg.PhaseSwitching:
 		// The device got the next key at the first reconcile.
-		st, err := rt.keys.MarkSwitched(rt.rot)
+		st, err := r.keys.MarkSwitched(r.state)
 		if err != nil {
-			a.log.Error("rotation: cannot persist the switch", "err", err)
+			r.log.Error("rotation: cannot persist the switch", "err", err)
 			return
 		}
-		rt.rot = st
-		a.commitRotation(rt)
+		r.state = st
+		r.commitRotation()
 	case wg.PhaseSwitched:
-		a.commitRotation(rt)
+		r.commitRotation()
 	}
 }
 
 // startRotation begins a rotation of this site's key.
-func (a *Agent) startRotation(rt *runtime, emergency bool) error {
-	if rt.gossip == nil {
+func (r *rotator) startRotation(emergency bool) error {
+	if !r.online {
 		return errGossipOff
 	}
-	if len(rt.cfg.Peers) > 0 {
-		return fmt.Errorf("this site has %d static peers (plain WireGuard routers) that cannot learn a new key: rotation is off; move them to gossip or rotate by hand", len(rt.cfg.Peers))
+	if len(r.cfg.Peers) > 0 {
+		return fmt.Errorf("this site has %d static peers (plain WireGuard routers) that cannot learn a new key: rotation is off; move them to gossip or rotate by hand", len(r.cfg.Peers))
 	}
-	if rt.rot.Phase != wg.PhaseStable {
-		return fmt.Errorf("a rotation is already under way (phase %s)", rt.rot.Phase)
+	if r.state.Phase != wg.PhaseStable {
+		return fmt.Errorf("a rotation is already under way (phase %s)", r.state.Phase)
 	}
-	next, st, err := rt.keys.Prepare(rt.rot, time.Now(), emergency)
+	next, st, err := r.keys.Prepare(r.state, time.Now(), emergency)
 	if err != nil {
 		return fmt.Errorf("prepare the new key: %w", err)
 	}
-	rt.rot, rt.next = st, next
-	a.log.Info("key rotation started", "epoch", st.Epoch+1, "new_key", next.Public().Short(), "emergency", emergency)
+	r.state, r.next = st, next
+	r.log.Info("key rotation started", "epoch", st.Epoch+1, "new_key", next.Public().Short(), "emergency", emergency)
 	if emergency {
 		// No waiting: the old key may be in someone else's hands.
-		a.switchKey(rt)
+		r.switchKey()
 		return nil
 	}
-	if err := a.publish(rt, false); err != nil {
+	if err := r.env.publish(); err != nil {
 		return err
 	}
-	a.failpoint("rotation-prepared")
-	a.beginWaiting(rt)
+	r.failpoint("rotation-prepared")
+	r.beginWaiting()
 	return nil
 }
 
+// request starts a rotation for the control API; wait gets the reply when
+// it ends, unless it ended already (the reply says complete).
+func (r *rotator) request(emergency bool, wait chan control.RotateReply) (control.RotateReply, error) {
+	if err := r.startRotation(emergency); err != nil {
+		return control.RotateReply{}, err
+	}
+	if r.run == nil {
+		// Done already: no live peer to wait for (the first site of a
+		// cluster).
+		return control.RotateReply{Epoch: r.state.Epoch, PublicKey: r.key.Public().String(), Result: control.RotateComplete}, nil
+	}
+	r.run.waiters = append(r.run.waiters, wait)
+	epoch := r.state.Epoch
+	if r.rotating() {
+		epoch++ // not committed yet
+	}
+	return control.RotateReply{Epoch: epoch, PublicKey: r.run.key.String(), Result: control.RotateStarted}, nil
+}
+
 // beginWaiting starts collecting pre-install acks from every live site.
-func (a *Agent) beginWaiting(rt *runtime) {
-	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-	run := newRotationRun(rt, rt.next.Public(), time.Now().Add(rt.cfg.Rotation.AckTimeout))
-	if rt.run != nil {
-		run.waiters = rt.run.waiters
+func (r *rotator) beginWaiting() {
+	sites := r.env.liveSites()
+	run := newRotationRun(r.next.Public(), time.Now().Add(r.cfg.Rotation.AckTimeout))
+	if r.run != nil {
+		run.waiters = r.run.waiters
 	}
 	for _, s := range sites {
 		run.expected = append(run.expected, s.Name)
 	}
-	rt.run = run
-	a.maybeSwitch(rt)
+	r.run = run
+	r.maybeSwitch()
 }
 
 // maybeSwitch switches once every expected site pre-installed the key.
-func (a *Agent) maybeSwitch(rt *runtime) {
-	if rt.run == nil || rt.rot.Phase != wg.PhasePrepared {
+func (r *rotator) maybeSwitch() {
+	if r.run == nil || r.state.Phase != wg.PhasePrepared {
 		return
 	}
-	for _, s := range rt.run.expected {
-		if !rt.run.pre[s] {
+	for _, s := range r.run.expected {
+		if !r.run.pre[s] {
 			return
 		}
 	}
-	a.switchKey(rt)
+	r.switchKey()
 }
 
 // switchKey moves the device to the next key and ends the rotation on disk.
-func (a *Agent) switchKey(rt *runtime) {
-	st, err := rt.keys.BeginSwitch(rt.rot)
+func (r *rotator) switchKey() {
+	st, err := r.keys.BeginSwitch(r.state)
 	if err != nil {
 		// Still prepared on disk and in memory: the deadline retries.
-		a.log.Error("rotation: cannot persist the switch; staying on the current key and retrying", "err", err)
-		if rt.run != nil {
-			rt.run.deadline = time.Now().Add(time.Second)
+		r.log.Error("rotation: cannot persist the switch; staying on the current key and retrying", "err", err)
+		if r.run != nil {
+			r.run.deadline = time.Now().Add(time.Second)
 		}
 		return
 	}
-	rt.rot = st
-	a.failpoint("rotation-switching")
-	a.notifySwitching(rt)
-	next := rt.next
-	psks := a.switchPSKs(rt)
+	r.state = st
+	r.failpoint("rotation-switching")
+	r.notifySwitching()
+	next := r.next
+	psks := r.switchPSKs()
 	if psks != nil {
 		// Persisted before they take effect, like the key itself.
-		rt.psks = psks
-		a.savePSKs(rt)
+		r.psks = psks
+		r.savePSKs()
 	}
-	rt.kem = nil
-	if rt.run == nil {
-		rt.run = a.newRunForSwitch(rt, next.Public()) // emergency: no prepare phase
+	r.kem = nil
+	if r.run == nil {
+		r.run = r.newRunForSwitch(next.Public()) // emergency: no prepare phase
 	}
-	rt.run.switched = time.Now()
-	if err := wg.SwitchKey(rt.wgc, rt.cfg.Interface, next, psks); err != nil {
+	r.run.switched = time.Now()
+	if err := wg.SwitchKey(r.wgc, r.cfg.Interface, next, psks); err != nil {
 		// Persisted as switching: the next reconcile (or a restart) gives
 		// the device the next key; continue as if it had.
-		a.log.Error("rotation: device switch failed; the next reconcile retries", "err", err)
+		r.log.Error("rotation: device switch failed; the next reconcile retries", "err", err)
 	}
-	rt.key, rt.next = next, wg.PrivateKey{}
-	if st, err = rt.keys.MarkSwitched(rt.rot); err != nil {
+	r.key, r.next = next, wg.PrivateKey{}
+	if st, err = r.keys.MarkSwitched(r.state); err != nil {
 		// Switching on disk: a restart finishes it; so does the next try.
-		a.log.Error("rotation: cannot persist the switch", "err", err)
+		r.log.Error("rotation: cannot persist the switch", "err", err)
 		return
 	}
-	rt.rot = st
-	a.failpoint("rotation-switched")
+	r.state = st
+	r.failpoint("rotation-switched")
 	var pending []string
-	for _, s := range rt.run.expected {
-		if !rt.run.pre[s] && !rt.rot.Emergency {
+	for _, s := range r.run.expected {
+		if !r.run.pre[s] && !r.state.Emergency {
 			pending = append(pending, s)
 		}
 	}
 	if len(pending) > 0 {
-		a.log.Warn("rotation: switching without every peer's pre-install; they cut over from the new record", "missing", pending)
+		r.log.Warn("rotation: switching without every peer's pre-install; they cut over from the new record", "missing", pending)
 	}
-	a.commitRotation(rt)
+	r.commitRotation()
 }
 
 // commitRotation replaces the old key on disk, announces the new one and
 // waits for peers to cut over.
-func (a *Agent) commitRotation(rt *runtime) {
+func (r *rotator) commitRotation() {
 	result := "switched"
-	if rt.rot.Emergency {
+	if r.state.Emergency {
 		result = "emergency switch"
 	}
-	started := rt.rot.Started
-	st, err := rt.keys.Commit(rt.rot, time.Now(), result)
+	started := r.state.Started
+	st, err := r.keys.Commit(r.state, time.Now(), result)
 	if err != nil {
-		a.log.Error("rotation: cannot replace the old key on disk; a restart finishes it", "err", err)
+		r.log.Error("rotation: cannot replace the old key on disk; a restart finishes it", "err", err)
 		return
 	}
-	rt.rot = st
-	if err := a.publish(rt, false); err != nil {
-		a.log.Error("rotation: cannot announce the new key", "err", err)
+	r.state = st
+	if err := r.env.publish(); err != nil {
+		r.log.Error("rotation: cannot announce the new key", "err", err)
 	}
-	a.log.Info("key rotation switched", "epoch", rt.rot.Epoch, "key", rt.key.Public().Short())
-	if rt.run == nil {
+	r.log.Info("key rotation switched", "epoch", r.state.Epoch, "key", r.key.Public().Short())
+	if r.run == nil {
 		// Resumed after a restart: the device got the key at the first
 		// reconcile; any handshake since the rotation began is under it.
-		rt.run = a.newRunForSwitch(rt, rt.key.Public())
-		rt.run.switched = started
+		r.run = r.newRunForSwitch(r.key.Public())
+		r.run.switched = started
 	}
-	rt.run.key, rt.run.committed = rt.key.Public(), true
-	rt.run.deadline = time.Now().Add(rt.cfg.Rotation.CompleteTimeout)
-	a.maybeComplete(rt)
-	a.scheduleRotation(rt)
+	r.run.key, r.run.committed = r.key.Public(), true
+	r.run.deadline = time.Now().Add(r.cfg.Rotation.CompleteTimeout)
+	r.maybeComplete()
+	r.scheduleRotation()
 }
 
 // newRunForSwitch is the run of a rotation that switches without having
 // waited for pre-installs: every live site is expected to cut over.
-func (a *Agent) newRunForSwitch(rt *runtime, key wg.PublicKey) *rotationRun {
-	sites, _ := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-	run := newRotationRun(rt, key, time.Now().Add(rt.cfg.Rotation.CompleteTimeout))
+func (r *rotator) newRunForSwitch(key wg.PublicKey) *rotationRun {
+	sites := r.env.liveSites()
+	run := newRotationRun(key, time.Now().Add(r.cfg.Rotation.CompleteTimeout))
 	for _, s := range sites {
 		run.expected = append(run.expected, s.Name)
 	}
@@ -272,55 +266,53 @@ func (a *Agent) newRunForSwitch(rt *runtime, key wg.PublicKey) *rotationRun {
 
 // maybeComplete ends the rotation once every expected site carried data
 // both ways under the new key (confirm.go), or at the deadline.
-func (a *Agent) maybeComplete(rt *runtime) {
-	run := rt.run
-	if run == nil || rt.rot.Phase != wg.PhaseStable {
+func (r *rotator) maybeComplete() {
+	run := r.run
+	if run == nil || r.state.Phase != wg.PhaseStable {
 		return
 	}
 	missing := run.missing()
 	if len(missing) > 0 && time.Now().Before(run.deadline) {
 		return
 	}
-	reply := control.RotateReply{Epoch: rt.rot.Epoch, PublicKey: rt.key.Public().String(), Result: control.RotateComplete, CutOver: run.cutOver(), Missing: missing}
+	reply := control.RotateReply{Epoch: r.state.Epoch, PublicKey: r.key.Public().String(), Result: control.RotateComplete, CutOver: run.cutOver(), Missing: missing}
 	if len(missing) > 0 {
 		reply.Result = control.RotateIncomplete
-		dev, _ := rt.wgc.Device(rt.cfg.Interface)
+		dev, _ := r.wgc.Device(r.cfg.Interface)
 		reply.Pending = map[string]string{}
 		for _, s := range missing {
-			reply.Pending[s] = a.whyUnconfirmed(rt, dev, s)
+			reply.Pending[s] = r.whyUnconfirmed(dev, s)
 		}
-		rt.rot.LastResult = fmt.Sprintf("incomplete: %v did not carry data both ways under the new key within %s", missing, rt.cfg.Rotation.CompleteTimeout)
-		a.log.Warn("key rotation incomplete", "epoch", rt.rot.Epoch, "missing", missing, "why", reply.Pending)
+		r.state.LastResult = fmt.Sprintf("incomplete: %v did not carry data both ways under the new key within %s", missing, r.cfg.Rotation.CompleteTimeout)
+		r.log.Warn("key rotation incomplete", "epoch", r.state.Epoch, "missing", missing, "why", reply.Pending)
 	} else {
-		rt.rot.LastResult = "complete"
-		a.log.Info("key rotation complete: every peer carried data both ways under the new key", "epoch", rt.rot.Epoch, "sites", len(run.expected))
+		r.state.LastResult = "complete"
+		r.log.Info("key rotation complete: every peer carried data both ways under the new key", "epoch", r.state.Epoch, "sites", len(run.expected))
 	}
-	if a.metrics != nil {
-		a.metrics.rotations.WithLabelValues(string(reply.Result)).Inc()
-	}
-	if err := rt.keys.SaveResult(rt.rot); err != nil {
-		a.log.Warn("cannot record the rotation result", "err", err)
+	r.env.counted(reply.Result)
+	if err := r.keys.SaveResult(r.state); err != nil {
+		r.log.Warn("cannot record the rotation result", "err", err)
 	}
 	for _, w := range run.waiters {
 		w <- reply
 	}
-	rt.run = nil
+	r.run = nil
 }
 
-func (r *rotationRun) missing() []string {
+func (run *rotationRun) missing() []string {
 	var out []string
-	for _, s := range r.expected {
-		if !r.ok[s] {
+	for _, s := range run.expected {
+		if !run.ok[s] {
 			out = append(out, s)
 		}
 	}
 	return out
 }
 
-func (r *rotationRun) cutOver() []string {
+func (run *rotationRun) cutOver() []string {
 	var out []string
-	for _, s := range r.expected {
-		if r.ok[s] {
+	for _, s := range run.expected {
+		if run.ok[s] {
 			out = append(out, s)
 		}
 	}
@@ -328,26 +320,26 @@ func (r *rotationRun) cutOver() []string {
 }
 
 // rotationDeadline handles the end of an ack or cut-over wait.
-func (a *Agent) rotationDeadline(rt *runtime) {
-	if rt.run == nil || time.Now().Before(rt.run.deadline) {
+func (r *rotator) rotationDeadline() {
+	if r.run == nil || time.Now().Before(r.run.deadline) {
 		return
 	}
-	if rt.rot.Phase == wg.PhasePrepared {
-		a.switchKey(rt)
+	if r.state.Phase == wg.PhasePrepared {
+		r.switchKey()
 		return
 	}
-	a.maybeComplete(rt)
+	r.maybeComplete()
 }
 
 // scheduleRotation sets the next scheduled rotation: the current key's age
 // plus the interval, ±10%.
-func (a *Agent) scheduleRotation(rt *runtime) {
-	iv := rt.cfg.Rotation.Interval
-	if iv == 0 || rt.gossip == nil || len(rt.cfg.Peers) > 0 {
-		rt.nextRotation = time.Time{}
+func (r *rotator) scheduleRotation() {
+	iv := r.cfg.Rotation.Interval
+	if iv == 0 || !r.online || len(r.cfg.Peers) > 0 {
+		r.nextRotation = time.Time{}
 		return
 	}
-	rt.nextRotation = nextRotationTime(rt.rot.KeySince, iv, time.Now(), rand.Float64)
+	r.nextRotation = nextRotationTime(r.state.KeySince, iv, time.Now(), rand.Float64)
 }
 
 // nextRotationTime is keySince + interval ± 10%; an overdue rotation happens
@@ -362,36 +354,34 @@ func nextRotationTime(keySince time.Time, interval time.Duration, now time.Time,
 	return at
 }
 
-// rotationTimerDue returns when the rotation timer must fire next.
-func (rt *runtime) rotationTimerDue() time.Time {
-	due := rt.nextRotation
+// timerDue returns when the rotation timer must fire next.
+func (r *rotator) timerDue() time.Time {
+	due := r.nextRotation
 	earlier := func(t time.Time) {
 		if !t.IsZero() && (due.IsZero() || t.Before(due)) {
 			due = t
 		}
 	}
-	if rt.run != nil {
-		earlier(rt.run.deadline)
+	if r.run != nil {
+		earlier(r.run.deadline)
 	}
-	earlier(rt.confirmDue())
+	earlier(r.confirmDue())
 	return due
 }
 
-// onRotationTimer runs scheduled rotations, deadlines and confirmations.
-func (a *Agent) onRotationTimer(rt *runtime) {
-	a.pollConfirmations(rt)
+// onTimer runs scheduled rotations, deadlines and confirmations.
+func (r *rotator) onTimer() {
+	r.pollConfirmations()
 	now := time.Now()
-	if rt.run != nil && !now.Before(rt.run.deadline) {
-		a.rotationDeadline(rt)
+	if r.run != nil && !now.Before(r.run.deadline) {
+		r.rotationDeadline()
 	}
-	if !rt.nextRotation.IsZero() && !now.Before(rt.nextRotation) && rt.rot.Phase == wg.PhaseStable {
-		rt.nextRotation = time.Time{}
-		if err := a.startRotation(rt, false); err != nil {
-			a.log.Error("scheduled key rotation did not start", "err", err)
-			if a.metrics != nil {
-				a.metrics.rotations.WithLabelValues(string(control.RotateFailed)).Inc()
-			}
-			a.scheduleRotation(rt)
+	if !r.nextRotation.IsZero() && !now.Before(r.nextRotation) && r.state.Phase == wg.PhaseStable {
+		r.nextRotation = time.Time{}
+		if err := r.startRotation(false); err != nil {
+			r.log.Error("scheduled key rotation did not start", "err", err)
+			r.env.counted(control.RotateFailed)
+			r.scheduleRotation()
 		}
 	}
 }
@@ -399,10 +389,10 @@ func (a *Agent) onRotationTimer(rt *runtime) {
 // failpoint stops the agent dead at a named point when DCMESH_FAILPOINT
 // names it. Tests use it to kill -9 an agent in the middle of a rotation;
 // it does nothing otherwise.
-func (a *Agent) failpoint(name string) {
+func (r *rotator) failpoint(name string) {
 	if os.Getenv("DCMESH_FAILPOINT") != name {
 		return
 	}
-	a.log.Warn("failpoint reached; waiting to be killed", "failpoint", name)
+	r.log.Warn("failpoint reached; waiting to be killed", "failpoint", name)
 	select {}
 }

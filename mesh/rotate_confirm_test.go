@@ -64,7 +64,7 @@ func (m *scaleMesh) allowed(t *testing.T) map[wg.PublicKey]string {
 // silence). The old key keeps the prefixes; the handshake moves them.
 func TestSwitchedRecordWaitsForTheHandshake(t *testing.T) {
 	m, s, cur, next := rotatingPeer(t)
-	m.rt.watch = newCutoverWatch(m.wg, m.rt.cfg.Interface)
+	m.rt.rot.watch = newCutoverWatch(m.wg, m.rt.cfg.Interface)
 	m.offer(t, s, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(0, 0)}, WGCurrent: next})
 	m.reconcile(t)
 	ips := m.allowed(t)
@@ -76,7 +76,7 @@ func TestSwitchedRecordWaitsForTheHandshake(t *testing.T) {
 	if err := m.fake().SetPeerStats(m.rt.cfg.Interface, wgtypes.Key(next), time.Now(), 180, 92); err != nil {
 		t.Fatal(err)
 	}
-	m.rt.watch.poll(t.Logf)
+	m.rt.rot.watch.poll(t.Logf)
 	ips = m.allowed(t)
 	if _, old := ips[cur]; old || ips[next] == "" {
 		t.Fatalf("no cut-over at the handshake: %v", ips)
@@ -97,7 +97,7 @@ func TestSwitchedRecordCutsOverAfterTheGrace(t *testing.T) {
 	if ips := m.allowed(t); ips[cur] == "" {
 		t.Fatalf("not held: %v", ips)
 	}
-	m.rt.peerRotations().held[s.name] = time.Now().Add(-switchGrace)
+	m.rt.rot.peerRotations().held[s.name] = time.Now().Add(-switchGrace)
 	m.reconcile(t)
 	if ips := m.allowed(t); ips[next] == "" || ips[cur] != "" {
 		t.Errorf("still held after the grace: %v", ips)
@@ -152,14 +152,14 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	m.rt.keys = wg.NewKeyStore(filepath.Join(dir, "wg.key"), filepath.Join(dir, "rotation.json"))
-	m.rt.rot = wg.RotationState{Phase: wg.PhaseStable, Epoch: 1}
+	m.rt.rot.keys = wg.NewKeyStore(filepath.Join(dir, "wg.key"), filepath.Join(dir, "rotation.json"))
+	m.rt.rot.state = wg.RotationState{Phase: wg.PhaseStable, Epoch: 1}
 	start := func(deadline time.Time) chan control.RotateReply {
-		run := newRotationRun(m.rt, newKey.Public(), deadline)
+		run := newRotationRun(newKey.Public(), deadline)
 		run.expected, run.committed, run.switched = []string{s.name}, true, time.Now()
 		w := make(chan control.RotateReply, 1)
 		run.waiters = []chan control.RotateReply{w}
-		m.rt.run = run
+		m.rt.rot.run = run
 		return w
 	}
 	ack := func() {
@@ -168,7 +168,11 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.a.onAck(m.rt, raw)
+		ack, peerKey, ok := m.rt.store.verifyAck(raw, m.rt.cfg.Site)
+		if !ok {
+			t.Fatal("ack refused")
+		}
+		m.rt.rot.onAck(ack, peerKey)
 	}
 	done := func(w chan control.RotateReply) *control.RotateReply {
 		select {
@@ -187,19 +191,19 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 	if r := done(w); r != nil {
 		t.Fatalf("complete on the ack alone: %+v", r)
 	}
-	m.a.pollConfirmations(m.rt) // nothing received since the ack
+	m.rt.rot.pollConfirmations() // nothing received since the ack
 	if r := done(w); r != nil {
 		t.Fatalf("complete without data from the peer after its ack: %+v", r)
 	}
 	if err := fake.SetPeerStats("dcm0", peer, time.Now(), 1032, 1000); err != nil {
 		t.Fatal(err)
 	}
-	m.a.pollConfirmations(m.rt)
+	m.rt.rot.pollConfirmations()
 	r := done(w)
 	if r == nil || r.Result != "complete" || len(r.CutOver) != 1 || len(r.Missing) != 0 {
 		t.Fatalf("after data both ways: %+v", r)
 	}
-	if m.rt.run != nil {
+	if m.rt.rot.run != nil {
 		t.Error("run still pending")
 	}
 
@@ -209,7 +213,7 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	w = start(time.Now().Add(-time.Millisecond))
-	m.a.onRotationTimer(m.rt)
+	m.rt.rot.onTimer()
 	r = done(w)
 	if r == nil || r.Result != "incomplete" || len(r.Missing) != 1 || r.Pending[s.name] != "no handshake under the new key" {
 		t.Fatalf("at the deadline: %+v", r)
@@ -224,9 +228,9 @@ func TestNudgeSendsOneKeepalive(t *testing.T) {
 		return m.fake().KeepalivesSent("dcm0", wgtypes.Key(trusttest.WGKey(name)))
 	}
 	a, b := sent(m.sites[0].name), sent(m.sites[1].name)
-	m.a.onNudge(m.rt, m.sites[0].name)
-	m.a.onNudge(m.rt, m.sites[0].name) // too soon: ignored
-	m.a.onNudge(m.rt, "nobody")
+	m.rt.rot.onNudge(m.sites[0].name)
+	m.rt.rot.onNudge(m.sites[0].name) // too soon: ignored
+	m.rt.rot.onNudge("nobody")
 	if sent(m.sites[0].name) != a+1 || sent(m.sites[1].name) != b {
 		t.Errorf("keepalives: %s %d → %d, %s %d → %d", m.sites[0].name, a, sent(m.sites[0].name), m.sites[1].name, b, sent(m.sites[1].name))
 	}

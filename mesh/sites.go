@@ -240,6 +240,43 @@ func (s *siteStore) setCRL(crl *trust.RevocationList) bool {
 	return true
 }
 
+// installCRL keeps crl if it is newer than the one held; it reports whether
+// it did, and the sites it removed (revoked: the gossip layer should stop
+// re-joining them).
+func (s *siteStore) installCRL(crl *trust.RevocationList) (changed bool, gone []string) {
+	held := s.siteNames()
+	if !s.setCRL(crl) {
+		return false, nil
+	}
+	for _, name := range held {
+		if s.records[name] == nil {
+			gone = append(gone, name)
+		}
+	}
+	return true, gone
+}
+
+// verifyAck decodes a rotation ack and checks that the site it names signed
+// it, for the site to; it returns the ack and that site's current WireGuard
+// key. An ack that fails is counted (reject); one from a site the store does
+// not hold, or for another site, is ignored.
+func (s *siteStore) verifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, bool) {
+	ack, err := trust.DecodeAck(raw)
+	if err != nil {
+		s.reject("(ack)", err)
+		return nil, wg.PublicKey{}, false
+	}
+	sr, ok := s.records[ack.From]
+	if !ok || ack.To != to {
+		return nil, wg.PublicKey{}, false
+	}
+	if _, err := trust.VerifyAck(raw, sr.Cert.IdentityKey); err != nil {
+		s.reject(ack.From, err)
+		return nil, wg.PublicKey{}, false
+	}
+	return ack, sr.WGCurrent, true
+}
+
 // remoteSite is a remote site as the data plane needs it.
 type remoteSite struct {
 	Name      string

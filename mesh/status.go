@@ -20,7 +20,7 @@ const rejectAfterTime = 180 * time.Second
 
 // buildStatus reads the device and the kernel and describes everything
 // (control.Status: the wire type `dcmesh status` prints).
-func (a *Agent) buildStatus(rt *runtime) (control.Status, error) {
+func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 	now := time.Now()
 	st := a.statusHeader(rt, now)
 	dev, err := rt.wgc.Device(rt.cfg.Interface)
@@ -48,14 +48,14 @@ func (a *Agent) buildStatus(rt *runtime) (control.Status, error) {
 
 // statusHeader is the part of the status that needs neither the device nor
 // the kernel: the site, its key and rotation, and the counters.
-func (a *Agent) statusHeader(rt *runtime, now time.Time) control.Status {
+func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 	cfg := rt.cfg
 	st := control.Status{
 		Schema: control.StatusSchema, GeneratedAt: now.UTC(), Site: cfg.Site, Interface: cfg.Interface,
-		Backend: string(rt.dev.Backend()), ListenPort: cfg.ListenPort, PublicKey: rt.key.Public().String(),
+		Backend: string(rt.dev.Backend()), ListenPort: cfg.ListenPort, PublicKey: rt.rot.key.Public().String(),
 		RecordsRejected: map[string]uint64{},
-		Key: control.KeyStatus{Epoch: rt.rot.Epoch, Since: rt.rot.KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.KeySince).Seconds()),
-			RotationPhase: string(rt.rot.Phase), LastResult: rt.rot.LastResult},
+		Key: control.KeyStatus{Epoch: rt.rot.state.Epoch, Since: rt.rot.state.KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.state.KeySince).Seconds()),
+			RotationPhase: string(rt.rot.state.Phase), LastResult: rt.rot.state.LastResult},
 		Gossip: control.GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[control.MemberState]int{}, Members: []control.Member{}},
 		Peers:  []control.PeerStatus{}, StateDir: control.StateDirStatus{Path: string(cfg.StateDir), Problems: []string{}},
 	}
@@ -66,14 +66,14 @@ func (a *Agent) statusHeader(rt *runtime, now time.Time) control.Status {
 		st.StateDir.Problems = rt.disk.problems()
 	}
 	st.Untrusted = a.untrustedStatus(rt)
-	if !rt.nextRotation.IsZero() {
-		nr := rt.nextRotation.UTC()
+	if !rt.rot.nextRotation.IsZero() {
+		nr := rt.rot.nextRotation.UTC()
 		st.Key.NextRotation = &nr
 	}
 	return st
 }
 
-func (a *Agent) untrustedStatus(rt *runtime) control.UntrustedStatus {
+func (a *Agent) untrustedStatus(rt *siteRuntime) control.UntrustedStatus {
 	u := control.UntrustedStatus{GossipStreamsRefused: map[string]uint64{}, GossipDropped: map[string]uint64{}}
 	if rt.gossip != nil {
 		r := rt.gossip.Refused()
@@ -99,7 +99,7 @@ func (a *Agent) untrustedStatus(rt *runtime) control.UntrustedStatus {
 // kernel holds, as the configuration wants them (link and metrics).
 type routeMarks struct{ tunnel, failClosed map[netip.Prefix]bool }
 
-func (a *Agent) readRouteMarks(rt *runtime) (routeMarks, error) {
+func (a *Agent) readRouteMarks(rt *siteRuntime) (routeMarks, error) {
 	cfg := rt.cfg
 	owned, err := rt.net.OwnedRoutes(cfg.RouteTable)
 	if err != nil {
@@ -124,7 +124,7 @@ func (a *Agent) readRouteMarks(rt *runtime) (routeMarks, error) {
 // gossipStatus fills the membership and rejection counts into st and returns
 // each member's state by name. A member whose last record said goodbye and
 // that is no longer alive is listed as left.
-func gossipStatus(rt *runtime, st *control.Status) map[string]control.MemberState {
+func gossipStatus(rt *siteRuntime, st *control.Status) map[string]control.MemberState {
 	members := map[string]control.MemberState{}
 	if rt.gossip == nil {
 		return members
@@ -151,7 +151,7 @@ type peerIdentity struct {
 	role   control.Role
 }
 
-func peerIdentities(rt *runtime) map[wg.PublicKey]peerIdentity {
+func peerIdentities(rt *siteRuntime) map[wg.PublicKey]peerIdentity {
 	ids := map[wg.PublicKey]peerIdentity{}
 	for _, p := range rt.cfg.Peers {
 		ids[p.PublicKey] = peerIdentity{p.Name, control.SourceStatic, control.RoleCurrent}
@@ -160,7 +160,7 @@ func peerIdentities(rt *runtime) map[wg.PublicKey]peerIdentity {
 		ids[s.PublicKey] = peerIdentity{s.Name, control.SourceGossip, control.RoleCurrent}
 		if !s.Next.IsZero() {
 			role := control.RoleNext
-			if rt.cutover[s.Next] {
+			if rt.rot.cutover[s.Next] {
 				role = control.RoleCurrent
 			}
 			ids[s.Next] = peerIdentity{s.Name, control.SourceGossip, role}
@@ -234,8 +234,8 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 
 // routeStatus counts the routes the last desired state wants and those of
 // them the kernel holds.
-func routeStatus(rt *runtime, marks routeMarks) control.RouteStatus {
-	d := computeDesired(rt.cfg, rt.key, rt.mtu, rt.lastSites, rt.cutover)
+func routeStatus(rt *siteRuntime, marks routeMarks) control.RouteStatus {
+	d := computeDesired(rt.cfg, rt.rot.key, rt.mtu, rt.lastSites, rt.rot.cutover)
 	routes, failClosed := uniquePrefixes(d.Net.Routes), uniquePrefixes(d.Net.FailClosed)
 	rs := control.RouteStatus{Table: rt.cfg.RouteTable, Desired: len(routes), FailClosedDesired: len(failClosed)}
 	for _, p := range routes {
