@@ -91,8 +91,9 @@ func (a *Agent) apiRecords(rt *siteRuntime, _ control.Empty) (control.Records, e
 	if rt.own != nil {
 		out.Records = append(out.Records, rt.own.Raw)
 	}
-	for _, n := range rt.store.siteNames() {
-		out.Records = append(out.Records, rt.store.records[n].Raw)
+	for _, n := range rt.store.Names() {
+		sr, _ := rt.store.Record(n)
+		out.Records = append(out.Records, sr.Raw)
 	}
 	return out, nil
 }
@@ -130,7 +131,7 @@ func (a *Agent) apiRevoke(rt *siteRuntime, in control.RevokeRequest) (control.Re
 	if err != nil {
 		return control.RevokeReply{}, err
 	}
-	if changed, gone := rt.store.installCRL(crl); changed {
+	if changed, gone := rt.store.InstallCRL(crl); changed {
 		for _, name := range gone {
 			rt.gossip.Forget(name) // revoked: stop re-joining it
 		}
@@ -138,7 +139,7 @@ func (a *Agent) apiRevoke(rt *siteRuntime, in control.RevokeRequest) (control.Re
 		a.spreadCRL(rt)
 		a.commitStore(rt)
 	}
-	return control.RevokeReply{Number: rt.store.crl.Number.String(), Revoked: len(rt.store.crl.Serials)}, nil
+	return control.RevokeReply{Number: rt.store.CRL().Number.String(), Revoked: len(rt.store.CRL().Serials)}, nil
 }
 
 func (a *Agent) apiDown(rt *siteRuntime, in control.DownRequest) (control.Empty, error) {

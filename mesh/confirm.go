@@ -3,6 +3,7 @@ package mesh
 import (
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -75,7 +76,7 @@ type keyPair struct{ cur, next wg.PublicKey }
 
 // confirmingKey is a new key of site waiting for data received under it.
 type confirmingKey struct {
-	site   remoteSite
+	site   records.Site
 	since  time.Time
 	rxBase int64     // received bytes when we asked for a keepalive
 	asked  time.Time // zero until the device showed a handshake
@@ -100,7 +101,7 @@ func (r *rotator) markCutOver(k wg.PublicKey) {
 // we pre-installed but saw no handshake on yet back to "rotating": the old
 // key keeps the prefixes and the new one stays pre-installed, until the
 // watcher sees the handshake or switchGrace passes.
-func (r *rotator) holdSwitches(sites []remoteSite) {
+func (r *rotator) holdSwitches(sites []records.Site) {
 	pr := r.peerRotations()
 	now := time.Now()
 	seen := map[string]bool{}
@@ -142,7 +143,7 @@ func (r *rotator) holdSwitches(sites []remoteSite) {
 }
 
 // carrier is the key that carries s's prefixes on our device.
-func (r *rotator) carrier(s remoteSite) wg.PublicKey {
+func (r *rotator) carrier(s records.Site) wg.PublicKey {
 	if !s.Next.IsZero() && r.cutover[s.Next] {
 		return s.Next
 	}
@@ -151,7 +152,7 @@ func (r *rotator) carrier(s remoteSite) wg.PublicKey {
 
 // newKeyCarried handles a site whose prefixes just moved to key: ack the
 // cut-over if we already received data under it, else start confirming.
-func (r *rotator) newKeyCarried(s remoteSite, key wg.PublicKey) {
+func (r *rotator) newKeyCarried(s records.Site, key wg.PublicKey) {
 	pr := r.peerRotations()
 	if pr.confirmed[key] {
 		r.ackCutOver(s, key)
@@ -162,7 +163,7 @@ func (r *rotator) newKeyCarried(s remoteSite, key wg.PublicKey) {
 	}
 }
 
-func (r *rotator) ackCutOver(s remoteSite, key wg.PublicKey) {
+func (r *rotator) ackCutOver(s records.Site, key wg.PublicKey) {
 	if r.ackedCut[key] {
 		return
 	}
@@ -296,7 +297,7 @@ func (r *rotator) nudge(name string) {
 	if !r.online {
 		return
 	}
-	r.sendAsync(name, encodeMsg(kindNudge, []byte(r.cfg.Site)), "nudge")
+	r.sendAsync(name, records.Encode(records.KindNudge, []byte(r.cfg.Site)), "nudge")
 }
 
 // onNudge sends the site that asked one keepalive on the key that carries

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -155,7 +156,7 @@ func (r *rotator) cutovers() <-chan wg.PublicKey {
 func (r *rotator) onCutOver(k wg.PublicKey) { r.markCutOver(k) }
 
 // publishWatch tells the watcher what is pending after a reconcile.
-func (r *rotator) publishWatch(sites []remoteSite) {
+func (r *rotator) publishWatch(sites []records.Site) {
 	if r.watch == nil {
 		return
 	}

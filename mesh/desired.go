@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -27,7 +28,7 @@ type desiredState struct {
 // it, and we do not initiate: the site cannot answer on it yet), until
 // cutover says a handshake on it was seen: then the next key alone takes the
 // site's prefixes.
-func computeDesired(cfg *config.Config, key wg.PrivateKey, mtu int, sites []remoteSite, cutover map[wg.PublicKey]bool) desiredState {
+func computeDesired(cfg *config.Config, key wg.PrivateKey, mtu int, sites []records.Site, cutover map[wg.PublicKey]bool) desiredState {
 	var d desiredState
 	d.WG = wg.Config{PrivateKey: key, ListenPort: cfg.ListenPort}
 	var remote []netip.Prefix

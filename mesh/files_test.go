@@ -14,6 +14,7 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/ca/catest"
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/enroll"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -122,7 +123,7 @@ func TestAgentFilesRefuseSpecialFiles(t *testing.T) {
 			_, err := enroll.Load(&c, now)
 			return err
 		},
-		"seq.json": func(p string) error { _, err := loadSeq(p); return err },
+		"seq.json": func(p string) error { _, err := records.LoadSeq(p); return err },
 	}
 	for name, read := range readers {
 		for kind, pw := range specialPaths(t, t.TempDir()) {

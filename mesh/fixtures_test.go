@@ -1,6 +1,11 @@
 package mesh
 
-import "github.com/dcmesh/dcmesh/wg"
+import (
+	"crypto/ed25519"
+
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
+)
 
 // The local site of the agent's tests: fra1 with two static peers (the same
 // file mesh/config's tests parse).
@@ -38,3 +43,9 @@ peers:
     allowed_prefixes: [10.3.0.0/16]
     persistent_keepalive: 0s
 `
+
+// testSite is a certified remote site: certificate and identity key.
+type testSite struct {
+	cert *trust.Certificate
+	key  ed25519.PrivateKey
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
 
@@ -38,7 +39,7 @@ func (a *Agent) startGossip(ctx context.Context, rt *siteRuntime) error {
 	rt.gossip = gs
 	// Only certified sites are members gossip sends to, counts and keeps:
 	// start with the records kept from the last run.
-	gs.SetRoster(rt.store.roster(a.policy(rt)))
+	gs.SetRoster(rt.store.Roster(a.policy(rt)))
 	if err := a.publish(rt); err != nil {
 		return err
 	}
@@ -81,7 +82,7 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 	// Never publish a sequence number that is not on disk: after a crash
 	// it could be used again. Until the write succeeds (retried at every
 	// resync) the site does not refresh its record, and health says so.
-	if err := rt.disk.wrote(config.SeqFile, saveSeq(rt.cfg.StateDir.Seq(), seq)); err != nil {
+	if err := rt.disk.wrote(config.SeqFile, records.SaveSeq(rt.cfg.StateDir.Seq(), seq)); err != nil {
 		rt.disk.retryPublish = true
 		return nil, fmt.Errorf("persist record sequence: %w", err)
 	}
@@ -106,9 +107,9 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		return nil, fmt.Errorf("sign this site's record: %w", err)
 	}
 	rt.own = sr
-	rt.in.setOwn(rt.cfg.Site, seq, rt.enr.Cert.Serial, sr.Raw)
+	rt.in.SetOwn(rt.cfg.Site, seq, rt.enr.Cert.Serial, sr.Raw)
 	a.updateLocalState(rt)
-	msg := encodeMsg(kindRecord, sr.Raw)
+	msg := records.Encode(records.KindRecord, sr.Raw)
 	if len(msg) <= gossip.MaxBroadcastSize {
 		rt.gossip.Broadcast("record/"+rt.cfg.Site, msg)
 	}
@@ -122,7 +123,7 @@ func (a *Agent) greet(rt *siteRuntime, name string) {
 	if rt.own == nil {
 		return
 	}
-	g, msg := rt.gossip, encodeMsg(kindRecord, rt.own.Raw)
+	g, msg := rt.gossip, records.Encode(records.KindRecord, rt.own.Raw)
 	go func() {
 		if err := g.SendTo(name, msg); err != nil {
 			a.log.Debug("could not hand our record to a new member; push/pull will", "member", name, "err", err)
@@ -131,7 +132,7 @@ func (a *Agent) greet(rt *siteRuntime, name string) {
 }
 
 func (a *Agent) updateLocalState(rt *siteRuntime) {
-	st, err := rt.store.state(rt.own)
+	st, err := rt.store.State(rt.own)
 	if err != nil {
 		a.log.Error("cannot encode gossip state", "err", err)
 		return
@@ -158,7 +159,7 @@ func (a *Agent) policy(rt *siteRuntime) *trust.Policy {
 	underlay = append(underlay, rt.enr.Cert.Underlay...)
 	return &trust.Policy{
 		CAs: rt.enr.CAs, LocalSite: cfg.Site, LocalPrefixes: local, Underlay: underlay,
-		CRL: rt.store.crl, Now: time.Now(), Skew: cfg.Trust.ClockSkew,
+		CRL: rt.store.CRL(), Now: time.Now(), Skew: cfg.Trust.ClockSkew,
 	}
 }
 
@@ -166,8 +167,8 @@ func (a *Agent) policy(rt *siteRuntime) *trust.Policy {
 // worked through, else nil: the loop takes the next payload only when it has
 // finished the current one, so what waits stays in the gossip layer's
 // bounded inbox (ingest.go).
-func inboxWhenIdle(inbox <-chan gossip.Message, in *ingest) <-chan gossip.Message {
-	if in.busy() {
+func inboxWhenIdle(inbox <-chan gossip.Message, in *records.Ingest) <-chan gossip.Message {
+	if in.Busy() {
 		return nil
 	}
 	return inbox
@@ -176,18 +177,18 @@ func inboxWhenIdle(inbox <-chan gossip.Message, in *ingest) <-chan gossip.Messag
 // onGossip takes one received payload: records, lists and states go to
 // ingest; a rotation's messages go to the rotator.
 func (a *Agent) onGossip(rt *siteRuntime, m gossip.Message) {
-	k, payload, ok := rt.in.take(m)
+	k, payload, ok := rt.in.Take(m)
 	if !ok {
 		return
 	}
 	switch k {
-	case kindAck:
-		if ack, peerKey, ok := rt.store.verifyAck(payload, rt.cfg.Site); ok {
+	case records.KindAck:
+		if ack, peerKey, ok := rt.store.VerifyAck(payload, rt.cfg.Site); ok {
 			rt.rot.onAck(ack, peerKey)
 		}
-	case kindSwitching:
+	case records.KindSwitching:
 		rt.rot.onSwitching()
-	case kindNudge:
+	case records.KindNudge:
 		rt.rot.onNudge(string(payload))
 	}
 }
@@ -195,20 +196,20 @@ func (a *Agent) onGossip(rt *siteRuntime, m gossip.Message) {
 // ingestTurn works through received gossip for one turn and does what it
 // asks: spread what was accepted, forget what is gone, commit the store.
 func (a *Agent) ingestTurn(rt *siteRuntime, inboxLen int) {
-	res := rt.in.turn(inboxLen)
-	for _, name := range res.forget {
+	res := rt.in.Turn(inboxLen)
+	for _, name := range res.Forget {
 		rt.gossip.Forget(name) // gone for good: stop re-joining it
 	}
-	for _, r := range res.relay {
-		rt.gossip.Broadcast(r.key, r.msg)
+	for _, r := range res.Relay {
+		rt.gossip.Broadcast(r.Key, r.Msg)
 	}
-	if res.crl {
-		a.sendToAllAsync(rt, encodeMsg(kindCRL, rt.store.crl.Raw), "revocation list")
+	if res.CRL {
+		a.sendToAllAsync(rt, records.Encode(records.KindCRL, rt.store.CRL().Raw), "revocation list")
 	}
-	if res.more {
+	if res.More {
 		notify(a.ingestMore)
 	}
-	if res.commit {
+	if res.Commit {
 		a.commitStore(rt)
 	}
 }
@@ -216,7 +217,7 @@ func (a *Agent) ingestTurn(rt *siteRuntime, inboxLen int) {
 // spreadCRL sends the revocation list held to the cluster: broadcast, and to
 // every member directly.
 func (a *Agent) spreadCRL(rt *siteRuntime) {
-	msg := encodeMsg(kindCRL, rt.store.crl.Raw)
+	msg := records.Encode(records.KindCRL, rt.store.CRL().Raw)
 	if len(msg) <= gossip.MaxBroadcastSize {
 		rt.gossip.Broadcast("crl", msg)
 	}
@@ -237,7 +238,7 @@ func (a *Agent) sendToAllAsync(rt *siteRuntime, msg []byte, what string) {
 // commitStore persists the store, refreshes the push/pull state and
 // reconciles.
 func (a *Agent) commitStore(rt *siteRuntime) {
-	if err := rt.disk.wrote(config.RecordsFile, rt.store.save()); err != nil {
+	if err := rt.disk.wrote(config.RecordsFile, rt.store.Save()); err != nil {
 		rt.disk.retrySave = true
 		a.log.Error("cannot persist site records; retrying at every resync", "err", err)
 	} else {
@@ -253,7 +254,7 @@ func (a *Agent) commitStore(rt *siteRuntime) {
 func (a *Agent) retryStateWrites(rt *siteRuntime) {
 	rt.disk.check()
 	if rt.disk.retrySave && rt.store != nil {
-		if rt.disk.wrote(config.RecordsFile, rt.store.save()) == nil {
+		if rt.disk.wrote(config.RecordsFile, rt.store.Save()) == nil {
 			rt.disk.retrySave = false
 			a.log.Info("site records persisted again", "file", rt.cfg.StateDir.Records())
 		}
@@ -267,11 +268,11 @@ func (a *Agent) retryStateWrites(rt *siteRuntime) {
 
 // liveSites are the remote sites to program now (the store's active sites,
 // overlaps resolved); conflicts are logged when they change.
-func (a *Agent) liveSites(rt *siteRuntime) []remoteSite {
+func (a *Agent) liveSites(rt *siteRuntime) []records.Site {
 	if rt.store == nil {
 		return nil
 	}
-	sites, conflicts := rt.store.active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+	sites, conflicts := rt.store.Active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
 	if s := fmt.Sprint(conflicts); s != rt.conflicts {
 		rt.conflicts = s
 		for _, c := range conflicts {
@@ -289,8 +290,8 @@ type agentEnv struct {
 
 func (e agentEnv) publish() error { return e.a.publish(e.rt) }
 
-func (e agentEnv) liveSites() []remoteSite {
-	sites, _ := e.rt.store.active(e.a.policy(e.rt), e.rt.cfg.Trust.RecordExpiry)
+func (e agentEnv) liveSites() []records.Site {
+	sites, _ := e.rt.store.Active(e.a.policy(e.rt), e.rt.cfg.Trust.RecordExpiry)
 	return sites
 }
 

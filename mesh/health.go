@@ -6,6 +6,7 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/probe"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -52,7 +53,7 @@ func (a *Agent) startProber(ctx context.Context, rt *siteRuntime) error {
 // setProbeTargets probes every remote site whose current key has completed
 // a handshake (dev is the device as just read), and keeps probing a site
 // until it is gone.
-func (rt *siteRuntime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
+func (rt *siteRuntime) setProbeTargets(sites []records.Site, dev *wgtypes.Device) {
 	if rt.prober == nil || dev == nil {
 		return
 	}

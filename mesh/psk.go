@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"slices"
 
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -53,7 +54,7 @@ func derivePSK(secret []byte, rotatingNext, peer wg.PublicKey) (wg.PresharedKey,
 // offerPSKs runs before each reconcile on the peer side: for every rotating
 // site that published a KEM key we have not answered, encapsulate, derive
 // and persist the pair's new key (before the pre-install that uses it).
-func (r *rotator) offerPSKs(sites []remoteSite) {
+func (r *rotator) offerPSKs(sites []records.Site) {
 	if !r.cfg.Rotation.PSK {
 		return
 	}

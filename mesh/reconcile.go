@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -63,7 +64,7 @@ func (a *Agent) firstReconcile(rt *siteRuntime) error {
 // reconcilePlan is a computed desired state, with the sites it came from
 // and the device as read before computing it.
 type reconcilePlan struct {
-	sites  []remoteSite
+	sites  []records.Site
 	d      desiredState
 	dev    *wgtypes.Device // nil if the read failed (devErr)
 	devErr error
@@ -114,7 +115,7 @@ func (a *Agent) applied(rt *siteRuntime, p reconcilePlan, complete bool, start t
 	}
 	rt.rot.applied(p.sites, p.d.WG, complete, rt.store != nil)
 	if rt.gossip != nil {
-		rt.gossip.SetRoster(rt.store.roster(a.policy(rt)))
+		rt.gossip.SetRoster(rt.store.Roster(a.policy(rt)))
 	}
 	took := time.Since(start)
 	a.log.Debug("reconciled", "took", took)
@@ -204,7 +205,7 @@ func onlyConflicts(err error) bool {
 }
 
 // peerNames names peers by site where known, else by short key.
-func peerNames(rt *siteRuntime, sites []remoteSite, keys []wg.PublicKey) []string {
+func peerNames(rt *siteRuntime, sites []records.Site, keys []wg.PublicKey) []string {
 	var out []string
 	for _, k := range keys {
 		name := k.Short()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/enroll"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
@@ -88,10 +89,10 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	a := NewAgent(Options{Logger: log})
 	rt := &siteRuntime{cfg: cfg, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
 		enr:   &enroll.Enrollment{CAs: []*x509.Certificate{ca.Cert}, Cert: own, Identity: ownKey},
-		store: newSiteStore(cfg.StateDir.File("sites.json"), log)}
+		store: records.NewStore(cfg.StateDir.File("sites.json"), log)}
 	rt.rot = newRotator(cfg, keySet{key: key, state: wg.RotationState{Phase: wg.PhaseStable}}, wg.PresharedKeys{}, agentEnv{a, rt}, log)
 	rt.rot.wgc = rec
-	rt.in = newIngest(rt.store, rt.enr.CAs, func() *trust.Policy { return a.policy(rt) }, log)
+	rt.in = records.NewIngest(rt.store, rt.enr.CAs, func() *trust.Policy { return a.policy(rt) }, log)
 	m := &scaleMesh{a: a, rt: rt, ca: ca, wg: rec}
 	for i := range n {
 		m.addSite(tb, i)
@@ -133,7 +134,7 @@ func (m *scaleMesh) offer(tb testing.TB, s *scaleSite, o trusttest.RecordOptions
 	tb.Helper()
 	s.seq++
 	o.Seq = s.seq
-	if ok, err := m.rt.store.consider(trusttest.SignedRecord(tb, s.cert, s.key, o), m.a.policy(m.rt)); !ok {
+	if ok, err := m.rt.store.Consider(trusttest.SignedRecord(tb, s.cert, s.key, o), m.a.policy(m.rt)); !ok {
 		tb.Fatalf("record %s seq %d refused: %v", s.name, s.seq, err)
 	}
 }

@@ -116,8 +116,12 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 	rt.cfg, rt.enr = cfg, enr
 	if rt.in != nil {
 		// What was refused may pass now: the CAs or local prefixes changed.
-		rt.in.reload(enr.CAs)
-		rt.in.own.serial = enr.Cert.Serial
+		rt.in.Reload(enr.CAs)
+		var own []byte
+		if rt.own != nil {
+			own = rt.own.Raw
+		}
+		rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, own)
 	}
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
 	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))

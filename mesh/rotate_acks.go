@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -40,7 +41,7 @@ func (r *rotator) onAck(ack *trust.Ack, peerKey wg.PublicKey) {
 // afterApply acks what the last successful reconcile did for rotating
 // sites: pre-installs, and new keys that now carry a site's prefixes (acked
 // once we received data under them, confirm.go).
-func (r *rotator) afterApply(sites []remoteSite) {
+func (r *rotator) afterApply(sites []records.Site) {
 	if !r.online {
 		return
 	}
@@ -70,7 +71,7 @@ func (r *rotator) afterApply(sites []remoteSite) {
 		}
 	}
 	for k := range r.cutover {
-		if !slices.ContainsFunc(sites, func(s remoteSite) bool { return s.Next == k }) {
+		if !slices.ContainsFunc(sites, func(s records.Site) bool { return s.Next == k }) {
 			delete(r.cutover, k)
 		}
 	}
@@ -86,7 +87,7 @@ func (r *rotator) afterApply(sites []remoteSite) {
 	}
 }
 
-func (r *rotator) sendAck(s remoteSite, key wg.PublicKey, stage trust.AckStage) {
+func (r *rotator) sendAck(s records.Site, key wg.PublicKey, stage trust.AckStage) {
 	ack := trust.Ack{From: r.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}
 	if stage == trust.AckPreinstalled {
 		ack.KEMCiphertext = r.pskOffers[key].ciphertext
@@ -96,7 +97,7 @@ func (r *rotator) sendAck(s remoteSite, key wg.PublicKey, stage trust.AckStage) 
 		r.log.Error("cannot sign an ack", "err", err)
 		return
 	}
-	r.sendAsync(s.Name, encodeMsg(kindAck, b), "ack")
+	r.sendAsync(s.Name, records.Encode(records.KindAck, b), "ack")
 }
 
 // sendAsync sends msg to site name directly, off the loop (an unreachable
@@ -118,7 +119,7 @@ func (r *rotator) notifySwitching() {
 		return
 	}
 	done := make(chan struct{}, len(r.run.expected))
-	msg := encodeMsg(kindSwitching, []byte(r.cfg.Site))
+	msg := records.Encode(records.KindSwitching, []byte(r.cfg.Site))
 	for _, name := range r.run.expected {
 		go func() {
 			_ = r.env.sendTo(name, msg)

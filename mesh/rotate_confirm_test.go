@@ -168,7 +168,7 @@ func TestRotationConfirmsDataBothWays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ack, peerKey, ok := m.rt.store.verifyAck(raw, m.rt.cfg.Site)
+		ack, peerKey, ok := m.rt.store.VerifyAck(raw, m.rt.cfg.Site)
 		if !ok {
 			t.Fatal("ack refused")
 		}

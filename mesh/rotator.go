@@ -9,6 +9,7 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -47,7 +48,7 @@ type rotator struct {
 	pskOffers map[wg.PublicKey]pskOffer
 	kem       *mlkem.DecapsulationKey768 // ours, while prepared
 	// the sites and WireGuard state of the last reconcile
-	sites []remoteSite
+	sites []records.Site
 	wgcfg wg.Config
 }
 
@@ -57,7 +58,7 @@ type rotationEnv interface {
 	// rotator's part of it: recordKeys).
 	publish() error
 	// liveSites are the remote sites a rotation waits for.
-	liveSites() []remoteSite
+	liveSites() []records.Site
 	// sendTo sends a message to one site directly; it may block.
 	sendTo(site string, msg []byte) error
 	// kick asks the loop for a reconcile.
@@ -163,7 +164,7 @@ func (r *rotator) recordKeys(rec *trust.Record) error {
 // switched until their handshake, and gives each site its pre-shared keys.
 // It returns the sites to program and the keys cut over to; release must
 // be called after the apply (the watcher waits for it).
-func (r *rotator) prepare(sites []remoteSite, gossipSites bool) (out []remoteSite, cutover map[wg.PublicKey]bool, release func()) {
+func (r *rotator) prepare(sites []records.Site, gossipSites bool) (out []records.Site, cutover map[wg.PublicKey]bool, release func()) {
 	release = func() {}
 	if r.watch != nil {
 		r.watch.device.Lock()
@@ -186,7 +187,7 @@ func (r *rotator) prepare(sites []remoteSite, gossipSites bool) (out []remoteSit
 // complete says whether everything applied. It forgets the pre-shared keys
 // of peers gone and acks what the apply did for rotating sites (only then),
 // and tells the watcher what to watch.
-func (r *rotator) applied(sites []remoteSite, wgcfg wg.Config, complete, gossipSites bool) {
+func (r *rotator) applied(sites []records.Site, wgcfg wg.Config, complete, gossipSites bool) {
 	r.sites, r.wgcfg = sites, wgcfg
 	if gossipSites && complete {
 		r.prunePSKs(wgcfg)

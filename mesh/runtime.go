@@ -14,6 +14,7 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/mesh/probe"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
@@ -39,9 +40,9 @@ type siteRuntime struct {
 	// gossip mode only
 	enr       *enroll.Enrollment
 	gossip    *gossip.Gossip
-	store     *siteStore
-	in        *ingest    // received gossip (ingest.go)
-	disk      *stateDisk // whether the state directory can be written
+	store     *records.Store
+	in        *records.Ingest // received gossip (ingest.go)
+	disk      *stateDisk      // whether the state directory can be written
 	seq       uint64
 	bootID    [16]byte
 	own       *trust.SignedRecord
@@ -59,7 +60,7 @@ type siteRuntime struct {
 	probing map[string]time.Time // site → when its probe session started
 	// the last desired WireGuard state and sites, for status
 	lastWG    wg.Config
-	lastSites []remoteSite
+	lastSites []records.Site
 }
 
 // newRuntime reads cfg's keys and state: the WireGuard keys and the
@@ -95,14 +96,14 @@ func (a *Agent) setupTrust(rt *siteRuntime) error {
 	if err := os.MkdirAll(string(cfg.StateDir), 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	if rt.store, err = loadSiteStore(cfg.StateDir.Records(), a.log, enr.CAs); err != nil {
+	if rt.store, err = records.LoadStore(cfg.StateDir.Records(), a.log, enr.CAs); err != nil {
 		return err
 	}
-	if rt.seq, err = loadSeq(cfg.StateDir.Seq()); err != nil {
+	if rt.seq, err = records.LoadSeq(cfg.StateDir.Seq()); err != nil {
 		return err
 	}
-	rt.in = newIngest(rt.store, enr.CAs, func() *trust.Policy { return a.policy(rt) }, a.log)
-	rt.in.setOwn(cfg.Site, rt.seq, enr.Cert.Serial, nil)
+	rt.in = records.NewIngest(rt.store, enr.CAs, func() *trust.Policy { return a.policy(rt) }, a.log)
+	rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, nil)
 	_, _ = rand.Read(rt.bootID[:])
 	return nil
 }

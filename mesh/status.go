@@ -86,7 +86,7 @@ func (a *Agent) untrustedStatus(rt *siteRuntime) control.UntrustedStatus {
 		u.UncertifiedNodes = rt.gossip.Uncertified()
 	}
 	if rt.in != nil {
-		u.RecordsSkipped = rt.in.skipped
+		u.RecordsSkipped = rt.in.Skipped()
 	}
 	if a.ctl != nil {
 		c := a.ctl.Stats()
@@ -131,14 +131,14 @@ func gossipStatus(rt *siteRuntime, st *control.Status) map[string]control.Member
 	}
 	for _, m := range rt.gossip.Members() {
 		state := control.MemberState(m.State)
-		if sr, ok := rt.store.records[m.Name]; ok && sr.Leaving && state != control.MemberAlive {
+		if sr, ok := rt.store.Record(m.Name); ok && sr.Leaving && state != control.MemberAlive {
 			state = control.MemberLeft
 		}
 		st.Gossip.Members = append(st.Gossip.Members, control.Member{Name: m.Name, Addr: m.Addr, State: state})
 		members[m.Name] = state
 		st.Gossip.MembersByState[state]++
 	}
-	for r, n := range rt.store.rejected {
+	for r, n := range rt.store.Rejected() {
 		st.RecordsRejected[string(r)] = n
 	}
 	return members

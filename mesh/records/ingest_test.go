@@ -1,10 +1,12 @@
-package mesh
+package records
 
 import (
 	"bytes"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +44,25 @@ func encodeFlood(t *testing.T, recs [][]byte, shuffle bool) []byte {
 	return st
 }
 
+// newIngestFixture is a store holding n certified sites (site0000...) of
+// a CA the ingest pins, for the site fra1.
+func newIngestFixture(t *testing.T, n int, log *slog.Logger) (*Store, *Ingest) {
+	t.Helper()
+	ca := trusttest.NewCA(t)
+	cas := []*x509.Certificate{ca.Cert}
+	policy := func() *trust.Policy {
+		return &trust.Policy{CAs: cas, LocalSite: "fra1", LocalPrefixes: trusttest.Prefixes(t, "10.1.0.0/16"), Now: time.Now(), Skew: time.Minute}
+	}
+	store := NewStore(filepath.Join(t.TempDir(), "records.json"), log)
+	for i := range n {
+		s := newTestSite(t, ca, fmt.Sprintf("site%04d", i), trusttest.CertOptions{}, fmt.Sprintf("172.16.%d.0/24", i))
+		if ok, err := store.Consider(s.record(t, trusttest.RecordOptions{Seq: 1}), policy()); !ok {
+			t.Fatalf("site %d refused: %v", i, err)
+		}
+	}
+	return store, NewIngest(store, cas, policy, log)
+}
+
 // lineCounter is a slog handler target that counts lines.
 type lineCounter struct {
 	mu sync.Mutex
@@ -68,27 +89,24 @@ func (l *lineCounter) lines() int {
 // of lines.
 func TestIngestFloodIsSlicedAndRemembered(t *testing.T) {
 	const n = 2048
-	m := newScaleMesh(t, 2)
 	logs := &lineCounter{}
-	m.rt.store.log = slog.New(slog.NewTextHandler(logs, nil))
-	m.rt.in = newIngest(m.rt.store, m.rt.enr.CAs, func() *trust.Policy { return m.a.policy(m.rt) }, m.rt.store.log)
+	store, in := newIngestFixture(t, 2, slog.New(slog.NewTextHandler(logs, nil)))
 	flood, recs := foreignFlood(t, n, false)
 
 	run := func(state []byte) (turns int) {
 		t.Helper()
-		m.a.onGossip(m.rt, gossip.Message{Kind: gossip.MsgState, Data: state})
-		for turns = 0; m.rt.in.busy() || turns == 0; turns++ {
+		if _, _, other := in.Take(gossip.Message{Kind: gossip.MsgState, Data: state}); other {
+			t.Fatal("a state was handed back")
+		}
+		more := false
+		for turns = 0; in.Busy() || turns == 0; turns++ {
 			if turns > 100000 {
 				t.Fatal("ingest does not finish")
 			}
-			select {
-			case <-m.a.ingestMore:
-			default:
-				if turns > 0 {
-					t.Fatal("a payload is left half done without asking the loop for another turn")
-				}
+			if turns > 0 && !more {
+				t.Fatal("a payload is left half done without asking the loop for another turn")
 			}
-			m.a.ingestTurn(m.rt, 0)
+			more = in.Turn(0).More
 		}
 		return turns
 	}
@@ -96,7 +114,7 @@ func TestIngestFloodIsSlicedAndRemembered(t *testing.T) {
 	start := time.Now()
 	turns := run(flood)
 	took := time.Since(start)
-	if got := m.rt.store.rejected[trust.ReasonUnknownCA]; got != n {
+	if got := store.rejected[trust.ReasonUnknownCA]; got != n {
 		t.Fatalf("unknown_ca rejections = %d, want %d", got, n)
 	}
 	if turns < 2 {
@@ -104,27 +122,27 @@ func TestIngestFloodIsSlicedAndRemembered(t *testing.T) {
 	}
 	t.Logf("first delivery: %d records in %v, %d turns", n, took, turns)
 
-	if run(flood); m.rt.in.skipped != 1 {
-		t.Errorf("the same state again: skipped = %d, want 1 (one hash, no record looked at)", m.rt.in.skipped)
+	if run(flood); in.skipped != 1 {
+		t.Errorf("the same state again: skipped = %d, want 1 (one hash, no record looked at)", in.skipped)
 	}
-	if got := m.rt.store.rejected[trust.ReasonUnknownCA]; got != n {
+	if got := store.rejected[trust.ReasonUnknownCA]; got != n {
 		t.Errorf("the same state again counted %d more rejections, want 0", got-n)
 	}
 
 	start = time.Now()
 	run(encodeFlood(t, recs, true))
-	if got := m.rt.in.skipped; got != 1+n {
+	if got := in.skipped; got != 1+n {
 		t.Errorf("the same records reordered: skipped = %d, want %d (every record recognised by hash)", got, 1+n)
 	}
-	if got := m.rt.store.rejected[trust.ReasonUnknownCA]; got != 2*n {
+	if got := store.rejected[trust.ReasonUnknownCA]; got != 2*n {
 		t.Errorf("unknown_ca rejections = %d, want %d (repeats still counted)", got, 2*n)
 	}
 	t.Logf("reordered delivery: %v", time.Since(start))
 	if l := logs.lines(); l > rejectLines {
 		t.Errorf("the flood logged %d lines, want at most %d:\n%s", l, rejectLines, logs.b.String())
 	}
-	if len(m.rt.store.records) != 2 {
-		t.Errorf("store holds %d sites, want the 2 real ones", len(m.rt.store.records))
+	if len(store.records) != 2 {
+		t.Errorf("store holds %d sites, want the 2 real ones", len(store.records))
 	}
 }
 

@@ -1,4 +1,4 @@
-package mesh
+package records
 
 import (
 	"encoding/json"
@@ -19,7 +19,7 @@ type seqState struct {
 	Seq uint64 `json:"seq"`
 }
 
-func loadSeq(path string) (uint64, error) {
+func LoadSeq(path string) (uint64, error) {
 	raw, err := wg.ReadStateFile(path, maxSeqFileSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -34,7 +34,7 @@ func loadSeq(path string) (uint64, error) {
 	return s.Seq, nil
 }
 
-func saveSeq(path string, seq uint64) error {
+func SaveSeq(path string, seq uint64) error {
 	raw, _ := json.Marshal(seqState{Seq: seq})
 	return wg.WriteFileAtomic(path, raw, 0o600)
 }

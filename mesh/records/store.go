@@ -1,4 +1,4 @@
-package mesh
+package records
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -19,11 +20,11 @@ import (
 	"github.com/dcmesh/dcmesh/wg"
 )
 
-// siteStore keeps, per remote site, the newest record that passed the trust
+// Store keeps, per remote site, the newest record that passed the trust
 // checks and the highest sequence number ever accepted (so a replayed older
 // record is refused, also after a restart), plus the newest revocation list.
 // It is persisted in the state directory; a corrupt file stops the agent.
-type siteStore struct {
+type Store struct {
 	path    string
 	log     *slog.Logger
 	records map[string]*trust.SignedRecord
@@ -56,22 +57,35 @@ type storeFile struct {
 	CRL        []byte            `json:"crl,omitempty"`
 }
 
-func newSiteStore(path string, log *slog.Logger) *siteStore {
-	return &siteStore{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{},
+func NewStore(path string, log *slog.Logger) *Store {
+	return &Store{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{},
 		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}, held: map[[32]byte]string{}}
 }
 
 // holds reports whether raw is exactly a record the store holds.
-func (s *siteStore) holds(raw []byte) bool { return s.holdsHash(sha256.Sum256(raw), raw) }
+func (s *Store) Holds(raw []byte) bool { return s.holdsHash(sha256.Sum256(raw), raw) }
 
-// holdsHash is holds for a caller that has the SHA-256 h of raw already.
-func (s *siteStore) holdsHash(h [32]byte, raw []byte) bool {
+// Record returns the record held for site.
+func (s *Store) Record(site string) (*trust.SignedRecord, bool) {
+	sr, ok := s.records[site]
+	return sr, ok
+}
+
+// CRL returns the revocation list held, or nil.
+func (s *Store) CRL() *trust.RevocationList { return s.crl }
+
+// Rejected returns how many records, acks and lists were refused, by
+// reason, since the store was created.
+func (s *Store) Rejected() map[trust.Reason]uint64 { return maps.Clone(s.rejected) }
+
+// holdsHash is Holds for a caller that has the SHA-256 h of raw already.
+func (s *Store) holdsHash(h [32]byte, raw []byte) bool {
 	site, ok := s.held[h]
 	return ok && s.records[site] != nil && bytes.Equal(s.records[site].Raw, raw)
 }
 
 // remember sets sr as its site's record.
-func (s *siteStore) remember(sr *trust.SignedRecord) {
+func (s *Store) remember(sr *trust.SignedRecord) {
 	s.records[sr.Site] = sr
 	if len(s.held) > 2*len(s.records)+64 {
 		clear(s.held)
@@ -82,11 +96,11 @@ func (s *siteStore) remember(sr *trust.SignedRecord) {
 	s.held[sha256.Sum256(sr.Raw)] = sr.Site
 }
 
-// loadSiteStore reads the store at path; cas verify the stored CRL. A missing
+// LoadStore reads the store at path; cas verify the stored CRL. A missing
 // file is an empty store; anything else that fails is fatal: the file carries
 // the replay protection.
-func loadSiteStore(path string, log *slog.Logger, cas []*x509.Certificate) (*siteStore, error) {
-	s := newSiteStore(path, log)
+func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, error) {
+	s := NewStore(path, log)
 	raw, err := wg.ReadStateFile(path, maxSiteStoreSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -121,9 +135,9 @@ func loadSiteStore(path string, log *slog.Logger, cas []*x509.Certificate) (*sit
 	return s, nil
 }
 
-func (s *siteStore) save() error {
+func (s *Store) Save() error {
 	f := storeFile{Version: 1, HighestSeq: s.highest}
-	for _, name := range s.siteNames() {
+	for _, name := range s.Names() {
 		f.Records = append(f.Records, s.records[name].Raw)
 	}
 	if s.crl != nil {
@@ -136,7 +150,7 @@ func (s *siteStore) save() error {
 	return wg.WriteFileAtomic(s.path, raw, 0o600)
 }
 
-func (s *siteStore) siteNames() []string {
+func (s *Store) Names() []string {
 	names := make([]string, 0, len(s.records))
 	for n := range s.records {
 		names = append(names, n)
@@ -148,17 +162,17 @@ func (s *siteStore) siteNames() []string {
 // offer runs the trust checks on a record and keeps it if it is the newest
 // valid one for its site. It reports whether the store changed; a refusal
 // is counted and logged (reject).
-func (s *siteStore) offer(sr *trust.SignedRecord, p *trust.Policy) bool {
-	changed, err := s.consider(sr, p)
+func (s *Store) Offer(sr *trust.SignedRecord, p *trust.Policy) bool {
+	changed, err := s.Consider(sr, p)
 	if err != nil {
-		s.reject(sr.Site, err)
+		s.Reject(sr.Site, err)
 	}
 	return changed
 }
 
 // consider is offer without the bookkeeping of a refusal: it returns the
 // *trust.RejectError for the caller to count with reject.
-func (s *siteStore) consider(sr *trust.SignedRecord, p *trust.Policy) (bool, error) {
+func (s *Store) Consider(sr *trust.SignedRecord, p *trust.Policy) (bool, error) {
 	if cur, ok := s.records[sr.Site]; ok && bytes.Equal(cur.Raw, sr.Raw) {
 		return false, nil // the same record again: gossip repeats itself
 	}
@@ -177,7 +191,7 @@ func (s *siteStore) consider(sr *trust.SignedRecord, p *trust.Policy) (bool, err
 // reason: its site name is whatever the sender chose, and a flood of
 // invented names must not become a flood of log lines. Either way at most
 // rejectLines lines per logEvery; the counters say the rest.
-func (s *siteStore) reject(site string, err error) trust.Reason {
+func (s *Store) Reject(site string, err error) trust.Reason {
 	reason := trust.ReasonDecode
 	var re *trust.RejectError
 	if errors.As(err, &re) {
@@ -226,7 +240,7 @@ func truncateName(s string) string {
 
 // setCRL keeps crl if it is newer than the one held, and drops the records
 // of revoked sites. It reports whether anything changed.
-func (s *siteStore) setCRL(crl *trust.RevocationList) bool {
+func (s *Store) setCRL(crl *trust.RevocationList) bool {
 	if s.crl != nil && !crl.NewerThan(s.crl) {
 		return false
 	}
@@ -243,8 +257,8 @@ func (s *siteStore) setCRL(crl *trust.RevocationList) bool {
 // installCRL keeps crl if it is newer than the one held; it reports whether
 // it did, and the sites it removed (revoked: the gossip layer should stop
 // re-joining them).
-func (s *siteStore) installCRL(crl *trust.RevocationList) (changed bool, gone []string) {
-	held := s.siteNames()
+func (s *Store) InstallCRL(crl *trust.RevocationList) (changed bool, gone []string) {
+	held := s.Names()
 	if !s.setCRL(crl) {
 		return false, nil
 	}
@@ -260,10 +274,10 @@ func (s *siteStore) installCRL(crl *trust.RevocationList) (changed bool, gone []
 // it, for the site to; it returns the ack and that site's current WireGuard
 // key. An ack that fails is counted (reject); one from a site the store does
 // not hold, or for another site, is ignored.
-func (s *siteStore) verifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, bool) {
+func (s *Store) VerifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, bool) {
 	ack, err := trust.DecodeAck(raw)
 	if err != nil {
-		s.reject("(ack)", err)
+		s.Reject("(ack)", err)
 		return nil, wg.PublicKey{}, false
 	}
 	sr, ok := s.records[ack.From]
@@ -271,14 +285,14 @@ func (s *siteStore) verifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, 
 		return nil, wg.PublicKey{}, false
 	}
 	if _, err := trust.VerifyAck(raw, sr.Cert.IdentityKey); err != nil {
-		s.reject(ack.From, err)
+		s.Reject(ack.From, err)
 		return nil, wg.PublicKey{}, false
 	}
 	return ack, sr.WGCurrent, true
 }
 
-// remoteSite is a remote site as the data plane needs it.
-type remoteSite struct {
+// Site is a remote site as the data plane needs it.
+type Site struct {
 	Name      string
 	PublicKey wg.PublicKey
 	// Next is the site's announced next key while it rotates, else zero.
@@ -299,9 +313,9 @@ type remoteSite struct {
 // not expired (IssuedAt + expiry) and whose certificate is still valid and
 // not revoked, with overlaps resolved in favour of the older certificate.
 // Conflicts are logged by the caller.
-func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite, []trust.Conflict) {
+func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.Conflict) {
 	var live []*trust.SignedRecord
-	for _, name := range s.siteNames() {
+	for _, name := range s.Names() {
 		sr := s.records[name]
 		if sr.Leaving || p.Now.Sub(sr.IssuedAt) > expiry {
 			continue
@@ -316,13 +330,13 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 		live = append(live, &cp)
 	}
 	won, conflicts := trust.Resolve(live)
-	var out []remoteSite
+	var out []Site
 	for _, sr := range live {
 		prefixes, ok := won[sr.Site]
 		if !ok || len(sr.Endpoints) == 0 {
 			continue
 		}
-		rs := remoteSite{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
+		rs := Site{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
 		if sr.Phase == trust.PhasePrepared {
 			rs.Next, rs.KEM = sr.WGNext, sr.KEM
 		}
@@ -336,7 +350,7 @@ func (s *siteStore) active(p *trust.Policy, expiry time.Duration) ([]remoteSite,
 // gossip may count as members and send to (gossip.SetRoster). A site that
 // said goodbye stays (status lists it as left; the agent tells gossip to
 // Forget its address, so nobody re-joins it).
-func (s *siteStore) roster(p *trust.Policy) map[string]netip.AddrPort {
+func (s *Store) Roster(p *trust.Policy) map[string]netip.AddrPort {
 	out := make(map[string]netip.AddrPort, len(s.records))
 	for name, sr := range s.records {
 		if !sr.Gossip.IsValid() {
@@ -351,12 +365,12 @@ func (s *siteStore) roster(p *trust.Policy) map[string]netip.AddrPort {
 }
 
 // state returns every record and the CRL, encoded for push/pull.
-func (s *siteStore) state(own *trust.SignedRecord) ([]byte, error) {
+func (s *Store) State(own *trust.SignedRecord) ([]byte, error) {
 	var st trust.State
 	if own != nil {
 		st.Records = append(st.Records, own.Raw)
 	}
-	for _, n := range s.siteNames() {
+	for _, n := range s.Names() {
 		st.Records = append(st.Records, s.records[n].Raw)
 	}
 	if s.crl != nil {

@@ -1,4 +1,4 @@
-package mesh
+package records
 
 import (
 	"math"
@@ -11,14 +11,14 @@ import (
 func TestSeqRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "seq.json")
-	if seq, err := loadSeq(path); err != nil || seq != 0 {
+	if seq, err := LoadSeq(path); err != nil || seq != 0 {
 		t.Fatalf("missing file: %d, %v", seq, err)
 	}
 	for _, want := range []uint64{1, 1700000000000, math.MaxInt64, math.MaxUint64, 0} {
-		if err := saveSeq(path, want); err != nil {
+		if err := SaveSeq(path, want); err != nil {
 			t.Fatal(err)
 		}
-		got, err := loadSeq(path)
+		got, err := LoadSeq(path)
 		if err != nil || got != want {
 			t.Errorf("saved %d, loaded %d (%v)", want, got, err)
 		}
@@ -33,7 +33,7 @@ func TestLoadSeqCorrupt(t *testing.T) {
 			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			seq, err := loadSeq(path)
+			seq, err := LoadSeq(path)
 			if err == nil {
 				t.Fatalf("accepted: %d", seq)
 			}
@@ -48,7 +48,7 @@ func TestLoadSeqCorrupt(t *testing.T) {
 		if err := os.Mkdir(path, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := loadSeq(path); err == nil {
+		if _, err := LoadSeq(path); err == nil {
 			t.Error("accepted a directory")
 		}
 	})

@@ -1,4 +1,4 @@
-package mesh
+package records
 
 import (
 	"bytes"
@@ -55,9 +55,9 @@ const (
 
 // ingest is the agent's progress through received gossip: it decodes,
 // dedupes and checks records and revocation lists into the store, and says
-// what the agent should do about them (ingestResult) rather than doing it.
-type ingest struct {
-	store  *siteStore
+// what the agent should do about them (Result) rather than doing it.
+type Ingest struct {
+	store  *Store
 	cas    []*x509.Certificate
 	policy func() *trust.Policy // what records are checked against, now
 	log    *slog.Logger
@@ -94,36 +94,39 @@ type ingestItem struct {
 
 // relay is a message to broadcast further under key (gossip.Broadcast):
 // memberlist only retransmits what a node queued itself.
-type relay struct {
-	key string
-	msg []byte
+type Relay struct {
+	Key string
+	Msg []byte
 }
 
-// ingestResult is what a turn asks of the agent.
-type ingestResult struct {
-	relay  []relay
-	forget []string // sites gone for good (a goodbye, a revocation): stop re-joining them
-	crl    bool     // a newer revocation list was installed: also send it to every member directly
-	more   bool     // the payload is not done: schedule another turn
-	commit bool     // the store changed: persist it, refresh the push/pull state, reconcile
+// Result is what a turn asks of the agent.
+type Result struct {
+	Relay  []Relay
+	Forget []string // sites gone for good (a goodbye, a revocation): stop re-joining them
+	CRL    bool     // a newer revocation list was installed: also send it to every member directly
+	More   bool     // the payload is not done: schedule another turn
+	Commit bool     // the store changed: persist it, refresh the push/pull state, reconcile
 }
 
-func newIngest(store *siteStore, cas []*x509.Certificate, policy func() *trust.Policy, log *slog.Logger) *ingest {
-	return &ingest{store: store, cas: cas, policy: policy, log: log,
+func NewIngest(store *Store, cas []*x509.Certificate, policy func() *trust.Policy, log *slog.Logger) *Ingest {
+	return &Ingest{store: store, cas: cas, policy: policy, log: log,
 		refused: newRefusedCache(refusedMax, refusedTTL), states: newRefusedCache(64, time.Minute)}
 }
 
-// busy reports whether a payload is still being worked through.
-func (in *ingest) busy() bool { return in != nil && len(in.items) > 0 }
+// Skipped counts the payloads skipped because they were refused before.
+func (in *Ingest) Skipped() uint64 { return in.skipped }
+
+// Busy reports whether a payload is still being worked through.
+func (in *Ingest) Busy() bool { return in != nil && len(in.items) > 0 }
 
 // setOwn records this site's latest record.
-func (in *ingest) setOwn(site string, seq uint64, serial *big.Int, raw []byte) {
+func (in *Ingest) SetOwn(site string, seq uint64, serial *big.Int, raw []byte) {
 	in.own = ownRecord{site: site, seq: seq, serial: serial, raw: raw}
 }
 
 // reload takes new CAs: what was refused may pass now (the CAs or the local
 // prefixes changed), so the caches are forgotten.
-func (in *ingest) reload(cas []*x509.Certificate) {
+func (in *Ingest) Reload(cas []*x509.Certificate) {
 	in.cas = cas
 	in.refused.reset()
 	in.states.reset()
@@ -132,7 +135,7 @@ func (in *ingest) reload(cas []*x509.Certificate) {
 // take starts on one received payload: a push/pull state, a record or a
 // revocation list is queued for the next turns; any other message is
 // returned for the agent (ok), undecoded.
-func (in *ingest) take(m gossip.Message) (k msgKind, payload []byte, ok bool) {
+func (in *Ingest) Take(m gossip.Message) (k Kind, payload []byte, ok bool) {
 	switch m.Kind {
 	case gossip.MsgState:
 		h := sha256.Sum256(m.Data)
@@ -142,7 +145,7 @@ func (in *ingest) take(m gossip.Message) (k msgKind, payload []byte, ok bool) {
 		}
 		st, err := trust.DecodeState(m.Data)
 		if err != nil {
-			in.store.reject("(push/pull state)", err)
+			in.store.Reject("(push/pull state)", err)
 			in.states.put(h, trust.ReasonDecode, time.Now())
 			return 0, nil, false
 		}
@@ -154,15 +157,15 @@ func (in *ingest) take(m gossip.Message) (k msgKind, payload []byte, ok bool) {
 			in.items = append(in.items, ingestItem{data: r})
 		}
 	case gossip.MsgUser:
-		k, payload, ok := decodeMsg(m.Data)
+		k, payload, ok := Decode(m.Data)
 		if !ok {
 			return 0, nil, false
 		}
 		in.state = [32]byte{}
 		switch k {
-		case kindRecord:
+		case KindRecord:
 			in.items = append(in.items, ingestItem{data: payload})
-		case kindCRL:
+		case KindCRL:
 			in.items = append(in.items, ingestItem{crl: true, data: payload})
 		default:
 			return k, payload, true
@@ -175,8 +178,8 @@ func (in *ingest) take(m gossip.Message) (k msgKind, payload []byte, ok bool) {
 // says whether another turn is needed and whether to commit what changed:
 // when the inbox is drained (inboxLen 0), or when a flood has held a change
 // back for commitEvery.
-func (in *ingest) turn(inboxLen int) ingestResult {
-	var res ingestResult
+func (in *Ingest) Turn(inboxLen int) Result {
+	var res Result
 	start := time.Now()
 	n := 0
 	for len(in.items) > 0 {
@@ -202,24 +205,24 @@ func (in *ingest) turn(inboxLen int) ingestResult {
 			}
 		}
 	}
-	if in.busy() {
-		res.more = true
+	if in.Busy() {
+		res.More = true
 	} else {
 		in.items = nil // let go of the backing array of a large state
 		if in.state != ([32]byte{}) && !in.stateChanged {
 			in.states.put(in.state, "", time.Now())
 		}
 	}
-	if in.changed && ((!in.busy() && inboxLen == 0) || time.Since(in.since) >= commitEvery) {
+	if in.changed && ((!in.Busy() && inboxLen == 0) || time.Since(in.since) >= commitEvery) {
 		in.changed = false
-		res.commit = true
+		res.Commit = true
 	}
 	return res
 }
 
 // offerRecord checks one received record and keeps it if it is news; it
 // reports whether the store changed.
-func (in *ingest) offerRecord(raw []byte, res *ingestResult) bool {
+func (in *Ingest) offerRecord(raw []byte, res *Result) bool {
 	// Most records gossip delivers are copies of ones held (a push/pull
 	// carries every record) or of ones refused before: recognise them
 	// before the signature checks.
@@ -235,15 +238,15 @@ func (in *ingest) offerRecord(raw []byte, res *ingestResult) bool {
 	}
 	sr, err := trust.DecodeRecordPinned(raw, in.cas)
 	if err != nil {
-		in.refused.put(h, in.store.reject("(undecodable)", err), now)
+		in.refused.put(h, in.store.Reject("(undecodable)", err), now)
 		return false
 	}
 	if sr.Site == in.own.site && sr.Seq <= in.own.seq && in.own.serial != nil && sr.Cert.Serial.Cmp(in.own.serial) == 0 {
 		return false // our own record, relayed back
 	}
-	changed, err := in.store.consider(sr, in.policy())
+	changed, err := in.store.Consider(sr, in.policy())
 	if err != nil {
-		in.refused.put(h, in.store.reject(sr.Site, err), now)
+		in.refused.put(h, in.store.Reject(sr.Site, err), now)
 		return false
 	}
 	if !changed {
@@ -251,15 +254,15 @@ func (in *ingest) offerRecord(raw []byte, res *ingestResult) bool {
 	}
 	in.log.Info("site record accepted", "site", sr.Site, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
 	if sr.Leaving {
-		res.forget = append(res.forget, sr.Site)
+		res.Forget = append(res.Forget, sr.Site)
 	}
-	if msg := encodeMsg(kindRecord, raw); len(msg) <= gossip.MaxBroadcastSize {
-		res.relay = append(res.relay, relay{key: "record/" + sr.Site, msg: msg})
+	if msg := Encode(KindRecord, raw); len(msg) <= gossip.MaxBroadcastSize {
+		res.Relay = append(res.Relay, Relay{Key: "record/" + sr.Site, Msg: msg})
 	}
 	return true
 }
 
-func (in *ingest) offerCRL(der []byte, res *ingestResult) bool {
+func (in *Ingest) offerCRL(der []byte, res *Result) bool {
 	if in.store.crl != nil && bytes.Equal(der, in.store.crl.Raw) {
 		return false // the list held, again
 	}
@@ -272,75 +275,18 @@ func (in *ingest) offerCRL(der []byte, res *ingestResult) bool {
 	}
 	crl, err := trust.ParseRevocationList(der, in.cas)
 	if err != nil {
-		in.refused.put(h, in.store.reject("(revocation list)", err), now)
+		in.refused.put(h, in.store.Reject("(revocation list)", err), now)
 		return false
 	}
-	changed, gone := in.store.installCRL(crl)
+	changed, gone := in.store.InstallCRL(crl)
 	if !changed {
 		return false
 	}
 	in.log.Info("revocation list accepted", "number", crl.Number.String(), "revoked", len(crl.Serials))
-	res.forget = append(res.forget, gone...)
-	if msg := encodeMsg(kindCRL, crl.Raw); len(msg) <= gossip.MaxBroadcastSize {
-		res.relay = append(res.relay, relay{key: "crl", msg: msg})
+	res.Forget = append(res.Forget, gone...)
+	if msg := Encode(KindCRL, crl.Raw); len(msg) <= gossip.MaxBroadcastSize {
+		res.Relay = append(res.Relay, Relay{Key: "crl", Msg: msg})
 	}
-	res.crl = true
+	res.CRL = true
 	return true
 }
-
-// refusedCache is a bounded set of hashes with an expiry, in two
-// generations: lookups check both, inserts go to the current one, and the
-// current one becomes the old one (the old one dropped) when it is full or
-// ttl has passed.
-type refusedCache struct {
-	cur, old map[[32]byte]trust.Reason
-	max      int
-	ttl      time.Duration
-	rotated  time.Time
-}
-
-func newRefusedCache(max int, ttl time.Duration) refusedCache {
-	return refusedCache{cur: map[[32]byte]trust.Reason{}, old: map[[32]byte]trust.Reason{}, max: max, ttl: ttl}
-}
-
-func (c *refusedCache) get(h [32]byte, now time.Time) (trust.Reason, bool) {
-	c.age(now)
-	if r, ok := c.cur[h]; ok {
-		return r, true
-	}
-	r, ok := c.old[h]
-	return r, ok
-}
-
-func (c *refusedCache) put(h [32]byte, r trust.Reason, now time.Time) {
-	c.age(now)
-	if len(c.cur) >= c.max {
-		c.rotate(now)
-	}
-	c.cur[h] = r
-}
-
-func (c *refusedCache) age(now time.Time) {
-	if c.rotated.IsZero() {
-		c.rotated = now
-	}
-	switch d := now.Sub(c.rotated); {
-	case d >= 2*c.ttl:
-		c.reset()
-		c.rotated = now
-	case d >= c.ttl:
-		c.rotate(now)
-	}
-}
-
-func (c *refusedCache) rotate(now time.Time) {
-	c.old, c.cur, c.rotated = c.cur, make(map[[32]byte]trust.Reason, len(c.cur)), now
-}
-
-// reset forgets everything (after a reload: what was refused may pass now).
-func (c *refusedCache) reset() {
-	clear(c.cur)
-	clear(c.old)
-}
-
-func (c *refusedCache) len() int { return len(c.cur) + len(c.old) }

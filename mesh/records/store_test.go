@@ -1,4 +1,4 @@
-package mesh
+package records
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func (s testSite) record(t *testing.T, o trusttest.RecordOptions) *trust.SignedR
 	return trusttest.SignedRecord(t, s.cert, s.key, o)
 }
 
-func sumRejected(s *siteStore) uint64 {
+func sumRejected(s *Store) uint64 {
 	var n uint64
 	for _, v := range s.rejected {
 		n += v
@@ -97,9 +97,9 @@ func TestSiteStoreOffer(t *testing.T) {
 	}
 
 	log, _ := testLogger()
-	s := newSiteStore(filepath.Join(t.TempDir(), "records.json"), log)
+	s := NewStore(filepath.Join(t.TempDir(), "records.json"), log)
 	for _, st := range steps {
-		if got := s.offer(st.rec, p); got != st.changed {
+		if got := s.Offer(st.rec, p); got != st.changed {
 			t.Errorf("%s: offer = %v, want %v", st.name, got, st.changed)
 		}
 		if s.highest["ams1"] != st.wantSeq {
@@ -158,14 +158,14 @@ func TestSiteStoreRejectLogRateLimit(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			log, buf := testLogger()
-			s := newSiteStore("", log)
+			s := NewStore("", log)
 			for i, r := range c.rejects {
 				if i == len(c.rejects)-1 && c.age != 0 {
 					for k := range s.logged {
 						s.logged[k] = time.Now().Add(-c.age)
 					}
 				}
-				s.reject(r.site, r.err)
+				s.Reject(r.site, r.err)
 			}
 			if got := countLines(buf, "site record rejected"); got != c.wantLines {
 				t.Errorf("%d log lines, want %d:\n%s", got, c.wantLines, buf)
@@ -177,8 +177,8 @@ func TestSiteStoreRejectLogRateLimit(t *testing.T) {
 	}
 	t.Run("reason label", func(t *testing.T) {
 		log, buf := testLogger()
-		s := newSiteStore("", log)
-		s.reject("ams1", errors.New("x"))
+		s := NewStore("", log)
+		s.Reject("ams1", errors.New("x"))
 		if s.rejected[trust.ReasonDecode] != 1 || !strings.Contains(buf.String(), "reason=decode") || !strings.Contains(buf.String(), "site=ams1") {
 			t.Errorf("rejected=%v log=%s", s.rejected, buf)
 		}
@@ -198,20 +198,20 @@ func TestSiteStoreSaveLoad(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "records.json")
 	log, _ := testLogger()
-	s := newSiteStore(path, log)
+	s := NewStore(path, log)
 	for _, sr := range []*trust.SignedRecord{
 		ams.record(t, trusttest.RecordOptions{Seq: 7}),
 		par.record(t, trusttest.RecordOptions{Seq: 1 << 40}),
 		gone.record(t, trusttest.RecordOptions{Seq: 3}),
 	} {
-		if !s.offer(sr, p) {
+		if !s.Offer(sr, p) {
 			t.Fatalf("%s not accepted", sr.Site)
 		}
 	}
 	if !s.setCRL(crl) {
 		t.Fatal("CRL not taken")
 	}
-	if err := s.save(); err != nil {
+	if err := s.Save(); err != nil {
 		t.Fatal(err)
 	}
 	st, err := os.Stat(path)
@@ -222,14 +222,14 @@ func TestSiteStoreSaveLoad(t *testing.T) {
 		t.Errorf("store mode %04o, want 0600", st.Mode().Perm())
 	}
 
-	l, err := loadSiteStore(path, log, []*x509.Certificate{ca.Cert})
+	l, err := LoadStore(path, log, []*x509.Certificate{ca.Cert})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l.path != path {
 		t.Errorf("path %q", l.path)
 	}
-	if got, want := l.siteNames(), []string{"ams1", "par1"}; !slices.Equal(got, want) {
+	if got, want := l.Names(), []string{"ams1", "par1"}; !slices.Equal(got, want) {
 		t.Errorf("records for %v, want %v", got, want)
 	}
 	for name, sr := range s.records {
@@ -251,19 +251,19 @@ func TestSiteStoreSaveLoad(t *testing.T) {
 		t.Errorf("CRL not restored: %+v", l.crl)
 	}
 	// The restored store still refuses a replay.
-	if l.offer(ams.record(t, trusttest.RecordOptions{Seq: 7, IssuedAt: time.Now().Add(time.Second)}), p) {
+	if l.Offer(ams.record(t, trusttest.RecordOptions{Seq: 7, IssuedAt: time.Now().Add(time.Second)}), p) {
 		t.Error("a replay was accepted after the reload")
 	}
 	if l.rejected[trust.ReasonReplay] != 1 {
 		t.Errorf("rejected = %v", l.rejected)
 	}
 	// The maps of a loaded store are usable (no nil map panics).
-	l.reject("x", errors.New("y"))
+	l.Reject("x", errors.New("y"))
 }
 
 func TestLoadSiteStoreMissingIsEmpty(t *testing.T) {
 	log, _ := testLogger()
-	s, err := loadSiteStore(filepath.Join(t.TempDir(), "none.json"), log, nil)
+	s, err := LoadStore(filepath.Join(t.TempDir(), "none.json"), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestLoadSiteStoreCorrupt(t *testing.T) {
 				t.Fatal(err)
 			}
 			log, _ := testLogger()
-			s, err := loadSiteStore(path, log, []*x509.Certificate{ca.Cert})
+			s, err := LoadStore(path, log, []*x509.Certificate{ca.Cert})
 			if err == nil {
 				t.Fatalf("accepted: %+v", s)
 			}
@@ -325,7 +325,7 @@ func TestLoadSiteStoreWrongVersionMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, _ := testLogger()
-	_, err := loadSiteStore(path, log, nil)
+	_, err := LoadStore(path, log, nil)
 	if err == nil || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), "version") {
 		t.Errorf("error: %v", err)
 	}
@@ -350,9 +350,9 @@ func TestSiteStoreSetCRL(t *testing.T) {
 	crlOther := revoke(nil, c.cert.Serial) // number 1 again: lon1
 
 	log, buf := testLogger()
-	s := newSiteStore("", log)
+	s := NewStore("", log)
 	for _, st := range []testSite{a, b, c} {
-		if !s.offer(st.record(t, trusttest.RecordOptions{Seq: 10}), p) {
+		if !s.Offer(st.record(t, trusttest.RecordOptions{Seq: 10}), p) {
 			t.Fatal("not accepted")
 		}
 	}
@@ -374,7 +374,7 @@ func TestSiteStoreSetCRL(t *testing.T) {
 		if got := s.setCRL(st.crl); got != st.changed {
 			t.Errorf("%s: setCRL = %v, want %v", st.name, got, st.changed)
 		}
-		if got := s.siteNames(); !slices.Equal(got, st.wantSites) {
+		if got := s.Names(); !slices.Equal(got, st.wantSites) {
 			t.Errorf("%s: sites %v, want %v", st.name, got, st.wantSites)
 		}
 		if s.crl.Number.Int64() != st.wantNum {
@@ -432,18 +432,18 @@ func TestSiteStoreActive(t *testing.T) {
 		name          string
 		records       []*trust.SignedRecord
 		crl           *trust.RevocationList
-		want          []remoteSite
+		want          []Site
 		wantConflicts []trust.Conflict
 	}{
 		{
 			name:    "overlay added as host prefix",
 			records: []*trust.SignedRecord{rec(ams, trusttest.RecordOptions{})},
-			want:    []remoteSite{{Name: "ams1", PublicKey: trusttest.WGKey("ams1"), Endpoint: ep, Prefixes: pfx("10.2.0.0/16", "10.12.0.0/16", "10.255.0.2/32")}},
+			want:    []Site{{Name: "ams1", PublicKey: trusttest.WGKey("ams1"), Endpoint: ep, Prefixes: pfx("10.2.0.0/16", "10.12.0.0/16", "10.255.0.2/32")}},
 		},
 		{
 			name:    "announced subset",
 			records: []*trust.SignedRecord{rec(ams, trusttest.RecordOptions{Prefixes: pfx("10.2.1.0/24")})},
-			want:    []remoteSite{{Name: "ams1", PublicKey: trusttest.WGKey("ams1"), Endpoint: ep, Prefixes: pfx("10.2.1.0/24", "10.255.0.2/32")}},
+			want:    []Site{{Name: "ams1", PublicKey: trusttest.WGKey("ams1"), Endpoint: ep, Prefixes: pfx("10.2.1.0/24", "10.255.0.2/32")}},
 		},
 		{
 			name: "sorted by name, first endpoint",
@@ -451,7 +451,7 @@ func TestSiteStoreActive(t *testing.T) {
 				rec(par, trusttest.RecordOptions{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.3:1"), ep}}),
 				rec(ams, trusttest.RecordOptions{}),
 			},
-			want: []remoteSite{
+			want: []Site{
 				{Name: "ams1", PublicKey: trusttest.WGKey("ams1"), Endpoint: ep, Prefixes: pfx("10.2.0.0/16", "10.12.0.0/16", "10.255.0.2/32")},
 				{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: netip.MustParseAddrPort("192.0.2.3:1"), Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")},
 			},
@@ -459,7 +459,7 @@ func TestSiteStoreActive(t *testing.T) {
 		{
 			name:    "leaving",
 			records: []*trust.SignedRecord{rec(ams, trusttest.RecordOptions{Leaving: true}), rec(par, trusttest.RecordOptions{})},
-			want:    []remoteSite{{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: ep, Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")}},
+			want:    []Site{{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: ep, Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")}},
 		},
 		{
 			name: "record older than the expiry",
@@ -467,7 +467,7 @@ func TestSiteStoreActive(t *testing.T) {
 				rec(ams, trusttest.RecordOptions{IssuedAt: now.Add(-2 * hour)}),
 				rec(par, trusttest.RecordOptions{IssuedAt: now.Add(-50 * time.Minute)}),
 			},
-			want: []remoteSite{{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: ep, Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")}},
+			want: []Site{{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: ep, Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")}},
 		},
 		{
 			name:    "expired certificate",
@@ -477,7 +477,7 @@ func TestSiteStoreActive(t *testing.T) {
 			name:    "revoked certificate",
 			records: []*trust.SignedRecord{rec(revoked, trusttest.RecordOptions{}), rec(par, trusttest.RecordOptions{})},
 			crl:     crl,
-			want:    []remoteSite{{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: ep, Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")}},
+			want:    []Site{{Name: "par1", PublicKey: trusttest.WGKey("par1"), Endpoint: ep, Prefixes: pfx("10.3.0.0/16", "10.255.0.3/32")}},
 		},
 		{
 			name:    "no endpoint",
@@ -486,7 +486,7 @@ func TestSiteStoreActive(t *testing.T) {
 		{
 			name:    "overlap: older certificate wins",
 			records: []*trust.SignedRecord{rec(young, trusttest.RecordOptions{}), rec(old, trusttest.RecordOptions{})},
-			want: []remoteSite{
+			want: []Site{
 				{Name: "aaa-young", PublicKey: trusttest.WGKey("aaa-young"), Endpoint: ep, Prefixes: pfx("10.5.0.0/16", "10.255.0.5/32")},
 				{Name: "zzz-old", PublicKey: trusttest.WGKey("zzz-old"), Endpoint: ep, Prefixes: pfx("10.4.0.0/16", "10.255.0.4/32")},
 			},
@@ -495,7 +495,7 @@ func TestSiteStoreActive(t *testing.T) {
 		{
 			name:    "overlap: other insertion order",
 			records: []*trust.SignedRecord{rec(old, trusttest.RecordOptions{}), rec(young, trusttest.RecordOptions{})},
-			want: []remoteSite{
+			want: []Site{
 				{Name: "aaa-young", PublicKey: trusttest.WGKey("aaa-young"), Endpoint: ep, Prefixes: pfx("10.5.0.0/16", "10.255.0.5/32")},
 				{Name: "zzz-old", PublicKey: trusttest.WGKey("zzz-old"), Endpoint: ep, Prefixes: pfx("10.4.0.0/16", "10.255.0.4/32")},
 			},
@@ -507,21 +507,21 @@ func TestSiteStoreActive(t *testing.T) {
 				rec(young, trusttest.RecordOptions{WGCurrent: trusttest.WGKey("shared")}),
 				rec(old, trusttest.RecordOptions{WGCurrent: trusttest.WGKey("shared")}),
 			},
-			want:          []remoteSite{{Name: "zzz-old", PublicKey: trusttest.WGKey("shared"), Endpoint: ep, Prefixes: pfx("10.4.0.0/16", "10.255.0.4/32")}},
+			want:          []Site{{Name: "zzz-old", PublicKey: trusttest.WGKey("shared"), Endpoint: ep, Prefixes: pfx("10.4.0.0/16", "10.255.0.4/32")}},
 			wantConflicts: []trust.Conflict{{Site: "aaa-young", Winner: "zzz-old", Reason: trust.ReasonDuplicateKey}},
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			log, _ := testLogger()
-			s := newSiteStore("", log)
+			s := NewStore("", log)
 			for _, sr := range c.records {
 				s.records[sr.Site] = sr
 				s.highest[sr.Site] = sr.Seq
 			}
 			p := trusttest.Policy(t, ca, "fra1", "10.1.0.0/16")
 			p.CRL = c.crl
-			got, conflicts := s.active(p, hour)
+			got, conflicts := s.Active(p, hour)
 			for i := range got {
 				got[i].Seq = 0 // compared elsewhere; the cases are about which sites and prefixes
 			}
@@ -543,8 +543,8 @@ func TestSiteStoreActive(t *testing.T) {
 	}
 }
 
-func sameSites(a, b []remoteSite) bool {
-	return slices.EqualFunc(a, b, func(x, y remoteSite) bool {
+func sameSites(a, b []Site) bool {
+	return slices.EqualFunc(a, b, func(x, y Site) bool {
 		return x.Name == y.Name && x.PublicKey == y.PublicKey && x.Endpoint == y.Endpoint && slices.Equal(x.Prefixes, y.Prefixes)
 	})
 }
@@ -580,16 +580,16 @@ func TestSiteStoreState(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			log, _ := testLogger()
-			s := newSiteStore("", log)
+			s := NewStore("", log)
 			for _, sr := range c.records {
-				if !s.offer(sr, p) {
+				if !s.Offer(sr, p) {
 					t.Fatalf("%s not accepted", sr.Site)
 				}
 			}
 			if c.crl != nil {
 				s.setCRL(c.crl)
 			}
-			b, err := s.state(c.own)
+			b, err := s.State(c.own)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -618,27 +618,27 @@ func TestSiteStoreState(t *testing.T) {
 func TestSiteStoreHolds(t *testing.T) {
 	ca := trusttest.NewCA(t)
 	p := trusttest.Policy(t, ca, "fra1", "10.1.0.0/16")
-	s := newSiteStore(filepath.Join(t.TempDir(), "sites.json"), slog.New(slog.DiscardHandler))
+	s := NewStore(filepath.Join(t.TempDir(), "sites.json"), slog.New(slog.DiscardHandler))
 	ams := newTestSite(t, ca, "ams1", trusttest.CertOptions{}, "10.2.0.0/16")
 	r1 := ams.record(t, trusttest.RecordOptions{Seq: 1})
 	r2 := ams.record(t, trusttest.RecordOptions{Seq: 2})
-	if s.holds(r1.Raw) {
+	if s.Holds(r1.Raw) {
 		t.Fatal("empty store holds a record")
 	}
-	if !s.offer(r1, p) || !s.holds(r1.Raw) {
+	if !s.Offer(r1, p) || !s.Holds(r1.Raw) {
 		t.Fatal("accepted record not held")
 	}
 	flipped := slices.Clone(r1.Raw)
 	flipped[len(flipped)-1] ^= 1
-	if s.holds(flipped) {
+	if s.Holds(flipped) {
 		t.Error("a record with one byte changed counts as held")
 	}
-	if !s.offer(r2, p) || !s.holds(r2.Raw) || s.holds(r1.Raw) {
-		t.Errorf("after seq 2: holds(r2)=%v holds(r1)=%v, want true false", s.holds(r2.Raw), s.holds(r1.Raw))
+	if !s.Offer(r2, p) || !s.Holds(r2.Raw) || s.Holds(r1.Raw) {
+		t.Errorf("after seq 2: holds(r2)=%v holds(r1)=%v, want true false", s.Holds(r2.Raw), s.Holds(r1.Raw))
 	}
 	for i := range 200 { // the index is swept, not grown without bound
 		r := ams.record(t, trusttest.RecordOptions{Seq: uint64(3 + i)})
-		if !s.offer(r, p) {
+		if !s.Offer(r, p) {
 			t.Fatalf("seq %d refused", 3+i)
 		}
 	}
