@@ -104,7 +104,7 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 	defer rotTimer.Stop()
 	armRotation := func() {
 		rotTimer.Stop()
-		if due := rt.rot.timerDue(); !due.IsZero() {
+		if due := rt.rot.TimerDue(); !due.IsZero() {
 			rotTimer.Reset(max(time.Until(due), 0))
 		}
 	}
@@ -140,9 +140,9 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		case <-a.ingestMore:
 			a.ingestTurn(rt, len(inbox))
 		case <-rotTimer.C:
-			rt.rot.onTimer()
-		case k := <-rt.rot.cutovers():
-			rt.rot.onCutOver(k)
+			rt.rot.OnTimer()
+		case k := <-rt.rot.CutOverEvents():
+			rt.rot.OnCutOver(k)
 			a.logReconcileError(a.reconcile(rt))
 		case call := <-a.api:
 			call.reply <- call.fn(rt)

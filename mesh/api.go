@@ -3,11 +3,11 @@ package mesh
 import (
 	"context"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
@@ -73,11 +73,11 @@ func (a *Agent) apiHealth(rt *siteRuntime, _ control.Empty) (control.Health, err
 		return control.Health{}, err
 	}
 	stuck := rt.cfg.Rotation.AckTimeout + rt.cfg.Rotation.CompleteTimeout
-	if !rt.rot.rotating() || time.Since(rt.rot.state.Started) < stuck {
+	if !rt.rot.Rotating() || time.Since(rt.rot.State().Started) < stuck {
 		stuck = 0 // not stuck (yet)
 	}
 	interval := rt.cfg.Rotation.Interval
-	if rt.rot.nextRotation.IsZero() {
+	if rt.rot.NextRotation().IsZero() {
 		interval = 0
 	}
 	return control.EvaluateHealth(st, interval, stuck, time.Now()), nil
@@ -86,7 +86,7 @@ func (a *Agent) apiHealth(rt *siteRuntime, _ control.Empty) (control.Health, err
 func (a *Agent) apiRecords(rt *siteRuntime, _ control.Empty) (control.Records, error) {
 	var out control.Records
 	if rt.store == nil {
-		return out, errGossipOff
+		return out, config.ErrNoGossip
 	}
 	if rt.own != nil {
 		out.Records = append(out.Records, rt.own.Raw)
@@ -98,13 +98,11 @@ func (a *Agent) apiRecords(rt *siteRuntime, _ control.Empty) (control.Records, e
 	return out, nil
 }
 
-var errGossipOff = errors.New("this site runs with static peers only (no gossip section in its configuration)")
-
 // apiLeave publishes a signed goodbye, tells the cluster, and ends the
 // agent. Other sites remove this site's peer and routes.
 func (a *Agent) apiLeave(rt *siteRuntime, _ control.Empty) (control.Empty, error) {
 	if rt.gossip == nil {
-		return control.Empty{}, errGossipOff
+		return control.Empty{}, config.ErrNoGossip
 	}
 	if err := a.publishGoodbye(rt); err != nil {
 		return control.Empty{}, err
@@ -121,7 +119,7 @@ func (a *Agent) apiLeave(rt *siteRuntime, _ control.Empty) (control.Empty, error
 
 func (a *Agent) apiRevoke(rt *siteRuntime, in control.RevokeRequest) (control.RevokeReply, error) {
 	if rt.store == nil {
-		return control.RevokeReply{}, errGossipOff
+		return control.RevokeReply{}, config.ErrNoGossip
 	}
 	der := in.CRL
 	if b, _ := pem.Decode(in.CRL); b != nil {
@@ -153,7 +151,7 @@ func (a *Agent) apiDown(rt *siteRuntime, in control.DownRequest) (control.Empty,
 func (a *Agent) apiRotate(ctx context.Context, in control.RotateRequest) (control.RotateReply, error) {
 	wait := make(chan control.RotateReply, 1)
 	started, err := call(ctx, a, func(rt *siteRuntime) (control.RotateReply, error) {
-		return rt.rot.request(in.Emergency, wait)
+		return rt.rot.Request(in.Emergency, wait)
 	})
 	if err != nil {
 		return control.RotateReply{}, err

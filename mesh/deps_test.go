@@ -28,7 +28,7 @@ func TestImportRules(t *testing.T) {
 		"mesh/enroll":              {"wg", "mesh/trust", "mesh/config"},
 		"mesh/ca":                  {"wg", "mesh/trust", "mesh/config", "mesh/enroll"},
 		"mesh/records":             {"wg", "mesh/trust", "mesh/gossip", "mesh/config"},
-		"mesh/rotation":            {"wg", "mesh/trust", "mesh/records", "mesh/config"},
+		"mesh/rotation":            {"wg", "mesh/trust", "mesh/records", "mesh/config", "mesh/control"},
 		"cmd/dcmesh/internal/demo": {"mesh/control", "mesh/config"},
 	}
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}: {{join .Imports " "}}`, "../...").CombinedOutput()

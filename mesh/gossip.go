@@ -99,7 +99,7 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		Leaving:   leaving,
 		Cert:      rt.enr.Cert,
 	}
-	if err := rt.rot.recordKeys(&rec); err != nil {
+	if err := rt.rot.RecordKeys(&rec); err != nil {
 		return nil, err
 	}
 	sr, err := trust.SignRecord(rec, rt.enr.Identity)
@@ -184,12 +184,12 @@ func (a *Agent) onGossip(rt *siteRuntime, m gossip.Message) {
 	switch k {
 	case records.KindAck:
 		if ack, peerKey, ok := rt.store.VerifyAck(payload, rt.cfg.Site); ok {
-			rt.rot.onAck(ack, peerKey)
+			rt.rot.OnAck(ack, peerKey)
 		}
 	case records.KindSwitching:
-		rt.rot.onSwitching()
+		rt.rot.OnSwitching()
 	case records.KindNudge:
-		rt.rot.onNudge(string(payload))
+		rt.rot.OnNudge(string(payload))
 	}
 }
 
@@ -282,24 +282,24 @@ func (a *Agent) liveSites(rt *siteRuntime) []records.Site {
 	return sites
 }
 
-// agentEnv is the agent as the rotator sees it (rotationEnv).
+// agentEnv is the agent as the rotation sees it (rotation.Env).
 type agentEnv struct {
 	a  *Agent
 	rt *siteRuntime
 }
 
-func (e agentEnv) publish() error { return e.a.publish(e.rt) }
+func (e agentEnv) Publish() error { return e.a.publish(e.rt) }
 
-func (e agentEnv) liveSites() []records.Site {
+func (e agentEnv) LiveSites() []records.Site {
 	sites, _ := e.rt.store.Active(e.a.policy(e.rt), e.rt.cfg.Trust.RecordExpiry)
 	return sites
 }
 
-func (e agentEnv) sendTo(site string, msg []byte) error { return e.rt.gossip.SendTo(site, msg) }
+func (e agentEnv) SendTo(site string, msg []byte) error { return e.rt.gossip.SendTo(site, msg) }
 
-func (e agentEnv) kick() { notify(e.a.kick) }
+func (e agentEnv) Kick() { notify(e.a.kick) }
 
-func (e agentEnv) counted(r control.RotateResult) {
+func (e agentEnv) Counted(r control.RotateResult) {
 	if e.a.metrics != nil {
 		e.a.metrics.rotations.WithLabelValues(string(r)).Inc()
 	}

@@ -73,8 +73,8 @@ type reconcilePlan struct {
 // plan computes the desired state from the live sites, with the rotation's
 // part (rotator.prepare). release must be called once it is applied.
 func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
-	sites, cutover, release := rt.rot.prepare(a.liveSites(rt), rt.store != nil)
-	p := reconcilePlan{sites: sites, d: computeDesired(rt.cfg, rt.rot.key, rt.mtu, sites, cutover)}
+	sites, cutover, release := rt.rot.Prepare(a.liveSites(rt), rt.store != nil)
+	p := reconcilePlan{sites: sites, d: computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, sites, cutover)}
 	// Read once: staggering, the peer diff and the receive marks all need it.
 	if p.dev, p.devErr = rt.wgc.Device(rt.cfg.Interface); p.devErr != nil {
 		p.devErr = fmt.Errorf("read WireGuard device %s: %w", rt.cfg.Interface, p.devErr)
@@ -113,7 +113,7 @@ func (a *Agent) applied(rt *siteRuntime, p reconcilePlan, complete bool, start t
 	if p.dev != nil {
 		rt.setProbeTargets(p.sites, p.dev)
 	}
-	rt.rot.applied(p.sites, p.d.WG, complete, rt.store != nil)
+	rt.rot.Applied(p.sites, p.d.WG, complete, rt.store != nil)
 	if rt.gossip != nil {
 		rt.gossip.SetRoster(rt.store.Roster(a.policy(rt)))
 	}
@@ -148,7 +148,7 @@ func (a *Agent) staggerFirstHandshakes(rt *siteRuntime, d *desiredState, dev *wg
 			}
 		}
 	}
-	self := rt.rot.key.Public()
+	self := rt.rot.Key().Public()
 	wanted := map[wg.PublicKey]bool{}
 	// A peer with a session has had its first handshake: holding its
 	// keepalive back would only toggle it (a rotated key, cut over at its

@@ -18,6 +18,7 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/records"
+	"github.com/dcmesh/dcmesh/mesh/rotation"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
@@ -90,8 +91,8 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	rt := &siteRuntime{cfg: cfg, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
 		enr:   &enroll.Enrollment{CAs: []*x509.Certificate{ca.Cert}, Cert: own, Identity: ownKey},
 		store: records.NewStore(cfg.StateDir.File("sites.json"), log)}
-	rt.rot = newRotator(cfg, keySet{key: key, state: wg.RotationState{Phase: wg.PhaseStable}}, wg.PresharedKeys{}, agentEnv{a, rt}, log)
-	rt.rot.wgc = rec
+	rt.rot = rotation.New(cfg, rotation.KeySet{Key: key, State: wg.RotationState{Phase: wg.PhaseStable}}, wg.PresharedKeys{}, agentEnv{a, rt}, log)
+	rt.rot.SetDevice(rec)
 	rt.in = records.NewIngest(rt.store, rt.enr.CAs, func() *trust.Policy { return a.policy(rt) }, log)
 	m := &scaleMesh{a: a, rt: rt, ca: ca, wg: rec}
 	for i := range n {

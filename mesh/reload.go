@@ -10,6 +10,7 @@ import (
 
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/enroll"
+	"github.com/dcmesh/dcmesh/mesh/rotation"
 )
 
 // restartOnly lists the settings a running agent cannot change on SIGHUP,
@@ -86,15 +87,15 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 	if a.opts.WireGuard != "" {
 		cfg.WireGuard = rt.cfg.WireGuard // --wireguard wins over the file, now as at start
 	}
-	if why := reloadRefusal(rt.cfg, cfg, rt.rot.rotating()); why != "" {
+	if why := reloadRefusal(rt.cfg, cfg, rt.rot.Rotating()); why != "" {
 		return refuse(why)
 	}
 	// Load everything before changing anything: a refusal leaves the
 	// running agent exactly as it was. During a rotation the rotation owns
 	// the key files.
-	var ks *keySet
-	if !rt.rot.rotating() {
-		k, err := loadKeys(cfg)
+	var ks *rotation.KeySet
+	if !rt.rot.Rotating() {
+		k, err := rotation.LoadKeys(cfg)
 		if err != nil {
 			return refuse(err)
 		}
@@ -111,7 +112,7 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 	if enr != nil {
 		identity = enr.Identity
 	}
-	keyChanged := rt.rot.reload(cfg, ks, identity)
+	keyChanged := rt.rot.Reload(cfg, ks, identity)
 	republish := rt.gossip != nil && (keyChanged || inputsChanged)
 	rt.cfg, rt.enr = cfg, enr
 	if rt.in != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/mesh/probe"
 	"github.com/dcmesh/dcmesh/mesh/records"
+	"github.com/dcmesh/dcmesh/mesh/rotation"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
@@ -35,7 +36,7 @@ type siteRuntime struct {
 
 	// rot owns the WireGuard key, its rotation, the other sites' rotations
 	// and the pre-shared keys (rotate.go).
-	rot *rotator
+	rot *rotation.Rotator
 
 	// gossip mode only
 	enr       *enroll.Enrollment
@@ -67,7 +68,7 @@ type siteRuntime struct {
 // pre-shared keys, and with gossip the enrollment, the site store and the
 // sequence number. It opens nothing.
 func (a *Agent) newRuntime(cfg *config.Config) (*siteRuntime, error) {
-	ks, err := loadKeys(cfg)
+	ks, err := rotation.LoadKeys(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +77,7 @@ func (a *Agent) newRuntime(cfg *config.Config) (*siteRuntime, error) {
 		return nil, err
 	}
 	rt := &siteRuntime{cfg: cfg, disk: newStateDisk(cfg.StateDir)}
-	rt.rot = newRotator(cfg, ks, psks, agentEnv{a, rt}, a.log)
+	rt.rot = rotation.New(cfg, ks, psks, agentEnv{a, rt}, a.log)
 	if cfg.Gossip != nil {
 		if err := a.setupTrust(rt); err != nil {
 			return nil, err
@@ -149,7 +150,7 @@ func (a *Agent) start(ctx context.Context) (rt *siteRuntime, stop func() error, 
 		return nil, stop, err
 	}
 	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
-		"public_key", rt.rot.key.Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
+		"public_key", rt.rot.Key().Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
 		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.StateDir.ControlSocket())
 	return rt, stop, nil
 }
@@ -191,7 +192,7 @@ func (a *Agent) openSite(rt *siteRuntime, undo *cleanups) error {
 	}
 	undo.addQuiet(func() { wgc.Close() })
 	rt.wgc = wgc
-	rt.rot.wgc = wgc
+	rt.rot.SetDevice(wgc)
 	return nil
 }
 
@@ -220,9 +221,9 @@ func (a *Agent) startSite(ctx context.Context, rt *siteRuntime, undo *cleanups) 
 			return err
 		}
 		undo.addQuiet(func() { _ = rt.gossip.Shutdown() })
-		rt.rot.start(rt.enr.Identity)
+		rt.rot.Start(rt.enr.Identity)
 	}
-	rt.rot.startWatch(ctx)
+	rt.rot.StartWatch(ctx)
 	return a.startMetrics(ctx)
 }
 

@@ -52,10 +52,10 @@ func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 	cfg := rt.cfg
 	st := control.Status{
 		Schema: control.StatusSchema, GeneratedAt: now.UTC(), Site: cfg.Site, Interface: cfg.Interface,
-		Backend: string(rt.dev.Backend()), ListenPort: cfg.ListenPort, PublicKey: rt.rot.key.Public().String(),
+		Backend: string(rt.dev.Backend()), ListenPort: cfg.ListenPort, PublicKey: rt.rot.Key().Public().String(),
 		RecordsRejected: map[string]uint64{},
-		Key: control.KeyStatus{Epoch: rt.rot.state.Epoch, Since: rt.rot.state.KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.state.KeySince).Seconds()),
-			RotationPhase: string(rt.rot.state.Phase), LastResult: rt.rot.state.LastResult},
+		Key: control.KeyStatus{Epoch: rt.rot.State().Epoch, Since: rt.rot.State().KeySince.UTC(), AgeSeconds: int64(now.Sub(rt.rot.State().KeySince).Seconds()),
+			RotationPhase: string(rt.rot.State().Phase), LastResult: rt.rot.State().LastResult},
 		Gossip: control.GossipStatus{Enabled: rt.gossip != nil, MembersByState: map[control.MemberState]int{}, Members: []control.Member{}},
 		Peers:  []control.PeerStatus{}, StateDir: control.StateDirStatus{Path: string(cfg.StateDir), Problems: []string{}},
 	}
@@ -66,8 +66,8 @@ func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 		st.StateDir.Problems = rt.disk.problems()
 	}
 	st.Untrusted = a.untrustedStatus(rt)
-	if !rt.rot.nextRotation.IsZero() {
-		nr := rt.rot.nextRotation.UTC()
+	if !rt.rot.NextRotation().IsZero() {
+		nr := rt.rot.NextRotation().UTC()
 		st.Key.NextRotation = &nr
 	}
 	return st
@@ -160,7 +160,7 @@ func peerIdentities(rt *siteRuntime) map[wg.PublicKey]peerIdentity {
 		ids[s.PublicKey] = peerIdentity{s.Name, control.SourceGossip, control.RoleCurrent}
 		if !s.Next.IsZero() {
 			role := control.RoleNext
-			if rt.rot.cutover[s.Next] {
+			if rt.rot.CutOvers()[s.Next] {
 				role = control.RoleCurrent
 			}
 			ids[s.Next] = peerIdentity{s.Name, control.SourceGossip, role}
@@ -235,7 +235,7 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 // routeStatus counts the routes the last desired state wants and those of
 // them the kernel holds.
 func routeStatus(rt *siteRuntime, marks routeMarks) control.RouteStatus {
-	d := computeDesired(rt.cfg, rt.rot.key, rt.mtu, rt.lastSites, rt.rot.cutover)
+	d := computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, rt.lastSites, rt.rot.CutOvers())
 	routes, failClosed := uniquePrefixes(d.Net.Routes), uniquePrefixes(d.Net.FailClosed)
 	rs := control.RouteStatus{Table: rt.cfg.RouteTable, Desired: len(routes), FailClosedDesired: len(failClosed)}
 	for _, p := range routes {

@@ -258,3 +258,7 @@ func DefaultUserspaceMemoryLimit(buffersPerPool int) int64 {
 	}
 	return userspaceBaseMemory + int64(buffersPerPool)*messageBufferSize
 }
+
+// ErrNoGossip is what operations that need gossip (leave, revoke, rotate,
+// records) answer on a site without it.
+var ErrNoGossip = errors.New("this site runs with static peers only (no gossip section in its configuration)")

@@ -1,4 +1,4 @@
-package mesh
+package rotation
 
 import (
 	"slices"
@@ -13,10 +13,10 @@ import (
 // signed acks from the peers to the rotating site (pre-installed, cut over),
 // and the rotating site's unsigned "switching now" notice.
 
-// onAck records a peer's acknowledgement of our new key: ack is verified
+// OnAck records a peer's acknowledgement of our new key: ack is verified
 // (signed by the site it names, for us), and peerKey is that site's current
 // WireGuard key.
-func (r *rotator) onAck(ack *trust.Ack, peerKey wg.PublicKey) {
+func (r *Rotator) OnAck(ack *trust.Ack, peerKey wg.PublicKey) {
 	if r.run == nil || ack.Key != r.run.key {
 		return
 	}
@@ -41,7 +41,7 @@ func (r *rotator) onAck(ack *trust.Ack, peerKey wg.PublicKey) {
 // afterApply acks what the last successful reconcile did for rotating
 // sites: pre-installs, and new keys that now carry a site's prefixes (acked
 // once we received data under them, confirm.go).
-func (r *rotator) afterApply(sites []records.Site) {
+func (r *Rotator) afterApply(sites []records.Site) {
 	if !r.online {
 		return
 	}
@@ -87,7 +87,7 @@ func (r *rotator) afterApply(sites []records.Site) {
 	}
 }
 
-func (r *rotator) sendAck(s records.Site, key wg.PublicKey, stage trust.AckStage) {
+func (r *Rotator) sendAck(s records.Site, key wg.PublicKey, stage trust.AckStage) {
 	ack := trust.Ack{From: r.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}
 	if stage == trust.AckPreinstalled {
 		ack.KEMCiphertext = r.pskOffers[key].ciphertext
@@ -102,9 +102,9 @@ func (r *rotator) sendAck(s records.Site, key wg.PublicKey, stage trust.AckStage
 
 // sendAsync sends msg to site name directly, off the loop (an unreachable
 // member costs a TCP timeout); what names it in the log.
-func (r *rotator) sendAsync(name string, msg []byte, what string) {
+func (r *Rotator) sendAsync(name string, msg []byte, what string) {
 	go func() {
-		if err := r.env.sendTo(name, msg); err != nil {
+		if err := r.env.SendTo(name, msg); err != nil {
 			r.log.Debug(what+" not delivered", "to", name, "err", err)
 		}
 	}()
@@ -114,7 +114,7 @@ func (r *rotator) sendAsync(name string, msg []byte, what string) {
 // packet we send under the new key before a peer cuts over is dropped by
 // that peer. It waits for the notices to go out, at most switchNoticeWait
 // (a peer that does not take one in time still has the regular poll).
-func (r *rotator) notifySwitching() {
+func (r *Rotator) notifySwitching() {
 	if r.run == nil || len(r.run.expected) == 0 {
 		return
 	}
@@ -122,7 +122,7 @@ func (r *rotator) notifySwitching() {
 	msg := records.Encode(records.KindSwitching, []byte(r.cfg.Site))
 	for _, name := range r.run.expected {
 		go func() {
-			_ = r.env.sendTo(name, msg)
+			_ = r.env.SendTo(name, msg)
 			done <- struct{}{}
 		}()
 	}
@@ -136,9 +136,9 @@ func (r *rotator) notifySwitching() {
 	}
 }
 
-// onSwitching starts fast polling: a rotating site is about to switch. The
+// OnSwitching starts fast polling: a rotating site is about to switch. The
 // notice is unsigned: all it can do is make us poll faster for a moment.
-func (r *rotator) onSwitching() {
+func (r *Rotator) OnSwitching() {
 	if r.watch != nil {
 		r.watch.fast(time.Now().Add(fastPollWindow))
 	}

@@ -1,4 +1,4 @@
-package mesh
+package rotation
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -23,7 +24,7 @@ import (
 //  4. each B cuts over in one device call — A2 takes A's prefixes (the
 //     kernel moves them atomically), A1 goes — as soon as it sees a
 //     completed handshake on A2 (polled every 10 ms while waiting, 1 ms
-//     after A's "switching now" notice), or switchGrace after A's new record
+//     after A's "switching now" notice), or SwitchGrace after A's new record
 //     if no handshake came, and acks the cut-over once it received data
 //     under A2;
 //  5. A's rotation completes when every live peer acked and A received data
@@ -76,7 +77,7 @@ func (run *rotationRun) switchedOver() bool { return run.committed && len(run.mi
 
 // resumeRotation finishes what a restart interrupted, once the device and
 // gossip are up.
-func (r *rotator) resumeRotation() {
+func (r *Rotator) resumeRotation() {
 	switch r.state.Phase {
 	case wg.PhasePrepared:
 		// The record just published announces the next key again; peers
@@ -97,9 +98,9 @@ func (r *rotator) resumeRotation() {
 }
 
 // startRotation begins a rotation of this site's key.
-func (r *rotator) startRotation(emergency bool) error {
+func (r *Rotator) startRotation(emergency bool) error {
 	if !r.online {
-		return errGossipOff
+		return config.ErrNoGossip
 	}
 	if len(r.cfg.Peers) > 0 {
 		return fmt.Errorf("this site has %d static peers (plain WireGuard routers) that cannot learn a new key: rotation is off; move them to gossip or rotate by hand", len(r.cfg.Peers))
@@ -118,7 +119,7 @@ func (r *rotator) startRotation(emergency bool) error {
 		r.switchKey()
 		return nil
 	}
-	if err := r.env.publish(); err != nil {
+	if err := r.env.Publish(); err != nil {
 		return err
 	}
 	r.failpoint("rotation-prepared")
@@ -126,9 +127,9 @@ func (r *rotator) startRotation(emergency bool) error {
 	return nil
 }
 
-// request starts a rotation for the control API; wait gets the reply when
+// Request starts a rotation for the control API; wait gets the reply when
 // it ends, unless it ended already (the reply says complete).
-func (r *rotator) request(emergency bool, wait chan control.RotateReply) (control.RotateReply, error) {
+func (r *Rotator) Request(emergency bool, wait chan control.RotateReply) (control.RotateReply, error) {
 	if err := r.startRotation(emergency); err != nil {
 		return control.RotateReply{}, err
 	}
@@ -139,15 +140,15 @@ func (r *rotator) request(emergency bool, wait chan control.RotateReply) (contro
 	}
 	r.run.waiters = append(r.run.waiters, wait)
 	epoch := r.state.Epoch
-	if r.rotating() {
+	if r.Rotating() {
 		epoch++ // not committed yet
 	}
 	return control.RotateReply{Epoch: epoch, PublicKey: r.run.key.String(), Result: control.RotateStarted}, nil
 }
 
 // beginWaiting starts collecting pre-install acks from every live site.
-func (r *rotator) beginWaiting() {
-	sites := r.env.liveSites()
+func (r *Rotator) beginWaiting() {
+	sites := r.env.LiveSites()
 	run := newRotationRun(r.next.Public(), time.Now().Add(r.cfg.Rotation.AckTimeout))
 	if r.run != nil {
 		run.waiters = r.run.waiters
@@ -160,7 +161,7 @@ func (r *rotator) beginWaiting() {
 }
 
 // maybeSwitch switches once every expected site pre-installed the key.
-func (r *rotator) maybeSwitch() {
+func (r *Rotator) maybeSwitch() {
 	if r.run == nil || r.state.Phase != wg.PhasePrepared {
 		return
 	}
@@ -173,7 +174,7 @@ func (r *rotator) maybeSwitch() {
 }
 
 // switchKey moves the device to the next key and ends the rotation on disk.
-func (r *rotator) switchKey() {
+func (r *Rotator) switchKey() {
 	st, err := r.keys.BeginSwitch(r.state)
 	if err != nil {
 		// Still prepared on disk and in memory: the deadline retries.
@@ -225,7 +226,7 @@ func (r *rotator) switchKey() {
 
 // commitRotation replaces the old key on disk, announces the new one and
 // waits for peers to cut over.
-func (r *rotator) commitRotation() {
+func (r *Rotator) commitRotation() {
 	result := "switched"
 	if r.state.Emergency {
 		result = "emergency switch"
@@ -237,7 +238,7 @@ func (r *rotator) commitRotation() {
 		return
 	}
 	r.state = st
-	if err := r.env.publish(); err != nil {
+	if err := r.env.Publish(); err != nil {
 		r.log.Error("rotation: cannot announce the new key", "err", err)
 	}
 	r.log.Info("key rotation switched", "epoch", r.state.Epoch, "key", r.key.Public().Short())
@@ -255,8 +256,8 @@ func (r *rotator) commitRotation() {
 
 // newRunForSwitch is the run of a rotation that switches without having
 // waited for pre-installs: every live site is expected to cut over.
-func (r *rotator) newRunForSwitch(key wg.PublicKey) *rotationRun {
-	sites := r.env.liveSites()
+func (r *Rotator) newRunForSwitch(key wg.PublicKey) *rotationRun {
+	sites := r.env.LiveSites()
 	run := newRotationRun(key, time.Now().Add(r.cfg.Rotation.CompleteTimeout))
 	for _, s := range sites {
 		run.expected = append(run.expected, s.Name)
@@ -266,7 +267,7 @@ func (r *rotator) newRunForSwitch(key wg.PublicKey) *rotationRun {
 
 // maybeComplete ends the rotation once every expected site carried data
 // both ways under the new key (confirm.go), or at the deadline.
-func (r *rotator) maybeComplete() {
+func (r *Rotator) maybeComplete() {
 	run := r.run
 	if run == nil || r.state.Phase != wg.PhaseStable {
 		return
@@ -289,7 +290,7 @@ func (r *rotator) maybeComplete() {
 		r.state.LastResult = "complete"
 		r.log.Info("key rotation complete: every peer carried data both ways under the new key", "epoch", r.state.Epoch, "sites", len(run.expected))
 	}
-	r.env.counted(reply.Result)
+	r.env.Counted(reply.Result)
 	if err := r.keys.SaveResult(r.state); err != nil {
 		r.log.Warn("cannot record the rotation result", "err", err)
 	}
@@ -320,7 +321,7 @@ func (run *rotationRun) cutOver() []string {
 }
 
 // rotationDeadline handles the end of an ack or cut-over wait.
-func (r *rotator) rotationDeadline() {
+func (r *Rotator) rotationDeadline() {
 	if r.run == nil || time.Now().Before(r.run.deadline) {
 		return
 	}
@@ -333,7 +334,7 @@ func (r *rotator) rotationDeadline() {
 
 // scheduleRotation sets the next scheduled rotation: the current key's age
 // plus the interval, ±10%.
-func (r *rotator) scheduleRotation() {
+func (r *Rotator) scheduleRotation() {
 	iv := r.cfg.Rotation.Interval
 	if iv == 0 || !r.online || len(r.cfg.Peers) > 0 {
 		r.nextRotation = time.Time{}
@@ -354,8 +355,8 @@ func nextRotationTime(keySince time.Time, interval time.Duration, now time.Time,
 	return at
 }
 
-// timerDue returns when the rotation timer must fire next.
-func (r *rotator) timerDue() time.Time {
+// TimerDue returns when the rotation timer must fire next.
+func (r *Rotator) TimerDue() time.Time {
 	due := r.nextRotation
 	earlier := func(t time.Time) {
 		if !t.IsZero() && (due.IsZero() || t.Before(due)) {
@@ -369,8 +370,8 @@ func (r *rotator) timerDue() time.Time {
 	return due
 }
 
-// onTimer runs scheduled rotations, deadlines and confirmations.
-func (r *rotator) onTimer() {
+// OnTimer runs scheduled rotations, deadlines and confirmations.
+func (r *Rotator) OnTimer() {
 	r.pollConfirmations()
 	now := time.Now()
 	if r.run != nil && !now.Before(r.run.deadline) {
@@ -380,7 +381,7 @@ func (r *rotator) onTimer() {
 		r.nextRotation = time.Time{}
 		if err := r.startRotation(false); err != nil {
 			r.log.Error("scheduled key rotation did not start", "err", err)
-			r.env.counted(control.RotateFailed)
+			r.env.Counted(control.RotateFailed)
 			r.scheduleRotation()
 		}
 	}
@@ -389,7 +390,7 @@ func (r *rotator) onTimer() {
 // failpoint stops the agent dead at a named point when DCMESH_FAILPOINT
 // names it. Tests use it to kill -9 an agent in the middle of a rotation;
 // it does nothing otherwise.
-func (r *rotator) failpoint(name string) {
+func (r *Rotator) failpoint(name string) {
 	if os.Getenv("DCMESH_FAILPOINT") != name {
 		return
 	}

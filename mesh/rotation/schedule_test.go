@@ -1,4 +1,4 @@
-package mesh
+package rotation
 
 import (
 	"math/rand/v2"

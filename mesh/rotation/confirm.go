@@ -1,4 +1,4 @@
-package mesh
+package rotation
 
 import (
 	"time"
@@ -19,7 +19,7 @@ import (
 // silent until the 5 s retry), so a peer does not cut over from the switched
 // record alone while a handshake from the new key may still be on its way:
 // it keeps routing to the old key — whose session the rotating site still
-// decrypts — for switchGrace, and cuts over from the record only if no
+// decrypts — for SwitchGrace, and cuts over from the record only if no
 // handshake came by then.
 //
 // A rotation is complete when every live peer carried data both ways under
@@ -42,11 +42,11 @@ import (
 // a site do is send that site one keepalive, at most every nudgeInterval.
 
 const (
-	// switchGrace is how long a peer keeps routing to a site's old key after
+	// SwitchGrace is how long a peer keeps routing to a site's old key after
 	// the site's record says it switched, waiting for the handshake the
 	// site's switch started (sub-millisecond to a few RTTs; lost, it is
 	// retried only after 5 s).
-	switchGrace = 2 * time.Second
+	SwitchGrace = 2 * time.Second
 	// confirmPoll is how often the device is read while a confirmation is
 	// pending.
 	confirmPoll = 10 * time.Millisecond
@@ -62,7 +62,7 @@ type peerRotations struct {
 	// current and next key as last seen.
 	preinstalled map[string]keyPair
 	// held are sites whose record switched to a key we pre-installed, with
-	// when we saw it, until a handshake under the new key or switchGrace.
+	// when we saw it, until a handshake under the new key or SwitchGrace.
 	held map[string]time.Time
 	// confirmed are new keys we received data under since cutting over.
 	confirmed map[wg.PublicKey]bool
@@ -82,7 +82,7 @@ type confirmingKey struct {
 	asked  time.Time // zero until the device showed a handshake
 }
 
-func (r *rotator) peerRotations() *peerRotations {
+func (r *Rotator) peerRotations() *peerRotations {
 	if r.peerRot == nil {
 		r.peerRot = &peerRotations{preinstalled: map[string]keyPair{}, held: map[string]time.Time{},
 			confirmed: map[wg.PublicKey]bool{}, confirming: map[wg.PublicKey]*confirmingKey{}, answered: map[string]time.Time{}}
@@ -92,7 +92,7 @@ func (r *rotator) peerRotations() *peerRotations {
 
 // markCutOver records a cut-over the watcher made: done on the device
 // (never to be undone by a reconcile) and confirmed.
-func (r *rotator) markCutOver(k wg.PublicKey) {
+func (r *Rotator) markCutOver(k wg.PublicKey) {
 	r.cutover[k] = true
 	r.peerRotations().confirmed[k] = true
 }
@@ -100,10 +100,10 @@ func (r *rotator) markCutOver(k wg.PublicKey) {
 // holdSwitches rewrites, in sites, each site whose record switched to a key
 // we pre-installed but saw no handshake on yet back to "rotating": the old
 // key keeps the prefixes and the new one stays pre-installed, until the
-// watcher sees the handshake or switchGrace passes.
-func (r *rotator) holdSwitches(sites []records.Site) {
+// watcher sees the handshake or SwitchGrace passes.
+func (r *Rotator) holdSwitches(sites []records.Site) {
 	pr := r.peerRotations()
-	now := time.Now()
+	now := r.now()
 	seen := map[string]bool{}
 	for i := range sites {
 		s := &sites[i]
@@ -123,11 +123,11 @@ func (r *rotator) holdSwitches(sites []records.Site) {
 		if !held {
 			since = now
 			pr.held[s.Name] = now
-			time.AfterFunc(switchGrace, func() { r.env.kick() })
+			time.AfterFunc(SwitchGrace, func() { r.env.Kick() })
 		}
-		if now.Sub(since) >= switchGrace {
+		if now.Sub(since) >= SwitchGrace {
 			r.log.Warn("rotation: no handshake under a site's new key since its record said it switched; cutting over from the record",
-				"site", s.Name, "key", s.PublicKey.Short(), "waited", switchGrace)
+				"site", s.Name, "key", s.PublicKey.Short(), "waited", SwitchGrace)
 			delete(pr.preinstalled, s.Name)
 			delete(pr.held, s.Name)
 			continue
@@ -143,7 +143,7 @@ func (r *rotator) holdSwitches(sites []records.Site) {
 }
 
 // carrier is the key that carries s's prefixes on our device.
-func (r *rotator) carrier(s records.Site) wg.PublicKey {
+func (r *Rotator) carrier(s records.Site) wg.PublicKey {
 	if !s.Next.IsZero() && r.cutover[s.Next] {
 		return s.Next
 	}
@@ -152,7 +152,7 @@ func (r *rotator) carrier(s records.Site) wg.PublicKey {
 
 // newKeyCarried handles a site whose prefixes just moved to key: ack the
 // cut-over if we already received data under it, else start confirming.
-func (r *rotator) newKeyCarried(s records.Site, key wg.PublicKey) {
+func (r *Rotator) newKeyCarried(s records.Site, key wg.PublicKey) {
 	pr := r.peerRotations()
 	if pr.confirmed[key] {
 		r.ackCutOver(s, key)
@@ -163,7 +163,7 @@ func (r *rotator) newKeyCarried(s records.Site, key wg.PublicKey) {
 	}
 }
 
-func (r *rotator) ackCutOver(s records.Site, key wg.PublicKey) {
+func (r *Rotator) ackCutOver(s records.Site, key wg.PublicKey) {
 	if r.ackedCut[key] {
 		return
 	}
@@ -173,7 +173,7 @@ func (r *rotator) ackCutOver(s records.Site, key wg.PublicKey) {
 
 // pollConfirmations reads the device once for every pending confirmation,
 // ours (a rotation of this site) and our peers' new keys.
-func (r *rotator) pollConfirmations() {
+func (r *Rotator) pollConfirmations() {
 	pr := r.peerRotations()
 	if len(pr.confirming) == 0 && (r.run == nil || !r.run.switchedOver()) {
 		return
@@ -212,7 +212,7 @@ func (r *rotator) pollConfirmations() {
 // confirmOwn advances this site's rotation: a peer that acked its cut-over
 // is confirmed once the device shows a handshake with it since the switch
 // and bytes received from it since the ack.
-func (r *rotator) confirmOwn(dev *wgtypes.Device, now time.Time) {
+func (r *Rotator) confirmOwn(dev *wgtypes.Device, now time.Time) {
 	run := r.run
 	changed := false
 	for _, name := range run.expected {
@@ -244,7 +244,7 @@ func (r *rotator) confirmOwn(dev *wgtypes.Device, now time.Time) {
 }
 
 // whyUnconfirmed says what is missing for a peer of this site's rotation.
-func (r *rotator) whyUnconfirmed(dev *wgtypes.Device, name string) string {
+func (r *Rotator) whyUnconfirmed(dev *wgtypes.Device, name string) string {
 	run := r.run
 	hs, _, found := r.siteTraffic(dev, name)
 	switch {
@@ -262,7 +262,7 @@ func (r *rotator) whyUnconfirmed(dev *wgtypes.Device, name string) string {
 // siteTraffic is the latest handshake and the received bytes of the peers
 // that are site name's keys on dev (its current one, and its next one if it
 // rotates too).
-func (r *rotator) siteTraffic(dev *wgtypes.Device, name string) (hs time.Time, rx int64, found bool) {
+func (r *Rotator) siteTraffic(dev *wgtypes.Device, name string) (hs time.Time, rx int64, found bool) {
 	if dev == nil {
 		return hs, rx, false
 	}
@@ -293,16 +293,16 @@ func devicePeer(dev *wgtypes.Device, k wg.PublicKey) *wgtypes.Peer {
 }
 
 // nudge asks site name to send us a keepalive under the key it uses for us.
-func (r *rotator) nudge(name string) {
+func (r *Rotator) nudge(name string) {
 	if !r.online {
 		return
 	}
 	r.sendAsync(name, records.Encode(records.KindNudge, []byte(r.cfg.Site)), "nudge")
 }
 
-// onNudge sends the site that asked one keepalive on the key that carries
+// OnNudge sends the site that asked one keepalive on the key that carries
 // its prefixes.
-func (r *rotator) onNudge(from string) {
+func (r *Rotator) OnNudge(from string) {
 	pr := r.peerRotations()
 	if now := time.Now(); now.Sub(pr.answered[from]) < nudgeInterval/2 {
 		return
@@ -320,7 +320,7 @@ func (r *rotator) onNudge(from string) {
 }
 
 // confirmDue is when pollConfirmations must run next, zero for never.
-func (r *rotator) confirmDue() time.Time {
+func (r *Rotator) confirmDue() time.Time {
 	if (r.peerRot != nil && len(r.peerRot.confirming) > 0) || (r.run != nil && r.run.switchedOver()) {
 		return time.Now().Add(confirmPoll)
 	}

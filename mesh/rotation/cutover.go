@@ -1,4 +1,4 @@
-package mesh
+package rotation
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/dcmesh/dcmesh/wg"
 )
 
-// cutoverWatch polls the device for handshakes under pre-installed keys and
+// Watcher polls the device for handshakes under pre-installed keys and
 // cuts over on its own goroutine, so that a slow reconcile on the agent loop
 // never delays it. The loop publishes what to watch after every reconcile
 // and learns of each cut-over on the done channel.
@@ -26,7 +26,7 @@ import (
 // silencing the pair until WireGuard retries after 5 s. Cut-overs made here
 // are therefore also confirmed: this site has received data under the new
 // key (confirm.go).
-type cutoverWatch struct {
+type Watcher struct {
 	wgc  wg.Client
 	name string
 	done chan wg.PublicKey
@@ -44,14 +44,15 @@ type cutoverWatch struct {
 	device sync.Mutex
 }
 
-func newCutoverWatch(wgc wg.Client, name string) *cutoverWatch {
-	return &cutoverWatch{wgc: wgc, name: name, done: make(chan wg.PublicKey, 16), wake: make(chan struct{}, 1),
+// NewWatcher watches the device name through wgc.
+func NewWatcher(wgc wg.Client, name string) *Watcher {
+	return &Watcher{wgc: wgc, name: name, done: make(chan wg.PublicKey, 16), wake: make(chan struct{}, 1),
 		made: map[wg.PublicKey]bool{}}
 }
 
 // take returns the cut-overs made since the last call (for the loop, before
 // it computes a desired state).
-func (w *cutoverWatch) take() []wg.PublicKey {
+func (w *Watcher) take() []wg.PublicKey {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []wg.PublicKey
@@ -63,23 +64,23 @@ func (w *cutoverWatch) take() []wg.PublicKey {
 }
 
 // set publishes what to watch (from the loop).
-func (w *cutoverWatch) set(pairs map[wg.PublicKey]wg.PublicKey, cfg wg.Config) {
+func (w *Watcher) set(pairs map[wg.PublicKey]wg.PublicKey, cfg wg.Config) {
 	w.mu.Lock()
 	w.pairs, w.cfg = pairs, cfg
 	w.mu.Unlock()
 	notify(w.wake)
 }
 
-func (w *cutoverWatch) fast(until time.Time) {
+func (w *Watcher) fast(until time.Time) {
 	w.mu.Lock()
 	w.fastUntil = until
 	w.mu.Unlock()
 	notify(w.wake)
 }
 
-// run polls until ctx ends: every handshakePoll while something is pending,
+// Run polls until ctx ends: every handshakePoll while something is pending,
 // every fastPoll in a fast window, not at all otherwise.
-func (w *cutoverWatch) run(ctx context.Context, log func(msg string, args ...any)) {
+func (w *Watcher) Run(ctx context.Context, log func(msg string, args ...any)) {
 	for {
 		w.mu.Lock()
 		pending := len(w.pairs) > 0
@@ -99,11 +100,13 @@ func (w *cutoverWatch) run(ctx context.Context, log func(msg string, args ...any
 			continue
 		case <-tick:
 		}
-		w.poll(log)
+		w.Poll(log)
 	}
 }
 
-func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
+// Poll checks the device once and cuts over every pre-installed key that
+// completed a handshake (Run calls it; a test may instead).
+func (w *Watcher) Poll(log func(msg string, args ...any)) {
 	w.device.Lock()
 	defer w.device.Unlock()
 	dev, err := w.wgc.Device(w.name)
@@ -135,28 +138,35 @@ func (w *cutoverWatch) poll(log func(msg string, args ...any)) {
 	}
 }
 
-// startWatch starts the cut-over watcher; it stops with ctx. The loop takes
-// its cut-overs from cutovers.
-func (r *rotator) startWatch(ctx context.Context) {
-	r.watch = newCutoverWatch(r.wgc, r.cfg.Interface)
-	go r.watch.run(ctx, func(msg string, args ...any) { r.log.Warn(msg, args...) })
+// StartWatch starts the cut-over watcher; it stops with ctx. The loop takes
+// its cut-overs from CutOverEvents.
+func (r *Rotator) StartWatch(ctx context.Context) {
+	w := NewWatcher(r.wgc, r.cfg.Interface)
+	r.UseWatcher(w)
+	go w.Run(ctx, func(msg string, args ...any) { r.log.Warn(msg, args...) })
+}
+
+// UseWatcher makes w the Rotator's watcher, without running it (StartWatch
+// runs one; a test polls its own).
+func (r *Rotator) UseWatcher(w *Watcher) {
+	r.watch = w
 	r.publishWatch(r.sites)
 }
 
-// cutovers are the watcher's cut-overs (nil before startWatch: never ready).
-func (r *rotator) cutovers() <-chan wg.PublicKey {
+// CutOverEvents are the watcher's cut-overs (nil before startWatch: never ready).
+func (r *Rotator) CutOverEvents() <-chan wg.PublicKey {
 	if r.watch == nil {
 		return nil
 	}
 	return r.watch.done
 }
 
-// onCutOver is the loop's side of a cut-over the watcher made (the loop
+// OnCutOver is the loop's side of a cut-over the watcher made (the loop
 // reconciles next).
-func (r *rotator) onCutOver(k wg.PublicKey) { r.markCutOver(k) }
+func (r *Rotator) OnCutOver(k wg.PublicKey) { r.markCutOver(k) }
 
 // publishWatch tells the watcher what is pending after a reconcile.
-func (r *rotator) publishWatch(sites []records.Site) {
+func (r *Rotator) publishWatch(sites []records.Site) {
 	if r.watch == nil {
 		return
 	}
@@ -167,4 +177,12 @@ func (r *rotator) publishWatch(sites []records.Site) {
 		}
 	}
 	r.watch.set(pairs, r.wgcfg)
+}
+
+// notify wakes whoever waits on ch, without blocking.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

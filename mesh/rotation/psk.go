@@ -1,4 +1,4 @@
-package mesh
+package rotation
 
 import (
 	"crypto/hkdf"
@@ -54,7 +54,7 @@ func derivePSK(secret []byte, rotatingNext, peer wg.PublicKey) (wg.PresharedKey,
 // offerPSKs runs before each reconcile on the peer side: for every rotating
 // site that published a KEM key we have not answered, encapsulate, derive
 // and persist the pair's new key (before the pre-install that uses it).
-func (r *rotator) offerPSKs(sites []records.Site) {
+func (r *Rotator) offerPSKs(sites []records.Site) {
 	if !r.cfg.Rotation.PSK {
 		return
 	}
@@ -102,7 +102,7 @@ func (r *rotator) offerPSKs(sites []records.Site) {
 }
 
 // prunePSKs forgets keys of peers that are gone from cfg.
-func (r *rotator) prunePSKs(cfg wg.Config) {
+func (r *Rotator) prunePSKs(cfg wg.Config) {
 	keep := map[wg.PublicKey]bool{}
 	for _, p := range cfg.Peers {
 		keep[p.PublicKey] = true
@@ -120,14 +120,14 @@ func (r *rotator) prunePSKs(cfg wg.Config) {
 	}
 }
 
-func (r *rotator) savePSKs() {
+func (r *Rotator) savePSKs() {
 	if err := wg.SavePresharedKeys(r.pskFile, r.psks); err != nil {
 		r.log.Error("cannot persist pre-shared keys", "err", err)
 	}
 }
 
 // acceptPSK is the rotating side of an ack that carries a ciphertext.
-func (r *rotator) acceptPSK(ack *trust.Ack, peerKey wg.PublicKey) {
+func (r *Rotator) acceptPSK(ack *trust.Ack, peerKey wg.PublicKey) {
 	if r.kem == nil || len(ack.KEMCiphertext) == 0 || r.run == nil {
 		return
 	}
@@ -145,7 +145,7 @@ func (r *rotator) acceptPSK(ack *trust.Ack, peerKey wg.PublicKey) {
 // switchPSKs is the set of pre-shared keys the device gets with the new
 // private key: what it holds, with each site's current key given the key
 // agreed in this rotation, or none.
-func (r *rotator) switchPSKs() wg.PresharedKeys {
+func (r *Rotator) switchPSKs() wg.PresharedKeys {
 	if !r.cfg.Rotation.PSK {
 		return nil
 	}
@@ -169,7 +169,7 @@ func (r *rotator) switchPSKs() wg.PresharedKeys {
 }
 
 // pskSites lists the sites whose current key we hold a pre-shared key for.
-func (r *rotator) pskSites() []string {
+func (r *Rotator) pskSites() []string {
 	var out []string
 	for _, s := range r.sites {
 		if _, ok := r.psks[s.PublicKey]; ok {
