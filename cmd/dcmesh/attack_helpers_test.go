@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/vishvananda/netlink"
@@ -142,31 +143,11 @@ func (v *victimAgent) tail(n int) string {
 	off := max(fi.Size()-64<<10, 0)
 	buf := make([]byte, fi.Size()-off)
 	_, _ = f.ReadAt(buf, off)
-	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
-	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+	return sitetest.Tail(string(buf), n)
 }
 
 // memory returns the agent's resident set and its peak (VmRSS, VmHWM), in kB.
-func (v *victimAgent) memory() (rss, hwm int64, err error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", v.pid()))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = n
-		case "VmHWM:":
-			hwm = n
-		}
-	}
-	return rss, hwm, nil
-}
+func (v *victimAgent) memory() (rss, hwm int64, err error) { return sitetest.Memory(v.pid()) }
 
 // attackMesh is three certified sites, one of them attacked.
 type attackMesh struct {

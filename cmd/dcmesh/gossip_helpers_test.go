@@ -10,10 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -92,6 +94,31 @@ func newGossipMesh(t *testing.T, n int) (*testMesh, string) {
 		s.enroll(caDir, seeds)
 	}
 	return m, caDir
+}
+
+// agentPID is s's agent process: the one whose command line is
+// `dcmesh agent --config CFG …` with s's exact configuration (nsenter execs
+// the agent, so there is no intermediate process to skip).
+func (s *site) agentPID(t testing.TB) int {
+	t.Helper()
+	pid, err := sitetest.FindPID(nil, func(argv []string) bool {
+		i := slices.Index(argv, "--config")
+		return i > 0 && i+1 < len(argv) && argv[i+1] == s.cfgPath && slices.Contains(argv, "agent") && filepath.Base(argv[0]) != "nsenter"
+	})
+	if err != nil {
+		t.Fatalf("no agent process for %s: %v", s.name, err)
+	}
+	return pid
+}
+
+// processCPU is sitetest.CPU that fails the test on an error.
+func processCPU(t testing.TB, pid int) (ticks, ns int64) {
+	t.Helper()
+	ticks, ns, err := sitetest.CPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticks, ns
 }
 
 // client talks to s's agent over its control socket.
