@@ -59,6 +59,7 @@ const (
 type Ingest struct {
 	store  *Store
 	cas    []*x509.Certificate
+	decode func(raw []byte, cas []*x509.Certificate) (*trust.SignedRecord, error)
 	policy func() *trust.Policy // what records are checked against, now
 	log    *slog.Logger
 	own    ownRecord
@@ -109,9 +110,21 @@ type Result struct {
 }
 
 func NewIngest(store *Store, cas []*x509.Certificate, policy func() *trust.Policy, log *slog.Logger) *Ingest {
-	return &Ingest{store: store, cas: cas, policy: policy, log: log,
+	return &Ingest{store: store, cas: cas, policy: policy, log: log, decode: trust.DecodeRecordPinned,
 		refused: newRefusedCache(refusedMax, refusedTTL), states: newRefusedCache(64, time.Minute)}
 }
+
+// SetDecoder replaces trust.DecodeRecordPinned, which decodes a record and
+// checks its signature and that a pinned CA issued its certificate. The
+// gossip scale benchmark runs its sites in one process and shares one
+// caching decoder among them, so that the process does not do the signature
+// checks of a thousand machines; the agent never calls it.
+func (in *Ingest) SetDecoder(d func(raw []byte, cas []*x509.Certificate) (*trust.SignedRecord, error)) {
+	in.decode = d
+}
+
+// Pending is how many records and lists of the current payload wait.
+func (in *Ingest) Pending() int { return len(in.items) }
 
 // Skipped counts the payloads skipped because they were refused before.
 func (in *Ingest) Skipped() uint64 { return in.skipped }
@@ -236,7 +249,7 @@ func (in *Ingest) offerRecord(raw []byte, res *Result) bool {
 		in.skipped++
 		return false
 	}
-	sr, err := trust.DecodeRecordPinned(raw, in.cas)
+	sr, err := in.decode(raw, in.cas)
 	if err != nil {
 		in.refused.put(h, in.store.Reject("(undecodable)", err), now)
 		return false
