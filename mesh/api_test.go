@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // The control API refuses malformed and out-of-range requests before
@@ -23,7 +22,7 @@ func TestControlAPIRefusesBadRequests(t *testing.T) {
 			select {
 			case c := <-a.api:
 				reached.Add(1)
-				c.reply <- apiResult{err: errors.New("reached the loop")}
+				c.reply <- errors.New("reached the loop")
 			case <-stop:
 				return
 			}
@@ -70,22 +69,5 @@ func TestControlAPIRefusesBadRequests(t *testing.T) {
 	}
 	if n := reached.Load(); n != 3 {
 		t.Errorf("%d valid requests reached the loop, want 3", n)
-	}
-}
-
-// rotate --wait may take as long as its wait (the socket's long-poll
-// bound); without --wait it is an ordinary request.
-func TestRotateRequestResponseWithin(t *testing.T) {
-	for _, tc := range []struct {
-		in   RotateRequest
-		want time.Duration
-	}{
-		{RotateRequest{Timeout: time.Minute}, 0},
-		{RotateRequest{Wait: true, Timeout: time.Minute}, time.Minute},
-		{RotateRequest{Wait: true}, DefaultRotateWait},
-	} {
-		if got := tc.in.ResponseWithin(); got != tc.want {
-			t.Errorf("%+v: %s, want %s", tc.in, got, tc.want)
-		}
 	}
 }

@@ -3,6 +3,8 @@ package mesh
 import (
 	"net/netip"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
 )
@@ -26,7 +28,7 @@ type desiredState struct {
 // it, and we do not initiate: the site cannot answer on it yet), until
 // cutover says a handshake on it was seen: then the next key alone takes the
 // site's prefixes.
-func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite, cutover map[wg.PublicKey]bool) desiredState {
+func computeDesired(cfg *config.Config, key wg.PrivateKey, mtu int, sites []records.Site, cutover map[wg.PublicKey]bool) desiredState {
 	var d desiredState
 	d.WG = wg.Config{PrivateKey: key, ListenPort: cfg.ListenPort}
 	var remote []netip.Prefix
@@ -52,7 +54,7 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite,
 		}
 		var allowed []netip.Prefix
 		for _, p := range s.Prefixes {
-			if overlapsAny(p, remote[:static]) {
+			if config.OverlapsAny(p, remote[:static]) {
 				d.Dropped = append(d.Dropped, s.Name+" "+p.String()+": overlaps a static peer")
 				continue
 			}
@@ -93,25 +95,4 @@ func computeDesired(cfg *Config, key wg.PrivateKey, mtu int, sites []remoteSite,
 		FailClosed: remote,
 	}
 	return d
-}
-
-func overlapsAny(p netip.Prefix, set []netip.Prefix) bool {
-	for _, q := range set {
-		if p.Overlaps(q) {
-			return true
-		}
-	}
-	return false
-}
-
-// endpoints lists the static peers' underlay addresses, to find the underlay
-// MTU.
-func (c *Config) endpoints() []netip.Addr {
-	var out []netip.Addr
-	for _, p := range c.Peers {
-		if p.Endpoint.IsValid() {
-			out = append(out, p.Endpoint.Addr())
-		}
-	}
-	return out
 }

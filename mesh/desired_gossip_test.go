@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -25,12 +27,12 @@ func prefixes(ss ...string) []netip.Prefix {
 
 // validConfig's static peers plus gossip sites, applied to fake devices.
 func TestDesiredStateGossipGolden(t *testing.T) {
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := wg.GeneratePrivateKey()
-	sites := []remoteSite{
+	sites := []records.Site{
 		{Name: "lon1", PublicKey: keyD, Endpoint: netip.MustParseAddrPort("192.0.2.4:51820"),
 			Prefixes: prefixes("10.4.0.0/16", "fd00:4::/48", "10.255.0.4/32")},
 		{Name: "ams1", PublicKey: keyE, Endpoint: netip.MustParseAddrPort("192.0.2.5:51820"), // static peer's name
@@ -85,7 +87,7 @@ route unreachable fd00:4::/48 proto 220 metric 51 table 100
 }
 
 func TestDesiredStateGossipConflicts(t *testing.T) {
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,34 +100,34 @@ func TestDesiredStateGossipConflicts(t *testing.T) {
 	staticRoutes := prefixes("10.2.0.0/16", "10.255.0.2/32", "10.3.0.0/16")
 	cases := []struct {
 		name        string
-		sites       []remoteSite
+		sites       []records.Site
 		wantPeers   map[wg.PublicKey][]netip.Prefix // gossip peers only
 		wantRoutes  []netip.Prefix                  // after the static ones
 		wantDropped []string
 	}{
 		{
 			name:      "no conflict",
-			sites:     []remoteSite{{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
+			sites:     []records.Site{{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
 			wantPeers: map[wg.PublicKey][]netip.Prefix{keyD: prefixes("10.4.0.0/16")}, wantRoutes: prefixes("10.4.0.0/16"),
 		},
 		{
 			name:        "name of a static peer",
-			sites:       []remoteSite{{Name: "par1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
+			sites:       []records.Site{{Name: "par1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
 			wantDropped: []string{"par1: name or WireGuard key of a static peer"},
 		},
 		{
 			name:        "key of a static peer",
-			sites:       []remoteSite{{Name: "lon1", PublicKey: keyB, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
+			sites:       []records.Site{{Name: "lon1", PublicKey: keyB, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
 			wantDropped: []string{"lon1: name or WireGuard key of a static peer"},
 		},
 		{
 			name:        "this site's own key",
-			sites:       []remoteSite{{Name: "lon1", PublicKey: key.Public(), Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
+			sites:       []records.Site{{Name: "lon1", PublicKey: key.Public(), Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}},
 			wantDropped: []string{"lon1: name or WireGuard key of a static peer"},
 		},
 		{
 			name: "prefix inside a static peer's: dropped from that site only",
-			sites: []remoteSite{
+			sites: []records.Site{
 				{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16", "10.3.1.0/24", "10.255.0.4/32")},
 				{Name: "sfo1", PublicKey: keyF, Endpoint: ep, Prefixes: prefixes("10.6.0.0/16")},
 			},
@@ -138,20 +140,20 @@ func TestDesiredStateGossipConflicts(t *testing.T) {
 		},
 		{
 			name:        "prefix covering a static peer's",
-			sites:       []remoteSite{{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.0.0.0/8", "fd00:4::/48")}},
+			sites:       []records.Site{{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.0.0.0/8", "fd00:4::/48")}},
 			wantPeers:   map[wg.PublicKey][]netip.Prefix{keyD: prefixes("fd00:4::/48")},
 			wantRoutes:  prefixes("fd00:4::/48"),
 			wantDropped: []string{"lon1 10.0.0.0/8: overlaps a static peer"},
 		},
 		{
 			name:        "every prefix lost: still a peer",
-			sites:       []remoteSite{{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.255.0.2/32")}},
+			sites:       []records.Site{{Name: "lon1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.255.0.2/32")}},
 			wantPeers:   map[wg.PublicKey][]netip.Prefix{keyD: nil},
 			wantDropped: []string{"lon1 10.255.0.2/32: overlaps a static peer"},
 		},
 		{
 			name: "dropped site does not shadow a later one",
-			sites: []remoteSite{
+			sites: []records.Site{
 				{Name: "ams1", PublicKey: keyD, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")},
 				{Name: "lon1", PublicKey: keyE, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")},
 			},

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/dcmesh/dcmesh/wg"
@@ -13,7 +14,7 @@ import (
 
 // The configuration above, applied to fake devices, renders to this state.
 func TestDesiredStateGolden(t *testing.T) {
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}

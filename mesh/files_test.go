@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/ca"
+	"github.com/dcmesh/dcmesh/mesh/ca/catest"
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
@@ -81,43 +87,43 @@ func assertRefusal(t *testing.T, err error, path, what string, also ...string) {
 // writer). Every file the agent reads is refused at once, by name, when it
 // is not a regular file or is far too large.
 func TestAgentFilesRefuseSpecialFiles(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
-	res, err := InitSite(InitOptions{Bundle: bundle, StateDir: filepath.Join(t.TempDir(), "state"), Endpoint: "192.0.2.10:51820", Now: now})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
+	res, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: filepath.Join(t.TempDir(), "state"), Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := LoadConfig(res.ConfigPath)
+	good, err := config.Load(res.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readers := map[string]func(path string) error{
-		"config": func(p string) error { _, err := LoadConfig(p); return err },
+		"config": func(p string) error { _, err := config.Load(p); return err },
 		"trust.ca_file": func(p string) error {
 			c := *good
 			c.Trust.CAFile = p
-			_, err := loadEnrollment(&c, now)
+			_, err := enroll.Load(&c, now)
 			return err
 		},
 		"trust.cert_file": func(p string) error {
 			c := *good
 			c.Trust.CertFile = p
-			_, err := loadEnrollment(&c, now)
+			_, err := enroll.Load(&c, now)
 			return err
 		},
 		"trust.identity_key_file": func(p string) error {
 			c := *good
 			c.Trust.IdentityKeyFile = p
-			_, err := loadEnrollment(&c, now)
+			_, err := enroll.Load(&c, now)
 			return err
 		},
 		"gossip.key_file": func(p string) error {
 			c, g := *good, *good.Gossip
 			g.KeyFile, c.Gossip = p, &g
-			_, err := loadEnrollment(&c, now)
+			_, err := enroll.Load(&c, now)
 			return err
 		},
-		"seq.json": func(p string) error { _, err := loadSeq(p); return err },
+		"seq.json": func(p string) error { _, err := records.LoadSeq(p); return err },
 	}
 	for name, read := range readers {
 		for kind, pw := range specialPaths(t, t.TempDir()) {
@@ -131,12 +137,12 @@ func TestAgentFilesRefuseSpecialFiles(t *testing.T) {
 
 // init reads the bundle the same way.
 func TestInitSiteRefusesSpecialBundleFiles(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
-	for _, f := range []string{caCertFile, siteCertFile, identityKeyFile, gossipKeyFile} {
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
+	for _, f := range []string{config.CACertFile, config.SiteCertFile, config.IdentityKeyFile, config.GossipKeyFile} {
 		for kind, pw := range specialPaths(t, t.TempDir()) {
 			t.Run(f+"/"+kind, func(t *testing.T) {
-				b := copyBundle(t, bundle)
+				b := catest.CopyBundle(t, bundle)
 				if err := os.Remove(filepath.Join(b, f)); err != nil {
 					t.Fatal(err)
 				}
@@ -145,16 +151,16 @@ func TestInitSiteRefusesSpecialBundleFiles(t *testing.T) {
 				}
 				root := t.TempDir()
 				err := returnsWithin(t, func() error {
-					_, err := InitSite(InitOptions{Bundle: b, StateDir: filepath.Join(root, "state"), Endpoint: "192.0.2.10:51820", Now: now})
+					_, err := enroll.InitSite(enroll.InitOptions{Bundle: b, StateDir: filepath.Join(root, "state"), Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now})
 					return err
 				})
 				// Certificates are followed through the link and refused
 				// for what they point to; keys are refused as links.
 				what := pw[1]
-				if f == identityKeyFile || f == gossipKeyFile {
+				if f == config.IdentityKeyFile || f == config.GossipKeyFile {
 					what = "symbolic link"
 				}
-				assertRefusal(t, err, filepath.Join(b, f), what, "--bundle")
+				assertRefusal(t, err, filepath.Join(b, f), what, "Bundle")
 				if ents, _ := os.ReadDir(root); len(ents) != 0 {
 					t.Errorf("a refused init wrote %s", ents[0].Name())
 				}
@@ -166,9 +172,9 @@ func TestInitSiteRefusesSpecialBundleFiles(t *testing.T) {
 // Files dcmesh only reads may be symbolic links (configuration management
 // links them into place); the key files it replaces may not.
 func TestAgentFilesSymlinks(t *testing.T) {
-	now := testNow()
-	bundle, _ := newBundle(t, now, IssueOptions{})
-	res, err := InitSite(InitOptions{Bundle: bundle, StateDir: filepath.Join(t.TempDir(), "state"), Endpoint: "192.0.2.10:51820", Now: now})
+	now := catest.Now()
+	bundle, _ := catest.Bundle(t, now, ca.IssueOptions{})
+	res, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: filepath.Join(t.TempDir(), "state"), Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +182,7 @@ func TestAgentFilesSymlinks(t *testing.T) {
 	if err := os.Symlink(res.ConfigPath, link); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(link)
+	cfg, err := config.Load(link)
 	if err != nil {
 		t.Fatalf("a linked configuration is refused: %v", err)
 	}
@@ -185,7 +191,7 @@ func TestAgentFilesSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Trust.CAFile = caLink
-	if _, err := loadEnrollment(cfg, now); err != nil {
+	if _, err := enroll.Load(cfg, now); err != nil {
 		t.Fatalf("a linked CA certificate is refused: %v", err)
 	}
 	idLink := filepath.Join(t.TempDir(), "identity.key")
@@ -193,7 +199,7 @@ func TestAgentFilesSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Trust.IdentityKeyFile = idLink
-	if _, err := loadEnrollment(cfg, now); !errors.Is(err, wg.ErrSymlink) || !strings.Contains(err.Error(), "trust.identity_key_file") {
+	if _, err := enroll.Load(cfg, now); !errors.Is(err, wg.ErrSymlink) || !strings.Contains(err.Error(), "trust.identity_key_file") {
 		t.Fatalf("a linked identity key: %v", err)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/probe"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -29,7 +31,7 @@ const probeGrace = 5 * time.Second
 
 // startProber opens the probes on this site's overlay address. The prober
 // stops with ctx.
-func (a *Agent) startProber(ctx context.Context, rt *runtime) error {
+func (a *Agent) startProber(ctx context.Context, rt *siteRuntime) error {
 	h := rt.cfg.Health
 	pc := probe.DefaultConfig()
 	pc.Local = rt.cfg.OverlayAddress.Addr()
@@ -51,7 +53,7 @@ func (a *Agent) startProber(ctx context.Context, rt *runtime) error {
 // setProbeTargets probes every remote site whose current key has completed
 // a handshake (dev is the device as just read), and keeps probing a site
 // until it is gone.
-func (rt *runtime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
+func (rt *siteRuntime) setProbeTargets(sites []records.Site, dev *wgtypes.Device) {
 	if rt.prober == nil || dev == nil {
 		return
 	}
@@ -87,7 +89,7 @@ func (rt *runtime) setProbeTargets(sites []remoteSite, dev *wgtypes.Device) {
 }
 
 // probeStates returns the prober's view by site name (empty without one).
-func (rt *runtime) probeStates() map[string]probe.PeerState {
+func (rt *siteRuntime) probeStates() map[string]probe.PeerState {
 	out := map[string]probe.PeerState{}
 	if rt.prober == nil {
 		return out
@@ -118,17 +120,17 @@ const rekeyTimeout = 5 * time.Second
 // session is renewed before it expires as soon as either side sends, and a
 // keepalive is sent after k of silence. Without keepalive (k = 0) an idle
 // pair has no session to speak of, so only the 180 s count.
-func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.PeerState, probingSince time.Time) PeerStateName {
+func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.PeerState, probingSince time.Time) control.PeerState {
 	session := !lastHandshake.IsZero() && now.Sub(lastHandshake) <= rejectAfterTime
 	if pr != nil {
 		if pr.State == probe.StateUp {
-			return PeerUp
+			return control.PeerUp
 		}
 		if pr.Downs > 0 || now.Sub(probingSince) > probeGrace {
 			if session {
-				return PeerStale
+				return control.PeerStale
 			}
-			return PeerDown
+			return control.PeerDown
 		}
 	}
 	limit := rejectAfterTime
@@ -136,27 +138,12 @@ func peerState(now, lastHandshake time.Time, keepalive time.Duration, pr *probe.
 		limit += keepalive + rekeyTimeout
 	}
 	if lastHandshake.IsZero() || now.Sub(lastHandshake) > limit {
-		return PeerDown
+		return control.PeerDown
 	}
-	return PeerUp
+	return control.PeerUp
 }
 
-// ProbeStatus is what the in-tunnel probes say of a peer.
-type ProbeStatus struct {
-	// State is the session state as reported, with the anti-flap hold:
-	// up, init, down or admin_down (the peer's agent stopped its probes).
-	State string    `json:"state"`
-	Since time.Time `json:"since"`
-	// RTTMillis is the smoothed round-trip time through the tunnel,
-	// milliseconds (0 before the first sample).
-	RTTMillis float64 `json:"rtt_ms"`
-	// Loss is the share of probes lost over the last 10 s while up.
-	Loss float64 `json:"loss"`
-	// Downs counts the times the session went down.
-	Downs uint64 `json:"downs"`
-}
-
-func probeStatus(s probe.PeerState) *ProbeStatus {
-	return &ProbeStatus{State: s.State.String(), Since: s.Since.UTC(), RTTMillis: float64(s.SRTT.Microseconds()) / 1000,
+func probeStatus(s probe.PeerState) *control.ProbeStatus {
+	return &control.ProbeStatus{State: control.ProbeState(s.State.String()), Since: s.Since.UTC(), RTTMillis: float64(s.SRTT.Microseconds()) / 1000,
 		Loss: s.Loss, Downs: s.Downs}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/probe"
 )
 
@@ -20,20 +21,20 @@ func TestPeerState(t *testing.T) {
 		keepalive time.Duration
 		pr        *probe.PeerState
 		since     time.Time
-		want      PeerStateName
+		want      control.PeerState
 	}{
-		{"probes answered, handshake 170 s old", ago(170 * time.Second), k, up, ago(time.Hour), PeerUp},
-		{"probes answered on an idle pair whose handshake is 3.5 min old", ago(210 * time.Second), k, up, ago(time.Hour), PeerUp},
-		{"probes lost, session still valid", ago(10 * time.Second), k, wentDown, ago(time.Hour), PeerStale},
-		{"probes lost, no valid session", ago(200 * time.Second), k, wentDown, ago(time.Hour), PeerDown},
-		{"new session coming up, fresh handshake", ago(time.Second), k, starting, ago(2 * time.Second), PeerUp},
-		{"session never came up within the grace", ago(time.Second), k, starting, ago(probeGrace + time.Second), PeerStale},
-		{"no probes, idle pair with keepalive, 3.5 min", ago(210 * time.Second), k, nil, time.Time{}, PeerUp},
-		{"no probes, beyond 180 s + keepalive + rekey timeout", ago(211 * time.Second), k, nil, time.Time{}, PeerDown},
-		{"no probes, no keepalive, 181 s", ago(181 * time.Second), 0, nil, time.Time{}, PeerDown},
-		{"no probes, no keepalive, 60 s", ago(60 * time.Second), 0, nil, time.Time{}, PeerUp},
-		{"no handshake yet", time.Time{}, k, nil, time.Time{}, PeerDown},
-		{"no handshake yet, probes never up", time.Time{}, k, starting, ago(time.Minute), PeerDown},
+		{"probes answered, handshake 170 s old", ago(170 * time.Second), k, up, ago(time.Hour), control.PeerUp},
+		{"probes answered on an idle pair whose handshake is 3.5 min old", ago(210 * time.Second), k, up, ago(time.Hour), control.PeerUp},
+		{"probes lost, session still valid", ago(10 * time.Second), k, wentDown, ago(time.Hour), control.PeerStale},
+		{"probes lost, no valid session", ago(200 * time.Second), k, wentDown, ago(time.Hour), control.PeerDown},
+		{"new session coming up, fresh handshake", ago(time.Second), k, starting, ago(2 * time.Second), control.PeerUp},
+		{"session never came up within the grace", ago(time.Second), k, starting, ago(probeGrace + time.Second), control.PeerStale},
+		{"no probes, idle pair with keepalive, 3.5 min", ago(210 * time.Second), k, nil, time.Time{}, control.PeerUp},
+		{"no probes, beyond 180 s + keepalive + rekey timeout", ago(211 * time.Second), k, nil, time.Time{}, control.PeerDown},
+		{"no probes, no keepalive, 181 s", ago(181 * time.Second), 0, nil, time.Time{}, control.PeerDown},
+		{"no probes, no keepalive, 60 s", ago(60 * time.Second), 0, nil, time.Time{}, control.PeerUp},
+		{"no handshake yet", time.Time{}, k, nil, time.Time{}, control.PeerDown},
+		{"no handshake yet, probes never up", time.Time{}, k, starting, ago(time.Minute), control.PeerDown},
 	} {
 		if got := peerState(now, c.hs, c.keepalive, c.pr, c.since); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)

@@ -3,12 +3,13 @@ package mesh
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,8 +22,8 @@ import (
 // name is documented in docs/METRICS.md.
 type metrics struct {
 	reg       *prometheus.Registry
-	snapshot  atomic.Pointer[Status]
-	fresh     func(context.Context) (*Status, error)
+	snapshot  atomic.Pointer[control.Status]
+	fresh     func(context.Context) (*control.Status, error)
 	reconcile prometheus.Histogram
 	rotations *prometheus.CounterVec
 }
@@ -38,8 +39,8 @@ func newMetrics() *metrics {
 		Name: "dcmesh_rotations_total",
 		Help: "Key rotations of this site by result: complete (every peer cut over), incomplete (some did not confirm), failed (did not start).",
 	}, []string{"result"})
-	for _, r := range []string{"complete", "incomplete", "failed"} {
-		m.rotations.WithLabelValues(r)
+	for _, r := range []control.RotateResult{control.RotateComplete, control.RotateIncomplete, control.RotateFailed} {
+		m.rotations.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.reconcile, m.rotations, (*snapshotCollector)(m))
 	return m
@@ -102,24 +103,24 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descInfo, 1, st.Site, st.Interface, st.Backend, st.PublicKey)
 	for _, p := range st.Peers {
 		if p.HandshakeAgeSeconds != nil {
-			g(descHandshake, float64(*p.HandshakeAgeSeconds), p.Site, p.PublicKey, p.Role)
+			g(descHandshake, float64(*p.HandshakeAgeSeconds), p.Site, p.PublicKey, string(p.Role))
 		}
-		ctr(descRx, float64(p.RxBytes), p.Site, p.PublicKey, p.Role)
-		ctr(descTx, float64(p.TxBytes), p.Site, p.PublicKey, p.Role)
+		ctr(descRx, float64(p.RxBytes), p.Site, p.PublicKey, string(p.Role))
+		ctr(descTx, float64(p.TxBytes), p.Site, p.PublicKey, string(p.Role))
 		up := 0.0
-		if p.State == PeerUp {
+		if p.State == control.PeerUp {
 			up = 1
 		}
-		g(descPeerUp, up, p.Site, p.PublicKey, p.Role, string(p.State))
+		g(descPeerUp, up, p.Site, p.PublicKey, string(p.Role), string(p.State))
 		if p.Probe != nil {
-			g(descProbeRTT, p.Probe.RTTMillis/1000, p.Site, p.PublicKey, p.Role)
-			g(descProbeLoss, p.Probe.Loss, p.Site, p.PublicKey, p.Role)
+			g(descProbeRTT, p.Probe.RTTMillis/1000, p.Site, p.PublicKey, string(p.Role))
+			g(descProbeLoss, p.Probe.Loss, p.Site, p.PublicKey, string(p.Role))
 		}
 		routes := 0.0
 		if p.RoutesProgrammed {
 			routes = 1
 		}
-		g(descPeerRoute, routes, p.Site, p.PublicKey, p.Role)
+		g(descPeerRoute, routes, p.Site, p.PublicKey, string(p.Role))
 	}
 	g(descKeyAge, float64(st.Key.AgeSeconds))
 	g(descKeyEpoch, float64(st.Key.Epoch))
@@ -135,14 +136,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descRoutesD, float64(st.Routes.FailClosedDesired), "fail_closed")
 	g(descRoutesP, float64(st.Routes.Programmed), "tunnel")
 	g(descRoutesP, float64(st.Routes.FailClosedProgrammed), "fail_closed")
-	for _, s := range []string{"alive", "dead", "left"} {
-		g(descMembers, float64(st.Gossip.MembersByState[s]), s)
+	for _, s := range control.MemberStates {
+		g(descMembers, float64(st.Gossip.MembersByState[s]), string(s))
 	}
 	u := st.Untrusted
-	for _, r := range []string{"too_many", "per_source", "too_large", "budget", "timeout", "malformed", "unauthenticated"} {
+	for _, r := range control.StreamRefusalReasons {
 		ctr(descStreams, float64(u.GossipStreamsRefused[r]), r)
 	}
-	for _, k := range []string{"states", "messages", "joins"} {
+	for _, k := range control.DropKinds {
 		ctr(descDropped, float64(u.GossipDropped[k]), k)
 	}
 	ctr(descMalformed, float64(u.GossipMalformed))
@@ -157,7 +158,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *metrics) serve(ctx context.Context, addr string, logErr func(msg string, args ...any)) (net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+		return nil, config.Optionf("MetricsAddr", " %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))

@@ -10,12 +10,15 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
+	"github.com/dcmesh/dcmesh/mesh/records"
+	"github.com/dcmesh/dcmesh/mesh/rotation"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
@@ -36,7 +39,7 @@ type scaleSite struct {
 // scaleMesh is a local agent runtime plus n certified remote sites.
 type scaleMesh struct {
 	a     *Agent
-	rt    *runtime
+	rt    *siteRuntime
 	ca    *trust.CA
 	wg    *cfgRecorder
 	nl    *netconfigtest.Fake // nil on a real kernel
@@ -70,7 +73,7 @@ func newScaleMesh(tb testing.TB, n int) *scaleMesh {
 
 func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	tb.Helper()
-	cfg, err := ParseConfig([]byte(validConfig), tb.TempDir())
+	cfg, err := config.Parse([]byte(validConfig), tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -85,18 +88,18 @@ func newScaleMeshIn(tb testing.TB, n int, env scaleEnv) *scaleMesh {
 	rec := &cfgRecorder{Client: env.wgc}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := NewAgent(Options{Logger: log})
-	rt := &runtime{cfg: cfg, key: key, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
-		enr:      &enrollment{cas: []*x509.Certificate{ca.Cert}, cert: own, identity: ownKey},
-		store:    newSiteStore(filepath.Join(cfg.StateDir, "sites.json"), log),
-		cutover:  map[wg.PublicKey]bool{},
-		ackedPre: map[string]uint64{}, ackedCut: map[wg.PublicKey]bool{}, siteKeys: map[string]wg.PublicKey{},
-		psks: wg.PresharedKeys{}, pskOffers: map[wg.PublicKey]pskOffer{}}
+	rt := &siteRuntime{cfg: cfg, mtu: 1380, dev: env.dev, wgc: rec, net: netconfig.New(env.nl, log),
+		enr:   &enroll.Enrollment{CAs: []*x509.Certificate{ca.Cert}, Cert: own, Identity: ownKey},
+		store: records.NewStore(cfg.StateDir.File("sites.json"), log)}
+	rt.rot = rotation.New(cfg, rotation.KeySet{Key: key, State: wg.RotationState{Phase: wg.PhaseStable}}, wg.PresharedKeys{}, agentEnv{a, rt}, log)
+	rt.rot.SetDevice(rec)
+	rt.in = records.NewIngest(rt.store, rt.enr.CAs, func() *trust.Policy { return a.policy(rt) }, log)
 	m := &scaleMesh{a: a, rt: rt, ca: ca, wg: rec}
 	for i := range n {
 		m.addSite(tb, i)
 	}
 	if env.dev != nil {
-		if err := a.reconcile(rt, true); err != nil {
+		if err := a.firstReconcile(rt); err != nil {
 			tb.Fatal(err)
 		}
 	} else {
@@ -132,7 +135,7 @@ func (m *scaleMesh) offer(tb testing.TB, s *scaleSite, o trusttest.RecordOptions
 	tb.Helper()
 	s.seq++
 	o.Seq = s.seq
-	if ok, err := m.rt.store.consider(trusttest.SignedRecord(tb, s.cert, s.key, o), m.a.policy(m.rt)); !ok {
+	if ok, err := m.rt.store.Consider(trusttest.SignedRecord(tb, s.cert, s.key, o), m.a.policy(m.rt)); !ok {
 		tb.Fatalf("record %s seq %d refused: %v", s.name, s.seq, err)
 	}
 }
@@ -151,7 +154,7 @@ func (m *scaleMesh) reconcile(tb testing.TB) (peerWrites []string, netWrites []s
 			before[p.PublicKey] = true
 		}
 	}
-	if err := m.a.reconcile(m.rt, false); err != nil {
+	if err := m.a.reconcile(m.rt); err != nil {
 		tb.Fatal(err)
 	}
 	for _, c := range m.wg.cfgs[nCfg:] {

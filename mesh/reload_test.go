@@ -8,26 +8,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
 // reloadBase is a gossip site's configuration with every field set.
-func reloadBase(t *testing.T) *Config {
+func reloadBase(t *testing.T) *config.Config {
 	t.Helper()
-	c, err := ParseConfig([]byte(validConfig), t.TempDir())
+	c, err := config.Parse([]byte(validConfig), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Endpoint = netip.MustParseAddrPort("192.0.2.1:51820")
-	c.Gossip = &GossipConfig{Address: netip.MustParseAddrPort("192.0.2.1:7946"), Advertise: netip.MustParseAddrPort("198.51.100.1:7946"),
+	c.Gossip = &config.GossipConfig{Address: netip.MustParseAddrPort("192.0.2.1:7946"), Advertise: netip.MustParseAddrPort("198.51.100.1:7946"),
 		Join: []string{"192.0.2.2:7946"}, KeyFile: "/etc/dcmesh/gossip.key", Cluster: "prod", Profile: "wan", RejoinInterval: 30 * time.Second}
-	c.Trust = TrustConfig{CAFile: "ca.crt", CertFile: "site.crt", IdentityKeyFile: "identity.key", RecordRefresh: time.Hour, RecordExpiry: 24 * time.Hour, ClockSkew: time.Minute}
-	c.Userspace = UserspaceConfig{BuffersPerPool: 1024, MemoryLimit: 64 << 20}
+	c.Trust = config.TrustConfig{CAFile: "ca.crt", CertFile: "site.crt", IdentityKeyFile: "identity.key", RecordRefresh: time.Hour, RecordExpiry: 24 * time.Hour, ClockSkew: time.Minute}
+	c.Userspace = config.UserspaceConfig{BuffersPerPool: 1024, MemoryLimit: 64 << 20}
 	return c
 }
 
 // cloneConfig copies c deeply enough for one field to be changed.
-func cloneConfig(c *Config) *Config {
+func cloneConfig(c *config.Config) *config.Config {
 	n := *c
 	if c.Gossip != nil {
 		g := *c.Gossip
@@ -41,7 +42,7 @@ func cloneConfig(c *Config) *Config {
 
 // mutate changes the field at path (Go field names, dotted) of c to a
 // different value of its type.
-func mutate(t *testing.T, c *Config, path string) {
+func mutate(t *testing.T, c *config.Config, path string) {
 	t.Helper()
 	v := reflect.ValueOf(c).Elem()
 	for _, name := range strings.Split(path, ".") {
@@ -55,6 +56,8 @@ func mutate(t *testing.T, c *Config, path string) {
 	}
 	switch x := v.Addr().Interface().(type) {
 	case *string:
+		*x += "-changed"
+	case *config.StateDir:
 		*x += "-changed"
 	case *int:
 		*x++
@@ -72,13 +75,13 @@ func mutate(t *testing.T, c *Config, path string) {
 		*x = append(*x, "192.0.2.99:7946")
 	case *[]netip.Prefix:
 		*x = append(*x, netip.MustParsePrefix("10.77.0.0/16"))
-	case *[]StaticPeer:
+	case *[]config.StaticPeer:
 		*x = (*x)[:len(*x)-1]
-	case **GossipConfig:
+	case **config.GossipConfig:
 		*x = nil
-	case *RotationConfig:
+	case *config.RotationConfig:
 		x.AckTimeout += time.Second
-	case *HealthConfig:
+	case *config.HealthConfig:
 		x.Interval += time.Millisecond
 	case *bool:
 		*x = !*x
@@ -126,7 +129,7 @@ func TestReloadAppliesLiveFields(t *testing.T) {
 	}
 }
 
-// TestReloadTableCoversEveryField: every Config field (struct fields one
+// TestReloadTableCoversEveryField: every config.Config field (struct fields one
 // level down, Rotation as a whole) is either restart-only or live, so a
 // new setting cannot be forgotten.
 func TestReloadTableCoversEveryField(t *testing.T) {
@@ -159,8 +162,8 @@ func TestReloadTableCoversEveryField(t *testing.T) {
 			if known[path] {
 				continue
 			}
-			t.Errorf("Config.%s is neither in restartOnly nor in liveFields (mesh/reload.go)", path)
+			t.Errorf("config.Config.%s is neither in restartOnly nor in liveFields (mesh/reload.go)", path)
 		}
 	}
-	walk("", reflect.TypeOf(Config{}))
+	walk("", reflect.TypeOf(config.Config{}))
 }

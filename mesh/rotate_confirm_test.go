@@ -1,17 +1,17 @@
 package mesh
 
-// The peer side and the rotating side of a rotation's cut-over and
-// confirmation, on fakes (confirm.go, cutover.go).
+// The peer side of a rotation's cut-over as the agent programs it, on fakes
+// (mesh/rotation has the rotating side and the watcher on their own).
 
 import (
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/rotation"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/wg"
 	"github.com/dcmesh/dcmesh/wg/wgtest"
@@ -62,7 +62,8 @@ func (m *scaleMesh) allowed(t *testing.T) map[wg.PublicKey]string {
 // silence). The old key keeps the prefixes; the handshake moves them.
 func TestSwitchedRecordWaitsForTheHandshake(t *testing.T) {
 	m, s, cur, next := rotatingPeer(t)
-	m.rt.watch = newCutoverWatch(m.wg, m.rt.cfg.Interface)
+	w := rotation.NewWatcher(m.wg, m.rt.cfg.Interface)
+	m.rt.rot.UseWatcher(w)
 	m.offer(t, s, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(0, 0)}, WGCurrent: next})
 	m.reconcile(t)
 	ips := m.allowed(t)
@@ -74,7 +75,7 @@ func TestSwitchedRecordWaitsForTheHandshake(t *testing.T) {
 	if err := m.fake().SetPeerStats(m.rt.cfg.Interface, wgtypes.Key(next), time.Now(), 180, 92); err != nil {
 		t.Fatal(err)
 	}
-	m.rt.watch.poll(t.Logf)
+	w.Poll(t.Logf)
 	ips = m.allowed(t)
 	if _, old := ips[cur]; old || ips[next] == "" {
 		t.Fatalf("no cut-over at the handshake: %v", ips)
@@ -90,12 +91,14 @@ func TestSwitchedRecordWaitsForTheHandshake(t *testing.T) {
 // rotation) is cut over at once.
 func TestSwitchedRecordCutsOverAfterTheGrace(t *testing.T) {
 	m, s, cur, next := rotatingPeer(t)
+	now := time.Now()
+	m.rt.rot.SetClock(func() time.Time { return now })
 	m.offer(t, s, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(0, 0)}, WGCurrent: next})
 	m.reconcile(t)
 	if ips := m.allowed(t); ips[cur] == "" {
 		t.Fatalf("not held: %v", ips)
 	}
-	m.rt.peerRotations().held[s.name] = time.Now().Add(-switchGrace)
+	now = now.Add(rotation.SwitchGrace)
 	m.reconcile(t)
 	if ips := m.allowed(t); ips[next] == "" || ips[cur] != "" {
 		t.Errorf("still held after the grace: %v", ips)
@@ -109,111 +112,6 @@ func TestSwitchedRecordCutsOverAfterTheGrace(t *testing.T) {
 	}
 }
 
-// The watcher cuts over when the pre-installed key completed a handshake,
-// not when bytes first arrive on it: those are the initiation, and the
-// session cannot carry our traffic until the initiator's first packet.
-func TestWatcherCutsOverAtTheCompletedHandshake(t *testing.T) {
-	m, _, cur, next := rotatingPeer(t)
-	fake := m.fake()
-	w := newCutoverWatch(m.wg, m.rt.cfg.Interface)
-	w.set(map[wg.PublicKey]wg.PublicKey{next: cur}, m.rt.lastWG)
-	if err := fake.SetPeerStats("dcm0", wgtypes.Key(next), time.Time{}, 148, 92); err != nil {
-		t.Fatal(err)
-	}
-	w.poll(t.Logf)
-	if ips := m.allowed(t); ips[cur] == "" || ips[next] != "" {
-		t.Fatalf("cut over at the initiation: %v", ips)
-	}
-	if err := fake.SetPeerStats("dcm0", wgtypes.Key(next), time.Now(), 180, 92); err != nil {
-		t.Fatal(err)
-	}
-	w.poll(t.Logf)
-	if ips := m.allowed(t); ips[next] == "" {
-		t.Fatalf("no cut-over at the handshake: %v", ips)
-	}
-	if got := w.take(); len(got) != 1 || got[0] != next {
-		t.Errorf("take: %v", got)
-	}
-}
-
-// The rotating side: a peer's cut-over ack is not enough. The rotation
-// completes once the device also shows a handshake with the peer since the
-// switch and bytes received from it after the ack; at the deadline it is
-// incomplete and says what is missing.
-func TestRotationConfirmsDataBothWays(t *testing.T) {
-	m := newScaleMesh(t, 1)
-	s := m.sites[0]
-	peer := wgtypes.Key(trusttest.WGKey(s.name))
-	fake := m.fake()
-	newKey, err := wg.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	m.rt.keys = wg.NewKeyStore(filepath.Join(dir, "wg.key"), filepath.Join(dir, "rotation.json"))
-	m.rt.rot = wg.RotationState{Phase: wg.PhaseStable, Epoch: 1}
-	start := func(deadline time.Time) chan RotateReply {
-		run := newRotationRun(m.rt, newKey.Public(), deadline)
-		run.expected, run.committed, run.switched = []string{s.name}, true, time.Now()
-		w := make(chan RotateReply, 1)
-		run.waiters = []chan RotateReply{w}
-		m.rt.run = run
-		return w
-	}
-	ack := func() {
-		t.Helper()
-		raw, err := trust.SignAck(trust.Ack{From: s.name, To: m.rt.cfg.Site, Key: newKey.Public(), Stage: trust.AckCutOver, Seq: 1}, s.key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.a.onAck(m.rt, raw)
-	}
-	done := func(w chan RotateReply) *RotateReply {
-		select {
-		case r := <-w:
-			return &r
-		default:
-			return nil
-		}
-	}
-
-	w := start(time.Now().Add(time.Hour))
-	if err := fake.SetPeerStats("dcm0", peer, time.Now(), 1000, 1000); err != nil {
-		t.Fatal(err)
-	}
-	ack()
-	if r := done(w); r != nil {
-		t.Fatalf("complete on the ack alone: %+v", r)
-	}
-	m.a.pollConfirmations(m.rt) // nothing received since the ack
-	if r := done(w); r != nil {
-		t.Fatalf("complete without data from the peer after its ack: %+v", r)
-	}
-	if err := fake.SetPeerStats("dcm0", peer, time.Now(), 1032, 1000); err != nil {
-		t.Fatal(err)
-	}
-	m.a.pollConfirmations(m.rt)
-	r := done(w)
-	if r == nil || r.Result != "complete" || len(r.CutOver) != 1 || len(r.Missing) != 0 {
-		t.Fatalf("after data both ways: %+v", r)
-	}
-	if m.rt.run != nil {
-		t.Error("run still pending")
-	}
-
-	// A peer that acked nothing and never handshook: incomplete at the
-	// deadline, with the reason.
-	if err := fake.SetPeerStats("dcm0", peer, time.Now().Add(-time.Hour), 1032, 1000); err != nil {
-		t.Fatal(err)
-	}
-	w = start(time.Now().Add(-time.Millisecond))
-	m.a.onRotationTimer(m.rt)
-	r = done(w)
-	if r == nil || r.Result != "incomplete" || len(r.Missing) != 1 || r.Pending[s.name] != "no handshake under the new key" {
-		t.Fatalf("at the deadline: %+v", r)
-	}
-}
-
 // A nudge makes us send the asking site one keepalive, on the key that
 // carries its prefixes, at most every nudgeInterval/2.
 func TestNudgeSendsOneKeepalive(t *testing.T) {
@@ -222,9 +120,9 @@ func TestNudgeSendsOneKeepalive(t *testing.T) {
 		return m.fake().KeepalivesSent("dcm0", wgtypes.Key(trusttest.WGKey(name)))
 	}
 	a, b := sent(m.sites[0].name), sent(m.sites[1].name)
-	m.a.onNudge(m.rt, m.sites[0].name)
-	m.a.onNudge(m.rt, m.sites[0].name) // too soon: ignored
-	m.a.onNudge(m.rt, "nobody")
+	m.rt.rot.OnNudge(m.sites[0].name)
+	m.rt.rot.OnNudge(m.sites[0].name) // too soon: ignored
+	m.rt.rot.OnNudge("nobody")
 	if sent(m.sites[0].name) != a+1 || sent(m.sites[1].name) != b {
 		t.Errorf("keepalives: %s %d → %d, %s %d → %d", m.sites[0].name, a, sent(m.sites[0].name), m.sites[1].name, b, sent(m.sites[1].name))
 	}
@@ -245,7 +143,7 @@ func TestFirstReconcileDoesNotHoldBackKnownSites(t *testing.T) {
 	first := m.wg.cfgs[0]
 	held := 0
 	for _, pc := range first.Peers {
-		static := slices.ContainsFunc(m.rt.cfg.Peers, func(s StaticPeer) bool { return wgtypes.Key(s.PublicKey) == pc.PublicKey })
+		static := slices.ContainsFunc(m.rt.cfg.Peers, func(s config.StaticPeer) bool { return wgtypes.Key(s.PublicKey) == pc.PublicKey })
 		if !static && (pc.PersistentKeepaliveInterval == nil || *pc.PersistentKeepaliveInterval != m.rt.cfg.PersistentKeepalive) {
 			held++
 		}

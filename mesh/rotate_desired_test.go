@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -20,8 +22,8 @@ import (
 var keyN = trusttest.WGKey("lon1-next")
 
 // rotSites returns lon1 (rotating to next unless zero) and sfo1.
-func rotSites(cur, next wg.PublicKey) []remoteSite {
-	return []remoteSite{
+func rotSites(cur, next wg.PublicKey) []records.Site {
+	return []records.Site{
 		{Name: "lon1", PublicKey: cur, Next: next, Seq: 7, Endpoint: netip.MustParseAddrPort("192.0.2.4:51820"),
 			Prefixes: prefixes("10.4.0.0/16", "10.255.0.4/32")},
 		{Name: "sfo1", PublicKey: keyF, Seq: 3, Endpoint: netip.MustParseAddrPort("192.0.2.6:51820"),
@@ -78,9 +80,9 @@ func (f *rotFakes) sessions(keys ...wg.PublicKey) map[wg.PublicKey]int {
 	return out
 }
 
-func rotConfig(t *testing.T) (*Config, wg.PrivateKey) {
+func rotConfig(t *testing.T) (*config.Config, wg.PrivateKey) {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(validConfig), "/etc/dcmesh")
+	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,22 +263,22 @@ func TestDesiredRotationCutover(t *testing.T) {
 func TestDesiredRotationNextKeyConflicts(t *testing.T) {
 	cfg, key := rotConfig(t)
 	ep := netip.MustParseAddrPort("192.0.2.4:51820")
-	lon1 := func(next wg.PublicKey) remoteSite {
-		return remoteSite{Name: "lon1", PublicKey: keyD, Next: next, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}
+	lon1 := func(next wg.PublicKey) records.Site {
+		return records.Site{Name: "lon1", PublicKey: keyD, Next: next, Endpoint: ep, Prefixes: prefixes("10.4.0.0/16")}
 	}
-	sfo1 := remoteSite{Name: "sfo1", PublicKey: keyF, Endpoint: ep, Prefixes: prefixes("10.6.0.0/16")}
+	sfo1 := records.Site{Name: "sfo1", PublicKey: keyF, Endpoint: ep, Prefixes: prefixes("10.6.0.0/16")}
 	const lon1Dropped, sfo1Dropped = "lon1: name or WireGuard key of a static peer", "sfo1: name or WireGuard key of a static peer"
 	cases := []struct {
 		name   string
-		sites  []remoteSite
+		sites  []records.Site
 		accept [][]string // acceptable Dropped lists
 		gossip bool
 	}{
-		{"next is a static peer's key", []remoteSite{lon1(keyB), sfo1}, [][]string{{lon1Dropped}}, false},
-		{"next is the other static peer's key", []remoteSite{lon1(keyC), sfo1}, [][]string{{lon1Dropped}}, false},
-		{"next is our own key", []remoteSite{lon1(key.Public()), sfo1}, [][]string{{lon1Dropped}}, false},
-		{"next is another site's key, listed before", []remoteSite{sfo1, lon1(keyF)}, [][]string{{lon1Dropped}}, true},
-		{"next is another site's key, listed after", []remoteSite{lon1(keyF), sfo1}, [][]string{{lon1Dropped}, {sfo1Dropped}}, true},
+		{"next is a static peer's key", []records.Site{lon1(keyB), sfo1}, [][]string{{lon1Dropped}}, false},
+		{"next is the other static peer's key", []records.Site{lon1(keyC), sfo1}, [][]string{{lon1Dropped}}, false},
+		{"next is our own key", []records.Site{lon1(key.Public()), sfo1}, [][]string{{lon1Dropped}}, false},
+		{"next is another site's key, listed before", []records.Site{sfo1, lon1(keyF)}, [][]string{{lon1Dropped}}, true},
+		{"next is another site's key, listed after", []records.Site{lon1(keyF), sfo1}, [][]string{{lon1Dropped}, {sfo1Dropped}}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

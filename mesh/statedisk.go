@@ -3,10 +3,10 @@ package mesh
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +19,7 @@ import (
 // the data plane and the control API go on serving, and the failed writes
 // are retried at every resync until they succeed.
 type stateDisk struct {
-	dir string
+	dir config.StateDir
 	// failed holds the last error of each state file whose last write
 	// failed, by file name
 	failed map[string]error
@@ -32,7 +32,7 @@ type stateDisk struct {
 	statfs func(path string, st *unix.Statfs_t) error
 }
 
-func newStateDisk(dir string) *stateDisk {
+func newStateDisk(dir config.StateDir) *stateDisk {
 	return &stateDisk{dir: dir, failed: map[string]error{}, statfs: unix.Statfs}
 }
 
@@ -54,12 +54,12 @@ const minFreeBytes = 1 << 20
 // check reads the free space and inodes of the state filesystem.
 func (d *stateDisk) check() {
 	var st unix.Statfs_t
-	if err := d.statfs(d.dir, &st); err != nil {
+	if err := d.statfs(string(d.dir), &st); err != nil {
 		d.low = fmt.Sprintf("cannot read the free space of %s: %v", d.dir, err)
 		return
 	}
 	need := int64(minFreeBytes)
-	if fi, err := os.Stat(filepath.Join(d.dir, recordsFile)); err == nil {
+	if fi, err := os.Stat(d.dir.Records()); err == nil {
 		need += 2 * fi.Size()
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
@@ -82,16 +82,10 @@ func (d *stateDisk) problems() []string {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		out = append(out, fmt.Sprintf("cannot write %s: %v", filepath.Join(d.dir, n), d.failed[n]))
+		out = append(out, fmt.Sprintf("cannot write %s: %v", d.dir.File(n), d.failed[n]))
 	}
 	if d.low != "" {
 		out = append(out, d.low)
 	}
 	return slices.Clip(out)
 }
-
-// State files the agent writes in its state directory.
-const (
-	seqFile     = "seq.json"
-	recordsFile = "records.json"
-)

@@ -7,14 +7,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"golang.org/x/sys/unix"
 )
 
 func TestStateDiskProblems(t *testing.T) {
 	dir := t.TempDir()
-	d := newStateDisk(dir)
+	d := newStateDisk(config.StateDir(dir))
 	free, inodes := uint64(100<<20), uint64(1000)
 	d.statfs = func(_ string, st *unix.Statfs_t) error {
 		st.Bsize, st.Bavail, st.Files, st.Ffree = 1, free, 5000, inodes
@@ -25,19 +25,19 @@ func TestStateDiskProblems(t *testing.T) {
 		t.Fatalf("a healthy directory has problems: %q", p)
 	}
 	enospc := &os.PathError{Op: "write", Path: filepath.Join(dir, ".seq.json.tmp"), Err: syscall.ENOSPC}
-	if err := d.wrote(seqFile, enospc); !errors.Is(err, syscall.ENOSPC) {
+	if err := d.wrote(config.SeqFile, enospc); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("wrote returns %v, want the error it was given", err)
 	}
 	if p := d.problems(); len(p) != 1 || !strings.Contains(p[0], "seq.json") || !strings.Contains(p[0], "no space left") {
 		t.Errorf("after a failed write: %q, want one problem naming seq.json and the cause", p)
 	}
-	d.wrote(seqFile, nil)
+	d.wrote(config.SeqFile, nil)
 	if p := d.problems(); len(p) != 0 {
 		t.Errorf("after the write succeeded again: %q, want none", p)
 	}
 
 	// records.json of 3 MiB needs 1 MiB + 6 MiB free.
-	if err := os.WriteFile(filepath.Join(dir, recordsFile), make([]byte, 3<<20), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, config.RecordsFile), make([]byte, 3<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	free = 6 << 20
@@ -54,18 +54,5 @@ func TestStateDiskProblems(t *testing.T) {
 	d.check()
 	if p := d.problems(); len(p) != 0 {
 		t.Errorf("space and inodes back: %q, want none", p)
-	}
-}
-
-func TestHealthCriticalWhenStateDirCannotBeWritten(t *testing.T) {
-	st := Status{Site: "fra1", Peers: []PeerStatus{{Site: "ams1", State: PeerUp, Role: "current"}},
-		StateDir: StateDirStatus{Path: "/var/lib/dcmesh", Problems: []string{"cannot write /var/lib/dcmesh/seq.json: no space left on device"}}}
-	h := EvaluateHealth(st, 0, 0, time.Now())
-	if h.ExitCode != 2 || len(h.Reasons) != 1 || !strings.Contains(h.Reasons[0], "seq.json") {
-		t.Errorf("health = %d %q, want critical naming seq.json", h.ExitCode, h.Reasons)
-	}
-	st.StateDir.Problems = nil
-	if h := EvaluateHealth(st, 0, 0, time.Now()); h.ExitCode != 0 {
-		t.Errorf("without problems: %d %q, want healthy", h.ExitCode, h.Reasons)
 	}
 }

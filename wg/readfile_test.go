@@ -69,17 +69,17 @@ func releaseFIFO(p string) {
 
 // callWithin runs read and fails the test if it has not returned within
 // hangBound.
-func callWithin(t *testing.T, read func() error) (error, time.Duration) {
+func callWithin(t *testing.T, read func() error) (time.Duration, error) {
 	t.Helper()
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- read() }()
 	select {
 	case err := <-done:
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(hangBound):
 		t.Fatalf("still reading after %v: it hangs", hangBound)
-		return nil, 0
+		return 0, nil
 	}
 }
 
@@ -113,7 +113,7 @@ func TestReadersRefuseSpecialFiles(t *testing.T) {
 		for _, sf := range specialFiles() {
 			t.Run(r.name+"/"+sf.name, func(t *testing.T) {
 				p := sf.make(t)
-				err, took := callWithin(t, func() error { return r.read(p) })
+				took, err := callWithin(t, func() error { return r.read(p) })
 				slowest = max(slowest, took)
 				if err == nil {
 					t.Fatal("accepted")

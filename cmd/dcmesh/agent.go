@@ -49,7 +49,7 @@ handshake. Fail-closed routes always stay.`,
 					}
 				}
 			}()
-			return agent.Run(ctx)
+			return flagError(agent.Run(ctx))
 		},
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/urfave/cli/v2"
 )
 
@@ -56,7 +56,7 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 var configFlag = &cli.StringFlag{
 	Name:    "config",
 	Aliases: []string{"c"},
-	Usage:   "agent configuration `FILE` (default " + mesh.DefaultConfigPath + ", else the one dcmesh init writes in " + mesh.DefaultStateDir + ")",
+	Usage:   "agent configuration `FILE` (default " + config.DefaultConfigPath + ", else the one dcmesh init writes in " + string(config.DefaultStateDir) + ")",
 	EnvVars: []string{"DCMESH_CONFIG"},
 }
 
@@ -65,7 +65,7 @@ func configPath(c *cli.Context) string {
 	if p := c.String("config"); p != "" {
 		return p
 	}
-	return mesh.FindConfig()
+	return config.Find()
 }
 
 var logFlags = []cli.Flag{

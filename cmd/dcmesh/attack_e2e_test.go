@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -44,8 +44,8 @@ func TestAttackGossipFlood(t *testing.T) {
 	am := newAttackMesh(t)
 	state := floodState(t, am.m.dir, trust.MaxStateRecords)
 	w := am.watch(t, watchOptions{rotate: []*site{am.peer}, atEnd: func() {
-		requireCounted(t, am.victim.s, "records refused as unknown_ca", func(st mesh.Status) uint64 { return st.RecordsRejected["unknown_ca"] })
-		requireCounted(t, am.victim.s, "records skipped as refused before", func(st mesh.Status) uint64 { return st.Untrusted.RecordsSkipped })
+		requireCounted(t, am.victim.s, "records refused as unknown_ca", func(st control.Status) uint64 { return st.RecordsRejected["unknown_ca"] })
+		requireCounted(t, am.victim.s, "records skipped as refused before", func(st control.Status) uint64 { return st.Untrusted.RecordsSkipped })
 	}})
 	atk := am.attacker(am.victim.s.seed(), "flood", am.gossipKeyEnv(), "ATTACK_STATE="+state, "ATTACK_RATE=10")
 	w.during(atk, 15*time.Second)
@@ -54,7 +54,7 @@ func TestAttackGossipFlood(t *testing.T) {
 }
 
 // requireCounted checks that s's status counts what an attack sent.
-func requireCounted(t *testing.T, s *site, what string, count func(mesh.Status) uint64) {
+func requireCounted(t *testing.T, s *site, what string, count func(control.Status) uint64) {
 	t.Helper()
 	if n := count(s.status()); n == 0 {
 		t.Errorf("status --json does not count %s", what)
@@ -87,7 +87,7 @@ func TestAttackLargeStates(t *testing.T) {
 func TestAttackStreamMemory(t *testing.T) {
 	am := newAttackMesh(t)
 	w := am.watch(t, watchOptions{rotate: []*site{am.peer}, atEnd: func() {
-		requireCounted(t, am.victim.s, "refused gossip streams", func(st mesh.Status) uint64 {
+		requireCounted(t, am.victim.s, "refused gossip streams", func(st control.Status) uint64 {
 			var n uint64
 			for _, v := range st.Untrusted.GossipStreamsRefused {
 				n += v
@@ -137,7 +137,7 @@ func TestAttackNameSquatting(t *testing.T) {
 func TestAttackLogFlood(t *testing.T) {
 	am := newAttackMesh(t)
 	w := am.watch(t, watchOptions{rotate: []*site{am.peer}, atEnd: func() {
-		requireCounted(t, am.victim.s, "garbage on the gossip port", func(st mesh.Status) uint64 { return st.Untrusted.GossipMalformed })
+		requireCounted(t, am.victim.s, "garbage on the gossip port", func(st control.Status) uint64 { return st.Untrusted.GossipMalformed })
 	}})
 	atk := am.attacker(am.victim.s.seed(), "logflood", "ATTACK_UDP_RATE=3000", "ATTACK_TCP_RATE=150")
 	w.during(atk, 12*time.Second)

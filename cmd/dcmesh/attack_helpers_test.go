@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/vishvananda/netlink"
@@ -143,31 +143,11 @@ func (v *victimAgent) tail(n int) string {
 	off := max(fi.Size()-64<<10, 0)
 	buf := make([]byte, fi.Size()-off)
 	_, _ = f.ReadAt(buf, off)
-	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
-	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+	return sitetest.Tail(string(buf), n)
 }
 
 // memory returns the agent's resident set and its peak (VmRSS, VmHWM), in kB.
-func (v *victimAgent) memory() (rss, hwm int64, err error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", v.pid()))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = n
-		case "VmHWM:":
-			hwm = n
-		}
-	}
-	return rss, hwm, nil
-}
+func (v *victimAgent) memory() (rss, hwm int64, err error) { return sitetest.Memory(v.pid()) }
 
 // attackMesh is three certified sites, one of them attacked.
 type attackMesh struct {
@@ -270,7 +250,7 @@ type attackWatch struct {
 	rotated     chan struct{}
 	rssPeakKB   int64
 	valveAt     time.Duration // when the RSS valve stopped the attack, or 0
-	lastStatus  *mesh.Status
+	lastStatus  *control.Status
 	linesBefore int
 	attackLines int // the victim's log lines during the attack
 	attackStats string
@@ -283,7 +263,7 @@ func (am *attackMesh) watch(t *testing.T, opts watchOptions) *attackWatch {
 	t.Helper()
 	v := am.victim
 	w := &attackWatch{t: t, am: am, opts: opts, stopc: make(chan struct{}), rotated: make(chan struct{}),
-		client: control.NewClient(filepath.Join(v.s.stateDir, "control.sock"))}
+		client: v.s.client()}
 	w.route = newRouteProbe(t, v.s, am.third.prefix())
 	if _, lat, err := w.statusOnce(); err != nil {
 		t.Fatalf("status before the attack: %v", err)
@@ -299,12 +279,11 @@ func (am *attackMesh) watch(t *testing.T, opts watchOptions) *attackWatch {
 	return w
 }
 
-func (w *attackWatch) statusOnce() (mesh.Status, time.Duration, error) {
-	var st mesh.Status
+func (w *attackWatch) statusOnce() (control.Status, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := w.client.Do(ctx, "GET", "/v1/status", nil, &st)
+	st, err := w.client.Status(ctx)
 	return st, time.Since(start), err
 }
 

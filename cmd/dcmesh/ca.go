@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/ca"
 	"github.com/urfave/cli/v2"
 )
 
@@ -23,10 +25,10 @@ certificate from this CA can change nothing.`,
 				Usage: "create a CA directory: CA key and certificate, cluster gossip key",
 				Description: `Writes DIR/ca.key (0600), DIR/ca.crt, DIR/gossip.key (0600) and an empty
 inventory. Refuses a directory that already holds a CA.`,
-				Flags: []cli.Flag{dir, &cli.StringFlag{Name: "cluster", Usage: "cluster `NAME` (keeps clusters that share a network apart)", Value: "dcmesh"}},
+				Flags: []cli.Flag{dir, &cli.StringFlag{Name: "cluster", Usage: "cluster `NAME` (keeps clusters that share a network apart)", Value: ca.DefaultCluster}},
 				Action: func(c *cli.Context) error {
-					if err := mesh.CAInit(c.String("dir"), c.String("cluster"), time.Now()); err != nil {
-						return err
+					if err := ca.Init(c.String("dir"), c.String("cluster"), time.Now()); err != nil {
+						return flagError(err)
 					}
 					_, err := fmt.Fprintf(c.App.Writer, "CA for cluster %q created in %s\nnext: dcmesh ca issue --dir %s --site NAME --prefix CIDR --overlay ADDR --out BUNDLE\n",
 						c.String("cluster"), c.String("dir"), c.String("dir"))
@@ -46,18 +48,18 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 					&cli.StringSliceFlag{Name: "prefix", Usage: "a `CIDR` the site owns; repeat for more", Required: true},
 					&cli.StringFlag{Name: "overlay", Usage: "the site's overlay `ADDR` on the tunnel interface", Required: true},
 					&cli.StringSliceFlag{Name: "underlay", Usage: "a `CIDR` the site's endpoints must be in; repeat for more (default: anywhere)"},
-					&cli.DurationFlag{Name: "valid", Usage: "certificate lifetime", Value: mesh.DefaultCertValidity},
+					&cli.DurationFlag{Name: "valid", Usage: "certificate lifetime", Value: ca.DefaultCertValidity},
 					&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
 					&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
 				},
 				Action: func(c *cli.Context) error {
-					cert, err := mesh.CAIssue(mesh.IssueOptions{
-						Dir: c.String("dir"), Site: c.String("site"), Prefixes: c.StringSlice("prefix"), Overlay: c.String("overlay"),
-						Underlay: c.StringSlice("underlay"), AllowDefault: c.Bool("allow-default"), Valid: c.Duration("valid"),
-						Out: c.String("out"), Now: time.Now(),
-					})
+					o, err := issueOptions(c)
 					if err != nil {
 						return err
+					}
+					cert, err := ca.Issue(o)
+					if err != nil {
+						return flagError(err)
 					}
 					_, err = fmt.Fprintf(c.App.Writer, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
 						cert.Site, cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
@@ -76,9 +78,9 @@ spreads to every site, and each drops the revoked site.`,
 					&cli.StringFlag{Name: "out", Usage: "revocation list `FILE` to write", Required: true},
 				},
 				Action: func(c *cli.Context) error {
-					crl, err := mesh.CARevoke(c.String("dir"), c.String("site"), c.String("out"), time.Now())
+					crl, err := ca.Revoke(c.String("dir"), c.String("site"), c.String("out"), time.Now())
 					if err != nil {
-						return err
+						return flagError(err)
 					}
 					_, err = fmt.Fprintf(c.App.Writer, "site %s revoked; revocation list #%s (%d certificates) in %s\nnext: dcmesh revoke --in %s (on any site)\n",
 						c.String("site"), crl.Number, len(crl.Serials), c.String("out"), c.String("out"))
@@ -87,4 +89,19 @@ spreads to every site, and each drops the revoked site.`,
 			},
 		},
 	}
+}
+
+// issueOptions parses the flags of `ca issue`.
+func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
+	o := ca.IssueOptions{Dir: c.String("dir"), Site: c.String("site"), AllowDefault: c.Bool("allow-default"),
+		Valid: c.Duration("valid"), Out: c.String("out"), Now: time.Now()}
+	var err error
+	if o.Prefixes, err = parsePrefixes("--prefix", c.StringSlice("prefix")); err != nil {
+		return o, err
+	}
+	if o.Overlay, err = netip.ParseAddr(strings.TrimSpace(c.String("overlay"))); err != nil {
+		return o, fmt.Errorf("--overlay %q: the site's overlay IP address, e.g. 10.255.0.1", c.String("overlay"))
+	}
+	o.Underlay, err = parsePrefixes("--underlay", c.StringSlice("underlay"))
+	return o, err
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/wg"
 	"github.com/urfave/cli/v2"
@@ -49,14 +50,11 @@ func askContext(c *cli.Context) (context.Context, context.CancelFunc, error) {
 // rotateAskTimeout bounds `rotate`: with --wait, the wait plus a margin
 // longer than the agent's own (control.LongPollMargin), so that the
 // agent's answer at the end of the wait arrives; without, as leave.
-func rotateAskTimeout(wait bool, timeout time.Duration) time.Duration {
-	if !wait {
+func rotateAskTimeout(req control.RotateRequest) time.Duration {
+	if !req.Wait {
 		return slowAskTimeout
 	}
-	if timeout <= 0 {
-		timeout = mesh.DefaultRotateWait
-	}
-	return timeout + control.LongPollMargin + 5*time.Second
+	return req.WaitFor() + control.LongPollMargin + 5*time.Second
 }
 
 // noAnswer gives a request that got no answer from the agent exit code 3;
@@ -69,27 +67,34 @@ func noAnswer(err error) error {
 	return err
 }
 
-// ask sends one request bounded by --timeout.
-func ask(c *cli.Context, cl *control.Client, method, path string, in, out any) error {
+// ask makes one request (a control.Client method) bounded by --timeout.
+func ask[T any](c *cli.Context, call func(context.Context) (T, error)) (T, error) {
 	ctx, cancel, err := askContext(c)
 	if err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
 	defer cancel()
-	return cl.Do(ctx, method, path, in, out)
+	return call(ctx)
+}
+
+// askNothing is ask for a request without an answer.
+func askNothing(c *cli.Context, call func(context.Context) error) error {
+	_, err := ask(c, func(ctx context.Context) (struct{}, error) { return struct{}{}, call(ctx) })
+	return err
 }
 
 // agentClient finds the agent's control socket through --socket or the
 // configuration.
-func agentClient(c *cli.Context) (*control.Client, *mesh.Config, error) {
-	cfg, err := mesh.LoadConfig(configPath(c))
+func agentClient(c *cli.Context) (*control.Client, *config.Config, error) {
+	cfg, err := config.Load(configPath(c))
 	if s := c.String("socket"); s != "" {
 		return control.NewClient(s), cfg, nil
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return control.NewClient(cfg.ControlSocket()), cfg, nil
+	return control.NewClient(cfg.StateDir.ControlSocket()), cfg, nil
 }
 
 func leaveCommand() *cli.Command {
@@ -104,7 +109,7 @@ spread, and stops the agent. Starting the agent again rejoins the mesh.`,
 			if err != nil {
 				return err
 			}
-			if err := ask(c, cl, "POST", "/v1/leave", nil, nil); err != nil {
+			if err := askNothing(c, cl.Leave); err != nil {
 				return noAnswer(err)
 			}
 			_, err = fmt.Fprintln(c.App.Writer, "left the mesh; the agent is stopping")
@@ -127,8 +132,10 @@ func revokeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var reply mesh.RevokeReply
-			if err := ask(c, cl, "POST", "/v1/revoke", mesh.RevokeRequest{CRL: raw}, &reply); err != nil {
+			reply, err := ask(c, func(ctx context.Context) (control.RevokeReply, error) {
+				return cl.Revoke(ctx, control.RevokeRequest{CRL: raw})
+			})
+			if err != nil {
 				return noAnswer(err)
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "revocation list #%s installed (%d certificates revoked); spreading to every site\n", reply.Number, reply.Revoked)
@@ -151,7 +158,7 @@ removed, also when the agent is not running.`,
 			if err != nil {
 				return err
 			}
-			err = ask(c, cl, "POST", "/v1/down", mesh.DownRequest{Purge: c.Bool("purge")}, nil)
+			err = askNothing(c, func(ctx context.Context) error { return cl.Down(ctx, control.DownRequest{Purge: c.Bool("purge")}) })
 			switch {
 			case err == nil:
 				_, err = fmt.Fprintln(c.App.Writer, "agent stopping")

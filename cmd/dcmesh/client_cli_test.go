@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/urfave/cli/v2"
 )
@@ -98,7 +97,7 @@ func TestClientCommandsTimeOut(t *testing.T) {
 		t.Errorf("health against a mute agent: exit %d, %q; want exit 3 and %q", code, out, want)
 	}
 	out, code = runCLIWithin(t, 10*time.Second, "health", "--json", "--socket", sock, "--timeout", "300ms")
-	var h mesh.Health
+	var h control.Health
 	if err := json.Unmarshal([]byte(out), &h); err != nil || code != 3 || h.ExitCode != 3 || h.Status != "unknown" || len(h.Reasons) != 1 {
 		t.Errorf("health --json against a mute agent: exit %d, %+v (%v)", code, h, err)
 	}
@@ -144,8 +143,8 @@ func TestNonRootIsToldPermissionDenied(t *testing.T) {
 	}
 	bin := worldExecutable(t, dcmeshBinary(t))
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/health", control.Handle(func(context.Context, mesh.Empty) (mesh.Health, error) {
-		return mesh.Health{Schema: mesh.StatusSchema, Status: mesh.Healthy, Reasons: []string{}}, nil
+	mux.Handle("GET /v1/health", control.Handle(func(context.Context, control.Empty) (control.Health, error) {
+		return control.Health{Schema: control.StatusSchema, Status: control.Healthy, Reasons: []string{}}, nil
 	}))
 	sock := filepath.Join(t.TempDir(), "control.sock") // in a 0700 directory, as state_dir
 	srv, err := control.Listen(sock, mux)

@@ -27,14 +27,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
 // dpRSSBoundMB is the documented bound on an agent's peak RSS under iperf3
 // load with dpBoundedYAML (1024 buffers per pool and the memory limit that
 // goes with it by default). The default is no bound: see
-// mesh.DefaultBuffersPerPool.
+// config.DefaultBuffersPerPool.
 const dpRSSBoundMB = 128
 
 const dpBoundedYAML = "userspace: {buffers_per_pool: 1024}\n"
@@ -146,7 +147,7 @@ func runDataPlane(tb testing.TB, cs []*dpConfig, o dpOptions) {
 	for _, c := range cs {
 		for _, pid := range c.pair.pids {
 			if pid != 0 {
-				c.hwm = append(c.hwm, vmHWM(tb, pid))
+				c.hwm = append(c.hwm, peakKB(tb, pid))
 			}
 		}
 		if len(c.hwm) > 0 {
@@ -266,39 +267,24 @@ func (p *dpPair) startReference(tb testing.TB, dir string) {
 // marker (nsenter execs the program, so it is the process Start created).
 func (p *dpPair) findPID(tb testing.TB, i int, marker string) int {
 	tb.Helper()
-	out := p.ns[i].Run(tb, "ip", "netns", "pids", p.ns[i].Name)
-	for _, f := range strings.Fields(out) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
-		cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && strings.Contains(string(cl), marker) && !strings.Contains(string(cl), "iperf3") {
-			return pid
-		}
+	pid, err := sitetest.FindPID(sitetest.ParsePIDs(p.ns[i].Run(tb, "ip", "netns", "pids", p.ns[i].Name)), func(argv []string) bool {
+		cl := strings.Join(argv, " ")
+		return strings.Contains(cl, marker) && !strings.Contains(cl, "iperf3")
+	})
+	if err != nil {
+		tb.Fatalf("no process with %q in namespace %s: %v", marker, p.ns[i].Name, err)
 	}
-	tb.Fatalf("no process with %q in namespace %s", marker, p.ns[i].Name)
-	return 0
+	return pid
 }
 
-// vmHWM returns the process's peak resident set size in kB.
-func vmHWM(tb testing.TB, pid int) int64 {
+// peakKB returns the process's peak resident set size (VmHWM) in kB.
+func peakKB(tb testing.TB, pid int) int64 {
 	tb.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	_, hwm, err := sitetest.Memory(pid)
 	if err != nil {
-		tb.Fatalf("read status of %d: %v", pid, err)
+		tb.Fatalf("memory of %d: %v", pid, err)
 	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				tb.Fatalf("parse %q: %v", l, err)
-			}
-			return kb
-		}
-	}
-	tb.Fatalf("no VmHWM in /proc/%d/status", pid)
-	return 0
+	return hwm
 }
 
 // iperfResult is the part of `iperf3 -J` output we use.
@@ -387,6 +373,6 @@ func TestDataPlaneSmoke(t *testing.T) {
 	emb := dpFind(cs, "embedded-bounded")
 	if hwm := dpMaxKB(emb.hwm); hwm <= 0 || hwm > dpRSSBoundMB*1024 {
 		t.Errorf("bounded embedded agent peak RSS %d kB, want ≤ %d MB (%s, memory_limit %d MiB)", hwm, dpRSSBoundMB,
-			strings.TrimSpace(dpBoundedYAML), mesh.DefaultUserspaceMemoryLimit(1024)>>20)
+			strings.TrimSpace(dpBoundedYAML), config.DefaultUserspaceMemoryLimit(1024)>>20)
 	}
 }

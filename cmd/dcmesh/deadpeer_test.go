@@ -122,7 +122,7 @@ func runDeadPeers(t *testing.T, pool string, k int) {
 	if err := a.ping(b, 3); err != nil {
 		t.Fatal(err)
 	}
-	pid := dpeerPID(t, a)
+	pid := a.agentPID(t)
 
 	base := dpeerPing(t, a, b, dpeerBaseline)
 	t.Logf("before the blast: A→B %v", base)
@@ -152,7 +152,7 @@ func runDeadPeers(t *testing.T, pool string, k int) {
 	t.Logf("during the blast: A→B %v; %d MB written toward %d dead peers", during, sent.Load()>>20, k)
 	// DCMESH_DEADPEER_AFTER (seconds) watches longer for the recovery.
 	after := dpeerPing(t, a, b, time.Duration(dpEnvInt("DCMESH_DEADPEER_AFTER", int(dpeerAfter/time.Second)))*time.Second)
-	hwm := vmHWM(t, pid)
+	hwm := peakKB(t, pid)
 	t.Logf("after the blast: A→B %v", after)
 	t.Logf("RESULT buffers_per_pool=%s dead=%d: before %v | during %v | after %v | agent VmHWM %d kB",
 		pool, k, base, during, after, hwm)
@@ -222,24 +222,6 @@ func dpeerWriteConfig(t *testing.T, s *site, userspace string, dead []peerSpec) 
 	if err := os.WriteFile(s.cfgPath, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// dpeerPID is the agent process of s (nsenter execs it).
-func dpeerPID(t *testing.T, s *site) int {
-	t.Helper()
-	out := s.ns.Run(t, "ip", "netns", "pids", s.ns.Name)
-	for _, f := range strings.Fields(out) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
-		cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && strings.Contains(string(cl), s.cfgPath) {
-			return pid
-		}
-	}
-	t.Fatalf("no agent process in %s", s.ns.Name)
-	return 0
 }
 
 var dpeerReplyRE = regexp.MustCompile(`icmp_seq=(\d+) ttl=`)

@@ -7,7 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/dcmesh/dcmesh/mesh/demo"
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/demo"
 	"github.com/urfave/cli/v2"
 )
 

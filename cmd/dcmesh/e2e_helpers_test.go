@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,8 +101,7 @@ type site struct {
 	cfgPath string
 	agent   *netconfigtest.Proc
 	// extra peers (non-dcmesh) appended to the generated config
-	extraPeers []peerSpec
-	external   bool // configured by hand, not by a dcmesh agent
+	external bool // configured by hand, not by a dcmesh agent
 	// gossip sites
 	bundle   string
 	stateDir string
@@ -336,5 +334,3 @@ func (c *capture) stop(t testing.TB) (lines []string, raw []byte) {
 	}
 	return lines, raw
 }
-
-func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -24,7 +24,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
@@ -69,11 +69,11 @@ func TestFabricExamplesParse(t *testing.T) {
 		t.Errorf("remote prefixes differ: frr.conf %v, fabric.conf %v, bird.conf %v", got, list(fabric), birdPrefixes)
 	}
 	for _, want := range []string{
-		fmt.Sprintf(" match metric %d\n", mesh.DefaultRouteMetric),
-		fmt.Sprintf(" match metric %d\n", mesh.DefaultRouteMetric+1),
+		fmt.Sprintf(" match metric %d\n", config.DefaultRouteMetric),
+		fmt.Sprintf(" match metric %d\n", config.DefaultRouteMetric+1),
 	} {
 		if !strings.Contains(frr, want) {
-			t.Errorf("frr.conf lacks %q: routes.metric is %d by default", want, mesh.DefaultRouteMetric)
+			t.Errorf("frr.conf lacks %q: routes.metric is %d by default", want, config.DefaultRouteMetric)
 		}
 	}
 	if want := fmt.Sprintf("if krt_source != %d then reject;", netconfig.RouteProtocol); !strings.Contains(bird, want) {

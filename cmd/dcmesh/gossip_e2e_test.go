@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 )
 
 // Four sites bootstrapped from nothing with the CLI (ca init, ca issue, init,
@@ -120,9 +122,9 @@ func TestGossipPartitionKeepsDataPlane(t *testing.T) {
 	if _, err := fmt.Sscanf(pingSummary.FindString(stats), "%d packets transmitted, %d received", &sent, &got); err != nil || sent < 20 || sent-got > 1 {
 		// One straggler is tolerated: on a loaded test host a reply can
 		// miss ping's deadline; a torn-down tunnel loses them all.
-		t.Errorf("traffic across the partition was disturbed:\n%s", lastLines(stats, 3))
+		t.Errorf("traffic across the partition was disturbed:\n%s", sitetest.Tail(stats, 3))
 	}
-	t.Logf("during the partition: %s", strings.TrimSpace(lastLines(stats, 2)))
+	t.Logf("during the partition: %s", strings.TrimSpace(sitetest.Tail(stats, 2)))
 
 	block(false)
 	healed := time.Now()
@@ -145,14 +147,6 @@ func TestGossipPartitionKeepsDataPlane(t *testing.T) {
 }
 
 var pingSummary = regexp.MustCompile(`\d+ packets transmitted, \d+ received`)
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // Rogue agents with the real gossip key but certificates from another CA —
 // one claiming an existing site's name, one claiming another site's prefix —

@@ -10,11 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
@@ -94,13 +96,43 @@ func newGossipMesh(t *testing.T, n int) (*testMesh, string) {
 	return m, caDir
 }
 
+// agentPID is s's agent process: the one whose command line is
+// `dcmesh agent --config CFG …` with s's exact configuration (nsenter execs
+// the agent, so there is no intermediate process to skip).
+func (s *site) agentPID(t testing.TB) int {
+	t.Helper()
+	pid, err := sitetest.FindPID(nil, func(argv []string) bool {
+		i := slices.Index(argv, "--config")
+		return i > 0 && i+1 < len(argv) && argv[i+1] == s.cfgPath && slices.Contains(argv, "agent") && filepath.Base(argv[0]) != "nsenter"
+	})
+	if err != nil {
+		t.Fatalf("no agent process for %s: %v", s.name, err)
+	}
+	return pid
+}
+
+// processCPU is sitetest.CPU that fails the test on an error.
+func processCPU(t testing.TB, pid int) (ticks, ns int64) {
+	t.Helper()
+	ticks, ns, err := sitetest.CPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticks, ns
+}
+
+// client talks to s's agent over its control socket.
+func (s *site) client() *control.Client {
+	return control.NewClient(config.StateDir(s.stateDir).ControlSocket())
+}
+
 // status asks s's agent for its status over the control socket.
-func (s *site) status() mesh.Status {
+func (s *site) status() control.Status {
 	s.m.t.Helper()
-	var st mesh.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := control.NewClient(filepath.Join(s.stateDir, "control.sock")).Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+	st, err := s.client().Status(ctx)
+	if err != nil {
 		s.m.t.Fatalf("%s status: %v", s.name, err)
 	}
 	return st
@@ -138,7 +170,7 @@ func (m *testMesh) waitFullMesh(sites ...*site) {
 func (s *site) memberStates() map[string]string {
 	out := map[string]string{}
 	for _, mb := range s.status().Gossip.Members {
-		out[mb.Name] = mb.State
+		out[mb.Name] = string(mb.State)
 	}
 	return out
 }

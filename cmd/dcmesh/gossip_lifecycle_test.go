@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
-	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
@@ -32,8 +30,8 @@ func TestGossipLeaveRevokeExpiryReplay(t *testing.T) {
 	m.waitFullMesh(m.sites...)
 
 	// --- replay: keep site2's current record, then give site2 a new key.
-	var recs mesh.Records
-	if err := control.NewClient(filepath.Join(s2.stateDir, "control.sock")).Do(context.Background(), "GET", "/v1/records", nil, &recs); err != nil {
+	recs, err := s2.client().Records(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	old, err := trust.DecodeRecord(recs.Records[0])

@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/urfave/cli/v2"
 )
 
@@ -22,23 +24,47 @@ that already holds a site is refused before anything is written. Then run:
 			&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` for keys, records and the control socket", Required: true},
 			&cli.StringFlag{Name: "endpoint", Usage: "this site's underlay `IP:PORT` for WireGuard, as other sites reach it", Required: true},
 			&cli.IntFlag{Name: "listen-port", Usage: "local WireGuard UDP `PORT` (default: the endpoint's port)"},
-			&cli.StringFlag{Name: "interface", Usage: "WireGuard interface `NAME`", Value: mesh.DefaultInterface},
+			&cli.StringFlag{Name: "interface", Usage: "WireGuard interface `NAME`", Value: config.DefaultInterface},
 			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip `IP:PORT` on the underlay (default: the endpoint's IP, port 7946)"},
 			&cli.StringSliceFlag{Name: "join", Usage: "gossip `IP:PORT` of an existing site; repeat for more"},
 			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write (default: STATE_DIR/dcmesh.yaml)"},
 		},
 		Action: func(c *cli.Context) error {
-			res, err := mesh.InitSite(mesh.InitOptions{
-				Bundle: c.String("bundle"), StateDir: c.String("state-dir"), Endpoint: c.String("endpoint"),
-				ListenPort: c.Int("listen-port"), Interface: c.String("interface"), GossipAddr: c.String("gossip-addr"),
-				Join: c.StringSlice("join"), ConfigPath: c.String("config"), Now: time.Now(),
-			})
+			o, err := initOptions(c)
 			if err != nil {
 				return err
+			}
+			res, err := enroll.InitSite(o)
+			if err != nil {
+				return flagError(err)
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "site %s initialised\nWireGuard public key: %s\nconfiguration: %s\nnext: dcmesh agent --config %s\n",
 				res.Site, res.PublicKey, res.ConfigPath, res.ConfigPath)
 			return err
 		},
 	}
+}
+
+// initOptions parses the flags of `init`.
+func initOptions(c *cli.Context) (enroll.InitOptions, error) {
+	o := enroll.InitOptions{Bundle: c.String("bundle"), StateDir: c.String("state-dir"), ListenPort: c.Int("listen-port"),
+		Interface: c.String("interface"), ConfigPath: c.String("config"), Now: time.Now()}
+	ep, err := netip.ParseAddrPort(c.String("endpoint"))
+	if err != nil || ep.Port() == 0 || ep.Addr().IsUnspecified() {
+		return o, fmt.Errorf("--endpoint %q: this site's underlay IP:PORT for WireGuard, e.g. 192.0.2.10:51820 (host names are not resolved)", c.String("endpoint"))
+	}
+	o.Endpoint = ep
+	if s := c.String("gossip-addr"); s != "" {
+		if o.GossipAddr, err = config.ParseGossipAddr(s); err != nil {
+			return o, fmt.Errorf("--gossip-addr: %w", err)
+		}
+	}
+	for _, s := range c.StringSlice("join") {
+		ap, err := config.ParseGossipAddr(s)
+		if err != nil {
+			return o, fmt.Errorf("--join: %w", err)
+		}
+		o.Join = append(o.Join, ap)
+	}
+	return o, nil
 }

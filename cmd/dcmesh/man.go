@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/urfave/cli/v2"
 )
 
@@ -35,14 +35,14 @@ func manCommand() *cli.Command {
 var manFooter = `
 .SH FILES
 .TP
-.I ` + mesh.DefaultConfigPath + `
+.I ` + config.DefaultConfigPath + `
 the agent configuration, if present
 .TP
-.I ` + mesh.DefaultStateDir + `/dcmesh.yaml
+.I ` + config.DefaultStateDir.Config() + `
 the configuration \fBdcmesh init\fP writes, used when the one above is absent
 .TP
-.I ` + mesh.DefaultStateDir + `/
-keys (0600), certificates, site records and the control socket \fIcontrol.sock\fP
+.I ` + string(config.DefaultStateDir) + `/
+keys (0600), certificates, site records and the control socket \fI` + config.ControlSocketFile + `\fP
 .TP
 .I /etc/default/dcmesh
 environment for the systemd unit: DCMESH_METRICS_ADDR, DCMESH_LOG_FORMAT, DCMESH_WIREGUARD

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/control"
 )
 
 // appendConfig adds YAML at the end of s's configuration (top level).
@@ -30,7 +30,7 @@ func (s *site) appendConfig(yaml string) {
 
 // health runs `dcmesh health --json` and returns the parsed answer and the
 // exit code.
-func (s *site) health() (mesh.Health, int) {
+func (s *site) health() (control.Health, int) {
 	s.m.t.Helper()
 	out, err := exec.Command(dcmeshBinary(s.m.t), "health", "--json", "--config", s.cfgPath).Output()
 	code := 0
@@ -39,7 +39,7 @@ func (s *site) health() (mesh.Health, int) {
 	} else if err != nil {
 		s.m.t.Fatal(err)
 	}
-	var h mesh.Health
+	var h control.Health
 	if err := json.Unmarshal(out, &h); err != nil {
 		s.m.t.Fatalf("health --json: %v\n%s", err, out)
 	}
@@ -142,7 +142,7 @@ func TestStatusAndHealth(t *testing.T) {
 	for _, d := range sameShape("", docJSON(t, "../../docs/STATUS.md", 0), generic, dynamic) {
 		t.Error("docs/STATUS.md: " + d)
 	}
-	var st mesh.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(raw), &st); err != nil {
 		t.Fatal(err)
 	}

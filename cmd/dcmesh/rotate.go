@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
+	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/urfave/cli/v2"
 )
 
@@ -36,18 +36,18 @@ Keys also rotate on the schedule in the configuration (rotation.interval).`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context, rotateAskTimeout(c.Bool("wait"), c.Duration("timeout")))
+			req := control.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
+			ctx, cancel := context.WithTimeout(c.Context, rotateAskTimeout(req))
 			defer cancel()
-			var r mesh.RotateReply
-			req := mesh.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
-			if err := cl.Do(ctx, "POST", "/v1/rotate", req, &r); err != nil {
+			r, err := cl.Rotate(ctx, req)
+			if err != nil {
 				return noAnswer(err)
 			}
 			w := c.App.Writer
 			switch r.Result {
-			case "started":
+			case control.RotateStarted:
 				_, err = fmt.Fprintf(w, "rotation %d started: new key %s; follow it with dcmesh status, or use --wait\n", r.Epoch, r.PublicKey)
-			case "complete":
+			case control.RotateComplete:
 				if len(r.CutOver) == 0 {
 					_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; no live peer to wait for\n", r.Epoch, r.PublicKey)
 					break

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
@@ -169,7 +170,7 @@ func TestRotationSeries(t *testing.T) {
 		t.Errorf("TCP stream across all rotations broken: sender %+v receiver %+v", tx, rx)
 	}
 	summary := fmt.Sprintf("rotation gap (rotating site → peer, longest silence at 200 packets/s) over %d rotations: min %.1f ms, median %.1f ms, max %.1f ms; lost packets site→peer: max %.0f, total %.0f; peer→site: total %.0f; TCP stream %d bytes, no reset",
-		runs, minOf(gaps), median(gaps), maxOf(gaps), maxOf(lostAB), sum(lostAB), sum(lostBA), rx.Bytes)
+		runs, slices.Min(gaps), sitetest.Median(gaps), slices.Max(gaps), slices.Max(lostAB), sum(lostAB), sum(lostBA), rx.Bytes)
 	t.Log(summary)
 	if out := os.Getenv("DCMESH_BENCH_OUT"); out != "" {
 		_ = os.WriteFile(out, []byte(fmt.Sprintf(`{"gaps_ms": %v, "lost_site_to_peer": %v, "lost_peer_to_site": %v, "summary": %q}`+"\n",
@@ -185,16 +186,6 @@ func jsonList(v []float64) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-func minOf(v []float64) float64 { return slices.Min(v) }
-func maxOf(v []float64) float64 { return slices.Max(v) }
 func sum(v []float64) (s float64) {
 	for _, x := range v {
 		s += x

@@ -53,6 +53,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
@@ -157,12 +158,12 @@ func BenchmarkConvergence(b *testing.B) {
 					joinsDev = append(joinsDev, j.Device)
 				}
 			}
-			b.ReportMetric(scaleMedian(cold), "cold-s")
-			b.ReportMetric(scaleMedian(coldDev), "cold-dev-s")
+			b.ReportMetric(sitetest.Median(cold), "cold-s")
+			b.ReportMetric(sitetest.Median(coldDev), "cold-dev-s")
 			b.ReportMetric(slices.Min(joins), "join-min-s")
-			b.ReportMetric(scaleMedian(joins), "join-med-s")
+			b.ReportMetric(sitetest.Median(joins), "join-med-s")
 			b.ReportMetric(slices.Max(joins), "join-max-s")
-			b.ReportMetric(scaleMedian(joinsDev), "join-dev-med-s")
+			b.ReportMetric(sitetest.Median(joinsDev), "join-dev-med-s")
 			b.ReportMetric(rs[0].PollPeriodMS, "poll-ms")
 		})
 	}
@@ -190,13 +191,13 @@ func BenchmarkIdleCost(b *testing.B) {
 			hwm = append(hwm, float64(a.HWMKB)/1024)
 		}
 	}
-	b.ReportMetric(scaleMedian(cpu), "cpu-med-%")
+	b.ReportMetric(sitetest.Median(cpu), "cpu-med-%")
 	b.ReportMetric(slices.Max(cpu), "cpu-max-%")
-	b.ReportMetric(scaleMedian(sched), "sched-cpu-med-%")
+	b.ReportMetric(sitetest.Median(sched), "sched-cpu-med-%")
 	b.ReportMetric(slices.Max(sched), "sched-cpu-max-%")
-	b.ReportMetric(scaleMedian(rss), "rss-med-MB")
+	b.ReportMetric(sitetest.Median(rss), "rss-med-MB")
 	b.ReportMetric(slices.Max(rss), "rss-max-MB")
-	b.ReportMetric(scaleMedian(hwm), "hwm-med-MB")
+	b.ReportMetric(sitetest.Median(hwm), "hwm-med-MB")
 	b.ReportMetric(slices.Max(hwm), "hwm-max-MB")
 }
 
@@ -223,11 +224,11 @@ func scaleRunChild(b *testing.B, cfg scaleConfig) scaleResult {
 		b.Logf("child output in %s", p)
 	}
 	if err != nil {
-		b.Fatalf("experiment with %d sites: %v\n%s", cfg.Sites, err, scaleTail(string(logs), 200))
+		b.Fatalf("experiment with %d sites: %v\n%s", cfg.Sites, err, sitetest.Tail(string(logs), 200))
 	}
 	raw, err := os.ReadFile(out)
 	if err != nil {
-		b.Fatalf("experiment with %d sites wrote no result: %v\n%s", cfg.Sites, err, scaleTail(string(logs), 200))
+		b.Fatalf("experiment with %d sites wrote no result: %v\n%s", cfg.Sites, err, sitetest.Tail(string(logs), 200))
 	}
 	var r scaleResult
 	if err := json.Unmarshal(raw, &r); err != nil {
@@ -579,23 +580,26 @@ func scaleMeasureIdle(t *testing.T, sites []*site, window time.Duration) ([]scal
 	t.Helper()
 	pids := make([]int, len(sites))
 	for i, s := range sites {
-		pids[i] = scalePID(t, s)
+		pids[i] = s.agentPID(t)
 	}
 	cpu0, sched0 := make([]int64, len(sites)), make([]int64, len(sites))
 	for i, p := range pids {
-		cpu0[i], sched0[i] = scaleCPU(t, p)
+		cpu0[i], sched0[i] = processCPU(t, p)
 	}
 	begin := time.Now()
 	time.Sleep(window)
 	var out []scaleIdle
 	for i, p := range pids {
-		cpu1, sched1 := scaleCPU(t, p)
+		cpu1, sched1 := processCPU(t, p)
 		el := time.Since(begin).Seconds()
 		hs, err := scaleHandshakes(sites[i].iface)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rss, hwm := scaleMem(t, p)
+		rss, hwm, err := sitetest.Memory(p)
+		if err != nil {
+			t.Fatal(err)
+		}
 		out = append(out, scaleIdle{
 			Site: sites[i].name, Peers: len(hs),
 			CPUPercent: float64(cpu1-cpu0[i]) / scaleClockTick / el * 100,
@@ -604,90 +608,6 @@ func scaleMeasureIdle(t *testing.T, sites []*site, window time.Duration) ([]scal
 		})
 	}
 	return out, time.Since(begin).Seconds()
-}
-
-// scalePID finds s's agent process: the one whose command line is
-// `dcmesh agent --config CFG …` with s's exact config path (nsenter execs
-// the agent, so there is no intermediate process to skip).
-func scalePID(t *testing.T, s *site) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if i := slices.Index(args, "--config"); i > 0 && i+1 < len(args) && args[i+1] == s.cfgPath && slices.Contains(args, "agent") &&
-			filepath.Base(args[0]) != "nsenter" {
-			return pid
-		}
-	}
-	t.Fatalf("no agent process for %s", s.name)
-	return 0
-}
-
-// scaleCPU returns a process's utime+stime in clock ticks and the sum of
-// its threads' schedstat run times in ns.
-func scaleCPU(t *testing.T, pid int) (ticks, ns int64) {
-	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, task := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, task.Name()))
-		if err != nil {
-			continue // a thread that just exited
-		}
-		if fs := strings.Fields(string(b)); len(fs) > 0 {
-			v, _ := strconv.ParseInt(fs[0], 10, 64)
-			ns += v
-		}
-	}
-	return ut + st, ns
-}
-
-// scaleMem returns VmRSS and VmHWM in kB.
-func scaleMem(t *testing.T, pid int) (rss, hwm int64) {
-	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "VmHWM":
-			hwm = n
-		}
-	}
-	return rss, hwm
 }
 
 func (r scaleResult) summary() string {
@@ -700,7 +620,7 @@ func (r scaleResult) summary() string {
 		fmt.Fprintf(&b, "; join %.3f s (device %.3f s, joiner sees all %.3f s)", j.Poll, j.Device, j.JoinerPoll)
 	}
 	if len(js) > 0 {
-		fmt.Fprintf(&b, "; join min/median/max %.3f/%.3f/%.3f s", slices.Min(js), scaleMedian(js), slices.Max(js))
+		fmt.Fprintf(&b, "; join min/median/max %.3f/%.3f/%.3f s", slices.Min(js), sitetest.Median(js), slices.Max(js))
 	}
 	if len(r.Idle) > 0 {
 		var cpu, sched, rss, hwm []float64
@@ -711,27 +631,7 @@ func (r scaleResult) summary() string {
 			hwm = append(hwm, float64(a.HWMKB)/1024)
 		}
 		fmt.Fprintf(&b, "; idle over %.1f s, %d agents: cpu median/max %.3f/%.3f %% (schedstat %.3f/%.3f %%), rss %.1f/%.1f MB, hwm %.1f/%.1f MB",
-			r.IdleWindow, len(r.Idle), scaleMedian(cpu), slices.Max(cpu), scaleMedian(sched), slices.Max(sched), scaleMedian(rss), slices.Max(rss), scaleMedian(hwm), slices.Max(hwm))
+			r.IdleWindow, len(r.Idle), sitetest.Median(cpu), slices.Max(cpu), sitetest.Median(sched), slices.Max(sched), sitetest.Median(rss), slices.Max(rss), sitetest.Median(hwm), slices.Max(hwm))
 	}
 	return b.String()
-}
-
-func scaleMedian(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func scaleTail(s string, n int) string {
-	ls := strings.Split(s, "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
 }

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
-	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
 
@@ -90,8 +88,8 @@ func TestFullStateDiskIsCriticalAndRecovers(t *testing.T) {
 		t.Fatalf("seq.json %d after recovery, %d while full: nothing was published again", seqBack, seqFull)
 	}
 	waitFor(t, 15*time.Second, "site1 holds site2's record published after the recovery", func() error {
-		var recs mesh.Records
-		if err := control.NewClient(filepath.Join(s1.stateDir, "control.sock")).Do(context.Background(), "GET", "/v1/records", nil, &recs); err != nil {
+		recs, err := s1.client().Records(context.Background())
+		if err != nil {
 			return err
 		}
 		for _, r := range recs.Records {

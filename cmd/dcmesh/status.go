@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/urfave/cli/v2"
 )
@@ -29,8 +28,8 @@ scripts.`,
 			if err != nil {
 				return err
 			}
-			var st mesh.Status
-			if err := ask(c, cl, "GET", "/v1/status", nil, &st); err != nil {
+			st, err := ask(c, cl.Status)
+			if err != nil {
 				return noAnswer(err)
 			}
 			if c.Bool("json") {
@@ -38,8 +37,7 @@ scripts.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			_, err = fmt.Fprint(c.App.Writer, mesh.FormatStatus(st, time.Now()))
-			return err
+			return writeStatusTable(c.App.Writer, st, time.Now())
 		},
 	}
 }
@@ -80,20 +78,16 @@ Prints one line per reason; --json prints {"schema":1,"status",...} (docs/STATUS
 	}
 }
 
-// healthUnknown is health's status when the site could not be checked.
-const healthUnknown = "unknown" // exit 3
-
 // askHealth asks the agent, or says why it could not.
-func askHealth(c *cli.Context) mesh.Health {
-	var h mesh.Health
+func askHealth(c *cli.Context) control.Health {
 	cl, cfg, err := agentClient(c)
 	if err == nil {
-		err = ask(c, cl, "GET", "/v1/health", nil, &h)
+		var h control.Health
+		if h, err = ask(c, cl.Health); err == nil {
+			return h
+		}
 	}
-	if err == nil {
-		return h
-	}
-	h = mesh.Health{Schema: mesh.StatusSchema, Status: healthUnknown, ExitCode: exitNoAnswer, Reasons: []string{oneLine(err)}}
+	h := control.Health{Schema: control.StatusSchema, Status: control.HealthUnknown, ExitCode: exitNoAnswer, Reasons: []string{oneLine(err)}}
 	if cfg != nil {
 		h.Site = cfg.Site
 	}
@@ -102,11 +96,11 @@ func askHealth(c *cli.Context) mesh.Health {
 	case errors.Is(err, control.ErrAgentUnreachable):
 		// Known, not unknown: a site whose agent is not running is not
 		// being kept.
-		h.Status, h.ExitCode = mesh.Critical, 2
+		h.Status, h.ExitCode = control.Critical, control.Critical.ExitCode()
 	case errors.As(err, &ae):
 		// The agent answered that it cannot tell (its loop is stuck, it
 		// cannot read its device).
-		h.Status, h.ExitCode = mesh.Critical, 2
+		h.Status, h.ExitCode = control.Critical, control.Critical.ExitCode()
 		h.Reasons = []string{"agent error: " + ae.Message}
 	}
 	return h

@@ -1,7 +1,14 @@
-// Package control is the agent's local API: HTTP+JSON over a unix socket in
-// the state directory, mode 0600, so only root (the agent's user) can use it.
-// `dcmesh status`, `health`, `rotate`, `leave`, `down` and `revoke` are its
-// clients.
+// Package control is the agent's local API, both ends: HTTP+JSON over a unix
+// socket in the state directory, mode 0600, so only root (the agent's user)
+// can use it. `dcmesh status`, `health`, `rotate`, `leave`, `down` and
+// `revoke` and the demo are its clients.
+//
+// It declares every call once (Endpoint: method, path, request and answer
+// types), with the wire types (Status, Health, Rotate*, Revoke*, Down*,
+// Records) and their typed enums, and the health criteria (EvaluateHealth);
+// the agent serves the calls (Serve) and clients make them (Client.Status
+// and the other methods). It is a leaf: it imports no dcmesh package, so its
+// types are its own, not the agent's or gossip's.
 //
 // It transports requests; the agent decides what they do. Its clients are
 // local and privileged, but a crowd of stuck or buggy ones (a monitoring

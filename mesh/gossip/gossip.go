@@ -2,12 +2,10 @@ package gossip
 
 import (
 	"container/list"
-	"context"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -138,32 +136,9 @@ type Gossip struct {
 
 // New starts a memberlist node. It does not join anyone yet: call Run.
 func New(cfg Config) (*Gossip, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.RejoinInterval == 0 {
-		cfg.RejoinInterval = DefaultRejoinInterval
-	}
-	if len(cfg.SecretKey) != 32 {
-		return nil, fmt.Errorf("gossip key must be 32 bytes (AES-256), got %d", len(cfg.SecretKey))
-	}
-	if !cfg.Bind.IsValid() {
-		return nil, errors.New("gossip bind address missing")
-	}
-	if !cfg.Advertise.IsValid() {
-		cfg.Advertise = cfg.Bind
-	}
-	if cfg.Advertise.Addr().IsUnspecified() {
-		return nil, fmt.Errorf("gossip address %s is unspecified: set an explicit address other sites can reach", cfg.Advertise)
-	}
-	var mc *memberlist.Config
-	switch cfg.Profile {
-	case ProfileWAN, "":
-		mc = memberlist.DefaultWANConfig()
-	case ProfileLAN:
-		mc = memberlist.DefaultLANConfig()
-	default:
-		return nil, fmt.Errorf("unknown gossip profile %q: use wan or lan", cfg.Profile)
+	mc, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Logger, logs: newRateLog(cfg.Logger),
 		mlogs: newRateLog(cfg.Logger.With("component", "memberlist")),
@@ -184,6 +159,56 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, err
 	}
 
+	g.configure(mc, mlog)
+	g.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return g.ml.NumMembers() },
+		RetransmitMult: mc.RetransmitMult,
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		_ = g.guard.Shutdown()
+		g.stopLogs()
+		return nil, fmt.Errorf("start gossip on %s: %w", g.cfg.Bind, err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// withDefaults fills in cfg's defaults, checks what it must have (key,
+// addresses, profile) and returns the memberlist profile to start from.
+func (cfg *Config) withDefaults() (*memberlist.Config, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = DefaultRejoinInterval
+	}
+	if len(cfg.SecretKey) != 32 {
+		return nil, fmt.Errorf("gossip key must be 32 bytes (AES-256), got %d", len(cfg.SecretKey))
+	}
+	if !cfg.Bind.IsValid() {
+		return nil, errors.New("gossip bind address missing")
+	}
+	if !cfg.Advertise.IsValid() {
+		cfg.Advertise = cfg.Bind
+	}
+	if cfg.Advertise.Addr().IsUnspecified() {
+		return nil, fmt.Errorf("gossip address %s is unspecified: set an explicit address other sites can reach", cfg.Advertise)
+	}
+	switch cfg.Profile {
+	case ProfileWAN, "":
+		return memberlist.DefaultWANConfig(), nil
+	case ProfileLAN:
+		return memberlist.DefaultLANConfig(), nil
+	default:
+		return nil, fmt.Errorf("unknown gossip profile %q: use wan or lan", cfg.Profile)
+	}
+}
+
+// configure sets memberlist's configuration: names, addresses, keyring,
+// transport and the delegates that tie it to g.
+func (g *Gossip) configure(mc *memberlist.Config, mlog *log.Logger) {
+	cfg := g.cfg
 	mc.Name = cfg.NodeName
 	mc.BindAddr = g.cfg.Bind.Addr().String()
 	mc.BindPort = int(g.cfg.Bind.Port())
@@ -208,18 +233,6 @@ func New(cfg Config) (*Gossip, error) {
 	// (which the transport cuts off, so it is soon dead).
 	mc.DeadNodeReclaimTime = time.Millisecond
 	mc.Logger = mlog
-	g.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return g.ml.NumMembers() },
-		RetransmitMult: mc.RetransmitMult,
-	}
-	ml, err := memberlist.Create(mc)
-	if err != nil {
-		_ = g.guard.Shutdown()
-		g.stopLogs()
-		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
-	}
-	g.ml = ml
-	return g, nil
 }
 
 // openTransport wraps the configured transport, or memberlist's own
@@ -354,96 +367,6 @@ func (g *Gossip) SendToAll(msg []byte) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// Run joins the seeds and known peers, then re-joins those that are not alive
-// members every RejoinInterval and keeps the known-peers file current, until
-// ctx is done. It does not leave or shut down: see Leave and Shutdown.
-//
-// Until it has reached anyone, it retries sooner — after 1 s, doubling up to
-// RejoinInterval — so sites started together, before their seeds listen,
-// meet within seconds rather than a whole interval later.
-func (g *Gossip) Run(ctx context.Context) {
-	wait := min(time.Second, g.cfg.RejoinInterval)
-	for {
-		g.rejoin(ctx)
-		g.saveKnown()
-		if g.ml.NumMembers() > 1 {
-			wait = g.cfg.RejoinInterval
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		wait = min(2*wait, g.cfg.RejoinInterval)
-	}
-}
-
-const (
-	// rejoinContacts is how many addresses a rejoin must reach: each
-	// contact is a full push/pull that merges the whole membership, so one
-	// heals a partition; a second covers a contact that is itself cut off.
-	rejoinContacts = 2
-	// rejoinAttempts bounds the addresses tried per round. Joining every
-	// known peer that is not alive, one after another, each a push/pull of
-	// every record, is what kept a 1,000-site benchmark from converging.
-	rejoinAttempts = 8
-)
-
-// rejoin contacts seeds and known peer addresses that are not alive members
-// — seeds first, then known peers in random order — until rejoinContacts
-// answered or rejoinAttempts were tried. memberlist never probes dead
-// nodes, so without this a healed partition would stay split.
-func (g *Gossip) rejoin(ctx context.Context) {
-	alive := map[string]bool{}
-	g.mu.Lock()
-	for _, m := range g.view { // every node alive, certified or not: no need to join it
-		if m.State == "alive" {
-			alive[m.Addr.String()] = true
-		}
-	}
-	g.mu.Unlock()
-	self := g.cfg.Advertise.String()
-	var targets []string
-	seen := map[string]bool{}
-	for _, a := range g.cfg.Seeds {
-		if !alive[a] && a != self && !seen[a] {
-			targets = append(targets, a)
-			seen[a] = true
-		}
-	}
-	var known []string
-	g.mu.Lock()
-	for name, a := range g.known {
-		if !alive[a] && a != self && !seen[a] {
-			known = append(known, name+"/"+a)
-			seen[a] = true
-		}
-	}
-	g.mu.Unlock()
-	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
-	targets = append(targets, known...)
-	if len(targets) == 0 {
-		return
-	}
-	contacted, tried := 0, 0
-	for _, t := range targets {
-		if contacted >= rejoinContacts || tried >= rejoinAttempts || ctx.Err() != nil {
-			break
-		}
-		tried++
-		if n, err := g.ml.Join([]string{t}); err == nil && n > 0 {
-			contacted++
-		}
-	}
-	if contacted == 0 {
-		g.log.Debug("gossip join found nobody", "tried", targets[:tried])
-		return
-	}
-	g.log.Debug("gossip joined", "contacted", contacted, "tried", tried, "candidates", len(targets))
 }
 
 // Leave announces this node's departure to the cluster and waits up to

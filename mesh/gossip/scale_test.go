@@ -2,43 +2,43 @@ package gossip_test
 
 // Gossip at scale: N sites in one process, each a real gossip.Gossip (real
 // memberlist on its own loopback UDP/TCP port, AES-GCM with a gossip key, the
-// agent's default profile) exchanging real signed records the way
-// mesh/agent.go does. The benchmark reports how long until every node holds
-// every record, the bytes each node sends and receives once nothing changes,
-// and memory per node:
+// agent's default profile) with the agent's real store and ingest of
+// received gossip (mesh/records), exchanging real signed records. The
+// benchmark reports how long until every node holds every record, the bytes
+// each node sends and receives once nothing changes, and memory per node:
 //
 //	go test -run '^$' -bench 'GossipScale' -benchtime 1x ./mesh/gossip
 //
 // TestGossipScaleSmoke runs the same experiment with a few nodes in CI.
 //
-// What each node does, as the agent does it (mesh/agent.go):
-//   - publish: sign a record, set the push/pull state to every record held,
-//     Broadcast it, and SendToAll it directly (at start the agent publishes
-//     before gossip.Run joins anyone, so that SendToAll reaches nobody);
+// What each node does, as the agent does it (mesh/gossip.go, mesh/runtime.go):
+//   - publish: sign a record, set the push/pull state to every record held
+//     (records.Store.State), Broadcast it, and SendToAll it directly (at
+//     start the agent publishes before gossip.Run joins anyone, so that
+//     SendToAll reaches nobody);
 //   - hand its own record directly to every member that joins (Joins);
-//   - for every record received (broadcast, direct, or in a push/pull
-//     state): skip it if it is exactly a record held (by SHA-256, as
-//     siteStore.holds) or our own, else verify it, keep it if it is newer
-//     than the one held, and re-broadcast it;
-//   - take up to 256 more inbox messages after one (maxGossipBatch), then
-//     commit once: re-encode the push/pull state (SetLocalState), and when
-//     a site was added, hand gossip the roster of certified sites
-//     (SetRoster: every site whose record it holds, at the gossip address
-//     the experiment gave it — the agent takes that from the record).
+//   - take each received payload only when the last one is done, and work
+//     through it in bounded turns (records.Ingest.Take and Turn: recognise
+//     records held or refused before by hash, check the rest, keep the
+//     newer ones), broadcasting what a turn accepted, and committing (the
+//     push/pull state, and the roster of certified sites: every site whose
+//     record it holds, at the gossip address the experiment gave it — the
+//     agent takes that from the record) when the ingest says so.
 //
 // Differences, on purpose:
-//   - Verification is shared. DecodeRecord (Ed25519) and CheckRecord (the
-//     certificate's CA signature) of one record give the same answer at every
-//     node, and N nodes checking N records is N² signature checks on two
-//     cores that really are spread over N machines. So the result is cached
-//     by record bytes across nodes; each node still decodes every push/pull
-//     state (DecodeState), hashes every record it is offered, and consults
-//     the verifier only for those it does not hold. The per-node cost of
-//     verifying is measured separately (verify metrics) and the records
-//     that reach the verifier are counted (decoded), so the CPU a site would
-//     spend is decoded/s × cost per record.
-//   - Committing only re-encodes the push/pull state: no store file, no
-//     reconcile.
+//   - Decoding is shared. DecodeRecordPinned (the record's and its
+//     certificate's Ed25519 signatures) of one record gives the same answer
+//     at every node, and N nodes checking N records is N² signature checks
+//     on two cores that really are spread over N machines. So the decoded
+//     record is cached by its bytes across nodes (records.Ingest.SetDecoder;
+//     sharing it also shares the certificate's cached CA check); each node
+//     still decodes every push/pull state, hashes every record it is
+//     offered, and runs the policy checks on those it does not hold. The
+//     per-node cost of verifying is measured separately (verify metrics)
+//     and the records that reach the decoder are counted (decoded), so the
+//     CPU a site would spend is decoded/s × cost per record.
+//   - Committing only re-encodes the push/pull state and sets the roster:
+//     no store file, no reconcile.
 //   - Direct sends to newcomers go through two workers per node instead of a
 //     goroutine each: a thousand nodes learning a thousand members at once
 //     would otherwise start a million goroutines in this one process.
@@ -61,11 +61,9 @@ package gossip_test
 // wrapper around memberlist's own NetTransport (gossip.Config.Transport).
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -75,6 +73,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
@@ -88,13 +87,11 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/hashicorp/memberlist"
 )
-
-// msgRecord is the agent's first byte of a record message (mesh/agent.go).
-const msgRecord byte = 'r'
 
 // scaleParams describes one experiment.
 type scaleParams struct {
@@ -310,69 +307,66 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 // ---- shared verification ----
 
-type verdict struct {
-	site string
-	seq  uint64
-	ok   bool
-}
-
-// verifier caches DecodeRecord + CheckRecord by record bytes across nodes.
+// verifier shares the decoding of records (trust.DecodeRecordPinned, the
+// record's signature and its CA's) across the nodes of one process: the
+// same bytes give the same record everywhere. Sharing the decoded record
+// also shares its certificate's cached CA check (trust.Certificate.Verify),
+// so CheckRecord's signature work is shared too.
 type verifier struct {
-	policy *trust.Policy
+	policy *trust.Policy // for verifyCost
 	mu     sync.RWMutex
 	m      map[string]verdict
 }
 
-func (v *verifier) check(raw []byte) verdict {
+type verdict struct {
+	sr  *trust.SignedRecord
+	err error
+}
+
+func (v *verifier) decode(raw []byte, cas []*x509.Certificate) (*trust.SignedRecord, error) {
 	v.mu.RLock()
 	r, ok := v.m[string(raw)]
 	v.mu.RUnlock()
 	if ok {
-		return r
+		return r.sr, r.err
 	}
-	sr, err := trust.DecodeRecord(raw)
-	if err == nil {
-		err = v.policy.CheckRecord(sr, "", 0)
-	}
-	if err == nil {
-		r = verdict{site: sr.Site, seq: sr.Seq, ok: true}
-	}
+	r.sr, r.err = trust.DecodeRecordPinned(raw, cas)
 	v.mu.Lock()
 	v.m[string(raw)] = r
 	v.mu.Unlock()
-	return r
+	return r.sr, r.err
 }
 
 // ---- one simulated site ----
 
-type held struct {
-	seq uint64
-	raw []byte
-}
-
+// simNode is one site: a real gossip node, and the agent's real store and
+// ingest of received gossip (mesh/records), driven as the agent's loop
+// drives them. Committing only re-encodes the push/pull state and sets the
+// roster: no store file, no reconcile.
 type simNode struct {
-	exp  *experiment
-	name string
-	idx  int
-	cert *trust.Certificate
-	key  ed25519.PrivateKey
-	g    *gossip.Gossip
-	c    *counters
+	exp   *experiment
+	name  string
+	idx   int
+	cert  *trust.Certificate
+	key   ed25519.PrivateKey
+	g     *gossip.Gossip
+	c     *counters
+	store *records.Store
+	in    *records.Ingest
 
-	seq    uint64 // loop goroutine only (and publish before the loop starts)
-	roster int    // loop goroutine only: sites in the roster last set
+	seq    uint64              // loop goroutine only (and publish before the loop starts)
+	roster int                 // loop goroutine only: sites in the roster last set
+	ownRec *trust.SignedRecord // loop goroutine only
 	own    atomic.Pointer[[]byte]
-	held   map[string]held     // loop goroutine only
-	hashes map[[32]byte]string // loop goroutine only: siteStore.held
+	more   chan struct{} // another ingest turn, as the agent's ingestMore
 	pub    chan struct{}
 	sendq  chan string
 	failed atomic.Value // error from the loop
 
-	accepted atomic.Int64 // records accepted (newer than held)
+	accepted atomic.Int64 // records accepted (each relayed once: Result.Relay)
 	offered  atomic.Int64 // records offered (received in any form)
-	decoded  atomic.Int64 // records not held that reached the verifier
+	decoded  atomic.Int64 // records not held that reached the decoder
 	states   atomic.Int64 // push/pull states received
-	rejected atomic.Int64
 }
 
 type experiment struct {
@@ -382,6 +376,26 @@ type experiment struct {
 	nodes   []*simNode
 	sends   atomic.Int64
 	sendErr atomic.Int64
+}
+
+// newSimNode gives a node the agent's store and ingest, with the policy the
+// agent would check records against and the shared decoder.
+func newSimNode(exp *experiment, name string, idx int, cert *trust.Certificate, key ed25519.PrivateKey, g *gossip.Gossip, c *counters, dir string) *simNode {
+	n := &simNode{exp: exp, name: name, idx: idx, cert: cert, key: key, g: g, c: c,
+		more: make(chan struct{}, 1), pub: make(chan struct{}, 1), sendq: make(chan string, exp.p.Sites)}
+	cas := exp.ver.policy.CAs
+	local := append(slices.Clone(cert.Prefixes), netip.PrefixFrom(cert.Overlay, 32))
+	policy := func() *trust.Policy {
+		return &trust.Policy{CAs: cas, LocalSite: name, LocalPrefixes: local, Now: time.Now(), Skew: time.Minute}
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	n.store = records.NewStore(filepath.Join(dir, name+".json"), quiet)
+	n.in = records.NewIngest(n.store, cas, policy, quiet)
+	n.in.SetDecoder(func(raw []byte, cas []*x509.Certificate) (*trust.SignedRecord, error) {
+		n.decoded.Add(1)
+		return exp.ver.decode(raw, cas)
+	})
+	return n
 }
 
 // publish is the agent's publish(): a new record, the push/pull state, a
@@ -395,7 +409,9 @@ func (n *simNode) publish() error {
 	if err != nil {
 		return err
 	}
-	msg := append([]byte{msgRecord}, sr.Raw...)
+	n.ownRec = sr
+	n.in.SetOwn(n.name, n.seq, n.cert.Serial, sr.Raw)
+	msg := records.Encode(records.KindRecord, sr.Raw)
 	n.own.Store(&msg)
 	if err := n.setState(); err != nil {
 		return err
@@ -420,122 +436,76 @@ func (n *simNode) publish() error {
 	return nil
 }
 
-// setState is the agent's updateLocalState: own record first, then every
-// record held, sorted by site.
+// setState is the agent's updateLocalState (the store's push/pull state),
+// and the roster: every site whose record the node holds, at the gossip
+// address the experiment gave it (the agent takes that from the record).
 func (n *simNode) setState() error {
-	st := trust.State{Records: [][]byte{(*n.own.Load())[1:]}}
-	names := make([]string, 0, len(n.held))
-	for s := range n.held {
-		names = append(names, s)
-	}
-	slices.Sort(names)
-	for _, s := range names {
-		st.Records = append(st.Records, n.held[s].raw)
-	}
-	b, err := trust.EncodeState(st)
+	b, err := n.store.State(n.ownRec)
 	if err != nil {
 		return err
 	}
 	n.g.SetLocalState(b)
-	if len(n.held) != n.roster {
+	if names := n.store.Names(); len(names) != n.roster {
 		r := map[string]netip.AddrPort{n.name: n.exp.addrs[n.name]}
-		for s := range n.held {
+		for _, s := range names {
 			r[s] = n.exp.addrs[s]
 		}
 		n.g.SetRoster(r)
-		n.roster = len(n.held)
+		n.roster = len(names)
 	}
 	return nil
 }
 
-// holds is siteStore.holds.
-func (n *simNode) holds(raw []byte) bool {
-	site, ok := n.hashes[sha256.Sum256(raw)]
-	return ok && bytes.Equal(n.held[site].raw, raw)
-}
-
-// offer is the agent's offerRecord + siteStore.offer.
-func (n *simNode) offer(raw []byte) bool {
-	n.offered.Add(1)
-	if n.holds(raw) || bytes.Equal(raw, (*n.own.Load())[1:]) {
-		return false
-	}
-	n.decoded.Add(1)
-	v := n.exp.ver.check(raw)
-	if !v.ok {
-		n.rejected.Add(1)
-		return false
-	}
-	if v.site == n.name {
-		return false // our own, relayed back
-	}
-	if h, ok := n.held[v.site]; ok && (bytes.Equal(h.raw, raw) || v.seq <= h.seq) {
-		return false
-	}
-	n.held[v.site] = held{seq: v.seq, raw: slices.Clone(raw)}
-	// siteStore.remember
-	if len(n.hashes) > 2*len(n.held)+64 {
-		clear(n.hashes)
-		for site, h := range n.held {
-			n.hashes[sha256.Sum256(h.raw)] = site
-		}
-	}
-	n.hashes[sha256.Sum256(raw)] = v.site
-	n.accepted.Add(1)
-	if msg := append([]byte{msgRecord}, raw...); len(msg) <= gossip.MaxBroadcastSize {
-		n.g.Broadcast("record/"+v.site, msg)
-	}
-	return true
-}
-
-func (n *simNode) handle(m gossip.Message) bool {
-	switch m.Kind {
-	case gossip.MsgState:
+// take is the agent's onGossip: the payload goes to the ingest.
+func (n *simNode) take(m gossip.Message) {
+	if m.Kind == gossip.MsgState {
 		n.states.Add(1)
-		st, err := trust.DecodeState(m.Data)
-		if err != nil {
-			n.rejected.Add(1)
-			return false
-		}
-		changed := false
-		for _, r := range st.Records {
-			changed = n.offer(r) || changed
-		}
-		return changed
-	case gossip.MsgUser:
-		if len(m.Data) > 0 && m.Data[0] == msgRecord {
-			return n.offer(m.Data[1:])
-		}
 	}
-	return false
+	before := n.in.Pending()
+	n.in.Take(m)
+	n.offered.Add(int64(n.in.Pending() - before))
 }
 
-// maxGossipBatch is the agent's: inbox messages one commit covers.
-const maxGossipBatch = 256
+// turn is the agent's ingestTurn: relay what was accepted, ask for another
+// turn, commit.
+func (n *simNode) turn(inboxLen int) error {
+	res := n.in.Turn(inboxLen)
+	for _, r := range res.Relay {
+		n.g.Broadcast(r.Key, r.Msg)
+	}
+	n.accepted.Add(int64(len(res.Relay)))
+	if res.More {
+		select {
+		case n.more <- struct{}{}:
+		default:
+		}
+	}
+	if res.Commit {
+		return n.setState()
+	}
+	return nil
+}
 
-// loop is the agent's Run loop, reduced to gossip.
+// loop is the agent's loop, reduced to gossip.
 func (n *simNode) loop(ctx context.Context) {
 	fail := func(err error) { n.failed.CompareAndSwap(nil, err) }
 	inbox := n.g.Inbox()
 	for {
+		idle := inbox // the agent's inboxWhenIdle
+		if n.in.Busy() {
+			idle = nil
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-inbox:
-			changed := n.handle(m)
-			for range maxGossipBatch {
-				select {
-				case m := <-inbox:
-					changed = n.handle(m) || changed
-					continue
-				default:
-				}
-				break
+		case m := <-idle:
+			n.take(m)
+			if err := n.turn(len(inbox)); err != nil {
+				fail(err)
 			}
-			if changed {
-				if err := n.setState(); err != nil {
-					fail(err)
-				}
+		case <-n.more:
+			if err := n.turn(len(inbox)); err != nil {
+				fail(err)
 			}
 		case name := <-n.g.Joins():
 			if n.exp.p.Direct {
@@ -623,6 +593,7 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 	exp := &experiment{p: p, addrs: map[string]netip.AddrPort{}, ver: &verifier{m: map[string]verdict{}, policy: &trust.Policy{
 		CAs: []*x509.Certificate{ca.Cert}, Now: time.Now(), Skew: time.Minute}}}
 	mlog := log.New(io.Discard, "", 0)
+	storeDir := tb.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
 
 	// Certificates, and a transport per node on a free loopback port.
@@ -697,8 +668,7 @@ func runScale(tb testing.TB, p scaleParams) (res scaleResult) {
 		if err != nil {
 			tb.Fatalf("node %d: %v", i, err)
 		}
-		n := &simNode{exp: exp, name: name, idx: i, cert: cert, key: idKey, g: g, c: s.c, held: map[string]held{}, hashes: map[[32]byte]string{},
-			pub: make(chan struct{}, 1), sendq: make(chan string, p.Sites)}
+		n := newSimNode(exp, name, i, cert, idKey, g, s.c, storeDir)
 		nodesMu.Lock()
 		exp.nodes = append(exp.nodes, n)
 		nodesMu.Unlock()

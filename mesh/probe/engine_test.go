@@ -443,7 +443,7 @@ func TestRTT(t *testing.T) {
 	}
 
 	cfg.RTTInterval = 0
-	n, a, _ = pair(t, cfg, lat)
+	n, _, _ = pair(t, cfg, lat)
 	start = n.now
 	n.runFor(5 * time.Second)
 	for _, s := range n.log {

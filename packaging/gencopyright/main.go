@@ -80,6 +80,7 @@ func run(binary string, w io.Writer) error {
 	var b strings.Builder
 	b.WriteString(header)
 	b.WriteString(apacheRef)
+	//lint:ignore SA1019 only the fallback for when the go command cannot say
 	goroot := runtime.GOROOT()
 	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
 		goroot = strings.TrimSpace(string(out))

@@ -1,0 +1,191 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Endpoint is one call of the local API: its method and path, and the types
+// of its request and answer. The agent serves it (Serve) and clients call it
+// (Call, or the Client methods), so both ends name it once.
+type Endpoint[In, Out any] struct {
+	Method, Path string
+}
+
+// Pattern is the endpoint as an http.ServeMux pattern.
+func (e Endpoint[In, Out]) Pattern() string { return e.Method + " " + e.Path }
+
+// The agent's API.
+var (
+	EndpointStatus  = Endpoint[Empty, Status]{"GET", "/v1/status"}
+	EndpointHealth  = Endpoint[Empty, Health]{"GET", "/v1/health"}
+	EndpointRecords = Endpoint[Empty, Records]{"GET", "/v1/records"}
+	EndpointLeave   = Endpoint[Empty, Empty]{"POST", "/v1/leave"}
+	EndpointRevoke  = Endpoint[RevokeRequest, RevokeReply]{"POST", "/v1/revoke"}
+	EndpointDown    = Endpoint[DownRequest, Empty]{"POST", "/v1/down"}
+	EndpointRotate  = Endpoint[RotateRequest, RotateReply]{"POST", "/v1/rotate"}
+)
+
+// Serve registers f as e's handler on mux (through Handle).
+func Serve[In, Out any](mux *http.ServeMux, e Endpoint[In, Out], f func(context.Context, In) (Out, error)) {
+	mux.Handle(e.Pattern(), Handle(f))
+}
+
+// Call sends in to e and returns the answer. A call without a request
+// (Empty) sends no body. Errors are Do's.
+func Call[In, Out any](ctx context.Context, c *Client, e Endpoint[In, Out], in In) (Out, error) {
+	var out Out
+	var body any = in
+	if _, empty := body.(Empty); empty {
+		body = nil
+	}
+	err := c.Do(ctx, e.Method, e.Path, body, &out)
+	return out, err
+}
+
+// Status asks for the site's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	return Call(ctx, c, EndpointStatus, Empty{})
+}
+
+// Health asks for the site's health, as the agent evaluates it.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	return Call(ctx, c, EndpointHealth, Empty{})
+}
+
+// Records asks for every site record the agent holds.
+func (c *Client) Records(ctx context.Context) (Records, error) {
+	return Call(ctx, c, EndpointRecords, Empty{})
+}
+
+// Leave takes the site out of the mesh and stops the agent.
+func (c *Client) Leave(ctx context.Context) error {
+	_, err := Call(ctx, c, EndpointLeave, Empty{})
+	return err
+}
+
+// Revoke hands the agent a revocation list.
+func (c *Client) Revoke(ctx context.Context, r RevokeRequest) (RevokeReply, error) {
+	return Call(ctx, c, EndpointRevoke, r)
+}
+
+// Down stops the agent.
+func (c *Client) Down(ctx context.Context, r DownRequest) error {
+	_, err := Call(ctx, c, EndpointDown, r)
+	return err
+}
+
+// Rotate starts a key rotation and, with r.Wait, waits for its end.
+func (c *Client) Rotate(ctx context.Context, r RotateRequest) (RotateReply, error) {
+	return Call(ctx, c, EndpointRotate, r)
+}
+
+// Empty is the request or answer of calls without one.
+type Empty struct{}
+
+// Records is the answer of GET /v1/records: every record held, encoded as
+// gossiped (for diagnostics and tests).
+type Records struct {
+	Records [][]byte `json:"records"`
+}
+
+// RevokeRequest carries a CA-signed revocation list (PEM or DER).
+type RevokeRequest struct {
+	CRL []byte `json:"crl"`
+}
+
+// RevokeReply says what the agent now holds.
+type RevokeReply struct {
+	Number  string `json:"number"`
+	Revoked int    `json:"revoked"`
+}
+
+// Validate refuses a request without a list before the agent sees it.
+func (r RevokeRequest) Validate() error {
+	if len(r.CRL) == 0 {
+		return errors.New("crl: empty: pass the revocation list 'dcmesh ca revoke' wrote (dcmesh revoke --in FILE)")
+	}
+	return nil
+}
+
+// DownRequest stops the agent; Purge also removes the link and every route
+// of ours, fail-closed routes included.
+type DownRequest struct {
+	Purge bool `json:"purge"`
+}
+
+// RotateRequest is the body of POST /v1/rotate.
+type RotateRequest struct {
+	Emergency bool `json:"emergency"`
+	// Wait for every peer to cut over (up to Timeout).
+	Wait    bool          `json:"wait"`
+	Timeout time.Duration `json:"timeout"`
+}
+
+// Bounds of RotateRequest.Timeout, the wait of `rotate --wait`: 0 means
+// DefaultRotateWait. A rotation gives up on its peers after at most
+// rotation.ack_timeout + complete_timeout (2 h at their maxima), so a longer
+// wait would only hold a connection.
+const (
+	DefaultRotateWait = 5 * time.Minute
+	MinRotateWait     = time.Second
+	MaxRotateWait     = 2 * time.Hour
+)
+
+// Validate refuses a wait out of range (a negative one started a rotation
+// and waited 5 minutes).
+func (r RotateRequest) Validate() error {
+	if r.Timeout != 0 && (r.Timeout < MinRotateWait || r.Timeout > MaxRotateWait) {
+		return fmt.Errorf("timeout: %s is out of range: use a duration between %s and %s (or 0 for the default, %s)", r.Timeout, MinRotateWait, MaxRotateWait, DefaultRotateWait)
+	}
+	return nil
+}
+
+// ResponseWithin lets the answer to `rotate --wait` take as long as the
+// wait (LongPoll).
+func (r RotateRequest) ResponseWithin() time.Duration {
+	switch {
+	case !r.Wait:
+		return 0
+	case r.Timeout > 0:
+		return r.Timeout
+	}
+	return DefaultRotateWait
+}
+
+// WaitFor is how long the agent waits for the rotation's end (Timeout, or
+// DefaultRotateWait).
+func (r RotateRequest) WaitFor() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return DefaultRotateWait
+}
+
+// RotateResult says how far a rotation got.
+type RotateResult string
+
+const (
+	RotateStarted    RotateResult = "started"    // under way (without --wait)
+	RotateComplete   RotateResult = "complete"   // every peer carried data both ways under the new key
+	RotateIncomplete RotateResult = "incomplete" // some did not, within rotation.complete_timeout
+	// RotateFailed labels a scheduled rotation that did not start, in
+	// metrics; the API answers an error instead.
+	RotateFailed RotateResult = "failed"
+)
+
+// RotateReply says how a rotation went.
+type RotateReply struct {
+	Epoch uint64 `json:"epoch"`
+	// PublicKey is the key the site rotates to.
+	PublicKey string       `json:"public_key"`
+	Result    RotateResult `json:"result"`
+	// CutOver lists the peers that carried data both ways under the new
+	// key; Missing the others, with why in Pending.
+	CutOver []string          `json:"cut_over"`
+	Missing []string          `json:"missing,omitempty"`
+	Pending map[string]string `json:"pending,omitempty"`
+}

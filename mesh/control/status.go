@@ -1,0 +1,203 @@
+package control
+
+import (
+	"net/netip"
+	"time"
+)
+
+// The answers of GET /v1/status and /v1/health, as the agent builds them and
+// every client reads them. docs/STATUS.md documents every field; the JSON
+// names are the contract.
+
+// StatusSchema versions the status and health JSON. It changes only when a
+// field changes meaning or disappears; new fields may appear at any time.
+const StatusSchema = 1
+
+// PeerState is a peer's state in status and health (docs/STATUS.md; the
+// agent's rule decides it).
+type PeerState string
+
+const (
+	PeerUp    PeerState = "up"    // the in-tunnel probes are answered (or, unprobed, a recent handshake)
+	PeerStale PeerState = "stale" // probes unanswered, but WireGuard still has a session
+	PeerDown  PeerState = "down"  // no handshake yet, or none for longer than a live pair goes without
+)
+
+// Role says which of a site's keys a peer is.
+type Role string
+
+const (
+	RoleCurrent Role = "current" // the key that carries the site's prefixes
+	RoleNext    Role = "next"    // pre-installed during the site's rotation: carries nothing yet
+)
+
+// Source says where the agent learnt of a peer.
+type Source string
+
+const (
+	SourceStatic  Source = "static"  // the configuration's peers
+	SourceGossip  Source = "gossip"  // a signed site record
+	SourceUnknown Source = "unknown" // on the device, but neither (set by hand)
+)
+
+// MemberState is a gossip member's state, and a peer's gossip state.
+type MemberState string
+
+const (
+	MemberAlive MemberState = "alive"
+	MemberDead  MemberState = "dead" // failed, or left without a goodbye record
+	MemberLeft  MemberState = "left" // said goodbye with a signed record
+	// For peers only: a gossip site the membership does not list, and
+	// static peers (which are not in gossip).
+	MemberUnknown MemberState = "unknown"
+	MemberStatic  MemberState = "static"
+)
+
+// MemberStates are the states members are counted by, in display order.
+var MemberStates = []MemberState{MemberAlive, MemberDead, MemberLeft}
+
+// ProbeState is an in-tunnel probe session's state.
+type ProbeState string
+
+const (
+	ProbeUp        ProbeState = "up"
+	ProbeInit      ProbeState = "init"
+	ProbeDown      ProbeState = "down"
+	ProbeAdminDown ProbeState = "admin_down" // the peer's agent stopped its probes
+)
+
+// PhaseStable is KeyStatus.RotationPhase when no rotation is under way (the
+// other phases are prepared, switching and switched).
+const PhaseStable = "stable"
+
+// Status is the answer of GET /v1/status (`dcmesh status --json`).
+type Status struct {
+	Schema          int               `json:"schema"`
+	GeneratedAt     time.Time         `json:"generated_at"`
+	Site            string            `json:"site"`
+	Interface       string            `json:"interface"`
+	Backend         string            `json:"backend"`
+	ListenPort      int               `json:"listen_port"`
+	PublicKey       string            `json:"public_key"`
+	Key             KeyStatus         `json:"key"`
+	Gossip          GossipStatus      `json:"gossip"`
+	Peers           []PeerStatus      `json:"peers"`
+	Routes          RouteStatus       `json:"routes"`
+	RecordsRejected map[string]uint64 `json:"records_rejected"`
+	StateDir        StateDirStatus    `json:"state_dir"`
+	Untrusted       UntrustedStatus   `json:"untrusted_input"`
+}
+
+// UntrustedStatus counts what the agent refused or dropped of input it does
+// not trust, since it started: from the underlay (gossip streams and
+// datagrams, with or without the gossip key) and from local clients. None of
+// it changes what the agent believes; the counts say someone is trying.
+type UntrustedStatus struct {
+	// GossipStreamsRefused: inbound gossip streams closed before memberlist
+	// read them, by reason (StreamRefusalReasons).
+	GossipStreamsRefused map[string]uint64 `json:"gossip_streams_refused"`
+	// GossipMalformed: datagrams and streams that were not gossip sealed
+	// with this cluster's key.
+	GossipMalformed uint64 `json:"gossip_malformed"`
+	// GossipDropped: received payloads dropped because the agent's inbox
+	// budget was spent, by kind (DropKinds).
+	GossipDropped map[string]uint64 `json:"gossip_dropped"`
+	// GossipSquatters: announcements of a certified site's name from
+	// another address than its record gives, refused.
+	GossipSquatters uint64 `json:"gossip_squatters_refused"`
+	// UncertifiedNodes: gossip nodes alive now that are no certified site
+	// (they are not members: not counted, not sent to, not remembered).
+	UncertifiedNodes int `json:"uncertified_nodes"`
+	// RecordsSkipped: records, lists and states recognised as refused
+	// before, so not decoded or checked again (their rejections are still
+	// counted in records_rejected).
+	RecordsSkipped uint64 `json:"records_skipped"`
+	// ControlRefused: control-socket connections closed because the
+	// connection cap was reached.
+	ControlRefused uint64 `json:"control_connections_refused"`
+}
+
+// The keys of UntrustedStatus's maps, every one always present.
+var (
+	StreamRefusalReasons = []string{"too_many", "per_source", "too_large", "budget", "timeout", "malformed", "unauthenticated"}
+	DropKinds            = []string{"states", "messages", "joins"}
+)
+
+// StateDirStatus says whether the state directory can be written.
+type StateDirStatus struct {
+	Path string `json:"path"`
+	// Problems lists failed writes and a filesystem too full to rewrite
+	// the state files; empty when all is well. Any entry is critical: a
+	// site that cannot persist its sequence number stops refreshing its
+	// record, and peers drop it after trust.record_expiry.
+	Problems []string `json:"problems"`
+}
+
+// KeyStatus describes this site's WireGuard key and its rotation.
+type KeyStatus struct {
+	Epoch         uint64     `json:"epoch"`
+	Since         time.Time  `json:"since"`
+	AgeSeconds    int64      `json:"age_seconds"`
+	NextRotation  *time.Time `json:"next_rotation"`
+	RotationPhase string     `json:"rotation_phase"` // PhaseStable, prepared, switching, switched
+	LastResult    string     `json:"last_result"`
+}
+
+// GossipStatus describes the membership view.
+type GossipStatus struct {
+	Enabled        bool                `json:"enabled"`
+	MembersByState map[MemberState]int `json:"members_by_state"`
+	Members        []Member            `json:"members"`
+}
+
+// Member is one gossip member as this site sees it.
+type Member struct {
+	Name  string         `json:"name"`
+	Addr  netip.AddrPort `json:"addr"`
+	State MemberState    `json:"state"` // alive, dead or left
+}
+
+// PeerStatus is one WireGuard peer: what the device reports plus what the
+// agent knows about it.
+type PeerStatus struct {
+	Site                string     `json:"site"`
+	Source              Source     `json:"source"`
+	Role                Role       `json:"role"`
+	PublicKey           string     `json:"public_key"`
+	Endpoint            string     `json:"endpoint"`
+	AllowedIPs          []string   `json:"allowed_ips"`
+	LastHandshake       *time.Time `json:"last_handshake"`
+	HandshakeAgeSeconds *int64     `json:"handshake_age_seconds"`
+	RxBytes             int64      `json:"rx_bytes"`
+	TxBytes             int64      `json:"tx_bytes"`
+	State               PeerState  `json:"state"`
+	// Probe is what the in-tunnel probes say; null for static peers, a
+	// pre-installed next key, and before the first handshake.
+	Probe            *ProbeStatus `json:"probe"`
+	GossipState      MemberState  `json:"gossip_state"` // alive, dead, left, unknown; static for static peers
+	RoutesProgrammed bool         `json:"routes_programmed"`
+}
+
+// ProbeStatus is what the in-tunnel probes say of a peer.
+type ProbeStatus struct {
+	// State is the session state as reported, with the anti-flap hold.
+	State ProbeState `json:"state"`
+	Since time.Time  `json:"since"`
+	// RTTMillis is the smoothed round-trip time through the tunnel,
+	// milliseconds (0 before the first sample).
+	RTTMillis float64 `json:"rtt_ms"`
+	// Loss is the share of probes lost over the last 10 s while up.
+	Loss float64 `json:"loss"`
+	// Downs counts the times the session went down.
+	Downs uint64 `json:"downs"`
+}
+
+// RouteStatus compares the routes the agent wants with those of ours the
+// kernel holds.
+type RouteStatus struct {
+	Table                int `json:"table"`
+	Desired              int `json:"desired"`
+	Programmed           int `json:"programmed"`
+	FailClosedDesired    int `json:"fail_closed_desired"`
+	FailClosedProgrammed int `json:"fail_closed_programmed"`
+}

@@ -1,0 +1,380 @@
+package records
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
+)
+
+// Store keeps, per remote site, the newest record that passed the trust
+// checks and the highest sequence number ever accepted (so a replayed older
+// record is refused, also after a restart), plus the newest revocation list.
+// It is persisted in the state directory; a corrupt file stops the agent.
+type Store struct {
+	path    string
+	log     *slog.Logger
+	records map[string]*trust.SignedRecord
+	highest map[string]uint64
+	crl     *trust.RevocationList
+
+	rejected map[trust.Reason]uint64
+	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
+	window   time.Time            // start of the current logEvery window
+	lines    int                  // rejection lines logged in it
+
+	// held maps the hash of each record held to its site, so a record that
+	// gossip repeats (every push/pull carries them all) is recognised
+	// before it is decoded and its signatures checked. Entries of records
+	// since replaced are skipped by holds and swept in remember.
+	held map[[32]byte]string
+}
+
+const logEvery = 10 * time.Minute
+
+// maxSiteStoreSize bounds records.json: a full push/pull state in base64
+// plus the CRL.
+const maxSiteStoreSize = 2 * trust.MaxStateSize
+
+// storeFile is the on-disk form (JSON; records and CRL as base64 DER).
+type storeFile struct {
+	Version    int               `json:"version"`
+	HighestSeq map[string]uint64 `json:"highest_seq"`
+	Records    [][]byte          `json:"records"`
+	CRL        []byte            `json:"crl,omitempty"`
+}
+
+func NewStore(path string, log *slog.Logger) *Store {
+	return &Store{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{},
+		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}, held: map[[32]byte]string{}}
+}
+
+// holds reports whether raw is exactly a record the store holds.
+func (s *Store) Holds(raw []byte) bool { return s.holdsHash(sha256.Sum256(raw), raw) }
+
+// Record returns the record held for site.
+func (s *Store) Record(site string) (*trust.SignedRecord, bool) {
+	sr, ok := s.records[site]
+	return sr, ok
+}
+
+// CRL returns the revocation list held, or nil.
+func (s *Store) CRL() *trust.RevocationList { return s.crl }
+
+// Rejected returns how many records, acks and lists were refused, by
+// reason, since the store was created.
+func (s *Store) Rejected() map[trust.Reason]uint64 { return maps.Clone(s.rejected) }
+
+// holdsHash is Holds for a caller that has the SHA-256 h of raw already.
+func (s *Store) holdsHash(h [32]byte, raw []byte) bool {
+	site, ok := s.held[h]
+	return ok && s.records[site] != nil && bytes.Equal(s.records[site].Raw, raw)
+}
+
+// remember sets sr as its site's record.
+func (s *Store) remember(sr *trust.SignedRecord) {
+	s.records[sr.Site] = sr
+	if len(s.held) > 2*len(s.records)+64 {
+		clear(s.held)
+		for site, r := range s.records {
+			s.held[sha256.Sum256(r.Raw)] = site
+		}
+	}
+	s.held[sha256.Sum256(sr.Raw)] = sr.Site
+}
+
+// LoadStore reads the store at path; cas verify the stored CRL. A missing
+// file is an empty store; anything else that fails is fatal: the file carries
+// the replay protection.
+func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, error) {
+	s := NewStore(path, log)
+	raw, err := wg.ReadStateFile(path, maxSiteStoreSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read site records: %w", err)
+	}
+	var f storeFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (%v): it holds the replay protection for site records, so dcmesh will not guess; move it away to start over (records are relearned from gossip)", path, err)
+	}
+	if f.Version != 1 {
+		return nil, fmt.Errorf("state file %s has format version %d, which this dcmesh does not know (written by a newer release?); move it away to start over (records are relearned from gossip)", path, f.Version)
+	}
+	for site, seq := range f.HighestSeq {
+		s.highest[site] = seq
+	}
+	for _, b := range f.Records {
+		sr, err := trust.DecodeRecord(b)
+		if err != nil {
+			return nil, fmt.Errorf("state file %s holds an unreadable record (%v); move it away to start over", path, err)
+		}
+		s.remember(sr)
+	}
+	if len(f.CRL) > 0 {
+		crl, err := trust.ParseRevocationList(f.CRL, cas)
+		if err != nil {
+			return nil, fmt.Errorf("state file %s holds an invalid revocation list (%v); move it away and hand the list to the agent again with `dcmesh revoke`", path, err)
+		}
+		s.crl = crl
+	}
+	return s, nil
+}
+
+func (s *Store) Save() error {
+	f := storeFile{Version: 1, HighestSeq: s.highest}
+	for _, name := range s.Names() {
+		f.Records = append(f.Records, s.records[name].Raw)
+	}
+	if s.crl != nil {
+		f.CRL = s.crl.Raw
+	}
+	raw, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return wg.WriteFileAtomic(s.path, raw, 0o600)
+}
+
+func (s *Store) Names() []string {
+	names := make([]string, 0, len(s.records))
+	for n := range s.records {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// offer runs the trust checks on a record and keeps it if it is the newest
+// valid one for its site. It reports whether the store changed; a refusal
+// is counted and logged (reject).
+func (s *Store) Offer(sr *trust.SignedRecord, p *trust.Policy) bool {
+	changed, err := s.Consider(sr, p)
+	if err != nil {
+		s.Reject(sr.Site, err)
+	}
+	return changed
+}
+
+// consider is offer without the bookkeeping of a refusal: it returns the
+// *trust.RejectError for the caller to count with reject.
+func (s *Store) Consider(sr *trust.SignedRecord, p *trust.Policy) (bool, error) {
+	if cur, ok := s.records[sr.Site]; ok && bytes.Equal(cur.Raw, sr.Raw) {
+		return false, nil // the same record again: gossip repeats itself
+	}
+	if err := p.CheckRecord(sr, "", s.highest[sr.Site]); err != nil {
+		return false, err
+	}
+	s.remember(sr)
+	s.highest[sr.Site] = sr.Seq
+	return true, nil
+}
+
+// reject counts a refused record and logs it, returning the reason. A
+// record whose identity was proven (its certificate chains to a pinned CA)
+// is logged at most once per site and reason every logEvery, however often
+// gossip repeats it; one whose identity was not is logged at most once per
+// reason: its site name is whatever the sender chose, and a flood of
+// invented names must not become a flood of log lines. Either way at most
+// rejectLines lines per logEvery; the counters say the rest.
+func (s *Store) Reject(site string, err error) trust.Reason {
+	reason := trust.ReasonDecode
+	var re *trust.RejectError
+	if errors.As(err, &re) {
+		reason = re.Reason
+	}
+	s.rejected[reason]++
+	key := string(reason)
+	switch reason {
+	case trust.ReasonDecode, trust.ReasonSignature, trust.ReasonUnknownCA:
+	default:
+		key += "/" + site
+	}
+	now := time.Now()
+	if last, ok := s.logged[key]; ok && now.Sub(last) < logEvery {
+		return reason
+	}
+	if now.Sub(s.window) >= logEvery {
+		s.window, s.lines = now, 0
+	}
+	if s.lines >= rejectLines || len(s.logged) > 10000 {
+		return reason
+	}
+	s.lines++
+	s.logged[key] = now
+	level := slog.LevelWarn
+	if reason == trust.ReasonReplay {
+		// Gossip delivers old copies after new ones all the time; a replay
+		// looks the same and is just as harmless once refused. Counted.
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "site record rejected", "site", truncateName(site), "reason", string(reason), "err", err,
+		"note", "repeats are counted in records_rejected, not logged")
+	return reason
+}
+
+// rejectLines bounds rejection log lines per logEvery.
+const rejectLines = 20
+
+// truncateName keeps a log line short when a name came from the network.
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// setCRL keeps crl if it is newer than the one held, and drops the records
+// of revoked sites. It reports whether anything changed.
+func (s *Store) setCRL(crl *trust.RevocationList) bool {
+	if s.crl != nil && !crl.NewerThan(s.crl) {
+		return false
+	}
+	s.crl = crl
+	for name, sr := range s.records {
+		if crl.Revoked(sr.Cert.Serial) {
+			s.log.Warn("site certificate revoked; removing the site", "site", name, "serial", sr.Cert.Serial.Text(16))
+			delete(s.records, name)
+		}
+	}
+	return true
+}
+
+// installCRL keeps crl if it is newer than the one held; it reports whether
+// it did, and the sites it removed (revoked: the gossip layer should stop
+// re-joining them).
+func (s *Store) InstallCRL(crl *trust.RevocationList) (changed bool, gone []string) {
+	held := s.Names()
+	if !s.setCRL(crl) {
+		return false, nil
+	}
+	for _, name := range held {
+		if s.records[name] == nil {
+			gone = append(gone, name)
+		}
+	}
+	return true, gone
+}
+
+// verifyAck decodes a rotation ack and checks that the site it names signed
+// it, for the site to; it returns the ack and that site's current WireGuard
+// key. An ack that fails is counted (reject); one from a site the store does
+// not hold, or for another site, is ignored.
+func (s *Store) VerifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, bool) {
+	ack, err := trust.DecodeAck(raw)
+	if err != nil {
+		s.Reject("(ack)", err)
+		return nil, wg.PublicKey{}, false
+	}
+	sr, ok := s.records[ack.From]
+	if !ok || ack.To != to {
+		return nil, wg.PublicKey{}, false
+	}
+	if _, err := trust.VerifyAck(raw, sr.Cert.IdentityKey); err != nil {
+		s.Reject(ack.From, err)
+		return nil, wg.PublicKey{}, false
+	}
+	return ack, sr.WGCurrent, true
+}
+
+// Site is a remote site as the data plane needs it.
+type Site struct {
+	Name      string
+	PublicKey wg.PublicKey
+	// Next is the site's announced next key while it rotates, else zero.
+	Next     wg.PublicKey
+	Seq      uint64     // of the record this came from
+	Overlay  netip.Addr // the site's overlay address (also in Prefixes)
+	Endpoint netip.AddrPort
+	Prefixes []netip.Prefix
+	// KEM is the site's ML-KEM key while it rotates with pre-shared keys;
+	// PSKSites the sites it holds a pre-shared key for.
+	KEM      []byte
+	PSKSites []string
+	// PSK and NextPSK are our pre-shared keys for its keys (set by the agent).
+	PSK, NextPSK wg.PresharedKey
+}
+
+// active returns the sites to program now: records that are not a goodbye,
+// not expired (IssuedAt + expiry) and whose certificate is still valid and
+// not revoked, with overlaps resolved in favour of the older certificate.
+// Conflicts are logged by the caller.
+func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.Conflict) {
+	var live []*trust.SignedRecord
+	for _, name := range s.Names() {
+		sr := s.records[name]
+		if sr.Leaving || p.Now.Sub(sr.IssuedAt) > expiry {
+			continue
+		}
+		if err := sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew); err != nil {
+			continue
+		}
+		// The overlay address is the site's own: route it like a prefix.
+		cp := *sr
+		ov := sr.Cert.Overlay
+		cp.Prefixes = append(slices.Clone(sr.Prefixes), netip.PrefixFrom(ov, ov.BitLen()))
+		live = append(live, &cp)
+	}
+	won, conflicts := trust.Resolve(live)
+	var out []Site
+	for _, sr := range live {
+		prefixes, ok := won[sr.Site]
+		if !ok || len(sr.Endpoints) == 0 {
+			continue
+		}
+		rs := Site{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
+		if sr.Phase == trust.PhasePrepared {
+			rs.Next, rs.KEM = sr.WGNext, sr.KEM
+		}
+		out = append(out, rs)
+	}
+	return out, conflicts
+}
+
+// roster returns, for the gossip layer, the gossip address of every site
+// whose record the store holds and whose certificate is valid now: the names
+// gossip may count as members and send to (gossip.SetRoster). A site that
+// said goodbye stays (status lists it as left; the agent tells gossip to
+// Forget its address, so nobody re-joins it).
+func (s *Store) Roster(p *trust.Policy) map[string]netip.AddrPort {
+	out := make(map[string]netip.AddrPort, len(s.records))
+	for name, sr := range s.records {
+		if !sr.Gossip.IsValid() {
+			continue
+		}
+		if sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew) != nil {
+			continue
+		}
+		out[name] = sr.Gossip
+	}
+	return out
+}
+
+// state returns every record and the CRL, encoded for push/pull.
+func (s *Store) State(own *trust.SignedRecord) ([]byte, error) {
+	var st trust.State
+	if own != nil {
+		st.Records = append(st.Records, own.Raw)
+	}
+	for _, n := range s.Names() {
+		st.Records = append(st.Records, s.records[n].Raw)
+	}
+	if s.crl != nil {
+		st.CRLs = append(st.CRLs, s.crl.Raw)
+	}
+	return trust.EncodeState(st)
+}

@@ -1,0 +1,275 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/config"
+	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/enroll"
+	"github.com/dcmesh/dcmesh/mesh/gossip"
+	"github.com/dcmesh/dcmesh/mesh/probe"
+	"github.com/dcmesh/dcmesh/mesh/records"
+	"github.com/dcmesh/dcmesh/mesh/rotation"
+	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/netconfig"
+	"github.com/dcmesh/dcmesh/wg"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl"
+)
+
+// siteRuntime is what a running agent holds. Only the loop goroutine
+// touches it.
+type siteRuntime struct {
+	cfg *config.Config
+	mtu int
+	dev wg.Device
+	wgc wg.Client
+	nl  *netlink.Handle
+	net *netconfig.Manager
+
+	// rot owns the WireGuard key, its rotation, the other sites' rotations
+	// and the pre-shared keys (rotate.go).
+	rot *rotation.Rotator
+
+	// gossip mode only
+	enr       *enroll.Enrollment
+	gossip    *gossip.Gossip
+	store     *records.Store
+	in        *records.Ingest // received gossip (ingest.go)
+	disk      *stateDisk      // whether the state directory can be written
+	seq       uint64
+	bootID    [16]byte
+	own       *trust.SignedRecord
+	conflicts string // last logged, to log changes only
+
+	stop  bool // leave or down asked the loop to end
+	purge bool
+
+	// firstWanted is when each peer first appeared in the desired state
+	// (nil before the first reconcile; zero for peers already on the
+	// device at start).
+	firstWanted map[wg.PublicKey]time.Time
+	// in-tunnel probes (health.go): nil for static-only sites
+	prober  *probe.Prober
+	probing map[string]time.Time // site → when its probe session started
+	// the last desired WireGuard state and sites, for status
+	lastWG    wg.Config
+	lastSites []records.Site
+}
+
+// newRuntime reads cfg's keys and state: the WireGuard keys and the
+// pre-shared keys, and with gossip the enrollment, the site store and the
+// sequence number. It opens nothing.
+func (a *Agent) newRuntime(cfg *config.Config) (*siteRuntime, error) {
+	ks, err := rotation.LoadKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	psks, err := wg.LoadPresharedKeys(cfg.StateDir.PSK())
+	if err != nil {
+		return nil, err
+	}
+	rt := &siteRuntime{cfg: cfg, disk: newStateDisk(cfg.StateDir)}
+	rt.rot = rotation.New(cfg, ks, psks, agentEnv{a, rt}, a.log)
+	if cfg.Gossip != nil {
+		if err := a.setupTrust(rt); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+// setupTrust loads the enrollment, the site store and the sequence number.
+func (a *Agent) setupTrust(rt *siteRuntime) error {
+	cfg := rt.cfg
+	enr, err := enroll.Load(cfg, time.Now())
+	if err != nil {
+		return err
+	}
+	rt.enr = enr
+	if err := os.MkdirAll(string(cfg.StateDir), 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	if rt.store, err = records.LoadStore(cfg.StateDir.Records(), a.log, enr.CAs); err != nil {
+		return err
+	}
+	if rt.seq, err = records.LoadSeq(cfg.StateDir.Seq()); err != nil {
+		return err
+	}
+	rt.in = records.NewIngest(rt.store, enr.CAs, func() *trust.Policy { return a.policy(rt) }, a.log)
+	rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, nil)
+	_, _ = rand.Read(rt.bootID[:])
+	return nil
+}
+
+// cleanups undo what start did, last first.
+type cleanups []func() error
+
+func (c *cleanups) add(f func() error) { *c = append(*c, f) }
+
+func (c *cleanups) addQuiet(f func()) { c.add(func() error { f(); return nil }) }
+
+func (c *cleanups) run() error {
+	var errs []error
+	for i := len(*c) - 1; i >= 0; i-- {
+		errs = append(errs, (*c)[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// start brings the site up: the configuration and state (newRuntime), the
+// control socket, netlink, the device and its first reconcile, the probes,
+// the route watch, gossip, the rotation and the metrics. stop undoes it,
+// also when start fails midway.
+func (a *Agent) start(ctx context.Context) (rt *siteRuntime, stop func() error, err error) {
+	undo := &cleanups{}
+	stop = undo.run
+	cfg, err := config.Load(a.opts.ConfigPath)
+	if err != nil {
+		return nil, stop, err
+	}
+	if o := a.opts.WireGuard; o != "" {
+		if cfg.WireGuard, err = wg.ParseMode(o); err != nil {
+			return nil, stop, config.Optionf("WireGuard", ": %w", err)
+		}
+	}
+	if rt, err = a.newRuntime(cfg); err != nil {
+		return nil, stop, err
+	}
+	if err := a.openSite(rt, undo); err != nil {
+		return nil, stop, err
+	}
+	if err := a.startSite(ctx, rt, undo); err != nil {
+		return nil, stop, err
+	}
+	a.log.Info("agent running", "site", cfg.Site, "interface", cfg.Interface, "backend", string(rt.dev.Backend()),
+		"public_key", rt.rot.Key().Public().String(), "listen_port", cfg.ListenPort, "mtu", rt.mtu,
+		"static_peers", len(cfg.Peers), "gossip", cfg.Gossip != nil, "control", cfg.StateDir.ControlSocket())
+	return rt, stop, nil
+}
+
+// openSite opens the control socket, netlink, the device and the WireGuard
+// control client.
+func (a *Agent) openSite(rt *siteRuntime, undo *cleanups) error {
+	cfg := rt.cfg
+	if err := os.MkdirAll(string(cfg.StateDir), 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	ctl, err := control.Listen(cfg.StateDir.ControlSocket(), a.handler(), control.WithLogger(a.log))
+	if err != nil {
+		return err
+	}
+	a.ctl = ctl
+	go func() {
+		if err := ctl.Serve(); err != nil {
+			a.log.Error("control socket stopped", "err", err)
+		}
+	}()
+	undo.addQuiet(func() { ctl.Close() })
+	// Only the routing family: asking for xfrm too fails where it is not
+	// loaded.
+	if rt.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	undo.addQuiet(rt.nl.Close)
+	rt.net = netconfig.New(rt.nl, a.log)
+	rt.mtu = a.resolveMTU(cfg, rt.nl)
+	if rt.dev, err = wg.OpenDevice(wg.DeviceOptions{Name: cfg.Interface, Mode: cfg.WireGuard, MTU: rt.mtu, Logger: a.log,
+		BuffersPerPool: cfg.Userspace.BuffersPerPool, MemoryLimit: cfg.Userspace.MemoryLimit}); err != nil {
+		return err
+	}
+	undo.add(func() error { return a.teardown(rt) })
+	wgc, err := wgctrl.New()
+	if err != nil {
+		return fmt.Errorf("open WireGuard control client: %w", err)
+	}
+	undo.addQuiet(func() { wgc.Close() })
+	rt.wgc = wgc
+	rt.rot.SetDevice(wgc)
+	return nil
+}
+
+// startSite programs the device and starts everything that runs beside the
+// loop.
+func (a *Agent) startSite(ctx context.Context, rt *siteRuntime, undo *cleanups) error {
+	cfg := rt.cfg
+	// Records kept from the last run are programmed at once: a restart
+	// does not wait for gossip (fail-static).
+	if err := a.firstReconcile(rt); err != nil {
+		return err
+	}
+	if cfg.Gossip != nil {
+		// After the first reconcile: the overlay address is on the link.
+		pctx, stopProbes := context.WithCancel(ctx)
+		undo.addQuiet(stopProbes) // also when leave or down end the loop
+		if err := a.startProber(pctx, rt); err != nil {
+			return err
+		}
+	}
+	if err := netconfig.WatchRouteDeletes(ctx, func() { notify(a.kick) }); err != nil {
+		a.log.Warn("not watching route deletions; drift is repaired by the periodic check only", "err", err)
+	}
+	if cfg.Gossip != nil {
+		if err := a.startGossip(ctx, rt); err != nil {
+			return err
+		}
+		undo.addQuiet(func() { _ = rt.gossip.Shutdown() })
+		rt.rot.Start(rt.enr.Identity)
+	}
+	rt.rot.StartWatch(ctx)
+	return a.startMetrics(ctx)
+}
+
+// startMetrics serves --metrics-addr, if set.
+func (a *Agent) startMetrics(ctx context.Context) error {
+	if a.opts.MetricsAddr == "" {
+		return nil
+	}
+	a.metrics = newMetrics()
+	a.metrics.fresh = func(ctx context.Context) (*control.Status, error) {
+		st, err := call(ctx, a, a.buildStatus)
+		return &st, err
+	}
+	addr, err := a.metrics.serve(ctx, a.opts.MetricsAddr, a.log.Error)
+	if err != nil {
+		return err
+	}
+	a.log.Info("serving Prometheus metrics", "addr", addr.String(), "path", "/metrics")
+	return nil
+}
+
+// resolveMTU returns the configured MTU or, for auto, the underlay MTU toward
+// the peers (static endpoints and gossip seeds) minus the tunnel overhead.
+func (a *Agent) resolveMTU(cfg *config.Config, nl netconfig.Netlink) int {
+	if cfg.MTU > 0 {
+		return cfg.MTU
+	}
+	var dsts []netip.Addr
+	for _, p := range cfg.Peers {
+		if p.Endpoint.IsValid() {
+			dsts = append(dsts, p.Endpoint.Addr())
+		}
+	}
+	if cfg.Gossip != nil {
+		for _, j := range cfg.Gossip.Join {
+			if ap, err := netip.ParseAddrPort(j); err == nil {
+				dsts = append(dsts, ap.Addr())
+			}
+		}
+	}
+	under, links := netconfig.UnderlayMTU(nl, dsts)
+	if under == 0 {
+		a.log.Info("underlay MTU unknown (no peer or seed routable yet); using the 1500-byte assumption", "mtu", config.FallbackMTU)
+		return config.FallbackMTU
+	}
+	mtu := max(under-config.UnderlayOverhead, 1280)
+	a.log.Debug("MTU from underlay", "underlay", links, "underlay_mtu", under, "mtu", mtu)
+	return mtu
+}
