@@ -170,7 +170,7 @@ func TestRotationSeries(t *testing.T) {
 		t.Errorf("TCP stream across all rotations broken: sender %+v receiver %+v", tx, rx)
 	}
 	summary := fmt.Sprintf("rotation gap (rotating site → peer, longest silence at 200 packets/s) over %d rotations: min %.1f ms, median %.1f ms, max %.1f ms; lost packets site→peer: max %.0f, total %.0f; peer→site: total %.0f; TCP stream %d bytes, no reset",
-		runs, slices.Min(gaps), sitetest.Median(gaps), slices.Max(gaps), slices.Max(lostAB), sum(lostAB), sum(lostBA), rx.Bytes)
+		runs, slices.Min(gaps), sitetest.Median(gaps), slices.Max(gaps), slices.Max(lostAB), sitetest.Sum(lostAB), sitetest.Sum(lostBA), rx.Bytes)
 	t.Log(summary)
 	if out := os.Getenv("DCMESH_BENCH_OUT"); out != "" {
 		_ = os.WriteFile(out, []byte(fmt.Sprintf(`{"gaps_ms": %v, "lost_site_to_peer": %v, "lost_peer_to_site": %v, "summary": %q}`+"\n",
@@ -184,13 +184,6 @@ func jsonList(v []float64) string {
 		s = append(s, fmt.Sprintf("%.1f", x))
 	}
 	return "[" + strings.Join(s, ", ") + "]"
-}
-
-func sum(v []float64) (s float64) {
-	for _, x := range v {
-		s += x
-	}
-	return s
 }
 
 // kill -9 of the rotating agent in each phase (prepared, switching,
