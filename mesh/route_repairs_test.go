@@ -1,10 +1,14 @@
 package mesh
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/dcmesh/dcmesh/netconfig"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestRouteLedgerTellsRepairsFromChanges(t *testing.T) {
@@ -32,5 +36,45 @@ func TestRouteLedgerTellsRepairsFromChanges(t *testing.T) {
 		if got := l.note(c.ch); len(got) != c.want {
 			t.Errorf("%s: %d repairs %v, want %d", c.what, len(got), got, c.want)
 		}
+	}
+}
+
+// The agent counts what it repairs and what it fails to apply, on fakes:
+// reconciles that change nothing and a new site's routes are no repairs;
+// both routes of a prefix deleted by hand are put back and counted once
+// each; a route another program holds in our place is a reconcile error at
+// every attempt.
+func TestAgentCountsRouteRepairsAndReconcileErrors(t *testing.T) {
+	m := newScaleMesh(t, 2)
+	m.a.metrics = newMetrics(BuildInfo{})
+	repairs := func() (tunnel, failClosed float64) {
+		return testutil.ToFloat64(m.a.metrics.routeRepairs.WithLabelValues(routeKindTunnel)),
+			testutil.ToFloat64(m.a.metrics.routeRepairs.WithLabelValues(routeKindFailClosed))
+	}
+	m.reconcile(t)
+	m.addSite(t, 2)
+	m.reconcile(t)
+	if tu, fc := repairs(); tu != 0 || fc != 0 {
+		t.Fatalf("repairs before any drift: tunnel %v, fail_closed %v", tu, fc)
+	}
+	m.nl.DeleteRoutesTo("172.16.0.0/24")
+	m.reconcile(t)
+	m.reconcile(t)
+	if tu, fc := repairs(); tu != 1 || fc != 1 {
+		t.Errorf("after deleting both routes of a prefix: tunnel %v, fail_closed %v repairs, want 1 and 1", tu, fc)
+	}
+
+	m.nl.DeleteRoutesTo("172.16.1.0/24")
+	m.nl.AddForeignRoute(netlink.Route{Dst: &net.IPNet{IP: net.IPv4(172, 16, 1, 0).To4(), Mask: net.CIDRMask(24, 32)},
+		Table: 100, Priority: 50, Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC})
+	for range 2 {
+		m.a.logReconcileError(m.a.reconcile(m.rt))
+	}
+	if n := testutil.ToFloat64(m.a.metrics.reconcileErrors); n != 2 {
+		t.Errorf("%v reconcile errors counted, want 2 (a foreign route in the way, twice)", n)
+	}
+	m.a.logReconcileError(nil)
+	if n := testutil.ToFloat64(m.a.metrics.reconcileErrors); n != 2 {
+		t.Errorf("a clean reconcile counted as an error: %v", n)
 	}
 }
