@@ -62,6 +62,8 @@ type siteRuntime struct {
 	// the last desired WireGuard state and sites, for status
 	lastWG    wg.Config
 	lastSites []records.Site
+	// routeLedger tells route repairs from changes (route_repairs.go)
+	routeLedger routeLedger
 }
 
 // newRuntime reads cfg's keys and state: the WireGuard keys and the
@@ -232,7 +234,7 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 	if a.opts.MetricsAddr == "" {
 		return nil
 	}
-	a.metrics = newMetrics()
+	a.metrics = newMetrics(readBuildInfo(a.opts.Version))
 	a.metrics.fresh = func(ctx context.Context) (*control.Status, error) {
 		st, err := call(ctx, a, a.buildStatus)
 		return &st, err

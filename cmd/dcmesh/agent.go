@@ -35,7 +35,7 @@ handshake. Fail-closed routes always stay.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			agent := mesh.NewAgent(mesh.Options{ConfigPath: configPath(c), WireGuard: c.String("wireguard"), Logger: log, MetricsAddr: c.String("metrics-addr")})
+			agent := mesh.NewAgent(mesh.Options{ConfigPath: configPath(c), WireGuard: c.String("wireguard"), Logger: log, MetricsAddr: c.String("metrics-addr"), Version: version()})
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
