@@ -48,7 +48,7 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 					&cli.StringSliceFlag{Name: "prefix", Usage: "a `CIDR` the site owns; repeat for more", Required: true},
 					&cli.StringFlag{Name: "overlay", Usage: "the site's overlay `ADDR` on the tunnel interface", Required: true},
 					&cli.StringSliceFlag{Name: "underlay", Usage: "a `CIDR` the site's endpoints must be in; repeat for more (default: anywhere)"},
-					&cli.DurationFlag{Name: "valid", Usage: "certificate lifetime", Value: ca.DefaultCertValidity},
+					durationFlag("valid", "certificate lifetime `DURATION`, e.g. 365d or 90d", ca.DefaultCertValidity),
 					&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
 					&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
 				},
@@ -94,7 +94,7 @@ spreads to every site, and each drops the revoked site.`,
 // issueOptions parses the flags of `ca issue`.
 func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 	o := ca.IssueOptions{Dir: c.String("dir"), Site: c.String("site"), AllowDefault: c.Bool("allow-default"),
-		Valid: c.Duration("valid"), Out: c.String("out"), Now: time.Now()}
+		Valid: durationOf(c, "valid"), Out: c.String("out"), Now: time.Now()}
 	var err error
 	if o.Prefixes, err = parsePrefixes("--prefix", c.StringSlice("prefix")); err != nil {
 		return o, err

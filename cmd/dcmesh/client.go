@@ -34,12 +34,12 @@ const exitNoAnswer = 3
 
 // withTimeout is clientFlags with --timeout defaulting to def.
 func withTimeout(def time.Duration) []cli.Flag {
-	return append([]cli.Flag{&cli.DurationFlag{Name: "timeout", Usage: "give up when the agent has not answered within `DURATION`", Value: def}}, clientFlags...)
+	return append([]cli.Flag{durationFlag("timeout", "give up when the agent has not answered within `DURATION`", def)}, clientFlags...)
 }
 
 // askContext bounds a request by --timeout.
 func askContext(c *cli.Context) (context.Context, context.CancelFunc, error) {
-	d := c.Duration("timeout")
+	d := durationOf(c, "timeout")
 	if d <= 0 {
 		return nil, nil, fmt.Errorf("--timeout %s: use a positive duration, e.g. 10s", d)
 	}

@@ -23,11 +23,11 @@ that already holds a site is refused before anything is written. Then run:
 			&cli.StringFlag{Name: "bundle", Usage: "bundle `DIR` written by dcmesh ca issue", Required: true},
 			&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` for keys, records and the control socket", Required: true},
 			&cli.StringFlag{Name: "endpoint", Usage: "this site's underlay `IP:PORT` for WireGuard, as other sites reach it", Required: true},
-			&cli.IntFlag{Name: "listen-port", Usage: "local WireGuard UDP `PORT` (default: the endpoint's port)"},
+			&cli.IntFlag{Name: "listen-port", Usage: "local WireGuard UDP `PORT`", DefaultText: "the endpoint's port"},
 			&cli.StringFlag{Name: "interface", Usage: "WireGuard interface `NAME`", Value: config.DefaultInterface},
-			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip `IP:PORT` on the underlay (default: the endpoint's IP, port 7946)"},
+			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip `IP:PORT` on the underlay, inside the certificate's underlay ranges", DefaultText: "the endpoint's IP, port 7946"},
 			&cli.StringSliceFlag{Name: "join", Usage: "gossip `IP:PORT` of an existing site; repeat for more"},
-			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write (default: STATE_DIR/dcmesh.yaml)"},
+			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write", DefaultText: "STATE_DIR/dcmesh.yaml"},
 		},
 		Action: func(c *cli.Context) error {
 			o, err := initOptions(c)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/dcmesh/dcmesh/wg"
@@ -25,9 +24,6 @@ public key that is printed to the peers.`,
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing key file (the old key is lost)"},
 				},
 				Action: func(c *cli.Context) error {
-					if c.Args().Present() {
-						return errors.New("key generate takes no arguments; the file goes in --out")
-					}
 					k, err := wg.GeneratePrivateKey()
 					if err != nil {
 						return err

@@ -28,7 +28,7 @@ acknowledgements (traffic pauses for about one handshake).
 Keys also rotate on the schedule in the configuration (rotation.interval).`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "wait", Usage: "wait until every peer cut over"},
-			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting after this long", Value: 3 * time.Minute},
+			durationFlag("timeout", "with --wait, give up waiting after `DURATION`", 3*time.Minute),
 			&cli.BoolFlag{Name: "emergency", Usage: "switch at once; peers drop the old key immediately"},
 		}, clientFlags...),
 		Action: func(c *cli.Context) error {
@@ -36,7 +36,7 @@ Keys also rotate on the schedule in the configuration (rotation.interval).`,
 			if err != nil {
 				return err
 			}
-			req := control.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
+			req := control.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: durationOf(c, "timeout")}
 			ctx, cancel := context.WithTimeout(c.Context, rotateAskTimeout(req))
 			defer cancel()
 			r, err := cl.Rotate(ctx, req)
