@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/dcmesh/dcmesh/wg"
@@ -231,8 +229,6 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-var yamlUnknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
-
 // Parse parses and validates YAML. Relative file names in it are taken
 // relative to dir.
 func Parse(raw []byte, dir string) (*Config, error) {
@@ -243,8 +239,7 @@ func Parse(raw []byte, dir string) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the file is empty: it needs at least site, overlay_address and private_key_file (see examples/dcmesh.yaml)")
 		}
-		msg := yamlUnknownField.ReplaceAllString(err.Error(), "unknown field $1 (check its spelling and indentation)")
-		return nil, errors.New(strings.TrimPrefix(msg, "yaml: "))
+		return nil, yamlFieldErrors(raw, err)
 	}
 	return fc.validate(dir)
 }
