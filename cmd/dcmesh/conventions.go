@@ -42,19 +42,34 @@ func helpName(c *cli.Context) string {
 func applyConventions(app *cli.App) {
 	app.OnUsageError = onUsageError
 	app.Action = unknownCommand(app.Commands)
+	// Flags can be shared between commands (ca's --dir): note which are
+	// required before any is changed.
+	required := map[cli.Flag]bool{}
+	var note func(cmds []*cli.Command)
+	note = func(cmds []*cli.Command) {
+		for _, cmd := range cmds {
+			for _, f := range cmd.Flags {
+				if rf, ok := f.(interface{ IsRequired() bool }); ok && rf.IsRequired() {
+					required[f] = true
+				}
+			}
+			note(cmd.Subcommands)
+		}
+	}
+	note(app.Commands)
 	for _, cmd := range app.Commands {
-		applyCommandConventions(cmd)
+		applyCommandConventions(cmd, required)
 	}
 }
 
-func applyCommandConventions(cmd *cli.Command) {
+func applyCommandConventions(cmd *cli.Command, isRequired map[cli.Flag]bool) {
 	cmd.OnUsageError = onUsageError
 	if len(cmd.Subcommands) > 0 {
 		if cmd.Action == nil {
 			cmd.Action = unknownCommand(cmd.Subcommands)
 		}
 		for _, sub := range cmd.Subcommands {
-			applyCommandConventions(sub)
+			applyCommandConventions(sub, isRequired)
 		}
 		return
 	}
@@ -63,7 +78,7 @@ func applyCommandConventions(cmd *cli.Command) {
 		if bf, ok := f.(*cli.BoolFlag); ok {
 			bf.DisableDefaultText = true // "(default: false)" on every switch says nothing
 		}
-		if rf, ok := f.(interface{ IsRequired() bool }); ok && rf.IsRequired() {
+		if isRequired[f] {
 			required = append(required, f.Names()[0])
 			unrequire(f)
 		}

@@ -47,6 +47,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"leave", "now"}, `dcmesh: leave takes no arguments (got "now")`, "dcmesh leave"},
 		{[]string{"key", "generate", "--out", "x", "k"}, `dcmesh: key generate takes no arguments (got "k")`, "dcmesh key generate"},
 		{[]string{"ca", "issue", "--dir", "x"}, "dcmesh: ca issue needs --site", "dcmesh ca issue"},
+		{[]string{"ca", "revoke", "--site", "x", "--out", "y"}, "dcmesh: ca revoke needs --dir", "dcmesh ca revoke"}, // --dir is shared by ca's commands
+		{[]string{"ca", "issue", "--site", "x"}, "dcmesh: ca issue needs --dir", "dcmesh ca issue"},
 		{[]string{"ca", "issue", "--valid", "1y"}, `dcmesh: invalid value "1y" for flag --valid: "1y" is not a duration: write a number with a unit d, h, m, s or ms, e.g. 365d, 1d12h, 90m or 10s`, "dcmesh ca issue"},
 		{[]string{"rotate", "--timeout"}, "dcmesh: flag needs an argument: --timeout", "dcmesh rotate"},
 	}
