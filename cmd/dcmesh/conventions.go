@@ -16,9 +16,15 @@ import (
 const exitUsage = 2
 
 // usageError is one line saying what is wrong and where the help is, exit
-// code 2: never the error twice, never the whole help on stdout.
+// code 2: never the error twice, never the whole help on stdout. `health`
+// exits 3 instead (unknown: the site was not checked), since its 2 means
+// critical to a monitoring system.
 func usageError(c *cli.Context, format string, args ...any) error {
-	return cli.Exit(fmt.Sprintf(format, args...)+"\nRun '"+helpName(c)+" --help' for usage.", exitUsage)
+	code := exitUsage
+	if c != nil && c.Command != nil && c.Command.Name == "health" {
+		code = exitNoAnswer
+	}
+	return cli.Exit(fmt.Sprintf(format, args...)+"\nRun '"+helpName(c)+" --help' for usage.", code)
 }
 
 // commandName is c's command as typed after "dcmesh", e.g. "ca issue"

@@ -59,6 +59,12 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("dcmesh %s: exit %d, stdout %q, stderr %q; want exit 2, no stdout, stderr %q", strings.Join(c.args, " "), code, stdout, stderr, want)
 		}
 	}
+	// health's 2 means critical: a check that cannot run as typed is
+	// unknown (3), as examples/check-dcmesh.sh maps it.
+	if stdout, stderr, code := runBinary(t, "health", "--timout", "10s"); code != 3 || stdout != "" ||
+		stderr != "dcmesh: unknown flag --timout (did you mean --timeout?)\nRun 'dcmesh health --help' for usage.\n" {
+		t.Errorf("health --timout: exit %d, %q, %q; want exit 3", code, stdout, stderr)
+	}
 	// Without a subcommand, a group shows its help, as before.
 	if stdout, _, code := runBinary(t, "ca"); code != 0 || !strings.Contains(stdout, "issue") {
 		t.Errorf("dcmesh ca: exit %d, %q", code, stdout)

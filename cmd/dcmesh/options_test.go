@@ -88,6 +88,8 @@ func TestCLIOptionErrorsNameFlags(t *testing.T) {
 		{"unspecified endpoint", initArgs("--endpoint", "0.0.0.0:51820"), []string{"--endpoint", "host names are not resolved"}},
 		{"endpoint outside underlay", initArgs("--endpoint", "198.51.100.7:51820"), []string{"--endpoint 198.51.100.7:51820", "outside the underlay"}},
 		{"gossip address", initArgs("--gossip-addr", "gossip.example:7946"), []string{"--gossip-addr", "host names are not resolved"}},
+		{"gossip address outside underlay", initArgs("--gossip-addr", "198.51.100.7:7946"),
+			[]string{"--gossip-addr 198.51.100.7:7946 is outside the underlay ranges of the certificate (192.0.2.0/24): give an address in them"}},
 		{"join", initArgs("--join", "seed.example:7946"), []string{"--join", "host names are not resolved"}},
 		{"no bundle", []string{"init", "--bundle", t.TempDir(), "--state-dir", filepath.Join(t.TempDir(), "s"), "--endpoint", "192.0.2.10:51820"},
 			[]string{"--bundle", config.CACertFile, "dcmesh ca issue --out"}},

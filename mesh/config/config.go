@@ -117,6 +117,9 @@ type Config struct {
 	Userspace UserspaceConfig
 	// Health sets the in-tunnel probes (gossip sites).
 	Health HealthConfig
+	// MetricsAddr serves Prometheus metrics on HOST:PORT/metrics; "" for
+	// none. The agent's --metrics-addr overrides it.
+	MetricsAddr string
 }
 
 // UserspaceConfig tunes the embedded wireguard-go device. It has no effect

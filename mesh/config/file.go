@@ -35,6 +35,7 @@ type fileConfig struct {
 	Rotation            fileRotation  `yaml:"rotation"`
 	Userspace           fileUserspace `yaml:"userspace"`
 	Health              fileHealth    `yaml:"health"`
+	MetricsAddr         string        `yaml:"metrics_addr"`
 }
 
 type fileUserspace struct {
@@ -122,6 +123,7 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 	c.parsePeers(fc.Peers, &bad)
 	c.parseStateAndTrust(fc, dir, &bad)
 	c.parseGossip(fc, &bad)
+	c.parseMetricsAddr(fc.MetricsAddr, &bad)
 	if len(bad) > 0 {
 		return nil, errors.Join(bad...)
 	}
