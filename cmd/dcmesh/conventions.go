@@ -79,6 +79,9 @@ func applyCommandConventions(cmd *cli.Command, isRequired map[cli.Flag]bool) {
 		}
 		return
 	}
+	// No "help" subcommand under a command that has none: `rotate <TAB>`
+	// offered "help h"; --help stays.
+	cmd.HideHelpCommand = true
 	var required []string
 	for _, f := range cmd.Flags {
 		if bf, ok := f.(*cli.BoolFlag); ok {
@@ -142,6 +145,20 @@ func unknownCommand(cmds []*cli.Command) cli.ActionFunc {
 			return cli.ShowSubcommandHelp(c)
 		}
 		name := c.Args().First()
+		if name == "help" && c.Command.HelpName == c.App.HelpName { // dcmesh help [COMMAND]; the groups have their own
+			topic := c.Args().Get(1)
+			switch {
+			case topic == "":
+				return cli.ShowAppHelp(c)
+			case c.App.Command(topic) != nil:
+				// As `dcmesh TOPIC --help`, which sets the command up
+				// (a group's help lists its subcommands).
+				nc := cli.NewContext(c.App, nil, c)
+				nc.Command = c.App.Command(topic)
+				return nc.Command.Run(nc, topic, "--help")
+			}
+			name = topic
+		}
 		msg := fmt.Sprintf("unknown command %q", name)
 		if sub := commandName(c); sub != "dcmesh" {
 			msg = fmt.Sprintf("unknown command %q for %s", name, sub)

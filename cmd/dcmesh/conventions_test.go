@@ -43,6 +43,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"rotat"}, `dcmesh: unknown command "rotat" (did you mean "rotate"?)`, "dcmesh"},
 		{[]string{"stauts"}, `dcmesh: unknown command "stauts" (did you mean "status"?)`, "dcmesh"},
 		{[]string{"ca", "isue"}, `dcmesh: unknown command "isue" for ca (did you mean "issue"?)`, "dcmesh ca"},
+		{[]string{"help", "stauts"}, `dcmesh: unknown command "stauts" (did you mean "status"?)`, "dcmesh"},
+		{[]string{"rotate", "help"}, `dcmesh: rotate takes no arguments (got "help")`, "dcmesh rotate"},
 		{[]string{"status", "extra-arg"}, `dcmesh: status takes no arguments (got "extra-arg")`, "dcmesh status"},
 		{[]string{"leave", "now"}, `dcmesh: leave takes no arguments (got "now")`, "dcmesh leave"},
 		{[]string{"key", "generate", "--out", "x", "k"}, `dcmesh: key generate takes no arguments (got "k")`, "dcmesh key generate"},
@@ -65,9 +67,20 @@ func TestCLIUsageErrors(t *testing.T) {
 		stderr != "dcmesh: unknown flag --timout (did you mean --timeout?)\nRun 'dcmesh health --help' for usage.\n" {
 		t.Errorf("health --timout: exit %d, %q, %q; want exit 3", code, stdout, stderr)
 	}
-	// Without a subcommand, a group shows its help, as before.
-	if stdout, _, code := runBinary(t, "ca"); code != 0 || !strings.Contains(stdout, "issue") {
-		t.Errorf("dcmesh ca: exit %d, %q", code, stdout)
+	// Without a subcommand, a group shows its help, as before; so does
+	// help.
+	for _, args := range [][]string{{"ca"}, {"help", "ca"}, {"ca", "help"}, {"help"}} {
+		if stdout, _, code := runBinary(t, args...); code != 0 || !strings.Contains(stdout, "issue") && !strings.Contains(stdout, "COMMANDS") {
+			t.Errorf("dcmesh %s: exit %d, %q", strings.Join(args, " "), code, stdout)
+		}
+	}
+	if stdout, _, code := runBinary(t, "help", "rotate"); code != 0 || !strings.Contains(stdout, "dcmesh rotate - ") {
+		t.Errorf("dcmesh help rotate: exit %d, %q", code, stdout)
+	}
+	// A command without subcommands offers none to completion (it offered
+	// "help h").
+	if stdout, _, _ := runBinary(t, "rotate", "--generate-bash-completion"); strings.TrimSpace(stdout) != "" {
+		t.Errorf("rotate <TAB> offers %q", stdout)
 	}
 }
 
