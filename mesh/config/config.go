@@ -220,7 +220,7 @@ func Load(path string) (*Config, error) {
 	raw, err := wg.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("config %s does not exist (pass --config, or create it: see examples/dcmesh.yaml): %w", path, err)
+			return nil, &missingConfigError{path}
 		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -260,3 +260,13 @@ func DefaultUserspaceMemoryLimit(buffersPerPool int) int64 {
 // ErrNoGossip is what operations that need gossip (leave, revoke, rotate,
 // records) answer on a site without it.
 var ErrNoGossip = errors.New("this site runs with static peers only (no gossip section in its configuration)")
+
+// missingConfigError names the missing file once (the error below it
+// repeats the path twice) and is still an os.ErrNotExist.
+type missingConfigError struct{ path string }
+
+func (e *missingConfigError) Error() string {
+	return "config " + e.path + " does not exist (pass --config, or create it: see examples/dcmesh.yaml)"
+}
+
+func (e *missingConfigError) Unwrap() error { return os.ErrNotExist }
