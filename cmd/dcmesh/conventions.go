@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -116,20 +117,13 @@ func applyCommandConventions(cmd *cli.Command, isRequired map[cli.Flag]bool) {
 
 // unrequire clears Required: the check moves into the command's Before,
 // since urfave/cli prints the whole help with a missing flag's error.
+// Every urfave/cli flag type has the field (reflection: a flag type added
+// by another command needs no case here).
 func unrequire(f cli.Flag) {
-	switch f := f.(type) {
-	case *cli.StringFlag:
-		f.Required = false
-	case *cli.StringSliceFlag:
-		f.Required = false
-	case *cli.GenericFlag:
-		f.Required = false
-	case *cli.IntFlag:
-		f.Required = false
-	case *cli.BoolFlag:
-		f.Required = false
-	default:
-		panic(fmt.Sprintf("unrequire: flag type %T", f)) // a new flag type: add it here
+	if v := reflect.ValueOf(f); v.Kind() == reflect.Pointer {
+		if r := v.Elem().FieldByName("Required"); r.IsValid() && r.CanSet() && r.Kind() == reflect.Bool {
+			r.SetBool(false)
+		}
 	}
 }
 

@@ -53,6 +53,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"ca", "issue", "--site", "x"}, "dcmesh: ca issue needs --dir", "dcmesh ca issue"},
 		{[]string{"ca", "issue", "--valid", "1y"}, `dcmesh: invalid value "1y" for flag --valid: "1y" is not a duration: write a number with a unit d, h, m, s or ms, e.g. 365d, 1d12h, 90m or 10s`, "dcmesh ca issue"},
 		{[]string{"rotate", "--timeout"}, "dcmesh: flag needs an argument: --timeout", "dcmesh rotate"},
+		{[]string{"completion", "fish"}, "dcmesh: completion: say bash or zsh, e.g. source <(dcmesh completion bash)", "dcmesh completion"},
+		{[]string{"version", "now"}, `dcmesh: version takes no arguments (got "now")`, "dcmesh version"},
 	}
 	for _, c := range cases {
 		stdout, stderr, code := runBinary(t, c.args...)
