@@ -40,6 +40,7 @@ var restartOnly = []struct {
 	{"userspace.buffers_per_pool", "the embedded device's pools are sized when it is created", func(o, n *config.Config) bool { return o.Userspace.BuffersPerPool != n.Userspace.BuffersPerPool }, "Userspace.BuffersPerPool"},
 	{"health", "the probes' timers and port are set when they start", func(o, n *config.Config) bool { return o.Health != n.Health }, "Health"},
 	{"userspace.memory_limit", "the limit is set when the embedded device is created", func(o, n *config.Config) bool { return o.Userspace.MemoryLimit != n.Userspace.MemoryLimit }, "Userspace.MemoryLimit"},
+	{"metrics_addr", "the metrics listener is opened at start", func(o, n *config.Config) bool { return o.MetricsAddr != n.MetricsAddr }, "MetricsAddr"},
 }
 
 // liveFields are the config.Config fields a reload applies (see restartOnly for the

@@ -85,7 +85,7 @@ func (o *IssueOptions) request() (trust.IssueRequest, error) {
 		o.Valid = DefaultCertValidity
 	}
 	if o.Valid < time.Second {
-		return trust.IssueRequest{}, config.Optionf("Valid", " %s: too short", o.Valid)
+		return trust.IssueRequest{}, config.Optionf("Valid", " %s: too short: give a lifetime of at least 1s, e.g. 365d or 90d", config.FormatDuration(o.Valid))
 	}
 	if len(o.Prefixes) == 0 {
 		return trust.IssueRequest{}, config.Optionf("Prefixes", ": at least one prefix this site owns, e.g. 10.1.0.0/16")
