@@ -80,6 +80,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
 	}
+	describeTrust(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -151,6 +152,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descUncert, float64(u.UncertifiedNodes))
 	ctr(descSkipped, float64(u.RecordsSkipped))
 	ctr(descCtlRef, float64(u.ControlRefused))
+	collectTrust(ch, st)
 	g(descSnapshot, float64(st.GeneratedAt.UnixMilli())/1000)
 }
 
