@@ -51,15 +51,12 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 					&cli.DurationFlag{Name: "valid", Usage: "certificate lifetime", Value: ca.DefaultCertValidity},
 					&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
 					&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
+					&cli.BoolFlag{Name: "replace", Usage: "re-issue a site the CA holds a live certificate for with other prefixes or overlay (default: only a renewal: same or narrower)"},
 				},
 				Action: func(c *cli.Context) error {
-					o, err := issueOptions(c)
+					cert, err := issueFromFlags(c)
 					if err != nil {
 						return err
-					}
-					cert, err := ca.Issue(o)
-					if err != nil {
-						return flagError(err)
 					}
 					_, err = fmt.Fprintf(c.App.Writer, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
 						cert.Site, cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
@@ -87,6 +84,7 @@ spreads to every site, and each drops the revoked site.`,
 					return err
 				},
 			},
+			caListCommand(dir),
 		},
 	}
 }
@@ -94,7 +92,7 @@ spreads to every site, and each drops the revoked site.`,
 // issueOptions parses the flags of `ca issue`.
 func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 	o := ca.IssueOptions{Dir: c.String("dir"), Site: c.String("site"), AllowDefault: c.Bool("allow-default"),
-		Valid: c.Duration("valid"), Out: c.String("out"), Now: time.Now()}
+		Valid: c.Duration("valid"), Out: c.String("out"), Now: time.Now(), Replace: c.Bool("replace")}
 	var err error
 	if o.Prefixes, err = parsePrefixes("--prefix", c.StringSlice("prefix")); err != nil {
 		return o, err
