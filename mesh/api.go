@@ -59,6 +59,7 @@ func (a *Agent) handler() http.Handler {
 	serve(a, mux, control.EndpointLeave, a.apiLeave)
 	serve(a, mux, control.EndpointRevoke, a.apiRevoke)
 	serve(a, mux, control.EndpointDown, a.apiDown)
+	serve(a, mux, control.EndpointRenew, a.apiRenew)
 	control.Serve(mux, control.EndpointRotate, a.apiRotate) // waits off the loop
 	return mux
 }

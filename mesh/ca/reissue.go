@@ -98,6 +98,6 @@ func checkReplacement(p IssuePlan, o IssueOptions) error {
 		return nil
 	}
 	return &config.OptionError{Option: "Site", See: "Replace", Err: fmt.Errorf(
-		" %s already holds certificate %s (valid until %s) and this is not a renewal: %s. To renew, give the same or narrower prefixes and the same overlay address; if the site really changes, issue a replacement (the old certificate keeps its prefixes until it is revoked or expires)",
+		" %s already holds certificate %s (valid until %s) and this is not a renewal: %s. To renew, give the same or narrower prefixes and underlay, the same overlay address and allow-default; if the site really changes, issue a replacement (the old certificate keeps its prefixes until it is revoked or expires)",
 		o.Site, p.Previous.Serial, p.Previous.NotAfter.Format(time.DateOnly), strings.Join(p.Changes, "; "))}
 }

@@ -239,7 +239,7 @@ type CertificateStatus struct {
 	IssuerID    string      `json:"issuer_id"`
 	NotBefore   time.Time   `json:"not_before"`
 	NotAfter    time.Time   `json:"not_after"`
-	LeftSeconds int64       `json:"left_seconds"` // negative once expired
+	LeftSeconds int64       `json:"left_seconds"` // 0 or less once expired
 	State       ExpiryState `json:"state"`
 	Message     string      `json:"message"`
 }
