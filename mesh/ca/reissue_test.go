@@ -48,7 +48,11 @@ func TestCAReissueRenewalOrReplacement(t *testing.T) {
 	}{
 		{"wider", opts("10.2.0.0/15"), "wider prefixes: 10.2.0.0/15 is not inside the running certificate's 10.2.0.0/16"},
 		{"other", opts("10.7.0.0/16"), "wider prefixes: 10.7.0.0/16 is not in the running certificate"},
-		{"overlay", func() ca.IssueOptions { o := opts("10.2.0.0/16"); o.Overlay = netip.MustParseAddr("10.255.0.9"); return o }(), "overlay address changes"},
+		{"overlay", func() ca.IssueOptions {
+			o := opts("10.2.0.0/16")
+			o.Overlay = netip.MustParseAddr("10.255.0.9")
+			return o
+		}(), "overlay address changes"},
 	}
 	for _, tc := range refused {
 		_, err := ca.Issue(tc.o)
