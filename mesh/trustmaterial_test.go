@@ -154,7 +154,7 @@ func TestRenewalRefusals(t *testing.T) {
 			return r
 		}(), []string{"does not verify"}},
 		{"wider prefixes", request(t, issue(f.caDir, func(o *ca.IssueOptions) {
-			o.Prefixes= catest.Prefixes("10.0.0.0/15", "10.9.0.0/16")
+			o.Prefixes = catest.Prefixes("10.0.0.0/15", "10.9.0.0/16")
 		})), []string{"wider prefixes: 10.0.0.0/15 is not inside the running certificate's 10.1.0.0/16"}},
 		{"underlay anywhere", request(t, issue(f.caDir, func(o *ca.IssueOptions) { o.Underlay = nil })),
 			[]string{"wider underlay: anywhere"}},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ import (
 func renewCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "renew",
-		Usage: "install a renewed certificate bundle ('dcmesh ca issue') into the running agent, without a restart",
+		Usage: "install a renewed certificate bundle ('dcmesh ca issue') or a new CA bundle into the running agent, without a restart",
 		Description: `Reads DIR/ca.crt, DIR/site.crt and DIR/identity.key (DIR/gossip.key is not
 read: the gossip key does not change with a renewal) and hands them to the
 running agent over its control socket. The agent checks them before it changes
@@ -32,24 +33,30 @@ refusal names what does not match and changes nothing. Then it replaces the
 configured trust.ca_file, trust.cert_file and trust.identity_key_file
 atomically, keeping each old file as FILE.prev, and publishes its record signed
 with the new certificate: every peer adopts it, without a packet lost.
---dry-run checks only.`,
+--dry-run checks only.
+
+A CA rollover uses --ca FILE: the CAs to pin, in place of the bundle's ca.crt.
+Without --bundle it keeps the running certificate and only changes the pinned
+CAs: first to the old and the new CA together (on every site), at the end to
+the new CA alone (refused while a peer's certificate is still the old CA's).
+See examples/bootstrap.md, "Rolling over the CA".`,
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "bundle", Usage: "the bundle `DIR` 'dcmesh ca issue' wrote", Required: true},
+			&cli.StringFlag{Name: "bundle", Usage: "the bundle `DIR` 'dcmesh ca issue' wrote (default: keep the running certificate; then --ca is required)"},
+			&cli.StringFlag{Name: "ca", Usage: "a CA bundle `FILE` (PEM, one or more CAs) to pin instead of the bundle's ca.crt: a CA rollover"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check the bundle against the running agent, change nothing"},
 			&cli.BoolFlag{Name: "allow-dropping-peers", Usage: "install a ca.crt under which some peers' certificates no longer verify (those sites are dropped)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the agent's answer as JSON"},
 		}, withTimeout(slowAskTimeout)...),
 		Action: func(c *cli.Context) error {
-			req, err := readRenewBundle(c.String("bundle"))
+			cl, cfg, err := agentClient(c)
+			if err != nil {
+				return err
+			}
+			req, err := renewRequest(c, cfg)
 			if err != nil {
 				return err
 			}
 			defer clear(req.Identity)
-			req.DryRun, req.AllowDroppingPeers = c.Bool("dry-run"), c.Bool("allow-dropping-peers")
-			cl, _, err := agentClient(c)
-			if err != nil {
-				return err
-			}
 			reply, err := ask(c, func(ctx context.Context) (control.RenewReply, error) { return cl.Renew(ctx, req) })
 			if err != nil {
 				return noAnswer(err)
@@ -65,19 +72,51 @@ with the new certificate: every peer adopts it, without a packet lost.
 	}
 }
 
-// readRenewBundle reads the files of a bundle directory for the agent.
-func readRenewBundle(dir string) (control.RenewRequest, error) {
-	f := enroll.BundleFiles(dir)
+// renewRequest reads what `renew` sends: the bundle's files, or the
+// installed certificate and key (no --bundle), with --ca's CA bundle in
+// place of the bundle's ca.crt.
+func renewRequest(c *cli.Context, cfg *config.Config) (control.RenewRequest, error) {
+	dir, caFile := c.String("bundle"), c.String("ca")
+	var req control.RenewRequest
+	var err error
+	switch {
+	case dir != "":
+		req, err = readRenewFiles(enroll.BundleFiles(dir), "--bundle")
+	case caFile == "":
+		return req, errors.New("renew: give --bundle DIR (a renewed certificate) or --ca FILE (a new CA bundle for the running certificate), or both")
+	case cfg == nil:
+		return req, errors.New("--ca without --bundle: the installed certificate is read from the configuration: give --config")
+	default:
+		req, err = readRenewFiles(enroll.Files{CA: enroll.File{Path: cfg.Trust.CAFile, Name: "trust.ca_file"},
+			Cert:     enroll.File{Path: cfg.Trust.CertFile, Name: "trust.cert_file"},
+			Identity: enroll.File{Path: cfg.Trust.IdentityKeyFile, Name: "trust.identity_key_file"}}, cfg.Path)
+	}
+	if err != nil {
+		return req, err
+	}
+	if caFile != "" {
+		if req.CA, err = wg.ReadRegularFile(caFile, enroll.MaxPEMFileSize); err != nil {
+			clear(req.Identity)
+			return req, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	req.DryRun, req.AllowDroppingPeers = c.Bool("dry-run"), c.Bool("allow-dropping-peers")
+	return req, nil
+}
+
+// readRenewFiles reads the CA bundle, certificate and identity key of f;
+// errors name where (the flag, or the configuration file).
+func readRenewFiles(f enroll.Files, where string) (control.RenewRequest, error) {
 	var req control.RenewRequest
 	var err error
 	if req.CA, err = wg.ReadRegularFile(f.CA.Path, enroll.MaxPEMFileSize); err != nil {
-		return req, fmt.Errorf("--bundle: %s: %w", f.CA.Name, err)
+		return req, fmt.Errorf("%s: %s: %w", where, f.CA.Name, err)
 	}
 	if req.Cert, err = wg.ReadRegularFile(f.Cert.Path, enroll.MaxPEMFileSize); err != nil {
-		return req, fmt.Errorf("--bundle: %s: %w", f.Cert.Name, err)
+		return req, fmt.Errorf("%s: %s: %w", where, f.Cert.Name, err)
 	}
 	if req.Identity, err = wg.ReadSecretFile(f.Identity.Path, enroll.MaxPEMFileSize); err != nil {
-		return req, fmt.Errorf("--bundle: %s: %w", config.IdentityKeyFile, err)
+		return req, fmt.Errorf("%s: %s: %w", where, f.Identity.Name, err)
 	}
 	return req, nil
 }

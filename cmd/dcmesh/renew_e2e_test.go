@@ -13,11 +13,15 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/control"
 )
 
-// renewOut runs `dcmesh renew` for s and returns its output and whether it
-// succeeded.
+// renewOut runs `dcmesh renew [--bundle BUNDLE] ARGS` for s and returns its
+// output and whether it succeeded.
 func (s *site) renewOut(bundle string, args ...string) (string, bool) {
-	out, err := exec.Command(dcmeshBinary(s.m.t), append([]string{"renew", "--bundle", bundle, "--config", s.cfgPath}, args...)...).CombinedOutput()
-	s.m.transcript = append(s.m.transcript, "$ dcmesh renew --bundle "+bundle+" "+strings.Join(args, " ")+"\n"+string(out))
+	argv := append([]string{"renew", "--config", s.cfgPath}, args...)
+	if bundle != "" {
+		argv = append(argv, "--bundle", bundle)
+	}
+	out, err := exec.Command(dcmeshBinary(s.m.t), argv...).CombinedOutput()
+	s.m.transcript = append(s.m.transcript, "$ dcmesh "+strings.Join(argv, " ")+"\n"+string(out))
 	return string(out), err == nil
 }
 
