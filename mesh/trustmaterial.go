@@ -41,6 +41,11 @@ func (a *Agent) apiRenew(rt *siteRuntime, in control.RenewRequest) (control.Rene
 	if rt.enr == nil || rt.store == nil {
 		return control.RenewReply{}, config.ErrNoGossip
 	}
+	if rt.rot.Rotating() {
+		// The rotation signs its acks with the identity key and peers check
+		// them against the record they hold: do not change it under them.
+		return control.RenewReply{}, errors.New("renew: a WireGuard key rotation is under way: retry when it has ended (dcmesh status: rotation stable)")
+	}
 	r, err := a.checkRenewal(rt, in, time.Now())
 	if err != nil {
 		return control.RenewReply{}, err
