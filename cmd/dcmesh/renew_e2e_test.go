@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/mesh/trust"
 )
 
 // renewOut runs `dcmesh renew [--bundle BUNDLE] ARGS` for s and returns its
@@ -78,6 +79,7 @@ func TestRenewUnderTraffic(t *testing.T) {
 		return nil
 	})
 	probes := startMeshProbes(t, m.sites, 9510, 100)
+	secrets := readSecrets(t, m, caDir)
 
 	before := a.trustFiles()
 	corrupt := a.issueFor(caDir, "corrupt")
@@ -153,6 +155,27 @@ func TestRenewUnderTraffic(t *testing.T) {
 	files := a.trustFiles()
 	if files["site.crt.prev"] != before["site.crt"] || files["identity.key.prev"] != before["identity.key"] || files["site.crt"] == before["site.crt"] {
 		t.Error("the old certificate and key are not kept as .prev beside the new ones")
+	}
+	secrets = append(secrets, readSecrets(t, m, caDir)...) // the new identity key
+	for _, b := range []string{bundle, corrupt, refusals[1].bundle, refusals[2].bundle} {
+		if k, err := os.ReadFile(filepath.Join(b, "identity.key")); err == nil {
+			if key, err := trust.ParseKeyPEM(k); err == nil {
+				secrets = append(secrets, secret{b, keyForms(key.Seed())})
+			}
+		}
+	}
+	outputs := append([]string{}, m.transcript...)
+	for _, s := range m.sites {
+		outputs = append(outputs, s.agent.Output())
+	}
+	for _, o := range outputs {
+		for _, sec := range secrets {
+			for _, f := range sec.forms {
+				if strings.Contains(o, string(f)) {
+					t.Errorf("identity key of %s appears in a log or CLI output", sec.name)
+				}
+			}
+		}
 	}
 	// A restart reads the renewed files.
 	if err := a.agent.Stop(10 * time.Second); err != nil {
