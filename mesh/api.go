@@ -138,7 +138,11 @@ func (a *Agent) apiRevoke(rt *siteRuntime, in control.RevokeRequest) (control.Re
 		a.spreadCRL(rt)
 		a.commitStore(rt)
 	}
-	return control.RevokeReply{Number: rt.store.CRL().Number.String(), Revoked: len(rt.store.CRL().Serials)}, nil
+	held := rt.store.Revocations().For(crl.Issuer) // the newest list of that CA
+	if held == nil {
+		held = crl
+	}
+	return control.RevokeReply{Number: held.Number.String(), Revoked: len(held.Serials)}, nil
 }
 
 func (a *Agent) apiDown(rt *siteRuntime, in control.DownRequest) (control.Empty, error) {

@@ -96,7 +96,7 @@ func (a *Agent) checkRenewal(rt *siteRuntime, in control.RenewRequest, now time.
 	if bytes.Equal(r.cert.Raw, running.Raw) {
 		return r, checkCAUpdate(rt, r, in, now) // the same certificate: a new CA bundle only
 	}
-	rc := trust.RenewalCheck{CAs: r.cas, CRLs: rt.store.CRL(), Now: now, Skew: rt.cfg.Trust.ClockSkew,
+	rc := trust.RenewalCheck{CAs: r.cas, CRLs: rt.store.Revocations(), Now: now, Skew: rt.cfg.Trust.ClockSkew,
 		Announced: r.cfg.LocalPrefixes, Endpoints: siteAddrs(rt.cfg)}
 	if len(r.cfg.LocalPrefixes) == 0 {
 		rc.Announced = nil // they follow the new certificate
@@ -113,7 +113,7 @@ func (a *Agent) checkRenewal(rt *siteRuntime, in control.RenewRequest, now time.
 // with the running certificate), never with the first certificate it
 // signed, so one renewal cannot move a site to a CA no peer trusts.
 func checkSigner(rt *siteRuntime, r *renewal, now time.Time) error {
-	if err := r.cert.Verify(rt.enr.CAs, rt.store.CRL(), now, rt.cfg.Trust.ClockSkew); err != nil {
+	if err := r.cert.Verify(rt.enr.CAs, rt.store.Revocations(), now, rt.cfg.Trust.ClockSkew); err != nil {
 		return fmt.Errorf("renew: %s (serial %x) does not verify against the CAs this site pins now (%s): %w; to move to a new CA, first install a %s holding the old and the new CA on every site (examples/bootstrap.md, \"Rolling over the CA\")",
 			config.SiteCertFile, r.cert.Serial, caIDs(rt.enr.CAs), err, config.CACertFile)
 	}
@@ -128,7 +128,7 @@ func checkCAUpdate(rt *siteRuntime, r *renewal, in control.RenewRequest, now tim
 		return fmt.Errorf("renew: nothing to do: %s is the running certificate (serial %x) and %s pins the same CAs (%s)",
 			config.SiteCertFile, r.cert.Serial, config.CACertFile, caIDs(r.cas))
 	}
-	if err := r.cert.Verify(r.cas, rt.store.CRL(), now, rt.cfg.Trust.ClockSkew); err != nil {
+	if err := r.cert.Verify(r.cas, rt.store.Revocations(), now, rt.cfg.Trust.ClockSkew); err != nil {
 		return fmt.Errorf("renew: %s leaves out the CA that signed this site's certificate (serial %x): %w; re-issue the site from a CA in the bundle first", config.CACertFile, r.cert.Serial, err)
 	}
 	return checkPeersKept(rt, r, in, now)
@@ -181,7 +181,7 @@ func siteAddrs(cfg *config.Config) []netip.Addr {
 // running CAs but would not under cas.
 func peersDroppedBy(rt *siteRuntime, cas []*x509.Certificate, now time.Time) []string {
 	var out []string
-	crl, skew := rt.store.CRL(), rt.cfg.Trust.ClockSkew
+	crl, skew := rt.store.Revocations(), rt.cfg.Trust.ClockSkew
 	for _, name := range rt.store.Names() {
 		sr, ok := rt.store.Record(name)
 		if !ok || sr.Cert == nil || sr.Leaving {
