@@ -38,7 +38,7 @@ expired or revoked; LEFT is the time until not-after. --json prints a list of
 			for _, l := range list {
 				left := "-"
 				if l.State == ca.ListedValid {
-					left = roundAge(time.Duration(l.LeftSeconds) * time.Second)
+					left = daysLeft(time.Duration(l.LeftSeconds) * time.Second)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Site, l.Serial, strings.Join(l.Prefixes, ","), l.Overlay,
 					l.NotAfter.UTC().Format(time.RFC3339), left, l.State)
@@ -46,6 +46,19 @@ expired or revoked; LEFT is the time until not-after. --json prints a list of
 			return tw.Flush()
 		},
 	}
+}
+
+// daysLeft writes a certificate's remaining life as an operator reads a
+// deadline: days and hours, or roundAge below a day.
+func daysLeft(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d < day {
+		return roundAge(d)
+	}
+	if h := (d % day) / time.Hour; h > 0 {
+		return fmt.Sprintf("%dd%dh", d/day, h)
+	}
+	return fmt.Sprintf("%dd", d/day)
 }
 
 // issueFromFlags is `ca issue`: it says what the issue is to the site's
