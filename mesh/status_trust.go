@@ -3,6 +3,7 @@ package mesh
 import (
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
@@ -40,4 +41,11 @@ func certificateStatus(e trust.ExpiryInfo) control.CertificateStatus {
 	return control.CertificateStatus{Subject: e.Subject, Serial: e.Serial, IssuerID: e.IssuerID,
 		NotBefore: e.NotBefore.UTC(), NotAfter: e.NotAfter.UTC(), LeftSeconds: e.LeftSeconds,
 		State: control.ExpiryState(e.State), Message: e.Message}
+}
+
+// probeSettings is h without the certificate expiry thresholds: those apply
+// on reload (status reads them), the probes' settings only at start.
+func probeSettings(h config.HealthConfig) config.HealthConfig {
+	h.CertificateWarn, h.CertificateCritical = 0, 0
+	return h
 }

@@ -253,3 +253,18 @@ func TestTrustStatusExpiry(t *testing.T) {
 		t.Errorf("with a 400-day warning: %+v", ts.Certificate)
 	}
 }
+
+// The certificate expiry thresholds apply on reload; the probes' settings
+// of the same section still need a restart.
+func TestReloadAppliesCertificateThresholds(t *testing.T) {
+	base := reloadBase(t)
+	n := cloneConfig(base)
+	n.Health.CertificateWarn, n.Health.CertificateCritical = 60*config.Day, 14*config.Day
+	if why := reloadRefusal(base, n, false); why != "" {
+		t.Errorf("changing health.certificate_warn/critical refused: %q", why)
+	}
+	n.Health.Interval += time.Millisecond
+	if why := reloadRefusal(base, n, false); !strings.Contains(why, "health changed") {
+		t.Errorf("changing the probe interval: %q", why)
+	}
+}
