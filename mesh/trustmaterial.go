@@ -37,7 +37,9 @@ type renewal struct {
 	change   trust.AuthorityChange
 }
 
+// apiRenew is POST /v1/renew: check, write, adopt (a dry run only checks).
 func (a *Agent) apiRenew(rt *siteRuntime, in control.RenewRequest) (control.RenewReply, error) {
+	defer clear(in.Identity) // the request's copy of the key, also on a refusal
 	if rt.enr == nil || rt.store == nil {
 		return control.RenewReply{}, config.ErrNoGossip
 	}
@@ -50,7 +52,6 @@ func (a *Agent) apiRenew(rt *siteRuntime, in control.RenewRequest) (control.Rene
 	if err != nil {
 		return control.RenewReply{}, err
 	}
-	defer clear(r.keyPEM)
 	reply := control.RenewReply{Site: r.cert.Site, Serial: r.cert.Serial.Text(16), PreviousSerial: rt.enr.Cert.Serial.Text(16),
 		NotAfter: r.cert.NotAfter.UTC(), IdentityKeyChanged: !r.cert.IdentityKey.Equal(rt.enr.Cert.IdentityKey),
 		Narrower: r.change.Narrower, Written: []string{}, DryRun: in.DryRun}
