@@ -152,6 +152,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		descStreams, descMalformed, descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
 	}
+	describeTrust(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -204,6 +205,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
 		g(descMembers, float64(st.Gossip.MembersByState[s]), string(s))
 	}
 	collectUntrusted(g, ctr, st.Untrusted)
+	collectTrust(ch, st)
 	g(descSnapshot, unixSeconds(st.GeneratedAt))
 }
 

@@ -21,7 +21,7 @@ func caCommand() *cli.Command {
 overlay address and the underlay ranges its endpoints may use. Agents believe
 only records signed by a certified site, so a machine with the gossip key but no
 certificate from this CA can change nothing.`,
-		Subcommands: []*cli.Command{caInitCommand(dir), caIssueCommand(dir), caRevokeCommand(dir)},
+		Subcommands: []*cli.Command{caInitCommand(dir), caIssueCommand(dir), caRevokeCommand(dir), caListCommand(dir)},
 	}
 }
 
@@ -60,16 +60,18 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 			durationFlag("valid", "certificate lifetime `DURATION`, e.g. 365d or 90d", ca.DefaultCertValidity),
 			&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
 			&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
+			&cli.BoolFlag{Name: "replace", Usage: "re-issue a site the CA holds a live certificate for with other prefixes or overlay (default: only a renewal: same or narrower)"},
 			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			o, err := issueOptions(c)
+			cert, note, err := issueFromFlags(c)
 			if err != nil {
 				return err
 			}
-			cert, err := ca.Issue(o)
-			if err != nil {
-				return flagError(err)
+			if !c.Bool("json") {
+				if _, err := fmt.Fprint(c.App.Writer, note); err != nil {
+					return err
+				}
 			}
 			return printResult(c, issueResultJSON(cert, c.String("out")), func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
@@ -114,7 +116,7 @@ spreads to every site, and each drops the revoked site.`,
 // issueOptions parses the flags of `ca issue`.
 func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 	o := ca.IssueOptions{Dir: c.String("dir"), Site: c.String("site"), AllowDefault: c.Bool("allow-default"),
-		Valid: durationOf(c, "valid"), Out: c.String("out"), Now: time.Now()}
+		Valid: durationOf(c, "valid"), Out: c.String("out"), Now: time.Now(), Replace: c.Bool("replace")}
 	var err error
 	if o.Prefixes, err = parsePrefixes("--prefix", c.StringSlice("prefix")); err != nil {
 		return o, err

@@ -63,6 +63,10 @@ type IssuedEntry struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	Revoked   bool      `json:"revoked,omitempty"`
+	// Underlay and AllowDefault complete the authority a renewal is
+	// compared with (reissue.go); absent in entries of older versions.
+	Underlay     []string `json:"underlay,omitempty"`
+	AllowDefault bool     `json:"allow_default,omitempty"`
 }
 
 // Init creates a CA directory for cluster (DefaultCluster if empty). It
