@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -18,10 +17,8 @@ func caListCommand(dir cli.Flag) *cli.Command {
 		Name:  "list",
 		Usage: "list every certificate the CA issued: serial, site, prefixes, not-after, state",
 		Description: `One line per certificate, by site and then issue time. STATE is valid,
-expired or revoked; LEFT is the time until not-after. --json prints a list of
-{"site","serial","prefixes","overlay","not_before","not_after","revoked",
-"underlay","allow_default","state","left_seconds"}.`,
-		Flags: []cli.Flag{dir, &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+expired or revoked; LEFT is the time until not-after. --json: docs/CLI.md.`,
+		Flags: []cli.Flag{dir, jsonFlag()},
 		Action: func(c *cli.Context) error {
 			now := time.Now()
 			list, err := ca.List(c.String("dir"), now)
@@ -29,9 +26,7 @@ expired or revoked; LEFT is the time until not-after. --json prints a list of
 				return flagError(err)
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(list)
+				return writeJSON(c.App.Writer, caListJSON{Schema: jsonSchema, Certificates: append([]ca.Listed{}, list...)})
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "SITE\tSERIAL\tPREFIXES\tOVERLAY\tNOT AFTER\tLEFT\tSTATE")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/dcmesh/dcmesh/mesh/ca"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/urfave/cli/v2"
 )
@@ -110,4 +111,16 @@ type downJSON struct {
 	Purge         bool   `json:"purge"`
 	Interface     string `json:"interface,omitempty"`
 	RoutesRemoved int    `json:"routes_removed"`
+}
+
+// caListJSON is `ca list --json`: every certificate the CA issued.
+type caListJSON struct {
+	Schema       int         `json:"schema"`
+	Certificates []ca.Listed `json:"certificates"`
+}
+
+// renewJSON is `renew --json`: the agent's answer.
+type renewJSON struct {
+	Schema int `json:"schema"`
+	control.RenewReply
 }

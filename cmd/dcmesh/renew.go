@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,7 +44,7 @@ See examples/bootstrap.md, "Rolling over the CA".`,
 			&cli.StringFlag{Name: "ca", Usage: "a CA bundle `FILE` (PEM, one or more CAs) to pin instead of the bundle's ca.crt: a CA rollover"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check the bundle against the running agent, change nothing"},
 			&cli.BoolFlag{Name: "allow-dropping-peers", Usage: "install a ca.crt under which some peers' certificates no longer verify (those sites are dropped)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the agent's answer as JSON"},
+			jsonFlag(),
 		}, withTimeout(slowAskTimeout)...),
 		Action: func(c *cli.Context) error {
 			cl, cfg, err := agentClient(c)
@@ -62,9 +61,13 @@ See examples/bootstrap.md, "Rolling over the CA".`,
 				return noAnswer(err)
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(reply)
+				if reply.Written == nil {
+					reply.Written = []string{}
+				}
+				if reply.CAs == nil {
+					reply.CAs = []string{}
+				}
+				return writeJSON(c.App.Writer, renewJSON{Schema: jsonSchema, RenewReply: reply})
 			}
 			_, err = fmt.Fprint(c.App.Writer, renewSummary(reply))
 			return err
