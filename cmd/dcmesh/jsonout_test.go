@@ -206,7 +206,7 @@ func TestCLIDocJSONExamples(t *testing.T) {
 		"dcmesh rotate --json": &rotateJSON{}, "dcmesh ca issue --json": &issueJSON{}, "dcmesh ca revoke --json": &caRevokeJSON{},
 		"dcmesh revoke --json": &revokeJSON{}, "dcmesh init --json": &initJSON{}, "dcmesh leave --json": &leaveJSON{}, "dcmesh down --json": &downJSON{},
 		"dcmesh status --json`, `dcmesh health --json": &control.Health{},
-		"dcmesh ca list --json": &caListJSON{}, "dcmesh renew --json": &renewJSON{},
+		"dcmesh ca list --json":                        &caListJSON{}, "dcmesh renew --json": &renewJSON{},
 	}
 	seen := map[string]bool{}
 	for _, section := range strings.Split(string(raw), "\n### `")[1:] {
