@@ -80,6 +80,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
 	}
+	describeUplinks(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -122,6 +123,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		g(descPeerRoute, routes, p.Site, p.PublicKey, string(p.Role))
 	}
+	collectUplinks(ch, st)
 	g(descKeyAge, float64(st.Key.AgeSeconds))
 	g(descKeyEpoch, float64(st.Key.Epoch))
 	if st.Key.NextRotation != nil {

@@ -59,6 +59,9 @@ type siteRuntime struct {
 	// in-tunnel probes (health.go): nil for static-only sites
 	prober  *probe.Prober
 	probing map[string]time.Time // site → when its probe session started
+	uplinks *uplinks             // endpoint failover (uplinks_agent.go)
+	// shadow: routes of others that take a remote prefix (shadow.go)
+	shadow shadowState
 	// the last desired WireGuard state and sites, for status
 	lastWG    wg.Config
 	lastSites []records.Site

@@ -184,6 +184,26 @@ func (c *uplinkChooser) Step(now time.Time, s uplinkSession, device netip.AddrPo
 	return false
 }
 
+// Adopt follows the device when it roamed, settled, to another of the
+// site's endpoints: WireGuard sends to the source of the peer's last
+// authenticated packet, so the remote moved its traffic to that uplink (its
+// own routing did) and it works. Putting the old endpoint back would send
+// into the path the remote left, at every reconcile. A move away from the
+// preferred endpoint counts as a failover and starts the hold; during a
+// trial the chooser's own pick stands. It reports whether Current changed.
+func (c *uplinkChooser) Adopt(now time.Time, device netip.AddrPort) bool {
+	i := slices.Index(c.endpoints, device)
+	if c.phase != uplinkSettled || i < 0 || i == c.cur {
+		return false
+	}
+	c.cur = i
+	if i != 0 {
+		c.failovers++
+	}
+	c.settle(now)
+	return true
+}
+
 // failover moves to the next endpoint for a trial.
 func (c *uplinkChooser) failover(now time.Time) {
 	c.cur = (c.cur + 1) % len(c.endpoints)

@@ -191,3 +191,26 @@ func TestUplinkTimersFromProbeTimers(t *testing.T) {
 		t.Errorf("%+v, want %+v", got, want)
 	}
 }
+
+func TestUplinkAdoptsWhereTheDeviceRoamed(t *testing.T) {
+	u := newUplinkClock(t, upA, upB)
+	u.step(0, sessionUp, false, upA)
+	if u.c.Adopt(u.now, upA) || u.c.Adopt(u.now, upC) {
+		t.Fatal("adopted the current endpoint or one the site does not list")
+	}
+	// The remote's packets come from B now: follow, and return after the hold.
+	if !u.c.Adopt(u.now, upB) || u.c.Current() != upB || u.c.failovers != 1 {
+		t.Fatalf("did not adopt B: on %v, failovers %d", u.c.Current(), u.c.failovers)
+	}
+	u.step(10*time.Second, sessionUp, true, upA)
+	// During a trial the chooser's own pick stands.
+	if u.c.Adopt(u.now, upB) || u.c.Current() != upA {
+		t.Fatal("adopted during a return trial")
+	}
+	u.step(600*time.Millisecond, sessionUp, false, upA)
+	// Roaming back to the preferred one resets the hold.
+	u.c.Adopt(u.now, upB)
+	if !u.c.Adopt(u.now, upA) || u.c.Current() != upA || !u.c.Due().IsZero() || u.c.failovers != 2 {
+		t.Fatalf("roamed back to A: on %v due %v failovers %d", u.c.Current(), u.c.Due(), u.c.failovers)
+	}
+}
