@@ -114,9 +114,9 @@ func (c *uplinkChooser) Current() netip.AddrPort {
 }
 
 // SetEndpoints takes a site's new list. The endpoint in use stays if the
-// list still has it (the state too); otherwise the chooser starts over on
-// the preferred one. It reports whether Current changed.
-func (c *uplinkChooser) SetEndpoints(eps []netip.AddrPort) bool {
+// list still has it (settled there; a trial ends); otherwise the chooser
+// starts over on the preferred one. It reports whether Current changed.
+func (c *uplinkChooser) SetEndpoints(now time.Time, eps []netip.AddrPort) bool {
 	if slices.Equal(eps, c.endpoints) {
 		return false
 	}
@@ -127,9 +127,11 @@ func (c *uplinkChooser) SetEndpoints(eps []netip.AddrPort) bool {
 		c.cur, c.phase, c.hold, c.holdUntil = 0, uplinkSettled, c.timers.Hold, time.Time{}
 		return c.Current() != was
 	}
-	c.cur = i
-	if c.phase == uplinkReturning && c.prev >= len(eps) {
-		c.prev = 0
+	// A trial's indexes name the old list: stay where the device sends
+	// and let the session decide from here.
+	c.cur, c.phase = i, uplinkSettled
+	if i != 0 && c.holdUntil.IsZero() {
+		c.holdUntil = now.Add(c.hold) // a new preferred endpoint: try it after the hold
 	}
 	return false
 }

@@ -66,7 +66,7 @@ func (a *Agent) useUplinks(rt *siteRuntime, sites []records.Site, dev *wgtypes.D
 			c = newUplinkChooser(timers, eps)
 			rt.uplinks.choosers[s.Name] = c
 		} else {
-			c.SetEndpoints(eps)
+			c.SetEndpoints(now, eps)
 		}
 		if ep, ok := devEP[s.PublicKey]; ok && c.Adopt(now, ep) {
 			a.log.Info("peer endpoint follows the peer's packets to another of its uplinks", "peer", s.Name, "to", ep, "failovers", c.failovers)

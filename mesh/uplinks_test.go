@@ -168,17 +168,22 @@ func TestUplinkNewEndpointList(t *testing.T) {
 	u.step(0, sessionDown, true, upB)
 	u.step(time.Second, sessionUp, false, upB)
 	// The site reorders its list: B is still in use.
-	if u.c.SetEndpoints([]netip.AddrPort{upC, upB}) || u.c.Current() != upB {
+	if u.c.SetEndpoints(u.now, []netip.AddrPort{upC, upB}) || u.c.Current() != upB {
 		t.Fatalf("reordered list moved to %v", u.c.Current())
 	}
-	// B is gone: start over on the preferred.
-	if !u.c.SetEndpoints([]netip.AddrPort{upC, upA}) || u.c.Current() != upC || u.c.Trialling() {
-		t.Fatalf("list without B: on %v, trialling %v", u.c.Current(), u.c.Trialling())
+	// A new list during a trial ends it where the device sends.
+	u.step(time.Second, sessionDown, true, upC)
+	if u.c.SetEndpoints(u.now, []netip.AddrPort{upB, upC}) || u.c.Current() != upC || u.c.Trialling() {
+		t.Fatalf("new list during a trial: on %v, trialling %v", u.c.Current(), u.c.Trialling())
 	}
-	if u.c.SetEndpoints([]netip.AddrPort{upC, upA}) {
+	// C is gone: start over on the preferred.
+	if !u.c.SetEndpoints(u.now, []netip.AddrPort{upA, upB}) || u.c.Current() != upA || u.c.Trialling() {
+		t.Fatalf("list without C: on %v, trialling %v", u.c.Current(), u.c.Trialling())
+	}
+	if u.c.SetEndpoints(u.now, []netip.AddrPort{upA, upB}) {
 		t.Error("the same list reported a change")
 	}
-	u.c.SetEndpoints(nil)
+	u.c.SetEndpoints(u.now, nil)
 	if u.c.Current().IsValid() || u.c.Step(u.now, sessionDown, netip.AddrPort{}) {
 		t.Error("an empty list has an endpoint or switches")
 	}
