@@ -208,6 +208,7 @@ func (a *Agent) startSite(ctx context.Context, rt *siteRuntime, undo *cleanups) 
 	if err := a.firstReconcile(rt); err != nil {
 		return err
 	}
+	a.checkShadowing(rt) // then at every resync
 	if cfg.Gossip != nil {
 		// After the first reconcile: the overlay address is on the link.
 		pctx, stopProbes := context.WithCancel(ctx)

@@ -34,6 +34,10 @@ func (a *Agent) checkShadowing(rt *siteRuntime) {
 		a.log.Warn("cannot check for routes shadowing the remote prefixes", "err", err)
 		return
 	}
+	// A remote default route (a site certified with allow-default) is
+	// meant to lose to every more specific route: that is what a default
+	// is, not a shadow.
+	routes = slices.DeleteFunc(routes, func(r netconfig.ShadowRoute) bool { return r.Remote.Bits() == 0 })
 	rt.shadow.routes = routes
 	var lines []string
 	for _, r := range routes {
