@@ -82,6 +82,7 @@ func (a *Agent) useUplinks(rt *siteRuntime, sites []records.Site, dev *wgtypes.D
 			delete(rt.uplinks.choosers, name)
 		}
 	}
+	rt.armUplinks(now) // an adoption starts a hold
 	return out
 }
 
@@ -110,7 +111,6 @@ func (a *Agent) stepUplinks(rt *siteRuntime) {
 	now := time.Now()
 	states := rt.probeStates()
 	devEP := a.deviceEndpointsIfNeeded(rt, now)
-	var next time.Time
 	for _, s := range rt.lastSites {
 		c := rt.uplinks.choosers[s.Name]
 		if c == nil {
@@ -121,6 +121,15 @@ func (a *Agent) stepUplinks(rt *siteRuntime) {
 		if c.Step(now, uplinkSessionOf(ps, ok, rt.probing[s.Name], now), devEP[s.Name]) {
 			a.switchEndpoint(rt, s, was, c)
 		}
+	}
+	rt.armUplinks(now)
+}
+
+// armUplinks sets the timer to the next chooser that is due (polling the
+// probes every interval during a trial).
+func (rt *siteRuntime) armUplinks(now time.Time) {
+	var next time.Time
+	for _, c := range rt.uplinks.choosers {
 		due := c.Due()
 		if c.Trialling() {
 			due = earliest(due, now.Add(rt.cfg.Health.Interval))

@@ -13,22 +13,24 @@ import (
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
-// uplinkHold is the test's health.uplink_hold: longer than the test stays
-// on the second uplink, so no return trial runs; the return to the
-// repaired first uplink follows site2's packets (the trials and the hold
-// are TestUplink* in mesh, on a fake clock).
-const uplinkHold = 30 * time.Second
+// uplinkHold is the test's health.uplink_hold: one return trial runs while
+// the first uplink is still cut, and fails; the return to the repaired one
+// follows site2's packets (the hold's doubling and the trials on a fake
+// clock are TestUplink* in mesh).
+const uplinkHold = 3 * time.Second
 
 // TestUplinkFailoverAndShadowedRoutes: site2 has two uplinks (two links,
 // two subnets, routed by the underlay namespace) and announces both; probes
 // at 100 ms × 3, a ping at 100/s from site1's hosts to site2's. Cutting
 // site2's first uplink (nothing reaches its address; site2's routing sends
 // through the second) puts site1 on the second (the longest silence of the
-// ping is measured), where it stays across resyncs without a loss (a
-// reconcile must not put the dead endpoint back); repairing it brings site1
-// back to the first without a loss. Then a more specific route of another
-// protocol in site1 shadows site2's prefix: status names it, health is
-// critical; removing it makes site1 healthy again.
+// ping is measured), where it stays across a resync without a loss (a
+// reconcile must not put the dead endpoint back). After the hold site1
+// tries the first again, still cut: the trial fails, briefly, and site1
+// goes back to the second. Repairing the first brings site1 back to it
+// without a loss. Then a more specific route of another protocol in site1
+// shadows site2's prefix: status names it, health is critical; removing it
+// makes site1 healthy again.
 func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 	requireTool(t, "nft", "tcpdump")
 	start := time.Now()
@@ -75,8 +77,6 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 	ping := a.ns.Start(t, "ping", "ping", "-D", "-n", "-i", "0.01", "-W", "1", "-I", a.host(), b.host())
 	ping.WaitOutput(t, "icmp_seq=50 ", 10*time.Second)
 
-	// Cut the first uplink silently: no carrier change, its address just
-	// stops answering (in and out).
 	// Cut the first uplink: nothing reaches site2's first address any more
 	// (nft drops it), and site2's own routing sends to site1 through the
 	// second, as a multihomed gateway's would once its first uplink fails.
@@ -88,15 +88,18 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 		return a.expectUplink(b, second, 1, "")
 	})
 	settledAt := float64(time.Now().UnixMicro()) / 1e6
-	// Stay on it across resyncs (2 s): a reconcile must not put the dead
-	// endpoint back.
-	waitFor(t, 10*time.Second, "replies for 4.5 s on the second uplink", func() error {
-		if r := pingReplies(ping.Output()); len(r) == 0 || r[len(r)-1].at < settledAt+4.5 {
+	// After the hold, site1 tries the first uplink again; it is still cut,
+	// site2's packets keep coming from the second, the device follows them,
+	// and the trial fails: back to the second.
+	trialAt := a.logTime(10*time.Second, fmt.Sprintf(`from=%s:51820 to=%s:51820 phase=returning`, second, first))
+	a.agent.WaitOutput(t, fmt.Sprintf(`from=%s:51820 to=%s:51820 phase=settled`, first, second), 5*time.Second)
+	waitFor(t, 10*time.Second, "replies for 1 s after the failed return trial", func() error {
+		if r := pingReplies(ping.Output()); len(r) == 0 || r[len(r)-1].at < trialAt+1 {
 			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
-	if err := a.expectUplink(b, second, 1, control.ProbeUp); err != nil {
+	if err := a.expectUplink(b, second, -1, control.ProbeUp); err != nil {
 		t.Fatal(err)
 	}
 	if ep := a.wgShow("endpoints")[b.pub]; ep != second+":51820" {
@@ -110,7 +113,7 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 		if ep := a.wgShow("endpoints")[b.pub]; ep != first+":51820" {
 			return fmt.Errorf("wg show: site2's endpoint %s", ep)
 		}
-		return a.expectUplink(b, first, 1, "")
+		return a.expectUplink(b, first, -1, "")
 	})
 	backAt := float64(time.Now().UnixMicro()) / 1e6
 	waitFor(t, 5*time.Second, "replies after the return", func() error {
@@ -122,10 +125,18 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 	ping.Interrupt(5 * time.Second)
 	replies := pingReplies(ping.Output())
 	silence := longestGap(replies, cutAt-0.05, settledAt)
-	lostOnSecond := lostBetween(replies, settledAt+0.1, restoredAt)
+	lostOnSecond := lostBetween(replies, settledAt+0.1, trialAt-0.05)
+	trialGap := longestGap(replies, trialAt-0.05, trialAt+1)
 	lost := lostBetween(replies, restoredAt, backAt+0.5)
-	t.Logf("first uplink cut: longest silence %d ms (ping every 10 ms), on the second uplink %.2f s after the cut; %d replies lost on it over %.1f s; restored: back on the first %.1f s later, %d echo replies lost around the return",
-		int(silence*1000), settledAt-cutAt, lostOnSecond, restoredAt-settledAt, backAt-restoredAt, lost)
+	t.Logf("first uplink cut: longest silence %d ms (ping every 10 ms), on the second uplink %.2f s after the cut; %d replies lost on it over %.1f s (a resync every 2 s); "+
+		"the failed return trial after the hold cost %d ms; restored: back on the first %.1f s later, %d echo replies lost around the return",
+		int(silence*1000), settledAt-cutAt, lostOnSecond, trialAt-settledAt, int(trialGap*1000), backAt-restoredAt, lost)
+	if trialAt-settledAt < 2.1 {
+		t.Errorf("only %.1f s on the second uplink before the return trial: want a resync (2 s) in between", trialAt-settledAt)
+	}
+	if trialGap > 0.5 {
+		t.Errorf("the failed return trial silenced traffic for %.2f s, want ≤ one probe interval and some (0.5 s)", trialGap)
+	}
 	if lostOnSecond > 0 {
 		t.Errorf("%d echo replies lost while on the second uplink, want 0", lostOnSecond)
 	}
@@ -141,8 +152,9 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 }
 
 // expectUplink checks what status says of o's uplinks: two endpoints, the
-// one in use, the failovers, and (if given) the probe state.
-func (s *site) expectUplink(o *site, inUse string, failovers uint64, probe control.ProbeState) error {
+// one in use, the failovers (unless negative), and (if given) the probe
+// state.
+func (s *site) expectUplink(o *site, inUse string, failovers int, probe control.ProbeState) error {
 	for _, p := range s.status().Peers {
 		if p.Site != o.name || p.Role != control.RoleCurrent {
 			continue
@@ -151,7 +163,7 @@ func (s *site) expectUplink(o *site, inUse string, failovers uint64, probe contr
 		switch {
 		case u == nil:
 			return fmt.Errorf("status: no uplinks for %s", o.name)
-		case len(u.Endpoints) != 2 || u.InUse != inUse+":51820" || u.Failovers != failovers || u.Phase != "settled":
+		case len(u.Endpoints) != 2 || u.InUse != inUse+":51820" || (failovers >= 0 && u.Failovers != uint64(failovers)) || u.Phase != "settled":
 			return fmt.Errorf("status: %s uplinks %+v, want %s in use, %d failovers, settled", o.name, *u, inUse, failovers)
 		case probe != "" && (p.Probe == nil || p.Probe.State != probe):
 			return fmt.Errorf("status: %s probe %+v, want %s", o.name, p.Probe, probe)
@@ -204,6 +216,28 @@ func (s *site) checkShadowing(o *site) {
 		}
 		return nil
 	})
+}
+
+// logTime waits for a line of s's agent log containing what and returns
+// its time (unix seconds).
+func (s *site) logTime(timeout time.Duration, what string) float64 {
+	t := s.m.t
+	t.Helper()
+	s.agent.WaitOutput(t, what, timeout)
+	for _, l := range strings.Split(s.agent.Output(), "\n") {
+		if !strings.Contains(l, what) {
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) > 0 {
+			if at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
+				return float64(at.UnixMicro()) / 1e6
+			}
+		}
+		t.Fatalf("no time in %q", l)
+	}
+	t.Fatalf("%q not in the log", what)
+	return 0
 }
 
 // pingReply is one echo reply of `ping -D`.
