@@ -22,12 +22,13 @@ const uplinkHold = 3 * time.Second
 // TestUplinkFailoverAndShadowedRoutes: site2 has two uplinks (two links,
 // two subnets, routed by the underlay namespace) and announces both; probes
 // at 100 ms × 3, a ping at 100/s from site1's hosts to site2's. Cutting
-// site2's first uplink (nothing reaches its address; site2's routing sends
-// through the second) puts site1 on the second (the longest silence of the
-// ping is measured), where it stays across a resync without a loss (a
-// reconcile must not put the dead endpoint back). After the hold site1
-// tries the first again, still cut: the trial fails, briefly, and site1
-// goes back to the second. Repairing the first brings site1 back to it
+// site2's first uplink silently makes site1's probes go down and site1 try
+// the second endpoint (the longest silence of the ping is measured); once
+// site2's routing sends through its second uplink the session comes up
+// there, and site1 stays across a resync without a loss (a reconcile must
+// not put the dead endpoint back). After the hold site1 tries the first
+// again, still cut: the trial fails, briefly, and site1 goes back to the
+// second. Repairing the first (site2 sends from it again) brings site1 back
 // without a loss. Then a more specific route of another protocol in site1
 // shadows site2's prefix: status names it, health is critical; removing it
 // makes site1 healthy again.
@@ -77,14 +78,27 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 	ping := a.ns.Start(t, "ping", "ping", "-D", "-n", "-i", "0.01", "-W", "1", "-I", a.host(), b.host())
 	ping.WaitOutput(t, "icmp_seq=50 ", 10*time.Second)
 
-	// Cut the first uplink: nothing reaches site2's first address any more
-	// (nft drops it), and site2's own routing sends to site1 through the
-	// second, as a multihomed gateway's would once its first uplink fails.
+	// Cut the first uplink silently: nothing reaches site2's first address
+	// or leaves from it (nft). site1's probes go down and it tries the
+	// second endpoint; site2's routing then sends to site1 through the
+	// second uplink, as a multihomed gateway's does once it notices, and the
+	// session comes up there: settled. (Sooner, site1 would simply follow
+	// site2's packets; see the return below.)
 	cutAt := float64(time.Now().UnixMicro()) / 1e6
-	b.ns.Run(t, "nft", fmt.Sprintf("add table inet dcmcut; add chain inet dcmcut in { type filter hook input priority 0; }; add rule inet dcmcut in ip daddr %s drop", first))
+	b.ns.Run(t, "nft", fmt.Sprintf("add table inet dcmcut; add chain inet dcmcut in { type filter hook input priority 0; }; add chain inet dcmcut out { type filter hook output priority 0; }; "+
+		"add rule inet dcmcut in ip daddr %s drop; add rule inet dcmcut out ip saddr %s drop", first, first))
+	netconfigtest.Eventually(t, 5*time.Second, 20*time.Millisecond, "site1 trying site2's second uplink", func() error {
+		for _, p := range a.status().Peers {
+			if p.Site == b.name && p.Uplinks != nil && p.Uplinks.Phase == "trying" && p.Uplinks.InUse == second+":51820" {
+				return nil
+			}
+		}
+		return fmt.Errorf("not trying the second uplink")
+	})
+	switchedAt := float64(time.Now().UnixMicro()) / 1e6
 	egress := []string{fmt.Sprintf("192.168.%d.1/32", m.subnet), "via", secondNet + ".254", "dev", "eth1", "src", second}
 	b.ns.Run(t, "ip", append([]string{"route", "add"}, egress...)...)
-	waitFor(t, 10*time.Second, "site1 on site2's second uplink", func() error {
+	waitFor(t, 10*time.Second, "site1 settled on site2's second uplink", func() error {
 		return a.expectUplink(b, second, 1, "")
 	})
 	settledAt := float64(time.Now().UnixMicro()) / 1e6
@@ -128,9 +142,9 @@ func TestUplinkFailoverAndShadowedRoutes(t *testing.T) {
 	lostOnSecond := lostBetween(replies, settledAt+0.1, trialAt-0.05)
 	trialGap := longestGap(replies, trialAt-0.05, trialAt+1)
 	lost := lostBetween(replies, restoredAt, backAt+0.5)
-	t.Logf("first uplink cut: longest silence %d ms (ping every 10 ms), on the second uplink %.2f s after the cut; %d replies lost on it over %.1f s (a resync every 2 s); "+
+	t.Logf("first uplink cut: probes down and the second endpoint tried within %d ms, longest silence %d ms (ping every 10 ms), settled on the second uplink %.2f s after the cut; %d replies lost on it over %.1f s (a resync every 2 s); "+
 		"the failed return trial after the hold cost %d ms; restored: back on the first %.1f s later, %d echo replies lost around the return",
-		int(silence*1000), settledAt-cutAt, lostOnSecond, trialAt-settledAt, int(trialGap*1000), backAt-restoredAt, lost)
+		int((switchedAt-cutAt)*1000), int(silence*1000), settledAt-cutAt, lostOnSecond, trialAt-settledAt, int(trialGap*1000), backAt-restoredAt, lost)
 	if trialAt-settledAt < 2.1 {
 		t.Errorf("only %.1f s on the second uplink before the return trial: want a resync (2 s) in between", trialAt-settledAt)
 	}
