@@ -18,7 +18,8 @@ import (
 //     When it goes down, try the next endpoint (cycling through the list).
 //   - trying endpoint i: switched after a failure, for uplinkTimers.Trial.
 //     The session up on it settles there; the trial running out tries the
-//     next one (and so on round the list, the preferred one included).
+//     next one (and so on round the list, the preferred one included;
+//     after a round in vain, trials grow: see failover).
 //   - returning: settled on a fallback, up, for the hold: switch to the
 //     preferred endpoint for uplinkTimers.ReturnTrial. If the session is
 //     still up at the end and the device still sends to the preferred
@@ -99,6 +100,7 @@ type uplinkChooser struct {
 	holdUntil time.Time // settled on a fallback: when to return
 	hold      time.Duration
 	failovers uint64 // switches away from an endpoint that stopped answering
+	misses    int    // trials in a row that ran out (see failover)
 }
 
 func newUplinkChooser(t uplinkTimers, endpoints []netip.AddrPort) *uplinkChooser {
@@ -168,7 +170,7 @@ func (c *uplinkChooser) Step(now time.Time, s uplinkSession, device netip.AddrPo
 			// Back to the fallback, which must prove itself again.
 			c.cur = c.prev
 			c.backOff()
-			c.phase, c.deadline = uplinkTrying, now.Add(c.timers.Trial)
+			c.phase, c.deadline, c.misses = uplinkTrying, now.Add(c.timers.Trial), 0
 			c.failovers++
 			return true
 		}
@@ -207,16 +209,30 @@ func (c *uplinkChooser) Adopt(now time.Time, device netip.AddrPort) bool {
 }
 
 // failover moves to the next endpoint for a trial.
+// Once every endpoint was tried in vain, each further round's trials last
+// twice as long (up to maxTrialFactor times): a site that is down, not
+// just one of its uplinks, costs a device call and a log line every few
+// seconds at first and every half minute or so after.
 func (c *uplinkChooser) failover(now time.Time) {
+	if c.phase == uplinkTrying {
+		c.misses++
+	} else {
+		c.misses = 0
+	}
 	c.cur = (c.cur + 1) % len(c.endpoints)
-	c.phase, c.deadline = uplinkTrying, now.Add(c.timers.Trial)
+	factor := time.Duration(1) << min(c.misses/len(c.endpoints), maxTrialShift)
+	c.phase, c.deadline = uplinkTrying, now.Add(c.timers.Trial*factor)
 	c.failovers++
 }
+
+// maxTrialShift bounds the trials' growth: 16 × the trial (26 s at
+// 100 ms × 3, 35 s at the default 200 ms × 3).
+const maxTrialShift = 4
 
 // settle stays on the current endpoint; on a fallback, the return is due
 // after the hold.
 func (c *uplinkChooser) settle(now time.Time) {
-	c.phase = uplinkSettled
+	c.phase, c.misses = uplinkSettled, 0
 	if c.cur == 0 {
 		c.hold, c.holdUntil = c.timers.Hold, time.Time{}
 		return

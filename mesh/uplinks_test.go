@@ -219,3 +219,36 @@ func TestUplinkAdoptsWhereTheDeviceRoamed(t *testing.T) {
 		t.Fatalf("roamed back to A: on %v due %v failovers %d", u.c.Current(), u.c.Due(), u.c.failovers)
 	}
 }
+
+// A site that is down altogether: after a round of trials, each round's
+// trials last twice as long, up to 16 times; a session up resets them.
+func TestUplinkTrialsSlowDownWhenAllFail(t *testing.T) {
+	u := newUplinkClock(t, upA, upB)
+	u.step(0, sessionDown, true, upB)
+	var got []time.Duration
+	for range 12 {
+		d := u.c.Due().Sub(u.now)
+		got = append(got, d)
+		want := upA
+		if u.c.Current() == upA {
+			want = upB
+		}
+		u.step(d, sessionDown, true, want)
+	}
+	const tr = 1600 * time.Millisecond
+	want := []time.Duration{tr, tr, 2 * tr, 2 * tr, 4 * tr, 4 * tr, 8 * tr, 8 * tr, 16 * tr, 16 * tr, 16 * tr, 16 * tr}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("trial lengths %v, want %v", got, want)
+		}
+	}
+	u.step(time.Millisecond, sessionUp, false, u.c.Current())
+	if u.c.Current() == upA {
+		u.step(time.Second, sessionDown, true, upB)
+	} else {
+		u.step(time.Second, sessionDown, true, upA)
+	}
+	if d := u.c.Due().Sub(u.now); d != tr {
+		t.Errorf("first trial after a recovery lasts %v, want %v", d, tr)
+	}
+}
