@@ -125,21 +125,33 @@ func (a *Agent) stepUplinks(rt *siteRuntime) {
 	rt.armUplinks(now)
 }
 
-// armUplinks sets the timer to the next chooser that is due (polling the
-// probes every interval during a trial).
+// armUplinks sets the timer to the next chooser that is due.
 func (rt *siteRuntime) armUplinks(now time.Time) {
-	var next time.Time
-	for _, c := range rt.uplinks.choosers {
-		due := c.Due()
-		if c.Trialling() {
-			due = earliest(due, now.Add(rt.cfg.Health.Interval))
-		}
-		next = earliest(next, due)
-	}
+	next := nextUplinkDue(now, rt.cfg.Health.Interval, rt.uplinks.choosers)
 	rt.uplinks.timer.Stop()
 	if !next.IsZero() {
 		rt.uplinks.timer.Reset(max(next.Sub(now), 0))
 	}
+}
+
+// nextUplinkDue is when the choosers need a Step next (zero: only on a
+// probe change), polling the probes every interval during a trial.
+func nextUplinkDue(now time.Time, interval time.Duration, choosers map[string]*uplinkChooser) time.Time {
+	var next time.Time
+	poll := now.Add(max(interval, probe.MinInterval))
+	for _, c := range choosers {
+		due := c.Due()
+		if !due.IsZero() && !due.After(now) {
+			// Due but nothing to do yet (a hold over while the session is
+			// not up): look again in a probe interval, not at once.
+			due = poll
+		}
+		if c.Trialling() {
+			due = earliest(due, poll)
+		}
+		next = earliest(next, due)
+	}
+	return next
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -252,3 +252,32 @@ func TestUplinkTrialsSlowDownWhenAllFail(t *testing.T) {
 		t.Errorf("first trial after a recovery lasts %v, want %v", d, tr)
 	}
 }
+
+// A chooser that is due but cannot act (the hold is over, the session not
+// up) is looked at again a probe interval later, never in a busy loop; a
+// trial is polled every interval; a chooser on the preferred endpoint is
+// never due.
+func TestUplinkTimerNeverSpins(t *testing.T) {
+	u := newUplinkClock(t, upA, upB)
+	idle := newUplinkChooser(u.c.timers, []netip.AddrPort{upA, upB})
+	choosers := map[string]*uplinkChooser{"ams1": u.c, "par1": idle}
+	if due := nextUplinkDue(u.now, 100*time.Millisecond, choosers); !due.IsZero() {
+		t.Fatalf("due %v with both on the preferred endpoint", due)
+	}
+	u.step(0, sessionDown, true, upB)
+	if due := nextUplinkDue(u.now, 100*time.Millisecond, choosers); !due.Equal(u.now.Add(100 * time.Millisecond)) {
+		t.Fatalf("trial polled at %v, want in 100ms", due.Sub(u.now))
+	}
+	u.step(time.Second, sessionUp, false, upB)
+	if due := nextUplinkDue(u.now, 100*time.Millisecond, choosers); !due.Equal(u.now.Add(10 * time.Second)) {
+		t.Fatalf("settled on the fallback: due in %v, want the hold (10s)", due.Sub(u.now))
+	}
+	// Long past the hold, and the session unknown: Step does nothing.
+	now := u.now.Add(time.Hour)
+	if u.c.Step(now, sessionUnknown, netip.AddrPort{}) {
+		t.Fatal("switched without a session")
+	}
+	if due := nextUplinkDue(now, 100*time.Millisecond, choosers); !due.Equal(now.Add(100 * time.Millisecond)) {
+		t.Fatalf("overdue chooser: due in %v, want 100ms (not at once)", due.Sub(now))
+	}
+}
