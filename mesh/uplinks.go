@@ -126,7 +126,7 @@ func (c *uplinkChooser) SetEndpoints(now time.Time, eps []netip.AddrPort) bool {
 	c.endpoints = slices.Clone(eps)
 	i := slices.Index(eps, was)
 	if i < 0 {
-		c.cur, c.phase, c.hold, c.holdUntil = 0, uplinkSettled, c.timers.Hold, time.Time{}
+		c.cur, c.phase, c.hold, c.holdUntil, c.misses = 0, uplinkSettled, c.timers.Hold, time.Time{}, 0
 		return c.Current() != was
 	}
 	// A trial's indexes name the old list: stay where the device sends
@@ -210,7 +210,7 @@ func (c *uplinkChooser) Adopt(now time.Time, device netip.AddrPort) bool {
 
 // failover moves to the next endpoint for a trial.
 // Once every endpoint was tried in vain, each further round's trials last
-// twice as long (up to maxTrialFactor times): a site that is down, not
+// twice as long (up to 1 << maxTrialShift times): a site that is down, not
 // just one of its uplinks, costs a device call and a log line every few
 // seconds at first and every half minute or so after.
 func (c *uplinkChooser) failover(now time.Time) {
