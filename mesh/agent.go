@@ -135,12 +135,19 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 			a.logReconcileError(a.reconcile(rt))
 		case <-ticker.C:
 			a.logReconcileError(a.reconcile(rt))
+			a.checkShadowing(rt)
 			a.retryStateWrites(rt)
 		case m := <-inboxWhenIdle(inbox, rt.in):
 			a.onGossip(rt, m)
 			a.ingestTurn(rt, len(inbox))
 		case <-a.ingestMore:
 			a.ingestTurn(rt, len(inbox))
+		case <-rt.probeChanges():
+			a.stepUplinks(rt)
+			continue
+		case <-rt.uplinkTimerC():
+			a.stepUplinks(rt)
+			continue
 		case <-rotTimer.C:
 			rt.rot.OnTimer()
 		case k := <-rt.rot.CutOverEvents():

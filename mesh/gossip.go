@@ -93,7 +93,7 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		Seq:       seq,
 		IssuedAt:  now,
 		Prefixes:  rt.cfg.LocalPrefixes,
-		Endpoints: []netip.AddrPort{rt.cfg.Endpoint},
+		Endpoints: rt.cfg.UplinkEndpoints(),
 		Gossip:    rt.cfg.Gossip.AdvertiseAddr(),
 		BootID:    rt.bootID,
 		Leaving:   leaving,
@@ -144,7 +144,10 @@ func (a *Agent) updateLocalState(rt *siteRuntime) {
 func (a *Agent) policy(rt *siteRuntime) *trust.Policy {
 	cfg := rt.cfg
 	local := append(slices.Clone(cfg.LocalPrefixes), config.Host(cfg.OverlayAddress.Addr()))
-	underlay := []netip.Prefix{config.Host(cfg.Endpoint.Addr())}
+	var underlay []netip.Prefix
+	for _, e := range cfg.UplinkEndpoints() {
+		underlay = append(underlay, config.Host(e.Addr()))
+	}
 	if cfg.Gossip != nil {
 		underlay = append(underlay, config.Host(cfg.Gossip.Address.Addr()))
 		if cfg.Gossip.Advertise.IsValid() {

@@ -153,6 +153,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	describeTrust(ch)
+	describeUplinks(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -184,6 +185,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
 	for _, p := range st.Peers {
 		collectPeer(g, ctr, p)
 	}
+	collectUplinks(ch, st)
 	g(descKeySince, unixSeconds(st.Key.Since))
 	g(descKeyEpoch, float64(st.Key.Epoch))
 	if st.Key.NextRotation != nil {

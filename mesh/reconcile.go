@@ -74,11 +74,14 @@ type reconcilePlan struct {
 // part (rotator.prepare). release must be called once it is applied.
 func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
 	sites, cutover, release := rt.rot.Prepare(a.liveSites(rt), rt.store != nil)
-	p := reconcilePlan{sites: sites, d: computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, sites, cutover)}
-	// Read once: staggering, the peer diff and the receive marks all need it.
+	p := reconcilePlan{}
+	// Read once: the uplinks, staggering, the peer diff and the receive
+	// marks all need it.
 	if p.dev, p.devErr = rt.wgc.Device(rt.cfg.Interface); p.devErr != nil {
 		p.devErr = fmt.Errorf("read WireGuard device %s: %w", rt.cfg.Interface, p.devErr)
 	}
+	p.sites = a.useUplinks(rt, sites, p.dev)
+	p.d = computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, p.sites, cutover)
 	a.staggerFirstHandshakes(rt, &p.d, p.dev)
 	for _, why := range p.d.Dropped {
 		a.log.Warn("gossip site left out in favour of a static peer", "what", why)
@@ -111,6 +114,7 @@ func (a *Agent) applyWG(rt *siteRuntime, p reconcilePlan) error {
 // everything): status, the probes, the rotation, the gossip roster.
 func (a *Agent) applied(rt *siteRuntime, p reconcilePlan, complete bool, start time.Time) {
 	rt.lastWG, rt.lastSites = p.d.WG, p.sites
+	rt.shadow.net = p.d.Net
 	if p.dev != nil {
 		rt.setProbeTargets(p.sites, p.dev)
 	}

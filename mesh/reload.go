@@ -46,7 +46,7 @@ var restartOnly = []struct {
 // liveFields are the config.Config fields a reload applies (see restartOnly for the
 // others); the names are Go field paths, for the coverage test.
 var liveFields = []string{"Path", "ListenPort", "PrivateKeyFile", "OverlayAddress", "LocalPrefixes", "MTU",
-	"PersistentKeepalive", "ResyncInterval", "RouteMetric", "Peers", "Endpoint", "Trust.CAFile", "Trust.CertFile",
+	"PersistentKeepalive", "ResyncInterval", "RouteMetric", "Peers", "Endpoint", "Endpoints", "Trust.CAFile", "Trust.CertFile",
 	"Trust.IdentityKeyFile", "Trust.RecordExpiry", "Trust.ClockSkew", "Rotation"}
 
 func gossipChanged(get func(*config.GossipConfig) any) func(o, n *config.Config) bool {
@@ -140,7 +140,7 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 // record says (other than the key): it must then be published at once, not
 // at the next refresh an hour later.
 func recordInputsChanged(old, new *config.Config, oldEnr, newEnr *enroll.Enrollment) bool {
-	if old.Endpoint != new.Endpoint || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
+	if !slices.Equal(old.UplinkEndpoints(), new.UplinkEndpoints()) || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
 		return true
 	}
 	return oldEnr != nil && newEnr != nil && !bytes.Equal(oldEnr.Cert.Raw, newEnr.Cert.Raw)

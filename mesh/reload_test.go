@@ -75,6 +75,8 @@ func mutate(t *testing.T, c *config.Config, path string) {
 		*x = append(*x, "192.0.2.99:7946")
 	case *[]netip.Prefix:
 		*x = append(*x, netip.MustParsePrefix("10.77.0.0/16"))
+	case *[]netip.AddrPort:
+		*x = append(*x, netip.MustParseAddrPort("198.51.100.99:51820"))
 	case *[]config.StaticPeer:
 		*x = (*x)[:len(*x)-1]
 	case **config.GossipConfig:

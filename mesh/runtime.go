@@ -60,6 +60,9 @@ type siteRuntime struct {
 	// in-tunnel probes (health.go): nil for static-only sites
 	prober  *probe.Prober
 	probing map[string]time.Time // site → when its probe session started
+	uplinks *uplinks             // endpoint failover (uplinks_agent.go)
+	// shadow: routes of others that take a remote prefix (shadow.go)
+	shadow shadowState
 	// the last desired WireGuard state and sites, for status
 	lastWG    wg.Config
 	lastSites []records.Site
@@ -208,6 +211,7 @@ func (a *Agent) startSite(ctx context.Context, rt *siteRuntime, undo *cleanups) 
 	if err := a.firstReconcile(rt); err != nil {
 		return err
 	}
+	a.checkShadowing(rt) // then at every resync
 	if cfg.Gossip != nil {
 		// After the first reconcile: the overlay address is on the link.
 		pctx, stopProbes := context.WithCancel(ctx)

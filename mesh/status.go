@@ -37,7 +37,7 @@ func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 		v.keepalive[p.PublicKey] = p.PersistentKeepalive
 	}
 	for _, p := range dev.Peers {
-		st.Peers = append(st.Peers, v.peer(p))
+		st.Peers = append(st.Peers, rt.withUplinksAndShadows(v.peer(p)))
 	}
 	slices.SortFunc(st.Peers, func(a, b control.PeerStatus) int {
 		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Role, b.Role))

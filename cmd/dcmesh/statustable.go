@@ -25,6 +25,7 @@ func writeStatusTable(w io.Writer, st control.Status, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	writeUplinksAndShadows(&b, st.Peers)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -107,8 +107,13 @@ type Config struct {
 	Peers               []StaticPeer
 	// StateDir holds the control socket and the gossip state.
 	StateDir StateDir
-	// Endpoint is the underlay IP:PORT this site announces for WireGuard.
+	// Endpoint is the underlay IP:PORT this site announces for WireGuard:
+	// the preferred one, Endpoints[0].
 	Endpoint netip.AddrPort
+	// Endpoints are all of them (one per uplink), in order of preference:
+	// `endpoints: [...]`, or the one `endpoint`. Peers use the first and
+	// fail over to the next when the in-tunnel probes stop answering.
+	Endpoints []netip.AddrPort
 	// Gossip is nil for a site with static peers only.
 	Gossip   *GossipConfig
 	Trust    TrustConfig

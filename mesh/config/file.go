@@ -30,6 +30,7 @@ type fileConfig struct {
 	Peers               []filePeer    `yaml:"peers"`
 	StateDir            string        `yaml:"state_dir"`
 	Endpoint            string        `yaml:"endpoint"`
+	Endpoints           []string      `yaml:"endpoints"`
 	Gossip              *fileGossip   `yaml:"gossip"`
 	Trust               fileTrust     `yaml:"trust"`
 	Rotation            fileRotation  `yaml:"rotation"`
@@ -259,14 +260,7 @@ func (c *Config) parseStateAndTrust(fc *fileConfig, dir string, bad *problems) {
 	default:
 		c.StateDir = StateDir(fc.StateDir)
 	}
-	if fc.Endpoint != "" {
-		ap, err := netip.ParseAddrPort(fc.Endpoint)
-		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
-			bad.add("endpoint", "%q is not IP:PORT: the underlay address other sites send WireGuard traffic to, e.g. 192.0.2.10:51820", fc.Endpoint)
-		} else {
-			c.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-	}
+	c.parseEndpoints(fc, bad)
 	c.Trust = TrustConfig{
 		CAFile:          c.StateDir.File(cmp.Or(fc.Trust.CAFile, CACertFile)),
 		CertFile:        c.StateDir.File(cmp.Or(fc.Trust.CertFile, SiteCertFile)),
@@ -303,7 +297,7 @@ func (c *Config) parseGossip(fc *fileConfig, bad *problems) {
 		Profile:        fg.Profile,
 		RejoinInterval: bad.duration("gossip.rejoin_interval", fg.RejoinInterval, 30*time.Second, 100*time.Millisecond, time.Hour),
 	}
-	if fc.Endpoint == "" {
+	if fc.Endpoint == "" && len(fc.Endpoints) == 0 {
 		bad.add("endpoint", "required with gossip: the underlay IP:PORT other sites send WireGuard traffic to, e.g. endpoint: 192.0.2.10:51820")
 	}
 	if ap, err := ParseGossipAddr(fg.Address); err != nil {

@@ -25,7 +25,16 @@ type HealthConfig struct {
 	// critical (certexpiry.go). Defaults 30 and 7 days.
 	CertificateWarn     time.Duration
 	CertificateCritical time.Duration
+	// UplinkHold is how long a peer stays on a remote site's fallback
+	// endpoint, answering, before it tries the preferred one again
+	// (mesh/uplinks.go). Default DefaultUplinkHold.
+	UplinkHold time.Duration
 }
+
+// DefaultUplinkHold is 30 s: a repaired uplink carries traffic again within
+// half a minute, and an uplink that flaps costs at most one short trial
+// per hold (the hold doubles after each failed trial, up to 16 times).
+const DefaultUplinkHold = 30 * time.Second
 
 type fileHealth struct {
 	Interval   string `yaml:"probe_interval"`
@@ -34,12 +43,14 @@ type fileHealth struct {
 	Port       *int   `yaml:"probe_port"`
 	CertWarn   string `yaml:"certificate_warn"`
 	CertCrit   string `yaml:"certificate_critical"`
+	UplinkHold string `yaml:"uplink_hold"`
 }
 
 // parseHealth reads the health section.
 func (c *Config) parseHealth(fh fileHealth, bad *problems) {
 	def := probe.DefaultConfig()
 	c.Health = HealthConfig{Interval: def.Interval, Multiplier: def.Multiplier, Hold: def.Hold, Port: def.Port}
+	c.Health.UplinkHold = bad.duration("health.uplink_hold", fh.UplinkHold, DefaultUplinkHold, time.Second, time.Hour)
 	if fh.Interval != "" {
 		d, err := time.ParseDuration(fh.Interval)
 		if err != nil || d < probe.MinInterval || d > probe.MaxInterval {

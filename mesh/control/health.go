@@ -43,7 +43,8 @@ func (s HealthStatus) ExitCode() int {
 // status:
 //
 //	critical: peers exist and none is up; or fail-closed routes missing
-//	          (traffic for a remote site could leave in cleartext);
+//	          (traffic for a remote site could leave in cleartext); or a
+//	          route of others shadows a peer's prefix;
 //	degraded: a peer stale or down; tunnel routes missing; no peers at all;
 //	          the key overdue for rotation (older than 1.5 × interval); a
 //	          rotation stuck in one phase for longer than stuckAfter;
@@ -54,6 +55,7 @@ func (s HealthStatus) ExitCode() int {
 func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time) Health {
 	h := Health{Schema: StatusSchema, Site: st.Site, Reasons: []string{}}
 	critical, degraded := peerHealth(st.Peers)
+	critical = append(critical, shadowHealth(st.Peers)...)
 	if st.Routes.FailClosedProgrammed < st.Routes.FailClosedDesired {
 		critical = append(critical, fmt.Sprintf("fail-closed routes missing: %d of %d programmed (traffic for a remote site could follow another route in cleartext)",
 			st.Routes.FailClosedProgrammed, st.Routes.FailClosedDesired))

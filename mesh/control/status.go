@@ -179,6 +179,42 @@ type PeerStatus struct {
 	Probe            *ProbeStatus `json:"probe"`
 	GossipState      MemberState  `json:"gossip_state"` // alive, dead, left, unknown; static for static peers
 	RoutesProgrammed bool         `json:"routes_programmed"`
+	// Uplinks are the site's endpoints and which one is in use; null for
+	// static peers and a pre-installed next key.
+	Uplinks *UplinkStatus `json:"uplinks"`
+	// Shadowed lists routes of others that take traffic for one of this
+	// peer's prefixes away from the tunnel; empty when none does.
+	Shadowed []ShadowedRoute `json:"shadowed"`
+}
+
+// UplinkStatus is a gossip site's endpoints as this site uses them.
+type UplinkStatus struct {
+	// Endpoints are the site's endpoints in its order of preference.
+	Endpoints []string `json:"endpoints"`
+	// InUse is the one this site sends to (the device may follow the
+	// peer's packets elsewhere: that is Endpoint).
+	InUse string `json:"in_use"`
+	// Failovers counts switches away from an endpoint that stopped
+	// answering since the agent started.
+	Failovers uint64 `json:"failovers"`
+	// Phase is settled, trying (a fallback after a failure) or returning
+	// (a trial of the preferred endpoint after the hold).
+	Phase string `json:"phase"`
+}
+
+// ShadowedRoute is a route of someone else's that takes traffic for one of
+// a peer's prefixes: traffic to it does not enter the tunnel.
+type ShadowedRoute struct {
+	// Prefix is the peer's prefix that is shadowed.
+	Prefix string `json:"prefix"`
+	// Route is the shadowing route as `ip route` would show it.
+	Route    string `json:"route"`
+	Dst      string `json:"dst"`
+	Table    int    `json:"table"`
+	Protocol string `json:"protocol"`
+	// Dev lists the interfaces it sends to (empty for blackhole,
+	// unreachable and prohibit routes).
+	Dev []string `json:"dev"`
 }
 
 // ProbeStatus is what the in-tunnel probes say of a peer.

@@ -170,6 +170,9 @@ func Load(cfg *config.Config, now time.Time) (*Enrollment, error) {
 			return nil, fmt.Errorf("local_prefixes[%d]: %s is not in this site's certificate (%v); other sites would reject it", i, p, e.Cert.Prefixes)
 		}
 	}
+	if err := checkEndpoints(cfg, e.Cert); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

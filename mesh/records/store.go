@@ -320,7 +320,9 @@ type Site struct {
 	Seq      uint64     // of the record this came from
 	Overlay  netip.Addr // the site's overlay address (also in Prefixes)
 	Endpoint netip.AddrPort
-	Prefixes []netip.Prefix
+	// Endpoints are all the site's uplinks, the preferred (Endpoint) first.
+	Endpoints []netip.AddrPort
+	Prefixes  []netip.Prefix
 	// KEM is the site's ML-KEM key while it rotates with pre-shared keys;
 	// PSKSites the sites it holds a pre-shared key for.
 	KEM      []byte
@@ -356,7 +358,7 @@ func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.C
 		if !ok || len(sr.Endpoints) == 0 {
 			continue
 		}
-		rs := Site{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Prefixes: prefixes, PSKSites: sr.PSKSites}
+		rs := Site{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Endpoints: sr.Endpoints, Prefixes: prefixes, PSKSites: sr.PSKSites}
 		if sr.Phase == trust.PhasePrepared {
 			rs.Next, rs.KEM = sr.WGNext, sr.KEM
 		}
