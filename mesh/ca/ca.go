@@ -63,6 +63,9 @@ type IssuedEntry struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	Revoked   bool      `json:"revoked,omitempty"`
+	// Cert is the certificate (DER): `ca gossip-key rotate` seals the new
+	// gossip key to its identity key. Entries of older versions have none.
+	Cert []byte `json:"cert,omitempty"`
 }
 
 // Init creates a CA directory for cluster (DefaultCluster if empty). It

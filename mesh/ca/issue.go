@@ -64,7 +64,7 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 	if err := writeBundle(o, ca, cert, priv); err != nil {
 		return nil, err
 	}
-	entry := IssuedEntry{Site: o.Site, Serial: cert.Serial.Text(16), Overlay: o.Overlay.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
+	entry := IssuedEntry{Site: o.Site, Serial: cert.Serial.Text(16), Overlay: o.Overlay.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Cert: cert.Raw}
 	for _, p := range req.Prefixes {
 		entry.Prefixes = append(entry.Prefixes, p.String())
 	}
