@@ -100,6 +100,8 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		defer t.Stop()
 		refresh = t.C
 	}
+	gkTick := time.NewTicker(gossipKeyTick)
+	defer gkTick.Stop()
 	rotTimer := time.NewTimer(time.Hour)
 	defer rotTimer.Stop()
 	armRotation := func() {
@@ -141,6 +143,8 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 			a.ingestTurn(rt, len(inbox))
 		case <-rotTimer.C:
 			rt.rot.OnTimer()
+		case <-gossipKeyTicker(rt, gkTick):
+			a.stepGossipKey(rt)
 		case k := <-rt.rot.CutOverEvents():
 			rt.rot.OnCutOver(k)
 			a.logReconcileError(a.reconcile(rt))

@@ -60,6 +60,7 @@ func (a *Agent) handler() http.Handler {
 	serve(a, mux, control.EndpointRevoke, a.apiRevoke)
 	serve(a, mux, control.EndpointDown, a.apiDown)
 	control.Serve(mux, control.EndpointRotate, a.apiRotate) // waits off the loop
+	control.Serve(mux, control.EndpointGossipKey, a.apiGossipKey)
 	return mux
 }
 
