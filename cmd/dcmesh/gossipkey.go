@@ -167,3 +167,15 @@ func installGossipKey(c *cli.Context) error {
 	}
 	return err
 }
+
+// writeGossipKey writes the status line of the gossip key: ids, never keys.
+func writeGossipKey(b *strings.Builder, k *control.GossipKeyStatus) {
+	if k == nil {
+		return
+	}
+	fmt.Fprintf(b, "gossip key: %s in use, installed %s, epoch %d, %s", k.InUse, strings.Join(k.Installed, ", "), k.Epoch, k.Phase)
+	for _, s := range sortedNames(k.Pending) {
+		fmt.Fprintf(b, "; %s: %s", s, k.Pending[s])
+	}
+	b.WriteString("\n")
+}

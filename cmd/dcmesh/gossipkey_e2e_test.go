@@ -131,6 +131,9 @@ func TestGossipKeyRotationWithASiteDown(t *testing.T) {
 			t.Errorf("%s gossip-key.json: %v", s.name, err)
 		}
 	}
+	if table, want := m.cli("status", "--config", c.cfgPath), fmt.Sprintf("gossip key: %s in use, installed %s, epoch %s, stable", newID, newID, mm[2]); !strings.Contains(table, want) {
+		t.Errorf("status of %s lacks %q:\n%s", c.name, want, table)
+	}
 	for _, pair := range [][2]*site{{a, b}, {b, a}} {
 		src := reports[pair[1].name].From[pair[0].name]
 		t.Logf("%s→%s: %d received, %d lost, longest gap %.1f ms %v", pair[0].name, pair[1].name, src.Received, src.Lost, src.LongestGap, src.Silences)
