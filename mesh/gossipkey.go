@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
@@ -116,7 +117,7 @@ func (a *Agent) loadGossipKeys(rt *siteRuntime) (keys [][]byte, err error) {
 	rt.gkeys = gk
 	raw, err := wg.ReadStateFile(gk.file, maxGossipKeyFile)
 	if errors.Is(err, fs.ErrNotExist) {
-		gk.cur = rt.enr.GossipKey
+		gk.cur = slices.Clone(rt.enr.GossipKey) // erased when replaced
 		return [][]byte{gk.cur}, nil
 	}
 	if err != nil {
@@ -146,7 +147,7 @@ func (a *Agent) loadGossipKeys(rt *siteRuntime) (keys [][]byte, err error) {
 		gk.phase, gk.cur = gkStable, newKey
 		return [][]byte{newKey}, nil
 	}
-	gk.next, gk.cur = newKey, rt.enr.GossipKey
+	gk.next, gk.cur = newKey, slices.Clone(rt.enr.GossipKey)
 	if len(f.Previous) > 0 {
 		if gk.cur, _, err = open(f.Previous); err != nil {
 			return nil, err

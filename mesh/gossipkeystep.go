@@ -124,6 +124,9 @@ func (a *Agent) stepGossipKey(rt *siteRuntime) {
 		a.log.Info("gossip key: every live site sends with the new key; the old one is removed", "key_id", gk.bundle.KeyID, "epoch", gk.epoch)
 	default:
 		a.announceGossipKeys(rt, false)
+		for site := range d.Pending {
+			a.resendGossipKey(rt, site)
+		}
 		return
 	}
 	a.announceGossipKeys(rt, true)
@@ -201,12 +204,21 @@ func (a *Agent) onGossipKeyAck(rt *siteRuntime, raw []byte) {
 		return
 	}
 	gk.acks[ack.Site] = ack
-	if gk.bundle != nil && ack.Epoch < gk.epoch && time.Since(gk.resent[ack.Site]) >= 5*time.Second {
-		gk.resent[ack.Site] = time.Now()
-		g, msg := rt.gossip, records.Encode(records.KindGossipKey, gk.bundle.Raw)
-		go func() { _ = g.SendTo(ack.Site, msg) }()
-	}
+	a.resendGossipKey(rt, ack.Site)
 	a.stepGossipKey(rt)
+}
+
+// resendGossipKey sends the bundle held directly to a site that did not
+// say it holds its epoch (the broadcast and the first direct send may both
+// have been lost), at most every 5 s.
+func (a *Agent) resendGossipKey(rt *siteRuntime, site string) {
+	gk := rt.gkeys
+	if ack := gk.acks[site]; gk.bundle == nil || (ack != nil && ack.Epoch >= gk.epoch) || time.Since(gk.resent[site]) < 5*time.Second {
+		return
+	}
+	gk.resent[site] = time.Now()
+	g, msg := rt.gossip, records.Encode(records.KindGossipKey, gk.bundle.Raw)
+	go func() { _ = g.SendTo(site, msg) }()
 }
 
 // onGossipKeyBundle takes a bundle from gossip; refusals are counted like
