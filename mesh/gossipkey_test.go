@@ -197,3 +197,44 @@ func TestInstallGossipKeyStepsAndRestarts(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+// Key lists from gossip: only a certified site's own signature counts, the
+// newest of each site is kept, a replay of an older one changes nothing,
+// and refusals are counted like those of records.
+func TestGossipKeyAcksFromGossip(t *testing.T) {
+	ca := trusttest.NewCA(t)
+	cert, identity := trusttest.Issue(t, ca, "fra1", "10.1.0.0/16")
+	ams, amsKey := trusttest.Issue(t, ca, "ams1", "10.2.0.0/16")
+	_, otherKey := trusttest.Issue(t, ca, "lon1", "10.3.0.0/16")
+	s := newGKSite(t, t.TempDir(), ca, cert, identity, randomKey(t))
+	if _, err := s.rt.store.Consider(trusttest.SignedRecord(t, ams, amsKey, trusttest.RecordOptions{}), trusttest.Policy(t, ca, "fra1", "10.1.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	sign := func(a trust.GossipKeyAck, k ed25519.PrivateKey) []byte {
+		raw, err := trust.SignGossipKeyAck(a, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	rejected := func() uint64 { return s.rt.store.Rejected()[trust.ReasonSignature] }
+	s.a.onGossipKeyAck(s.rt, sign(trust.GossipKeyAck{Site: "ams1", Seq: 5, Held: []string{newID}}, otherKey))
+	if s.rt.gkeys.acks["ams1"] != nil || rejected() != 1 {
+		t.Fatalf("forged ack: kept %v, %d signature rejections", s.rt.gkeys.acks["ams1"], rejected())
+	}
+	s.a.onGossipKeyAck(s.rt, sign(trust.GossipKeyAck{Site: "ams1", Seq: 5, Held: []string{oldID, newID}}, amsKey))
+	s.a.onGossipKeyAck(s.rt, sign(trust.GossipKeyAck{Site: "ams1", Seq: 4, Held: []string{oldID}}, amsKey))
+	if a := s.rt.gkeys.acks["ams1"]; a == nil || a.Seq != 5 || !a.Holds(newID) {
+		t.Fatalf("kept %+v, want seq 5 holding %s", a, newID)
+	}
+	s.a.onGossipKeyAck(s.rt, sign(trust.GossipKeyAck{Site: "lon1", Seq: 9, Held: []string{newID}}, otherKey))
+	if s.rt.gkeys.acks["lon1"] != nil {
+		t.Fatal("an ack of a site without a record was kept")
+	}
+	before := s.rt.store.Rejected()[trust.ReasonDecode]
+	s.a.onGossipKeyAck(s.rt, []byte("garbage"))
+	s.a.onGossipKeyBundle(s.rt, []byte("garbage"))
+	if got := s.rt.store.Rejected()[trust.ReasonDecode]; got != before+2 {
+		t.Fatalf("garbage ack and bundle: %d decode rejections, want %d", got, before+2)
+	}
+}

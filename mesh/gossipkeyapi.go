@@ -102,18 +102,22 @@ func gossipKeyStatus(rt *siteRuntime) *control.GossipKeyStatus {
 	return st
 }
 
-// greetGossipKeys hands a member that just joined this site's key list, and
-// the bundle while a rotation is under way.
+// greetGossipKeys hands a member that just joined, while a rotation is
+// under way here, the bundle and this site's key list (outside one there
+// is nothing it needs from us).
 func (a *Agent) greetGossipKeys(rt *siteRuntime, name string) {
 	gk := rt.gkeys
-	if gk == nil {
+	if gk == nil || !gk.rotating() {
 		return
 	}
-	a.announceGossipKeys(rt, false)
-	if gk.rotating() {
-		g, msg := rt.gossip, records.Encode(records.KindGossipKey, gk.bundle.Raw)
-		go func() { _ = g.SendTo(name, msg) }()
-	}
+	ack, ok := a.gossipKeyAckMsg(rt)
+	g, bundle := rt.gossip, records.Encode(records.KindGossipKey, gk.bundle.Raw)
+	go func() {
+		_ = g.SendTo(name, bundle)
+		if ok {
+			_ = g.SendTo(name, ack)
+		}
+	}()
 }
 
 // gossipKeyTicker ticks while a gossip-key rotation is under way, else

@@ -157,20 +157,28 @@ func (a *Agent) setGossipKeyPhase(rt *siteRuntime, phase string, change func() e
 // holds: broadcast every time, and to every member directly when the keys
 // changed (now) or every few seconds while a rotation waits.
 func (a *Agent) announceGossipKeys(rt *siteRuntime, now bool) {
+	msg, ok := a.gossipKeyAckMsg(rt)
+	if !ok {
+		return
+	}
+	rt.gossip.Broadcast("gossip-key-ack/"+rt.cfg.Site, msg)
+	if gk := rt.gkeys; now || time.Since(gk.sentAt) >= 3*time.Second {
+		gk.sentAt = time.Now()
+		a.sendToAllAsync(rt, msg, "gossip key list")
+	}
+}
+
+// gossipKeyAckMsg signs this site's key list as a gossip message.
+func (a *Agent) gossipKeyAckMsg(rt *siteRuntime) ([]byte, bool) {
 	gk := rt.gkeys
 	_, held := rt.gossip.KeyIDs()
 	gk.ackSeq = trust.NextSeq(gk.ackSeq, time.Now())
 	raw, err := trust.SignGossipKeyAck(trust.GossipKeyAck{Site: rt.cfg.Site, Seq: gk.ackSeq, Epoch: gk.epoch, Held: held}, rt.enr.Identity)
 	if err != nil {
 		a.log.Error("gossip key: cannot sign this site's key list", "err", err)
-		return
+		return nil, false
 	}
-	msg := records.Encode(records.KindGossipKeyAck, raw)
-	rt.gossip.Broadcast("gossip-key-ack/"+rt.cfg.Site, msg)
-	if now || time.Since(gk.sentAt) >= 3*time.Second {
-		gk.sentAt = time.Now()
-		a.sendToAllAsync(rt, msg, "gossip key list")
-	}
+	return records.Encode(records.KindGossipKeyAck, raw), true
 }
 
 // broadcastOrSend broadcasts msg under key when it fits in a packet, and
