@@ -92,6 +92,8 @@ type gossipKeys struct {
 	refused map[[32]byte]error   // bundles refused, by hash
 	sentAt  time.Time            // of the last direct announcement to all
 	resent  map[string]time.Time // when the bundle was last sent to a site behind
+	// answered is when a site's key list was last answered with ours
+	answered map[string]time.Time
 }
 
 func (gk *gossipKeys) rotating() bool { return gk.phase == gkInstalled || gk.phase == gkSwitched }
@@ -113,7 +115,7 @@ func (gk *gossipKeys) save() error {
 // the enrollment's key alone.
 func (a *Agent) loadGossipKeys(rt *siteRuntime) (keys [][]byte, err error) {
 	gk := &gossipKeys{file: rt.cfg.StateDir.GossipKey(), phase: gkStable, acks: map[string]*trust.GossipKeyAck{},
-		refused: map[[32]byte]error{}, resent: map[string]time.Time{}}
+		refused: map[[32]byte]error{}, resent: map[string]time.Time{}, answered: map[string]time.Time{}}
 	rt.gkeys = gk
 	raw, err := wg.ReadStateFile(gk.file, maxGossipKeyFile)
 	if errors.Is(err, fs.ErrNotExist) {

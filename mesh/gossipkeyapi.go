@@ -102,18 +102,24 @@ func gossipKeyStatus(rt *siteRuntime) *control.GossipKeyStatus {
 	return st
 }
 
-// greetGossipKeys hands a member that just joined, while a rotation is
-// under way here, the bundle and this site's key list (outside one there
-// is nothing it needs from us).
+// greetGossipKeys hands a member that just joined this site's key list,
+// and the bundle while a rotation is under way here: directly, one message
+// or two per join.
 func (a *Agent) greetGossipKeys(rt *siteRuntime, name string) {
 	gk := rt.gkeys
-	if gk == nil || !gk.rotating() {
+	if gk == nil {
 		return
 	}
 	ack, ok := a.gossipKeyAckMsg(rt)
-	g, bundle := rt.gossip, records.Encode(records.KindGossipKey, gk.bundle.Raw)
+	var bundle []byte
+	if gk.rotating() {
+		bundle = records.Encode(records.KindGossipKey, gk.bundle.Raw)
+	}
+	g := rt.gossip
 	go func() {
-		_ = g.SendTo(name, bundle)
+		if bundle != nil {
+			_ = g.SendTo(name, bundle)
+		}
 		if ok {
 			_ = g.SendTo(name, ack)
 		}

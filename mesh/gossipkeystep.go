@@ -213,7 +213,26 @@ func (a *Agent) onGossipKeyAck(rt *siteRuntime, raw []byte) {
 	}
 	gk.acks[ack.Site] = ack
 	a.resendGossipKey(rt, ack.Site)
+	a.answerGossipKeyAck(rt, ack)
 	a.stepGossipKey(rt)
+}
+
+// answerGossipKeyAck sends this site's key list directly to a site that is
+// rotating (it holds two keys) or on another epoch, at most every 2 s: a
+// site that was down and now rotates alone waits for the key lists of the
+// sites it finds, which outside a rotation announce nothing by themselves.
+func (a *Agent) answerGossipKeyAck(rt *siteRuntime, ack *trust.GossipKeyAck) {
+	gk := rt.gkeys
+	if (len(ack.Held) < 2 && ack.Epoch == gk.epoch) || time.Since(gk.answered[ack.Site]) < 2*time.Second {
+		return
+	}
+	msg, ok := a.gossipKeyAckMsg(rt)
+	if !ok {
+		return
+	}
+	gk.answered[ack.Site] = time.Now()
+	g := rt.gossip
+	go func() { _ = g.SendTo(ack.Site, msg) }()
 }
 
 // resendGossipKey sends the bundle held directly to a site that did not

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/trust"
 )
 
 var gossipKeyLine = regexp.MustCompile(`gossip key ([0-9a-f]{16}) \(epoch (\d+)\) sealed to 3 sites`)
@@ -102,8 +106,9 @@ func TestGossipKeyRotationWithASiteDown(t *testing.T) {
 	if use, held := c.gossipKeyIDs(); use != oldID || len(held) != 1 {
 		t.Fatalf("%s after the rotation: uses %s, holds %v; want the old key %s alone", c.name, use, held, oldID)
 	}
+	cStart := time.Now()
 	out = m.cli("gossip-key", "install", "--file", bundle, "--wait", "--timeout", "30s", "--config", c.cfgPath)
-	t.Logf("install on %s: %s", c.name, strings.TrimSpace(out))
+	t.Logf("install --wait on %s took %s: %s", c.name, time.Since(cStart).Round(time.Millisecond), strings.TrimSpace(out))
 	c.waitGossipKey(t, newID)
 	for _, s := range m.sites {
 		s.waitAlive(t, m.sites...)
@@ -141,5 +146,64 @@ func TestGossipKeyRotationWithASiteDown(t *testing.T) {
 			t.Errorf("%s→%s: %d lost of %d, want none", pair[0].name, pair[1].name, src.Lost, src.Received)
 		}
 	}
+	checkGossipKeyNeverUnsealed(t, m, caDir, bundle)
 	t.Logf("test took %s", time.Since(begin).Round(time.Millisecond))
+}
+
+// checkGossipKeyNeverUnsealed opens the bundle as site1 would and looks for
+// the new key, in every form keyForms knows and raw, in every file of the
+// CA and state directories, the agents' logs and the CLI's output.
+func checkGossipKeyNeverUnsealed(t *testing.T, m *testMesh, caDir, bundle string) {
+	t.Helper()
+	raw, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(caDir, "ca.crt"))
+	cas, err := trust.ParseCAPEM(caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := trust.ParseGossipKeyBundle(raw, cas, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idPEM, _ := os.ReadFile(filepath.Join(m.sites[0].stateDir, "identity.key"))
+	id, err := trust.ParseKeyPEM(idPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := trust.OpenGossipKey(b, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := append(keyForms(key), key)
+	var places []string
+	var texts [][]byte
+	for _, dir := range append([]string{caDir}, m.sites[0].stateDir, m.sites[1].stateDir, m.sites[2].stateDir) {
+		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if data, err := os.ReadFile(p); err == nil {
+					places, texts = append(places, p), append(texts, data)
+				}
+			}
+			return nil
+		})
+	}
+	for _, s := range m.sites {
+		places, texts = append(places, s.name+" agent log"), append(texts, []byte(s.agent.Output()))
+	}
+	places, texts = append(places, "CLI output"), append(texts, []byte(strings.Join(m.transcript, "\n")))
+	found := 0
+	for i, text := range texts {
+		for _, f := range forms {
+			if bytes.Contains(text, f) {
+				t.Errorf("the new gossip key appears unsealed in %s", places[i])
+				found++
+			}
+		}
+	}
+	if found == 0 {
+		t.Logf("the new gossip key %s is in none of %d files and outputs", b.KeyID, len(places))
+	}
 }
