@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,6 +69,8 @@ type gossipKeyFile struct {
 	Phase    string `json:"phase"`
 	Bundle   []byte `json:"bundle"`
 	Previous []byte `json:"previous,omitempty"`
+	// SignerCA is the certificate (DER) of the CA that signed Bundle.
+	SignerCA []byte `json:"signer_ca,omitempty"`
 }
 
 // maxGossipKeyFile bounds gossip-key.json: two bundles in base64.
@@ -80,6 +83,8 @@ type gossipKeys struct {
 	phase    string
 	bundle   *trust.GossipKeyBundle // the last installed, or nil
 	previous []byte                 // gossipKeyFile.Previous
+	signerCA []byte                 // gossipKeyFile.SignerCA
+	problem  string                 // why the stored bundle did not open at start
 	// cur is the key sent with outside a rotation, and the old key during
 	// one; next the new key during one (UseKey and RemoveKey take keys).
 	// Only ever in memory.
@@ -99,7 +104,7 @@ type gossipKeys struct {
 func (gk *gossipKeys) rotating() bool { return gk.phase == gkInstalled || gk.phase == gkSwitched }
 
 func (gk *gossipKeys) save() error {
-	f := gossipKeyFile{Epoch: gk.epoch, Phase: gk.phase, Previous: gk.previous}
+	f := gossipKeyFile{Epoch: gk.epoch, Phase: gk.phase, Previous: gk.previous, SignerCA: gk.signerCA}
 	if gk.bundle != nil {
 		f.Bundle = gk.bundle.Raw
 	}
@@ -112,14 +117,17 @@ func (gk *gossipKeys) save() error {
 
 // loadGossipKeys reads gossip-key.json and opens what it needs: the keys
 // gossip starts with, the one it sends with first. Without the file that is
-// the enrollment's key alone.
+// the enrollment's key alone. A bundle that no longer opens (the identity
+// key changed with a renewal) does not keep the site from starting: it
+// gossips with the enrollment's key, as a site that was down during a
+// rotation, until a newer bundle is installed, and status says so.
 func (a *Agent) loadGossipKeys(rt *siteRuntime) (keys [][]byte, err error) {
 	gk := &gossipKeys{file: rt.cfg.StateDir.GossipKey(), phase: gkStable, acks: map[string]*trust.GossipKeyAck{},
 		refused: map[[32]byte]error{}, resent: map[string]time.Time{}, answered: map[string]time.Time{}}
 	rt.gkeys = gk
+	gk.cur = slices.Clone(rt.enr.GossipKey) // erased when replaced
 	raw, err := wg.ReadStateFile(gk.file, maxGossipKeyFile)
 	if errors.Is(err, fs.ErrNotExist) {
-		gk.cur = slices.Clone(rt.enr.GossipKey) // erased when replaced
 		return [][]byte{gk.cur}, nil
 	}
 	if err != nil {
@@ -129,37 +137,52 @@ func (a *Agent) loadGossipKeys(rt *siteRuntime) (keys [][]byte, err error) {
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("%s is corrupt (%v): restore it, or remove it and install the last gossip-key bundle again (dcmesh gossip-key install)", gk.file, err)
 	}
-	open := func(der []byte) ([]byte, *trust.GossipKeyBundle, error) {
-		b, err := trust.ParseGossipKeyBundle(der, rt.enr.CAs, time.Now())
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", gk.file, err)
-		}
-		k, err := trust.OpenGossipKey(b, rt.enr.Identity, b.Epoch-1)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", gk.file, err)
-		}
-		return k, b, nil
-	}
-	newKey, b, err := open(f.Bundle)
+	gk.epoch, gk.signerCA = f.Epoch, f.SignerCA
+	newKey, b, err := a.openStoredGossipKey(rt, f.Bundle)
 	if err != nil {
-		return nil, err
+		gk.problem = fmt.Sprintf("the gossip-key bundle of epoch %d in %s does not open (%v): gossiping with the enrollment's key; install a newer bundle (dcmesh ca gossip-key rotate, then dcmesh gossip-key install)", f.Epoch, gk.file, err)
+		a.log.Error("gossip key: " + gk.problem)
+		return [][]byte{gk.cur}, nil
 	}
-	gk.epoch, gk.phase, gk.bundle, gk.previous = b.Epoch, f.Phase, b, f.Previous
+	gk.phase, gk.bundle, gk.previous = f.Phase, b, f.Previous
 	if !gk.rotating() {
 		gk.phase, gk.cur = gkStable, newKey
 		return [][]byte{newKey}, nil
 	}
-	gk.next, gk.cur = newKey, slices.Clone(rt.enr.GossipKey)
 	if len(f.Previous) > 0 {
-		if gk.cur, _, err = open(f.Previous); err != nil {
-			return nil, err
+		old, _, err := a.openStoredGossipKey(rt, f.Previous)
+		if err != nil {
+			a.log.Warn("gossip key: the previous bundle does not open; resuming with the new key alone", "err", err)
+			gk.phase, gk.cur, gk.previous = gkStable, newKey, nil
+			return [][]byte{newKey}, nil
 		}
+		gk.cur = old
 	}
+	gk.next = newKey
 	a.log.Info("gossip-key rotation resumes", "epoch", gk.epoch, "key_id", b.KeyID, "phase", gk.phase)
 	if gk.phase == gkInstalled {
 		return [][]byte{gk.cur, gk.next}, nil
 	}
 	return [][]byte{gk.next, gk.cur}, nil
+}
+
+// openStoredGossipKey opens a bundle this site installed before. Its CA
+// may have been unpinned since (a CA rollover): the signer's certificate,
+// kept when it was installed, still verifies it.
+func (a *Agent) openStoredGossipKey(rt *siteRuntime, der []byte) ([]byte, *trust.GossipKeyBundle, error) {
+	cas := rt.enr.CAs
+	if c, err := x509.ParseCertificate(rt.gkeys.signerCA); err == nil {
+		cas = append(slices.Clone(cas), c)
+	}
+	b, err := trust.ParseGossipKeyBundle(der, cas, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := trust.OpenGossipKey(b, rt.enr.Identity, b.Epoch-1)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, b, nil
 }
 
 // installGossipKey takes a gossip-key bundle (DER): checked, opened,
@@ -176,7 +199,10 @@ func (a *Agent) installGossipKey(rt *siteRuntime, der []byte) (changed bool, err
 		return false, err
 	}
 	changed, err = a.takeGossipKey(rt, der)
-	if err != nil {
+	var r *bundleRefusal
+	if errors.As(err, &r) {
+		// What the bundle itself is (signature, epoch, recipients) does
+		// not change: the same bytes again cost a lookup.
 		if len(gk.refused) >= 64 {
 			clear(gk.refused)
 		}
@@ -185,11 +211,18 @@ func (a *Agent) installGossipKey(rt *siteRuntime, der []byte) (changed bool, err
 	return changed, err
 }
 
+// bundleRefusal is a refusal of the bundle itself, as opposed to one of
+// this moment (a rotation under way, a full disk).
+type bundleRefusal struct{ err error }
+
+func (r *bundleRefusal) Error() string { return r.err.Error() }
+func (r *bundleRefusal) Unwrap() error { return r.err }
+
 func (a *Agent) takeGossipKey(rt *siteRuntime, der []byte) (bool, error) {
 	gk := rt.gkeys
 	b, err := trust.ParseGossipKeyBundle(der, rt.enr.CAs, time.Now())
 	if err != nil {
-		return false, err
+		return false, &bundleRefusal{err}
 	}
 	if gk.bundle != nil && b.Epoch == gk.epoch && b.KeyID == gk.bundle.KeyID {
 		return false, nil
@@ -200,7 +233,7 @@ func (a *Agent) takeGossipKey(rt *siteRuntime, der []byte) (bool, error) {
 	}
 	key, err := trust.OpenGossipKey(b, rt.enr.Identity, gk.epoch)
 	if err != nil {
-		return false, fmt.Errorf("gossip key: %w", err)
+		return false, &bundleRefusal{fmt.Errorf("gossip key: %w", err)}
 	}
 	_, held := rt.gossip.KeyIDs()
 	if len(held) != 1 {
@@ -208,7 +241,8 @@ func (a *Agent) takeGossipKey(rt *siteRuntime, der []byte) (bool, error) {
 		return false, fmt.Errorf("gossip key: %d keys held outside a rotation; restart the agent", len(held))
 	}
 	next := *gk
-	next.epoch, next.phase, next.bundle, next.previous = b.Epoch, gkInstalled, b, nil
+	next.epoch, next.phase, next.bundle, next.previous, next.problem = b.Epoch, gkInstalled, b, nil, ""
+	next.signerCA = signerCert(rt.enr.CAs, b.SignerID)
 	if gk.bundle != nil {
 		next.previous = gk.bundle.Raw
 	}
@@ -228,6 +262,16 @@ func (a *Agent) takeGossipKey(rt *siteRuntime, der []byte) (bool, error) {
 	a.spreadGossipKey(rt)
 	a.announceGossipKeys(rt, true)
 	return true, nil
+}
+
+// signerCert is the DER of the pinned CA whose id is id.
+func signerCert(cas []*x509.Certificate, id string) []byte {
+	for _, c := range cas {
+		if trust.CAID(c) == id {
+			return c.Raw
+		}
+	}
+	return nil
 }
 
 // spreadGossipKey sends the bundle held to the cluster: broadcast when it

@@ -243,3 +243,59 @@ func TestGossipKeyAcksFromGossip(t *testing.T) {
 		t.Fatalf("garbage ack and bundle: %d decode rejections, want %d", got, before+2)
 	}
 }
+
+// A refusal of the moment (a rotation under way) is not remembered: the
+// same bundle installs once the rotation ended.
+func TestInstallGossipKeyRetriesAfterARotation(t *testing.T) {
+	ca := trusttest.NewCA(t)
+	cert, identity := trusttest.Issue(t, ca, "fra1", "10.1.0.0/16")
+	s := newGKSite(t, t.TempDir(), ca, cert, identity, randomKey(t))
+	if _, err := s.a.installGossipKey(s.rt, sealFor(t, ca, randomKey(t), 5, cert).Raw); err != nil {
+		t.Fatal(err)
+	}
+	later := sealFor(t, ca, randomKey(t), 6, cert)
+	if _, err := s.a.installGossipKey(s.rt, later.Raw); err == nil {
+		t.Fatal("a second rotation while one is under way was accepted")
+	}
+	s.a.stepGossipKey(s.rt) // use
+	s.rt.gkeys.since = time.Now().Add(-gossipKeyGrace)
+	s.a.stepGossipKey(s.rt) // remove
+	if changed, err := s.a.installGossipKey(s.rt, later.Raw); err != nil || !changed {
+		t.Fatalf("after the rotation ended: %v %v", changed, err)
+	}
+}
+
+// The stored bundle still opens after its CA was unpinned (a CA rollover);
+// when it no longer opens at all (the identity key changed with a renewal)
+// the site starts anyway, on the enrollment's key, and status says why.
+func TestStoredGossipKeyAfterRolloverAndRenewal(t *testing.T) {
+	ca, newCA := trusttest.NewCA(t), trusttest.NewCA(t)
+	cert, identity := trusttest.Issue(t, ca, "fra1", "10.1.0.0/16")
+	enrollKey, key := randomKey(t), randomKey(t)
+	dir := t.TempDir()
+	s := newGKSite(t, dir, ca, cert, identity, enrollKey)
+	if _, err := s.a.installGossipKey(s.rt, sealFor(t, ca, key, 5, cert).Raw); err != nil {
+		t.Fatal(err)
+	}
+	s.a.stepGossipKey(s.rt)
+	s.rt.gkeys.since = time.Now().Add(-gossipKeyGrace)
+	s.a.stepGossipKey(s.rt)
+
+	renewed, _ := trusttest.Issue(t, newCA, "fra1", "10.1.0.0/16")
+	s = newGKSite(t, dir, newCA, renewed, identity, enrollKey) // only the new CA pinned
+	if got := s.ids(); !slices.Equal(got, []string{trust.GossipKeyID(key)}) || s.rt.gkeys.problem != "" {
+		t.Fatalf("after a CA rollover: %v %q", got, s.rt.gkeys.problem)
+	}
+	_, otherIdentity := trusttest.Issue(t, newCA, "fra1", "10.1.0.0/16")
+	s = newGKSite(t, dir, newCA, renewed, otherIdentity, enrollKey)
+	if got := s.ids(); !slices.Equal(got, []string{trust.GossipKeyID(enrollKey)}) {
+		t.Fatalf("with a new identity key: %v, want the enrollment's key", got)
+	}
+	st := gossipKeyStatus(s.rt)
+	if why := st.Pending["fra1"]; !strings.Contains(why, "does not open") || !strings.Contains(why, "dcmesh gossip-key install") || st.Epoch != 5 {
+		t.Fatalf("status: %+v", st)
+	}
+	if _, err := s.a.installGossipKey(s.rt, sealFor(t, newCA, randomKey(t), 5, renewed).Raw); !errors.Is(err, trust.ErrStaleGossipKey) {
+		t.Fatalf("a bundle of the same epoch again: %v, want refused as stale", err)
+	}
+}

@@ -99,6 +99,9 @@ func gossipKeyStatus(rt *siteRuntime) *control.GossipKeyStatus {
 	if rt.gkeys.rotating() && len(rt.gkeys.pending) > 0 {
 		st.Pending = rt.gkeys.pending
 	}
+	if p := rt.gkeys.problem; p != "" {
+		st.Pending = map[string]string{rt.cfg.Site: p}
+	}
 	return st
 }
 
