@@ -54,6 +54,9 @@ const gossipKeyGrace = 3 * time.Second
 // that died, acks that were lost) and re-announces this site's keys.
 const gossipKeyTick = 500 * time.Millisecond
 
+// gossipKeyParseEvery bounds how often a bundle from gossip is checked.
+const gossipKeyParseEvery = 100 * time.Millisecond
+
 // Phases of gossip-key.json and control.GossipKeyStatus.Phase.
 const (
 	gkStable    = "stable"    // one key
@@ -99,6 +102,7 @@ type gossipKeys struct {
 	resent  map[string]time.Time // when the bundle was last sent to a site behind
 	// answered is when a site's key list was last answered with ours
 	answered map[string]time.Time
+	parsedAt time.Time // of the last bundle from gossip checked
 }
 
 func (gk *gossipKeys) rotating() bool { return gk.phase == gkInstalled || gk.phase == gkSwitched }
@@ -190,6 +194,18 @@ func (a *Agent) openStoredGossipKey(rt *siteRuntime, der []byte) ([]byte, *trust
 // nothing; an older one, one not sealed to this site, or a new one while a
 // rotation is under way is refused. changed says whether it was new.
 func (a *Agent) installGossipKey(rt *siteRuntime, der []byte) (changed bool, err error) {
+	return a.installGossipKeyFrom(rt, der, false)
+}
+
+// errGossipKeyLimited refuses a bundle from gossip that came too soon after
+// the last one that had to be checked.
+var errGossipKeyLimited = errors.New("gossip key bundle dropped: another was checked less than 100 ms ago")
+
+// installGossipKeyFrom is installGossipKey; bundles from gossip that are
+// neither the one held nor one refused before are checked at most every
+// gossipKeyParseEvery: a key holder sending distinct bundles of 512 KiB
+// would otherwise cost the loop a parse each.
+func (a *Agent) installGossipKeyFrom(rt *siteRuntime, der []byte, fromGossip bool) (changed bool, err error) {
 	gk := rt.gkeys
 	if gk.bundle != nil && string(der) == string(gk.bundle.Raw) {
 		return false, nil
@@ -197,6 +213,12 @@ func (a *Agent) installGossipKey(rt *siteRuntime, der []byte) (changed bool, err
 	h := sha256.Sum256(der)
 	if err, ok := gk.refused[h]; ok {
 		return false, err
+	}
+	if fromGossip {
+		if time.Since(gk.parsedAt) < gossipKeyParseEvery {
+			return false, errGossipKeyLimited
+		}
+		gk.parsedAt = time.Now()
 	}
 	changed, err = a.takeGossipKey(rt, der)
 	var r *bundleRefusal

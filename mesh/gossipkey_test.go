@@ -242,6 +242,14 @@ func TestGossipKeyAcksFromGossip(t *testing.T) {
 	if got := s.rt.store.Rejected()[trust.ReasonDecode]; got != before+2 {
 		t.Fatalf("garbage ack and bundle: %d decode rejections, want %d", got, before+2)
 	}
+	// Another bundle at once is not even looked at; the first again is a
+	// lookup (refused before).
+	if _, err := s.a.installGossipKeyFrom(s.rt, []byte("other garbage"), true); !errors.Is(err, errGossipKeyLimited) {
+		t.Fatalf("a second bundle within %s: %v, want it dropped", gossipKeyParseEvery, err)
+	}
+	if _, err := s.a.installGossipKeyFrom(s.rt, []byte("garbage"), true); err == nil || errors.Is(err, errGossipKeyLimited) {
+		t.Fatalf("the refused bundle again: %v, want its refusal", err)
+	}
 }
 
 // A refusal of the moment (a rotation under way) is not remembered: the

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -251,7 +252,10 @@ func (a *Agent) resendGossipKey(rt *siteRuntime, site string) {
 // onGossipKeyBundle takes a bundle from gossip; refusals are counted like
 // those of records (and remembered by hash, so repeats cost a lookup).
 func (a *Agent) onGossipKeyBundle(rt *siteRuntime, der []byte) {
-	changed, err := a.installGossipKey(rt, der)
+	changed, err := a.installGossipKeyFrom(rt, der, true)
+	if errors.Is(err, errGossipKeyLimited) {
+		return // not counted as a refusal: it was not looked at
+	}
 	if err != nil {
 		rt.store.Reject("(gossip key bundle)", err)
 		a.log.Debug("gossip key bundle from gossip refused", "err", err)
