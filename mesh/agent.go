@@ -144,7 +144,7 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		case <-rotTimer.C:
 			rt.rot.OnTimer()
 		case <-gossipKeyTicker(rt, gkTick):
-			a.stepGossipKey(rt)
+			a.tickGossipKey(rt)
 		case k := <-rt.rot.CutOverEvents():
 			rt.rot.OnCutOver(k)
 			a.logReconcileError(a.reconcile(rt))

@@ -98,7 +98,7 @@ type gossipKeys struct {
 	since   time.Time // when every live site was first seen using the new key
 	pending map[string]string
 	refused map[[32]byte]error   // bundles refused, by hash
-	sentAt  time.Time            // of the last direct announcement to all
+	sentAt  time.Time            // of the last direct announcement
 	resent  map[string]time.Time // when the bundle was last sent to a site behind
 	// answered is when a site's key list was last answered with ours
 	answered map[string]time.Time
@@ -282,7 +282,7 @@ func (a *Agent) takeGossipKey(rt *siteRuntime, der []byte) (bool, error) {
 	gk.next, gk.since, gk.pending = key, time.Time{}, nil
 	a.log.Info("gossip key installed", "epoch", b.Epoch, "key_id", b.KeyID, "recipients", len(b.Recipients))
 	a.spreadGossipKey(rt)
-	a.announceGossipKeys(rt, true)
+	a.announceGossipKeys(rt)
 	return true, nil
 }
 

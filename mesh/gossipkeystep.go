@@ -124,13 +124,36 @@ func (a *Agent) stepGossipKey(rt *siteRuntime) {
 		gk.cur, gk.next, gk.previous, gk.since = gk.next, nil, nil, time.Time{}
 		a.log.Info("gossip key: every live site sends with the new key; the old one is removed", "key_id", gk.bundle.KeyID, "epoch", gk.epoch)
 	default:
-		a.announceGossipKeys(rt, false)
-		for site := range d.Pending {
-			a.resendGossipKey(rt, site)
-		}
 		return
 	}
-	a.announceGossipKeys(rt, true)
+	a.announceGossipKeys(rt)
+}
+
+// tickGossipKey is the rotation's ticker: the next step, and while it
+// waits, this site's key list broadcast again and, every 3 s, sent directly
+// to the sites waited for, with the bundle to those that did not say they
+// hold it (gossip does not relay these messages, so at scale a broadcast
+// reaches only some sites; a direct send to all happens only on a change).
+func (a *Agent) tickGossipKey(rt *siteRuntime) {
+	a.stepGossipKey(rt)
+	gk := rt.gkeys
+	if !gk.rotating() {
+		return
+	}
+	msg, ok := a.gossipKeyAckMsg(rt)
+	if !ok {
+		return
+	}
+	rt.gossip.Broadcast("gossip-key-ack/"+rt.cfg.Site, msg)
+	if time.Since(gk.sentAt) < 3*time.Second {
+		return
+	}
+	gk.sentAt = time.Now()
+	g := rt.gossip
+	for site := range gk.pending {
+		a.resendGossipKey(rt, site)
+		go func() { _ = g.SendTo(site, msg) }()
+	}
 }
 
 // setGossipKeyPhase persists phase and then changes the keyring (a
@@ -155,18 +178,15 @@ func (a *Agent) setGossipKeyPhase(rt *siteRuntime, phase string, change func() e
 }
 
 // announceGossipKeys tells the cluster, signed, which gossip keys this site
-// holds: broadcast every time, and to every member directly when the keys
-// changed (now) or every few seconds while a rotation waits.
-func (a *Agent) announceGossipKeys(rt *siteRuntime, now bool) {
+// holds, now that they changed: broadcast, and to every member directly.
+func (a *Agent) announceGossipKeys(rt *siteRuntime) {
 	msg, ok := a.gossipKeyAckMsg(rt)
 	if !ok {
 		return
 	}
 	rt.gossip.Broadcast("gossip-key-ack/"+rt.cfg.Site, msg)
-	if gk := rt.gkeys; now || time.Since(gk.sentAt) >= 3*time.Second {
-		gk.sentAt = time.Now()
-		a.sendToAllAsync(rt, msg, "gossip key list")
-	}
+	rt.gkeys.sentAt = time.Now()
+	a.sendToAllAsync(rt, msg, "gossip key list")
 }
 
 // gossipKeyAckMsg signs this site's key list as a gossip message.
@@ -218,13 +238,15 @@ func (a *Agent) onGossipKeyAck(rt *siteRuntime, raw []byte) {
 	a.stepGossipKey(rt)
 }
 
-// answerGossipKeyAck sends this site's key list directly to a site that is
-// rotating (it holds two keys) or on another epoch, at most every 2 s: a
-// site that was down and now rotates alone waits for the key lists of the
-// sites it finds, which outside a rotation announce nothing by themselves.
+// answerGossipKeyAck sends this site's key list, while it is not rotating
+// itself, directly to a site that is (it holds two keys) or that is on
+// another epoch, at most every 2 s: a site that was down and now rotates
+// alone waits for the key lists of the sites it finds, which outside a
+// rotation announce nothing by themselves. Sites that rotate together
+// announce anyway.
 func (a *Agent) answerGossipKeyAck(rt *siteRuntime, ack *trust.GossipKeyAck) {
 	gk := rt.gkeys
-	if (len(ack.Held) < 2 && ack.Epoch == gk.epoch) || time.Since(gk.answered[ack.Site]) < 2*time.Second {
+	if gk.rotating() || (len(ack.Held) < 2 && ack.Epoch == gk.epoch) || time.Since(gk.answered[ack.Site]) < 2*time.Second {
 		return
 	}
 	msg, ok := a.gossipKeyAckMsg(rt)
