@@ -181,8 +181,13 @@ func TestInstallGossipKeyStepsAndRestarts(t *testing.T) {
 	if got := s.ids(); !slices.Equal(got, []string{newID}) || s.rt.gkeys.epoch != 20 {
 		t.Fatalf("restart when stable: %v epoch %d", got, s.rt.gkeys.epoch)
 	}
-	if _, err := s.a.installGossipKey(s.rt, sealFor(t, ca, randomKey(t), 19, cert).Raw); !errors.Is(err, trust.ErrStaleGossipKey) {
+	stale := sealFor(t, ca, randomKey(t), 19, cert).Raw
+	if _, err := s.a.installGossipKey(s.rt, stale); !errors.Is(err, trust.ErrStaleGossipKey) {
 		t.Fatalf("older epoch: %v, want ErrStaleGossipKey", err)
+	}
+	s.a.onGossipKeyBundle(s.rt, stale) // from gossip: counted as a replay
+	if n := s.rt.store.Rejected()[trust.ReasonReplay]; n != 1 {
+		t.Fatalf("an older bundle from gossip: %d replays counted, want 1", n)
 	}
 	// The next rotation's old key is the last bundle's, not the enrollment's.
 	third := randomKey(t)

@@ -258,6 +258,16 @@ func (a *Agent) answerGossipKeyAck(rt *siteRuntime, ack *trust.GossipKeyAck) {
 	go func() { _ = g.SendTo(ack.Site, msg) }()
 }
 
+// bundleReason words a bundle's refusal in the records' reasons, as
+// counted in records_rejected: an older epoch is a replay (gossip delivers
+// old copies; logged at debug), anything else decode.
+func bundleReason(err error) error {
+	if errors.Is(err, trust.ErrStaleGossipKey) {
+		return &trust.RejectError{Reason: trust.ReasonReplay, Detail: err.Error()}
+	}
+	return err
+}
+
 // resendGossipKey sends the bundle held directly to a site that did not
 // say it holds its epoch (the broadcast and the first direct send may both
 // have been lost), at most every 5 s.
@@ -279,7 +289,7 @@ func (a *Agent) onGossipKeyBundle(rt *siteRuntime, der []byte) {
 		return // not counted as a refusal: it was not looked at
 	}
 	if err != nil {
-		rt.store.Reject("(gossip key bundle)", err)
+		rt.store.Reject("(gossip key bundle)", bundleReason(err))
 		a.log.Debug("gossip key bundle from gossip refused", "err", err)
 	}
 	if changed {
