@@ -28,6 +28,8 @@ type Options struct {
 	// MetricsAddr, if set, serves Prometheus metrics on /metrics there
 	// (--metrics-addr).
 	MetricsAddr string
+	// Version names the build in dcmesh_build_info ("dev" if empty).
+	Version string
 }
 
 // Agent runs one site. Create it with NewAgent, run it with Run, ask it to

@@ -59,6 +59,7 @@ func (a *Agent) handler() http.Handler {
 	serve(a, mux, control.EndpointLeave, a.apiLeave)
 	serve(a, mux, control.EndpointRevoke, a.apiRevoke)
 	serve(a, mux, control.EndpointDown, a.apiDown)
+	serve(a, mux, control.EndpointRenew, a.apiRenew)
 	control.Serve(mux, control.EndpointRotate, a.apiRotate) // waits off the loop
 	control.Serve(mux, control.EndpointGossipKey, a.apiGossipKey)
 	return mux
@@ -138,7 +139,11 @@ func (a *Agent) apiRevoke(rt *siteRuntime, in control.RevokeRequest) (control.Re
 		a.spreadCRL(rt)
 		a.commitStore(rt)
 	}
-	return control.RevokeReply{Number: rt.store.CRL().Number.String(), Revoked: len(rt.store.CRL().Serials)}, nil
+	held := rt.store.Revocations().For(crl.Issuer) // the newest list of that CA
+	if held == nil {
+		held = crl
+	}
+	return control.RevokeReply{Number: held.Number.String(), Revoked: len(held.Serials)}, nil
 }
 
 func (a *Agent) apiDown(rt *siteRuntime, in control.DownRequest) (control.Empty, error) {

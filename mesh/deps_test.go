@@ -29,7 +29,7 @@ func TestImportRules(t *testing.T) {
 		"mesh/ca":                  {"wg", "mesh/trust", "mesh/config", "mesh/enroll"},
 		"mesh/records":             {"wg", "mesh/trust", "mesh/gossip", "mesh/config"},
 		"mesh/rotation":            {"wg", "mesh/trust", "mesh/records", "mesh/config", "mesh/control"},
-		"cmd/dcmesh/internal/demo": {"mesh/control", "mesh/config"},
+		"cmd/dcmesh/internal/demo": {"mesh/control", "mesh/config", "netconfig"},
 	}
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}: {{join .Imports " "}}`, "../...").CombinedOutput()
 	if err != nil {

@@ -169,7 +169,7 @@ func (a *Agent) policy(rt *siteRuntime) *trust.Policy {
 	underlay = append(underlay, rt.enr.Cert.Underlay...)
 	return &trust.Policy{
 		CAs: rt.enr.CAs, LocalSite: cfg.Site, LocalPrefixes: local, Underlay: underlay,
-		CRL: rt.store.CRL(), Now: time.Now(), Skew: cfg.Trust.ClockSkew,
+		CRLs: rt.store.CRLSet(rt.enr.CAs), Now: time.Now(), Skew: cfg.Trust.ClockSkew,
 	}
 }
 

@@ -5,36 +5,82 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // metrics exposes the agent on --metrics-addr for Prometheus. Gauges and the
 // device counters come from a status the agent loop builds for the scrape
 // (asked through fresh, bounded by a timeout); if the loop is busy the last
-// one is served, with dcmesh_status_timestamp_seconds telling its age. Every
-// name is documented in docs/METRICS.md.
+// one is served, with dcmesh_status_timestamp_seconds telling its age. The
+// agent's own counters (reconciles, their errors, route repairs, rotations)
+// are counted where they happen. Every name is documented in
+// docs/METRICS.md; the names follow Prometheus' conventions: times are
+// Unix timestamps (_timestamp_seconds), not ages; states are one-hot
+// families with every state present, never a label on a 0/1 series.
 type metrics struct {
-	reg       *prometheus.Registry
-	snapshot  atomic.Pointer[control.Status]
-	fresh     func(context.Context) (*control.Status, error)
-	reconcile prometheus.Histogram
-	rotations *prometheus.CounterVec
+	reg             *prometheus.Registry
+	snapshot        atomic.Pointer[control.Status]
+	fresh           func(context.Context) (*control.Status, error)
+	reconcile       prometheus.Histogram
+	reconcileErrors prometheus.Counter
+	routeRepairs    *prometheus.CounterVec
+	rotations       *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
+// BuildInfo names the build in dcmesh_build_info.
+type BuildInfo struct {
+	Version   string // the release, or "dev"
+	GoVersion string // runtime.Version()
+	Revision  string // the VCS commit, or "unknown"
+}
+
+// readBuildInfo completes version with what the Go toolchain stamped into
+// the binary.
+func readBuildInfo(version string) BuildInfo {
+	bi := BuildInfo{Version: version, GoVersion: runtime.Version(), Revision: "unknown"}
+	if bi.Version == "" {
+		bi.Version = "dev"
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				bi.Revision = s.Value
+			}
+		}
+	}
+	return bi
+}
+
+func newMetrics(build BuildInfo) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.reconcile = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "dcmesh_reconcile_duration_seconds",
 		Help:    "Time to compute and apply the desired WireGuard peers and routes.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1},
 	})
+	m.reconcileErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dcmesh_reconcile_errors_total",
+		Help: "Reconciles that left something unapplied (a route conflict, a netlink or WireGuard error, each logged); retried at the next check.",
+	})
+	m.routeRepairs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dcmesh_route_repairs_total",
+		Help: "Routes of ours put back after someone deleted or changed them, by kind (tunnel, fail_closed).",
+	}, []string{"kind"})
+	for _, k := range []string{routeKindTunnel, routeKindFailClosed} {
+		m.routeRepairs.WithLabelValues(k)
+	}
 	m.rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dcmesh_rotations_total",
 		Help: "Key rotations of this site by result: complete (every peer cut over), incomplete (some did not confirm), failed (did not start).",
@@ -42,22 +88,48 @@ func newMetrics() *metrics {
 	for _, r := range []control.RotateResult{control.RotateComplete, control.RotateIncomplete, control.RotateFailed} {
 		m.rotations.WithLabelValues(string(r))
 	}
-	m.reg.MustRegister(m.reconcile, m.rotations, (*snapshotCollector)(m))
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "dcmesh_build_info",
+		Help:        "Always 1; labels name the agent's build.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "goversion": build.GoVersion, "revision": build.Revision},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(m.reconcile, m.reconcileErrors, m.routeRepairs, m.rotations, buildInfo, (*snapshotCollector)(m),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// The label values of dcmesh_routes_desired, _programmed and
+// dcmesh_route_repairs_total.
+const (
+	routeKindTunnel     = "tunnel"
+	routeKindFailClosed = "fail_closed"
+)
+
+// peerStates and rotationPhases are the values of the one-hot families
+// dcmesh_peer_state and dcmesh_key_rotation_phase, every one always present
+// (so that a state change moves a value, not a series).
+var (
+	peerStates     = []control.PeerState{control.PeerUp, control.PeerStale, control.PeerDown}
+	rotationPhases = []wg.RotationPhase{wg.PhaseStable, wg.PhasePrepared, wg.PhaseSwitching, wg.PhaseSwitched}
+)
+
+var peerLabels = []string{"site", "public_key", "role"}
+
 var (
 	descInfo      = prometheus.NewDesc("dcmesh_info", "Always 1; labels describe the agent.", []string{"site", "interface", "backend", "public_key"}, nil)
-	descHandshake = prometheus.NewDesc("dcmesh_peer_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer (absent before the first).", []string{"site", "public_key", "role"}, nil)
-	descRx        = prometheus.NewDesc("dcmesh_peer_receive_bytes_total", "Bytes received from the peer, as the WireGuard device counts them.", []string{"site", "public_key", "role"}, nil)
-	descTx        = prometheus.NewDesc("dcmesh_peer_transmit_bytes_total", "Bytes sent to the peer, as the WireGuard device counts them.", []string{"site", "public_key", "role"}, nil)
-	descPeerUp    = prometheus.NewDesc("dcmesh_peer_up", "1 if the peer's state is up, 0 if stale or down (see docs/STATUS.md).", []string{"site", "public_key", "role", "state"}, nil)
-	descProbeRTT  = prometheus.NewDesc("dcmesh_peer_probe_rtt_seconds", "Smoothed round-trip time of the in-tunnel probes (absent for unprobed peers).", []string{"site", "public_key", "role"}, nil)
-	descProbeLoss = prometheus.NewDesc("dcmesh_peer_probe_loss_ratio", "Share of in-tunnel probes lost over the last 10 s (absent for unprobed peers).", []string{"site", "public_key", "role"}, nil)
-	descPeerRoute = prometheus.NewDesc("dcmesh_peer_routes_programmed", "1 if every allowed prefix of the peer has its tunnel and fail-closed route.", []string{"site", "public_key", "role"}, nil)
-	descKeyAge    = prometheus.NewDesc("dcmesh_key_age_seconds", "Age of this site's current WireGuard key.", nil, nil)
+	descHandshake = prometheus.NewDesc("dcmesh_peer_last_handshake_timestamp_seconds", "When the last WireGuard handshake with the peer completed (0: never, as wg show latest-handshakes says).", peerLabels, nil)
+	descRx        = prometheus.NewDesc("dcmesh_peer_receive_bytes_total", "Bytes received from the peer, as the WireGuard device counts them.", peerLabels, nil)
+	descTx        = prometheus.NewDesc("dcmesh_peer_transmit_bytes_total", "Bytes sent to the peer, as the WireGuard device counts them.", peerLabels, nil)
+	descPeerUp    = prometheus.NewDesc("dcmesh_peer_up", "1 if the peer's state is up, 0 if stale or down (dcmesh_peer_state says which; docs/STATUS.md).", peerLabels, nil)
+	descPeerState = prometheus.NewDesc("dcmesh_peer_state", "1 for the peer's state (up, stale, down), 0 for the others.", append(slices.Clone(peerLabels), "state"), nil)
+	descProbeRTT  = prometheus.NewDesc("dcmesh_peer_probe_rtt_seconds", "Smoothed round-trip time of the in-tunnel probes (absent for unprobed peers).", peerLabels, nil)
+	descProbeLoss = prometheus.NewDesc("dcmesh_peer_probe_loss_ratio", "Share of in-tunnel probes lost over the last 10 s (absent for unprobed peers).", peerLabels, nil)
+	descPeerRoute = prometheus.NewDesc("dcmesh_peer_routes_programmed", "1 if every allowed prefix of the peer has its tunnel and fail-closed route.", peerLabels, nil)
+	descKeySince  = prometheus.NewDesc("dcmesh_key_current_since_timestamp_seconds", "When this site's current WireGuard key became current.", nil, nil)
 	descKeyEpoch  = prometheus.NewDesc("dcmesh_key_epoch", "Completed key rotations of this site.", nil, nil)
 	descNextRot   = prometheus.NewDesc("dcmesh_key_next_rotation_timestamp_seconds", "When the next scheduled rotation starts (absent if none).", nil, nil)
+	descRotPhase  = prometheus.NewDesc("dcmesh_key_rotation_phase", "1 for this site's key rotation phase (stable, prepared, switching, switched), 0 for the others.", []string{"phase"}, nil)
 	descRejected  = prometheus.NewDesc("dcmesh_records_rejected_total", "Site records, acks and lists refused, by reason.", []string{"reason"}, nil)
 	descRoutesD   = prometheus.NewDesc("dcmesh_routes_desired", "Routes the agent wants, by kind (tunnel, fail_closed).", []string{"kind"}, nil)
 	descRoutesP   = prometheus.NewDesc("dcmesh_routes_programmed", "Routes of ours the kernel holds that the agent wants, by kind.", []string{"kind"}, nil)
@@ -75,11 +147,12 @@ var (
 type snapshotCollector metrics
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descHandshake, descRx, descTx, descPeerUp, descProbeRTT, descProbeLoss, descPeerRoute, descKeyAge,
-		descKeyEpoch, descNextRot, descRejected, descRoutesD, descRoutesP, descMembers, descStreams, descMalformed,
-		descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
+	for _, d := range []*prometheus.Desc{descInfo, descHandshake, descRx, descTx, descPeerUp, descPeerState, descProbeRTT, descProbeLoss,
+		descPeerRoute, descKeySince, descKeyEpoch, descNextRot, descRotPhase, descRejected, descRoutesD, descRoutesP, descMembers,
+		descStreams, descMalformed, descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
 	}
+	describeTrust(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -90,56 +163,73 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		cancel()
 	}
-	st := c.snapshot.Load()
-	if st == nil {
-		return
+	if st := c.snapshot.Load(); st != nil {
+		collectStatus(ch, st)
 	}
-	g := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+// emit sends const metrics of one type.
+type emit func(d *prometheus.Desc, v float64, labels ...string)
+
+func emitter(ch chan<- prometheus.Metric, t prometheus.ValueType) emit {
+	return func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
 	}
-	ctr := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
+}
+
+// collectStatus turns a status into the snapshot's metrics.
+func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
+	g, ctr := emitter(ch, prometheus.GaugeValue), emitter(ch, prometheus.CounterValue)
 	g(descInfo, 1, st.Site, st.Interface, st.Backend, st.PublicKey)
 	for _, p := range st.Peers {
-		if p.HandshakeAgeSeconds != nil {
-			g(descHandshake, float64(*p.HandshakeAgeSeconds), p.Site, p.PublicKey, string(p.Role))
-		}
-		ctr(descRx, float64(p.RxBytes), p.Site, p.PublicKey, string(p.Role))
-		ctr(descTx, float64(p.TxBytes), p.Site, p.PublicKey, string(p.Role))
-		up := 0.0
-		if p.State == control.PeerUp {
-			up = 1
-		}
-		g(descPeerUp, up, p.Site, p.PublicKey, string(p.Role), string(p.State))
-		if p.Probe != nil {
-			g(descProbeRTT, p.Probe.RTTMillis/1000, p.Site, p.PublicKey, string(p.Role))
-			g(descProbeLoss, p.Probe.Loss, p.Site, p.PublicKey, string(p.Role))
-		}
-		routes := 0.0
-		if p.RoutesProgrammed {
-			routes = 1
-		}
-		g(descPeerRoute, routes, p.Site, p.PublicKey, string(p.Role))
+		collectPeer(g, ctr, p)
 	}
-	g(descKeyAge, float64(st.Key.AgeSeconds))
+	g(descKeySince, unixSeconds(st.Key.Since))
 	g(descKeyEpoch, float64(st.Key.Epoch))
 	if st.Key.NextRotation != nil {
-		g(descNextRot, float64(st.Key.NextRotation.Unix()))
+		g(descNextRot, unixSeconds(*st.Key.NextRotation))
+	}
+	for _, ph := range rotationPhases {
+		g(descRotPhase, oneIf(st.Key.RotationPhase == string(ph)), string(ph))
 	}
 	// Every reason, zero included, so that alerts can use rate() from the
 	// first scrape.
 	for _, r := range trust.Reasons {
 		ctr(descRejected, float64(st.RecordsRejected[string(r)]), string(r))
 	}
-	g(descRoutesD, float64(st.Routes.Desired), "tunnel")
-	g(descRoutesD, float64(st.Routes.FailClosedDesired), "fail_closed")
-	g(descRoutesP, float64(st.Routes.Programmed), "tunnel")
-	g(descRoutesP, float64(st.Routes.FailClosedProgrammed), "fail_closed")
+	g(descRoutesD, float64(st.Routes.Desired), routeKindTunnel)
+	g(descRoutesD, float64(st.Routes.FailClosedDesired), routeKindFailClosed)
+	g(descRoutesP, float64(st.Routes.Programmed), routeKindTunnel)
+	g(descRoutesP, float64(st.Routes.FailClosedProgrammed), routeKindFailClosed)
 	for _, s := range control.MemberStates {
 		g(descMembers, float64(st.Gossip.MembersByState[s]), string(s))
 	}
-	u := st.Untrusted
+	collectUntrusted(g, ctr, st.Untrusted)
+	collectTrust(ch, st)
+	g(descSnapshot, unixSeconds(st.GeneratedAt))
+}
+
+func collectPeer(g, ctr emit, p control.PeerStatus) {
+	l := []string{p.Site, p.PublicKey, string(p.Role)}
+	hs := 0.0
+	if p.LastHandshake != nil {
+		hs = unixSeconds(*p.LastHandshake)
+	}
+	g(descHandshake, hs, l...)
+	ctr(descRx, float64(p.RxBytes), l...)
+	ctr(descTx, float64(p.TxBytes), l...)
+	g(descPeerUp, oneIf(p.State == control.PeerUp), l...)
+	for _, s := range peerStates {
+		g(descPeerState, oneIf(p.State == s), append(slices.Clone(l), string(s))...)
+	}
+	if p.Probe != nil {
+		g(descProbeRTT, p.Probe.RTTMillis/1000, l...)
+		g(descProbeLoss, p.Probe.Loss, l...)
+	}
+	g(descPeerRoute, oneIf(p.RoutesProgrammed), l...)
+}
+
+func collectUntrusted(g, ctr emit, u control.UntrustedStatus) {
 	for _, r := range control.StreamRefusalReasons {
 		ctr(descStreams, float64(u.GossipStreamsRefused[r]), r)
 	}
@@ -151,7 +241,22 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descUncert, float64(u.UncertifiedNodes))
 	ctr(descSkipped, float64(u.RecordsSkipped))
 	ctr(descCtlRef, float64(u.ControlRefused))
-	g(descSnapshot, float64(st.GeneratedAt.UnixMilli())/1000)
+}
+
+func oneIf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// unixSeconds is t as a Prometheus timestamp, to the millisecond; 0 for
+// the zero time.
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixMilli()) / 1000
 }
 
 // serve listens on addr until ctx ends.

@@ -88,6 +88,7 @@ func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
 
 func (a *Agent) applyNet(rt *siteRuntime, p reconcilePlan) error {
 	nch, err := rt.net.Apply(p.d.Net)
+	a.countRouteRepairs(rt, p.d.Net.Table, nch)
 	if !nch.Empty() {
 		a.log.Info("kernel state changed", "changes", nch.String())
 	}
@@ -186,6 +187,9 @@ func (a *Agent) staggerFirstHandshakes(rt *siteRuntime, d *desiredState, dev *wg
 func (a *Agent) logReconcileError(err error) {
 	if err != nil {
 		a.log.Error("reconcile incomplete; retrying at the next check", "err", err)
+		if a.metrics != nil {
+			a.metrics.reconcileErrors.Inc()
+		}
 	}
 }
 

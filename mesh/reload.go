@@ -38,8 +38,9 @@ var restartOnly = []struct {
 	{"gossip.rejoin_interval", "the rejoin loop reads it at start", gossipChanged(func(g *config.GossipConfig) any { return g.RejoinInterval }), "Gossip.RejoinInterval"},
 	{"trust.record_refresh", "the refresh timer is set at start", func(o, n *config.Config) bool { return o.Trust.RecordRefresh != n.Trust.RecordRefresh }, "Trust.RecordRefresh"},
 	{"userspace.buffers_per_pool", "the embedded device's pools are sized when it is created", func(o, n *config.Config) bool { return o.Userspace.BuffersPerPool != n.Userspace.BuffersPerPool }, "Userspace.BuffersPerPool"},
-	{"health", "the probes' timers and port are set when they start", func(o, n *config.Config) bool { return o.Health != n.Health }, "Health"},
+	{"health", "the probes' timers and port are set when they start", func(o, n *config.Config) bool { return probeSettings(o.Health) != probeSettings(n.Health) }, "Health"},
 	{"userspace.memory_limit", "the limit is set when the embedded device is created", func(o, n *config.Config) bool { return o.Userspace.MemoryLimit != n.Userspace.MemoryLimit }, "Userspace.MemoryLimit"},
+	{"metrics_addr", "the metrics listener is opened at start", func(o, n *config.Config) bool { return o.MetricsAddr != n.MetricsAddr }, "MetricsAddr"},
 }
 
 // liveFields are the config.Config fields a reload applies (see restartOnly for the

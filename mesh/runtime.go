@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -63,6 +64,8 @@ type siteRuntime struct {
 	// the last desired WireGuard state and sites, for status
 	lastWG    wg.Config
 	lastSites []records.Site
+	// routeLedger tells route repairs from changes (route_repairs.go)
+	routeLedger routeLedger
 }
 
 // newRuntime reads cfg's keys and state: the WireGuard keys and the
@@ -225,24 +228,29 @@ func (a *Agent) startSite(ctx context.Context, rt *siteRuntime, undo *cleanups) 
 		rt.rot.Start(rt.enr.Identity)
 	}
 	rt.rot.StartWatch(ctx)
-	return a.startMetrics(ctx)
+	// --metrics-addr overrides the configuration's metrics_addr.
+	return a.startMetrics(ctx, cmp.Or(a.opts.MetricsAddr, cfg.MetricsAddr))
 }
 
-// startMetrics serves --metrics-addr, if set.
-func (a *Agent) startMetrics(ctx context.Context) error {
-	if a.opts.MetricsAddr == "" {
+// startMetrics serves metrics on addr, if set.
+func (a *Agent) startMetrics(ctx context.Context, addr string) error {
+	if addr == "" {
 		return nil
 	}
-	a.metrics = newMetrics()
+	a.metrics = newMetrics(readBuildInfo(a.opts.Version))
 	a.metrics.fresh = func(ctx context.Context) (*control.Status, error) {
 		st, err := call(ctx, a, a.buildStatus)
 		return &st, err
 	}
-	addr, err := a.metrics.serve(ctx, a.opts.MetricsAddr, a.log.Error)
+	bound, err := a.metrics.serve(ctx, addr, a.log.Error)
+	var oe *config.OptionError
+	if errors.As(err, &oe) && a.opts.MetricsAddr == "" {
+		return fmt.Errorf("metrics_addr%w", oe.Err) // from the file, not the flag
+	}
 	if err != nil {
 		return err
 	}
-	a.log.Info("serving Prometheus metrics", "addr", addr.String(), "path", "/metrics")
+	a.log.Info("serving Prometheus metrics", "addr", bound.String(), "path", "/metrics")
 	return nil
 }
 

@@ -66,6 +66,7 @@ func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 		st.StateDir.Problems = rt.disk.problems()
 	}
 	st.Untrusted = a.untrustedStatus(rt)
+	st.Trust = trustStatus(rt, now)
 	st.Gossip.Key = gossipKeyStatus(rt)
 	if !rt.rot.NextRotation().IsZero() {
 		nr := rt.rot.NextRotation().UTC()

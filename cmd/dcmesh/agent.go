@@ -25,8 +25,8 @@ left running with its sessions, and a restarted agent adopts it without a new
 handshake. Fail-closed routes always stay.`,
 		Flags: append([]cli.Flag{
 			configFlag,
-			&cli.StringFlag{Name: "wireguard", Usage: "WireGuard backend: auto (kernel if available, else embedded), kernel or userspace; overrides the config file", EnvVars: []string{"DCMESH_WIREGUARD"}},
-			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR`/metrics, e.g. 127.0.0.1:9469 (off by default; names in docs/METRICS.md)", EnvVars: []string{"DCMESH_METRICS_ADDR"}},
+			&cli.StringFlag{Name: "wireguard", Usage: "WireGuard backend `MODE`: auto (kernel if available, else embedded), kernel or userspace; overrides the config file", EnvVars: []string{"DCMESH_WIREGUARD"}},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR`/metrics, e.g. 127.0.0.1:9469; overrides the configuration's metrics_addr (names in docs/METRICS.md)", EnvVars: []string{"DCMESH_METRICS_ADDR"}},
 		}, logFlags...),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
@@ -35,7 +35,7 @@ handshake. Fail-closed routes always stay.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			agent := mesh.NewAgent(mesh.Options{ConfigPath: configPath(c), WireGuard: c.String("wireguard"), Logger: log, MetricsAddr: c.String("metrics-addr")})
+			agent := mesh.NewAgent(mesh.Options{ConfigPath: configPath(c), WireGuard: c.String("wireguard"), Logger: log, MetricsAddr: c.String("metrics-addr"), Version: version()})
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)

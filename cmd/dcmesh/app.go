@@ -12,7 +12,7 @@ import (
 )
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "dcmesh",
 		Usage: "encrypt every backbone route between datacenter sites with WireGuard",
 		Description: `dcmesh runs one agent per site. The agent programs a WireGuard interface
@@ -38,11 +38,14 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 			withCAGossipKey(caCommand()),
 			initCommand(),
 			agentCommand(),
+			configCommand(),
 			statusCommand(),
 			healthCommand(),
+			graphCommand(),
 			rotateCommand(),
 			leaveCommand(),
 			revokeCommand(),
+			renewCommand(),
 			gossipKeyCommand(),
 			downCommand(),
 			keyCommand(),
@@ -52,6 +55,8 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 			manCommand(),
 		},
 	}
+	applyConventions(app)
+	return app
 }
 
 var configFlag = &cli.StringFlag{
@@ -71,7 +76,7 @@ func configPath(c *cli.Context) string {
 
 var logFlags = []cli.Flag{
 	&cli.StringFlag{Name: "log-format", Usage: "log as `text` or json", Value: "text", EnvVars: []string{"DCMESH_LOG_FORMAT"}},
-	&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"DCMESH_LOG_LEVEL"}},
+	&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "info", EnvVars: []string{"DCMESH_LOG_LEVEL"}},
 }
 
 // newLogger builds the slog logger the flags ask for.

@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/ca"
+	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/urfave/cli/v2"
 )
 
@@ -19,74 +21,94 @@ func caCommand() *cli.Command {
 overlay address and the underlay ranges its endpoints may use. Agents believe
 only records signed by a certified site, so a machine with the gossip key but no
 certificate from this CA can change nothing.`,
-		Subcommands: []*cli.Command{
-			{
-				Name:  "init",
-				Usage: "create a CA directory: CA key and certificate, cluster gossip key",
-				Description: `Writes DIR/ca.key (0600), DIR/ca.crt, DIR/gossip.key (0600) and an empty
+		Subcommands: []*cli.Command{caInitCommand(dir), caIssueCommand(dir), caRevokeCommand(dir), caListCommand(dir)},
+	}
+}
+
+func caInitCommand(dir cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create a CA directory: CA key and certificate, cluster gossip key",
+		Description: `Writes DIR/ca.key (0600), DIR/ca.crt, DIR/gossip.key (0600) and an empty
 inventory. Refuses a directory that already holds a CA.`,
-				Flags: []cli.Flag{dir, &cli.StringFlag{Name: "cluster", Usage: "cluster `NAME` (keeps clusters that share a network apart)", Value: ca.DefaultCluster}},
-				Action: func(c *cli.Context) error {
-					if err := ca.Init(c.String("dir"), c.String("cluster"), time.Now()); err != nil {
-						return flagError(err)
-					}
-					_, err := fmt.Fprintf(c.App.Writer, "CA for cluster %q created in %s\nnext: dcmesh ca issue --dir %s --site NAME --prefix CIDR --overlay ADDR --out BUNDLE\n",
-						c.String("cluster"), c.String("dir"), c.String("dir"))
-					return err
-				},
-			},
-			{
-				Name:  "issue",
-				Usage: "certify a site and write its enrollment bundle",
-				Description: `Writes BUNDLE/identity.key (0600), BUNDLE/site.crt, BUNDLE/ca.crt and
+		Flags: []cli.Flag{dir, &cli.StringFlag{Name: "cluster", Usage: "cluster `NAME` (keeps clusters that share a network apart)", Value: ca.DefaultCluster}},
+		Action: func(c *cli.Context) error {
+			if err := ca.Init(c.String("dir"), c.String("cluster"), time.Now()); err != nil {
+				return flagError(err)
+			}
+			_, err := fmt.Fprintf(c.App.Writer, "CA for cluster %q created in %s\nnext: dcmesh ca issue --dir %s --site NAME --prefix CIDR --overlay ADDR --out BUNDLE\n",
+				c.String("cluster"), c.String("dir"), c.String("dir"))
+			return err
+		},
+	}
+}
+
+func caIssueCommand(dir cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:  "issue",
+		Usage: "certify a site and write its enrollment bundle",
+		Description: `Writes BUNDLE/identity.key (0600), BUNDLE/site.crt, BUNDLE/ca.crt and
 BUNDLE/gossip.key (0600): copy the bundle to the site and run 'dcmesh init'.
 Refuses a prefix or overlay address that overlaps one issued to another site
 (revoke that site first). Read the certificate with: openssl x509 -noout -text -in BUNDLE/site.crt`,
-				Flags: []cli.Flag{
-					dir,
-					&cli.StringFlag{Name: "site", Usage: "site `NAME` (lowercase letters, digits, '-')", Required: true},
-					&cli.StringSliceFlag{Name: "prefix", Usage: "a `CIDR` the site owns; repeat for more", Required: true},
-					&cli.StringFlag{Name: "overlay", Usage: "the site's overlay `ADDR` on the tunnel interface", Required: true},
-					&cli.StringSliceFlag{Name: "underlay", Usage: "a `CIDR` the site's endpoints must be in; repeat for more (default: anywhere)"},
-					&cli.DurationFlag{Name: "valid", Usage: "certificate lifetime", Value: ca.DefaultCertValidity},
-					&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
-					&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
-				},
-				Action: func(c *cli.Context) error {
-					o, err := issueOptions(c)
-					if err != nil {
-						return err
-					}
-					cert, err := ca.Issue(o)
-					if err != nil {
-						return flagError(err)
-					}
-					_, err = fmt.Fprintf(c.App.Writer, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
-						cert.Site, cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
+		Flags: []cli.Flag{
+			dir,
+			&cli.StringFlag{Name: "site", Usage: "site `NAME` (lowercase letters, digits, '-')", Required: true},
+			&cli.StringSliceFlag{Name: "prefix", Usage: "a `CIDR` the site owns; repeat for more", Required: true},
+			&cli.StringFlag{Name: "overlay", Usage: "the site's overlay `ADDR` on the tunnel interface", Required: true},
+			&cli.StringSliceFlag{Name: "underlay", Usage: "a `CIDR` the site's endpoints must be in; repeat for more (default: anywhere)"},
+			durationFlag("valid", "certificate lifetime `DURATION`, e.g. 365d or 90d", ca.DefaultCertValidity),
+			&cli.BoolFlag{Name: "allow-default", Usage: "let the site announce a default route (0.0.0.0/0, ::/0)"},
+			&cli.StringFlag{Name: "out", Usage: "bundle `DIR` to create", Required: true},
+			&cli.BoolFlag{Name: "replace", Usage: "re-issue a site the CA holds a live certificate for with other prefixes or overlay (default: only a renewal: same or narrower)"},
+			jsonFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			cert, note, err := issueFromFlags(c)
+			if err != nil {
+				return err
+			}
+			if !c.Bool("json") {
+				if _, err := fmt.Fprint(c.App.Writer, note); err != nil {
 					return err
-				},
-			},
-			{
-				Name:  "revoke",
-				Usage: "revoke every certificate of a site and write the revocation list",
-				Description: `Writes the CA-signed revocation list (all revocations so far) to FILE and
+				}
+			}
+			return printResult(c, issueResultJSON(cert, c.String("out")), func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
+					cert.Site, cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
+				return err
+			})
+		},
+	}
+}
+
+func caRevokeCommand(dir cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:  "revoke",
+		Usage: "revoke every certificate of a site and write the revocation list",
+		Description: `Writes the CA-signed revocation list (all revocations so far) to FILE and
 DIR/crl.pem. Hand it to any one agent with 'dcmesh revoke --in FILE': it
 spreads to every site, and each drops the revoked site.`,
-				Flags: []cli.Flag{
-					dir,
-					&cli.StringFlag{Name: "site", Usage: "site `NAME` to revoke", Required: true},
-					&cli.StringFlag{Name: "out", Usage: "revocation list `FILE` to write", Required: true},
-				},
-				Action: func(c *cli.Context) error {
-					crl, err := ca.Revoke(c.String("dir"), c.String("site"), c.String("out"), time.Now())
-					if err != nil {
-						return flagError(err)
-					}
-					_, err = fmt.Fprintf(c.App.Writer, "site %s revoked; revocation list #%s (%d certificates) in %s\nnext: dcmesh revoke --in %s (on any site)\n",
-						c.String("site"), crl.Number, len(crl.Serials), c.String("out"), c.String("out"))
-					return err
-				},
-			},
+		Flags: []cli.Flag{
+			dir,
+			&cli.StringFlag{Name: "site", Usage: "site `NAME` to revoke", Required: true},
+			&cli.StringFlag{Name: "out", Usage: "revocation list `FILE` to write", Required: true},
+			jsonFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			crl, err := ca.Revoke(c.String("dir"), c.String("site"), c.String("out"), time.Now())
+			if err != nil {
+				return flagError(err)
+			}
+			out := caRevokeJSON{Schema: jsonSchema, Site: c.String("site"), Number: crl.Number.String(), Serials: []string{}, Out: c.String("out")}
+			for _, s := range crl.Serials {
+				out.Serials = append(out.Serials, s.Text(16))
+			}
+			return printResult(c, out, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "site %s revoked; revocation list #%s (%d certificates) in %s\nnext: dcmesh revoke --in %s (on any site)\n",
+					c.String("site"), crl.Number, len(crl.Serials), c.String("out"), c.String("out"))
+				return err
+			})
 		},
 	}
 }
@@ -94,7 +116,7 @@ spreads to every site, and each drops the revoked site.`,
 // issueOptions parses the flags of `ca issue`.
 func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 	o := ca.IssueOptions{Dir: c.String("dir"), Site: c.String("site"), AllowDefault: c.Bool("allow-default"),
-		Valid: c.Duration("valid"), Out: c.String("out"), Now: time.Now()}
+		Valid: durationOf(c, "valid"), Out: c.String("out"), Now: time.Now(), Replace: c.Bool("replace")}
 	var err error
 	if o.Prefixes, err = parsePrefixes("--prefix", c.StringSlice("prefix")); err != nil {
 		return o, err
@@ -104,4 +126,17 @@ func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 	}
 	o.Underlay, err = parsePrefixes("--underlay", c.StringSlice("underlay"))
 	return o, err
+}
+
+// issueResultJSON is the --json shape of a certified site.
+func issueResultJSON(cert *trust.Certificate, bundle string) issueJSON {
+	out := issueJSON{Schema: jsonSchema, Site: cert.Site, Serial: cert.Serial.Text(16), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(),
+		Prefixes: []string{}, Overlay: cert.Overlay.String(), Underlay: []string{}, AllowDefault: cert.AllowDefault, Bundle: bundle}
+	for _, p := range cert.Prefixes {
+		out.Prefixes = append(out.Prefixes, p.String())
+	}
+	for _, p := range cert.Underlay {
+		out.Underlay = append(out.Underlay, p.String())
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh"
@@ -14,6 +15,10 @@ import (
 )
 
 var socketFlag = &cli.StringFlag{Name: "socket", Usage: "agent control socket `PATH` (default: from the configuration's state_dir)", EnvVars: []string{"DCMESH_SOCKET"}}
+
+// leaveNext is what keeps a site that left out of the mesh: the unit
+// would start the agent, which rejoins, at the next boot.
+const leaveNext = "systemctl disable --now dcmesh"
 
 // clientFlags are shared by the commands that talk to a running agent.
 var clientFlags = []cli.Flag{configFlag, socketFlag}
@@ -34,12 +39,12 @@ const exitNoAnswer = 3
 
 // withTimeout is clientFlags with --timeout defaulting to def.
 func withTimeout(def time.Duration) []cli.Flag {
-	return append([]cli.Flag{&cli.DurationFlag{Name: "timeout", Usage: "give up when the agent has not answered within `DURATION`", Value: def}}, clientFlags...)
+	return append([]cli.Flag{durationFlag("timeout", "give up when the agent has not answered within `DURATION`", def)}, clientFlags...)
 }
 
 // askContext bounds a request by --timeout.
 func askContext(c *cli.Context) (context.Context, context.CancelFunc, error) {
-	d := c.Duration("timeout")
+	d := durationOf(c, "timeout")
 	if d <= 0 {
 		return nil, nil, fmt.Errorf("--timeout %s: use a positive duration, e.g. 10s", d)
 	}
@@ -102,8 +107,10 @@ func leaveCommand() *cli.Command {
 		Name:  "leave",
 		Usage: "take this site out of the mesh: every other site removes its peer and routes; the agent stops",
 		Description: `Publishes a goodbye record signed by this site's identity, waits for it to
-spread, and stops the agent. Starting the agent again rejoins the mesh.`,
-		Flags: withTimeout(slowAskTimeout),
+spread, and stops the agent. Starting the agent again rejoins the mesh, and so
+does an enabled systemd unit at the next boot: to keep the site out, also run
+  systemctl disable --now dcmesh`,
+		Flags: append([]cli.Flag{jsonFlag()}, withTimeout(slowAskTimeout)...),
 		Action: func(c *cli.Context) error {
 			cl, _, err := agentClient(c)
 			if err != nil {
@@ -112,8 +119,11 @@ spread, and stops the agent. Starting the agent again rejoins the mesh.`,
 			if err := askNothing(c, cl.Leave); err != nil {
 				return noAnswer(err)
 			}
-			_, err = fmt.Fprintln(c.App.Writer, "left the mesh; the agent is stopping")
-			return err
+			return printResult(c, leaveJSON{Schema: jsonSchema, Result: "left", Next: leaveNext}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "left the mesh; the agent is stopping\n"+
+					"an enabled dcmesh unit rejoins the mesh at the next boot; to keep this site out, run: %s\n", leaveNext)
+				return err
+			})
 		},
 	}
 }
@@ -122,7 +132,7 @@ func revokeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "revoke",
 		Usage: "hand a revocation list from 'dcmesh ca revoke' to the local agent, which spreads it",
-		Flags: append([]cli.Flag{&cli.StringFlag{Name: "in", Usage: "revocation list `FILE`", Required: true}}, withTimeout(slowAskTimeout)...),
+		Flags: append([]cli.Flag{&cli.StringFlag{Name: "in", Usage: "revocation list `FILE`", Required: true}, jsonFlag()}, withTimeout(slowAskTimeout)...),
 		Action: func(c *cli.Context) error {
 			raw, err := wg.ReadRegularFile(c.String("in"), 1<<20)
 			if err != nil {
@@ -138,8 +148,10 @@ func revokeCommand() *cli.Command {
 			if err != nil {
 				return noAnswer(err)
 			}
-			_, err = fmt.Fprintf(c.App.Writer, "revocation list #%s installed (%d certificates revoked); spreading to every site\n", reply.Number, reply.Revoked)
-			return err
+			return printResult(c, revokeJSON{Schema: jsonSchema, Number: reply.Number, Revoked: reply.Revoked}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "revocation list #%s installed (%d certificates revoked); spreading to every site\n", reply.Number, reply.Revoked)
+				return err
+			})
 		},
 	}
 }
@@ -152,32 +164,57 @@ func downCommand() *cli.Command {
 keeps being refused rather than leaking. With --purge, the WireGuard interface
 and every route with dcmesh's protocol (220) in the configured table are
 removed, also when the agent is not running.`,
-		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "purge", Usage: "remove the interface and all dcmesh routes, fail-closed ones included"}}, withTimeout(quickAskTimeout)...),
+		Flags: append([]cli.Flag{&cli.BoolFlag{Name: "purge", Usage: "remove the interface and all dcmesh routes, fail-closed ones included"}, jsonFlag()},
+			withTimeout(quickAskTimeout)...),
 		Action: func(c *cli.Context) error {
-			cl, cfg, err := agentClient(c)
+			res, err := down(c)
 			if err != nil {
 				return err
 			}
-			err = askNothing(c, func(ctx context.Context) error { return cl.Down(ctx, control.DownRequest{Purge: c.Bool("purge")}) })
-			switch {
-			case err == nil:
-				_, err = fmt.Fprintln(c.App.Writer, "agent stopping")
-				return err
-			case errors.Is(err, control.ErrAgentUnreachable) && c.Bool("purge"):
-				if cfg == nil {
-					return errors.New("the agent is not running and --purge needs --config to know the interface and table")
+			return printResult(c, res, func(w io.Writer) error {
+				var err error
+				switch res.Result {
+				case "stopping":
+					_, err = fmt.Fprintln(w, "agent stopping")
+				case "purged":
+					_, err = fmt.Fprintf(w, "agent not running; removed interface %s and %d routes\n", res.Interface, res.RoutesRemoved)
+				default:
+					_, err = fmt.Fprintln(w, "agent not running; nothing to stop")
 				}
-				n, err := mesh.Purge(cfg)
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(c.App.Writer, "agent not running; removed interface %s and %d routes\n", cfg.Interface, n)
 				return err
-			case errors.Is(err, control.ErrAgentUnreachable):
-				_, err = fmt.Fprintln(c.App.Writer, "agent not running; nothing to stop")
-				return err
-			}
-			return noAnswer(err)
+			})
 		},
 	}
+}
+
+// down asks the agent to stop or, with --purge and no agent, purges here.
+func down(c *cli.Context) (downJSON, error) {
+	res := downJSON{Schema: jsonSchema, Purge: c.Bool("purge")}
+	cl, cfg, err := agentClient(c)
+	if err != nil {
+		return res, err
+	}
+	if cfg != nil {
+		res.Interface = cfg.Interface
+	}
+	err = askNothing(c, func(ctx context.Context) error { return cl.Down(ctx, control.DownRequest{Purge: res.Purge}) })
+	switch {
+	case err == nil:
+		res.Result = "stopping"
+		return res, nil
+	case errors.Is(err, control.ErrAgentUnreachable) && res.Purge:
+		if cfg == nil {
+			return res, errors.New("the agent is not running and --purge needs --config to know the interface and table")
+		}
+		n, err := mesh.Purge(cfg)
+		if err != nil {
+			return res, err
+		}
+		res.Result, res.RoutesRemoved = "purged", n
+		return res, nil
+	case errors.Is(err, control.ErrAgentUnreachable):
+		res.Result = "not_running"
+		return res, nil
+	}
+	return res, noAnswer(err)
 }

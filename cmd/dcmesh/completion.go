@@ -74,7 +74,7 @@ zsh:   dcmesh completion zsh > "${fpath[1]}/_dcmesh"`,
 				_, err := fmt.Fprint(c.App.Writer, zshCompletion)
 				return err
 			}
-			return fmt.Errorf("completion: say bash or zsh, e.g. source <(dcmesh completion bash)")
+			return usageError(c, "completion: say bash or zsh, e.g. source <(dcmesh completion bash)")
 		},
 	}
 }

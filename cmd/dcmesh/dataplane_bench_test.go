@@ -89,13 +89,6 @@ type dpOptions struct {
 	reps    int // rounds
 }
 
-func dpEnvInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 func dpRequire(tb testing.TB) {
 	tb.Helper()
 	netconfigtest.RequireRoot(tb)
@@ -321,14 +314,6 @@ func (p *dpPair) iperf(tb testing.TB, o dpOptions) (float64, int64) {
 	return res.End.SumReceived.BitsPerSecond, res.End.SumReceived.Bytes
 }
 
-func dpMean(v []float64) float64 {
-	var s float64
-	for _, x := range v {
-		s += x
-	}
-	return s / float64(len(v))
-}
-
 func dpFind(cs []*dpConfig, label string) *dpConfig {
 	i := slices.IndexFunc(cs, func(c *dpConfig) bool { return c.label == label })
 	if i < 0 {
@@ -346,20 +331,20 @@ func dpMaxKB(v []int64) int64 {
 
 func BenchmarkDataPlane(b *testing.B) {
 	dpRequire(b)
-	o := dpOptions{seconds: dpEnvInt("DCMESH_DP_SECONDS", 10), omit: 1, reps: dpEnvInt("DCMESH_DP_REPS", 5)}
+	o := dpOptions{seconds: sitetest.EnvInt("DCMESH_DP_SECONDS", 10), omit: 1, reps: sitetest.EnvInt("DCMESH_DP_REPS", 5)}
 	for range b.N {
 		cs := dpConfigs(b, true)
 		runDataPlane(b, cs, o)
 		for _, c := range cs {
-			b.ReportMetric(dpMean(c.bps)/1e9, "Gbit/s-"+c.label)
+			b.ReportMetric(sitetest.Mean(c.bps)/1e9, "Gbit/s-"+c.label)
 			if c.kind != dpVeth {
 				b.ReportMetric(float64(dpMaxKB(c.hwm))/1024, "MB-RSS-"+c.label)
 			}
 			b.Logf("%-20s mean %6.2f Gbit/s (min %.2f, max %.2f), peak RSS %d kB per process %v",
-				c.label, dpMean(c.bps)/1e9, slices.Min(c.bps)/1e9, slices.Max(c.bps)/1e9, dpMaxKB(c.hwm), c.hwm)
+				c.label, sitetest.Mean(c.bps)/1e9, slices.Min(c.bps)/1e9, slices.Max(c.bps)/1e9, dpMaxKB(c.hwm), c.hwm)
 		}
 		emb, ref := dpFind(cs, "embedded"), dpFind(cs, "reference")
-		b.ReportMetric(dpMean(emb.bps)/dpMean(ref.bps), "ratio-embedded/reference")
+		b.ReportMetric(sitetest.Mean(emb.bps)/sitetest.Mean(ref.bps), "ratio-embedded/reference")
 		b.ReportMetric(0, "ns/op")
 	}
 }

@@ -39,6 +39,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
@@ -61,7 +62,7 @@ func TestDeadPeersDoNotStallLivePeers(t *testing.T) {
 	if v := os.Getenv("DCMESH_DEADPEER_POOLS"); v != "" {
 		pools = strings.Split(v, ",")
 	}
-	k := dpEnvInt("DCMESH_DEADPEER_K", 8)
+	k := sitetest.EnvInt("DCMESH_DEADPEER_K", 8)
 	for _, pool := range pools {
 		pool = strings.TrimSpace(pool)
 		t.Run("buffers_per_pool="+pool, func(t *testing.T) { runDeadPeers(t, pool, k) })
@@ -131,7 +132,7 @@ func runDeadPeers(t *testing.T, pool string, k int) {
 	var sent atomic.Int64
 	// Paced: the point is staged packets, not a CPU-bound flood that
 	// would congest the TUN queue for every peer alike.
-	rate := int64(dpEnvInt("DCMESH_DEADPEER_MBPS", 200)) * 1e6 / 8
+	rate := int64(sitetest.EnvInt("DCMESH_DEADPEER_MBPS", 200)) * 1e6 / 8
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range dead {
@@ -151,7 +152,7 @@ func runDeadPeers(t *testing.T, pool string, k int) {
 	wg.Wait()
 	t.Logf("during the blast: A→B %v; %d MB written toward %d dead peers", during, sent.Load()>>20, k)
 	// DCMESH_DEADPEER_AFTER (seconds) watches longer for the recovery.
-	after := dpeerPing(t, a, b, time.Duration(dpEnvInt("DCMESH_DEADPEER_AFTER", int(dpeerAfter/time.Second)))*time.Second)
+	after := dpeerPing(t, a, b, time.Duration(sitetest.EnvInt("DCMESH_DEADPEER_AFTER", int(dpeerAfter/time.Second)))*time.Second)
 	hwm := peakKB(t, pid)
 	t.Logf("after the blast: A→B %v", after)
 	t.Logf("RESULT buffers_per_pool=%s dead=%d: before %v | during %v | after %v | agent VmHWM %d kB",

@@ -34,7 +34,7 @@ it creates, all named with one random id XXXX:
 Nothing in this machine's own network namespace is changed: no interface,
 address, route or firewall rule.`,
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "sites", Usage: "number of sites, 2 to 9", Value: demo.DefaultSites},
+			&cli.IntFlag{Name: "sites", Usage: "number of sites `N`, 2 to 9", Value: demo.DefaultSites},
 			&cli.BoolFlag{Name: "keep-logs", Usage: "keep the agents' logs (keys and state are still removed) and print where they are"},
 		},
 		Action: func(c *cli.Context) error {

@@ -184,9 +184,11 @@ func TestKilledAgentFailsClosed(t *testing.T) {
 // at the next periodic check. Also: the tunnel MTU follows the underlay
 // interface toward the peers, minus 80.
 func TestDeletedRouteIsRepairedAndMTUFollowsUnderlay(t *testing.T) {
+	requireTool(t, "curl")
 	m := newMesh(t, 2)
 	a, b := m.sites[0], m.sites[1]
 	a.ns.Run(t, "ip", "link", "set", "eth0", "mtu", "1400")
+	a.agentArgs = []string{"--metrics-addr", "127.0.0.1:9469"}
 	m.writeConfigs()
 	m.startAll()
 	for _, c := range []struct {
@@ -206,6 +208,15 @@ func TestDeletedRouteIsRepairedAndMTUFollowsUnderlay(t *testing.T) {
 		return nil
 	})
 	t.Logf("deleted route restored after %s", time.Since(start).Round(time.Millisecond))
+	// Counted as a repair, of that one route only (the first reconcile's
+	// routes, and the peer's appearing, are not repairs).
+	netconfigtest.Eventually(t, 5*time.Second, 50*time.Millisecond, "repair counted", func() error {
+		scrape := a.ns.Run(t, "curl", "-sf", "http://127.0.0.1:9469/metrics")
+		if !strings.Contains(scrape, `dcmesh_route_repairs_total{kind="tunnel"} 1`+"\n") || !strings.Contains(scrape, `dcmesh_route_repairs_total{kind="fail_closed"} 0`+"\n") {
+			return fmt.Errorf("repairs:\n%s", grepLines(scrape, "dcmesh_route_repairs_total"))
+		}
+		return nil
+	})
 	a.waitHandshakes(b)
 	if err := a.ping(b, 2); err != nil {
 		t.Error(err)

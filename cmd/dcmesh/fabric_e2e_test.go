@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/dcmesh/dcmesh/cmd/dcmesh/internal/sitetest"
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
@@ -508,17 +508,10 @@ func waitLeaks(t testing.TB, prefix string, want bool, gws ...*fabricGateway) {
 	}
 }
 
-func fabricEnvInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
 // testLatency: time from dcmesh changing a gateway's kernel route to the
 // fabric's kernel route changing, both ways (tunnel down, tunnel back).
 func (l *fabricLab) testLatency(t *testing.T) {
-	cycles := fabricEnvInt("DCMESH_FABRIC_CYCLES", 5)
+	cycles := sitetest.EnvInt("DCMESH_FABRIC_CYCLES", 5)
 	for _, g := range l.gws {
 		l.restoreHealthy(t)
 		o := l.other(g)
@@ -551,7 +544,7 @@ func (l *fabricLab) testLatency(t *testing.T) {
 // testBFD: a gateway dies silently (nothing in or out, no FIN, no BGP
 // notification). Only BFD (300 ms x 3) tells the fabric.
 func (l *fabricLab) testBFD(t *testing.T) {
-	trials := fabricEnvInt("DCMESH_FABRIC_BFD_TRIALS", 2)
+	trials := sitetest.EnvInt("DCMESH_FABRIC_BFD_TRIALS", 2)
 	for _, g := range l.gws {
 		o := l.other(g)
 		var failover, recovery []time.Duration

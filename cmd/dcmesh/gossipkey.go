@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -43,29 +44,48 @@ their site.crt with --cert.`,
 				dir,
 				&cli.StringFlag{Name: "out", Usage: "bundle `FILE` to write (0600)", Required: true},
 				&cli.StringSliceFlag{Name: "cert", Usage: "a site's certificate `FILE` the inventory lacks; repeat for more"},
+				jsonFlag(),
 			},
-			Action: func(c *cli.Context) error {
-				certs, err := readCerts(c.StringSlice("cert"))
-				if err != nil {
-					return err
-				}
-				r, err := ca.RotateGossipKey(c.String("dir"), c.String("out"), certs, time.Now())
-				if err != nil {
-					return flagError(certFlagError(err))
-				}
-				w := c.App.Writer
-				b := r.Bundle
-				if _, err := fmt.Fprintf(w, "gossip key %s (epoch %d) sealed to %d sites (%s) in %s\n", b.KeyID, b.Epoch, len(b.Recipients), strings.Join(b.Recipients, ", "), c.String("out")); err != nil {
-					return err
-				}
-				for _, s := range sortedNames(r.Skipped) {
-					fmt.Fprintf(w, "left out: %s (%s)\n", s, r.Skipped[s])
-				}
-				_, err = fmt.Fprintf(w, "next, on any one site: dcmesh gossip-key install --file %s --wait\n", c.String("out"))
-				return err
-			},
+			Action: rotateGossipKeyAction,
 		}},
 	}
+}
+
+// caGossipKeyJSON is `dcmesh ca gossip-key rotate --json`.
+type caGossipKeyJSON struct {
+	Schema     int               `json:"schema"`
+	KeyID      string            `json:"key_id"`
+	Epoch      uint64            `json:"epoch"`
+	Recipients []string          `json:"recipients"`
+	Skipped    map[string]string `json:"skipped"`
+	Out        string            `json:"out"`
+}
+
+func rotateGossipKeyAction(c *cli.Context) error {
+	certs, err := readCerts(c.StringSlice("cert"))
+	if err != nil {
+		return err
+	}
+	r, err := ca.RotateGossipKey(c.String("dir"), c.String("out"), certs, time.Now())
+	if err != nil {
+		return flagError(certFlagError(err))
+	}
+	b, out := r.Bundle, c.String("out")
+	skipped := r.Skipped
+	if skipped == nil {
+		skipped = map[string]string{}
+	}
+	v := caGossipKeyJSON{Schema: jsonSchema, KeyID: b.KeyID, Epoch: b.Epoch, Recipients: orEmpty(b.Recipients), Skipped: skipped, Out: out}
+	return printResult(c, v, func(w io.Writer) error {
+		if _, err := fmt.Fprintf(w, "gossip key %s (epoch %d) sealed to %d sites (%s) in %s\n", b.KeyID, b.Epoch, len(b.Recipients), strings.Join(b.Recipients, ", "), out); err != nil {
+			return err
+		}
+		for _, s := range sortedNames(r.Skipped) {
+			fmt.Fprintf(w, "left out: %s (%s)\n", s, r.Skipped[s])
+		}
+		_, err := fmt.Fprintf(w, "next, on any one site: dcmesh gossip-key install --file %s --wait\n", out)
+		return err
+	})
 }
 
 // certFlagError names --cert in an option error of RotateGossipKey.
@@ -122,7 +142,8 @@ cannot talk to the others any more: run this command on it with the same FILE.`,
 			Flags: append([]cli.Flag{
 				&cli.StringFlag{Name: "file", Usage: "the bundle `FILE` dcmesh ca gossip-key rotate wrote", Required: true},
 				&cli.BoolFlag{Name: "wait", Usage: "wait until every live site uses the new key alone"},
-				&cli.DurationFlag{Name: "timeout", Usage: "give up waiting after this long", Value: 3 * time.Minute},
+				durationFlag("timeout", "with --wait, give up waiting after `DURATION`", 3*time.Minute),
+				jsonFlag(),
 			}, clientFlags...),
 			Action: installGossipKey,
 		}},
@@ -138,7 +159,7 @@ func installGossipKey(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	req := control.GossipKeyRequest{Bundle: raw, Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
+	req := control.GossipKeyRequest{Bundle: raw, Wait: c.Bool("wait"), Timeout: durationOf(c, "timeout")}
 	ask := slowAskTimeout
 	if req.Wait {
 		ask = req.WaitFor() + control.LongPollMargin + 5*time.Second
@@ -149,7 +170,33 @@ func installGossipKey(c *cli.Context) error {
 	if err != nil {
 		return noAnswer(err)
 	}
-	w := c.App.Writer
+	pending := r.Pending
+	if pending == nil {
+		pending = map[string]string{}
+	}
+	v := gossipKeyInstallJSON{Schema: jsonSchema, Epoch: r.Epoch, KeyID: r.KeyID, Result: r.Result, Using: orEmpty(r.Using), Pending: pending}
+	if err := printResult(c, v, func(w io.Writer) error { return writeGossipKeyInstall(w, r) }); err != nil {
+		return err
+	}
+	if r.Result == control.GossipKeyIncomplete {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// gossipKeyInstallJSON is `dcmesh gossip-key install --json`.
+type gossipKeyInstallJSON struct {
+	Schema  int                     `json:"schema"`
+	Epoch   uint64                  `json:"epoch"`
+	KeyID   string                  `json:"key_id"`
+	Result  control.GossipKeyResult `json:"result"`
+	Using   []string                `json:"using"`
+	Pending map[string]string       `json:"pending"`
+}
+
+// writeGossipKeyInstall says how the rotation stands, in one line.
+func writeGossipKeyInstall(w io.Writer, r control.GossipKeyReply) error {
+	var err error
 	switch r.Result {
 	case control.GossipKeyStarted:
 		_, err = fmt.Fprintf(w, "gossip key %s (epoch %d) installed; follow it with dcmesh status, or use --wait\n", r.KeyID, r.Epoch)
@@ -161,9 +208,6 @@ func installGossipKey(c *cli.Context) error {
 			pending = append(pending, s+" ("+r.Pending[s]+")")
 		}
 		_, err = fmt.Fprintf(w, "gossip key %s (epoch %d) %s: using it: %s; not yet: %s\n", r.KeyID, r.Epoch, r.Result, strings.Join(r.Using, ", "), strings.Join(pending, "; "))
-		if err == nil {
-			err = cli.Exit("", 1)
-		}
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,5 +87,29 @@ func TestCAGossipKeyRotateCLI(t *testing.T) {
 	}
 	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("bundle file: %v", err)
+	}
+}
+
+// --json of both commands: one document of the documented shape, also for
+// an incomplete rotation (and exit 1).
+func TestGossipKeyJSON(t *testing.T) {
+	sock, _ := fakeGossipKeyAgent(t, control.GossipKeyReply{Epoch: 7, KeyID: "0011223344556677", Result: control.GossipKeyIncomplete, Using: []string{"fra1"},
+		Pending: map[string]string{"ams1": "does not hold key 0011223344556677 yet"}})
+	file := filepath.Join(t.TempDir(), "gk.bundle")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLIWithin(t, 10*time.Second, "gossip-key", "install", "--file", file, "--wait", "--timeout", "90m", "--json", "--socket", sock)
+	var r gossipKeyInstallJSON
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 1 || r.Schema != 1 || r.Result != control.GossipKeyIncomplete || len(r.Using) != 1 || r.Pending["ams1"] == "" {
+		t.Errorf("install --json: exit %d, %+v (%v) from %q", code, r, err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "ca")
+	runCLIWithin(t, 10*time.Second, "ca", "init", "--dir", dir)
+	runCLIWithin(t, 10*time.Second, "ca", "issue", "--dir", dir, "--site", "fra1", "--prefix", "10.1.0.0/16", "--overlay", "10.255.0.1", "--out", filepath.Join(t.TempDir(), "b"))
+	out, code = runCLIWithin(t, 10*time.Second, "ca", "gossip-key", "rotate", "--dir", dir, "--out", file, "--json")
+	var c caGossipKeyJSON
+	if err := json.Unmarshal([]byte(out), &c); err != nil || code != 0 || c.Schema != 1 || len(c.KeyID) != 16 || c.Epoch == 0 || len(c.Recipients) != 1 || c.Skipped == nil || c.Out != file {
+		t.Errorf("ca gossip-key rotate --json: exit %d, %+v (%v) from %q", code, c, err, out)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"time"
 
@@ -23,11 +24,12 @@ that already holds a site is refused before anything is written. Then run:
 			&cli.StringFlag{Name: "bundle", Usage: "bundle `DIR` written by dcmesh ca issue", Required: true},
 			&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` for keys, records and the control socket", Required: true},
 			&cli.StringFlag{Name: "endpoint", Usage: "this site's underlay `IP:PORT` for WireGuard, as other sites reach it", Required: true},
-			&cli.IntFlag{Name: "listen-port", Usage: "local WireGuard UDP `PORT` (default: the endpoint's port)"},
+			&cli.IntFlag{Name: "listen-port", Usage: "local WireGuard UDP `PORT`", DefaultText: "the endpoint's port"},
 			&cli.StringFlag{Name: "interface", Usage: "WireGuard interface `NAME`", Value: config.DefaultInterface},
-			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip `IP:PORT` on the underlay (default: the endpoint's IP, port 7946)"},
+			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip `IP:PORT` on the underlay, inside the certificate's underlay ranges", DefaultText: "the endpoint's IP, port 7946"},
 			&cli.StringSliceFlag{Name: "join", Usage: "gossip `IP:PORT` of an existing site; repeat for more"},
-			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write (default: STATE_DIR/dcmesh.yaml)"},
+			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` to write", DefaultText: "STATE_DIR/dcmesh.yaml"},
+			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			o, err := initOptions(c)
@@ -38,9 +40,12 @@ that already holds a site is refused before anything is written. Then run:
 			if err != nil {
 				return flagError(err)
 			}
-			_, err = fmt.Fprintf(c.App.Writer, "site %s initialised\nWireGuard public key: %s\nconfiguration: %s\nnext: dcmesh agent --config %s\n",
-				res.Site, res.PublicKey, res.ConfigPath, res.ConfigPath)
-			return err
+			next := "dcmesh agent --config " + res.ConfigPath
+			out := initJSON{Schema: jsonSchema, Site: res.Site, PublicKey: res.PublicKey.String(), Config: res.ConfigPath, StateDir: o.StateDir, Next: next}
+			return printResult(c, out, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "site %s initialised\nWireGuard public key: %s\nconfiguration: %s\nnext: %s\n", res.Site, res.PublicKey, res.ConfigPath, next)
+				return err
+			})
 		},
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/dcmesh/dcmesh/wg"
@@ -19,18 +18,22 @@ func keyCommand() *cli.Command {
 				Description: `The key is written in the format of 'wg genkey' (one base64 line), mode
 0600, atomically (a crash leaves no partial file). An existing file is never
 replaced unless --force is given. The private key is never printed: give the
-public key that is printed to the peers.`,
+public key that is printed to the peers.
+
+With --out - the private key is written to standard output instead, and
+nothing else (as 'wg genkey'), e.g. for a secret store:
+  dcmesh key generate --out - | dcmesh key public --in -`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "private key `FILE` to create", Required: true},
+					&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "private key `FILE` to create (- for standard output)", Required: true},
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing key file (the old key is lost)"},
 				},
 				Action: func(c *cli.Context) error {
-					if c.Args().Present() {
-						return errors.New("key generate takes no arguments; the file goes in --out")
-					}
 					k, err := wg.GeneratePrivateKey()
 					if err != nil {
 						return err
+					}
+					if c.String("out") == "-" {
+						return wg.WritePrivateKey(c.App.Writer, k)
 					}
 					if err := wg.WritePrivateKeyFile(c.String("out"), k, c.Bool("force")); err != nil {
 						return err
@@ -43,10 +46,14 @@ public key that is printed to the peers.`,
 				Name:  "public",
 				Usage: "print the public key of a private key file",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "in", Aliases: []string{"i"}, Usage: "private key `FILE`", Required: true},
+					&cli.StringFlag{Name: "in", Aliases: []string{"i"}, Usage: "private key `FILE` (- for standard input)", Required: true},
 				},
 				Action: func(c *cli.Context) error {
-					k, err := wg.ReadPrivateKeyFile(c.String("in"))
+					read := func() (wg.PrivateKey, error) { return wg.ReadPrivateKeyFile(c.String("in")) }
+					if c.String("in") == "-" {
+						read = func() (wg.PrivateKey, error) { return wg.ReadPrivateKey(c.App.Reader) }
+					}
+					k, err := read()
 					if err != nil {
 						return err
 					}

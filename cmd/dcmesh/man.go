@@ -17,9 +17,6 @@ func manCommand() *cli.Command {
 		Usage:  "print the dcmesh(8) manual page in roff (used to build the package)",
 		Hidden: true,
 		Action: func(c *cli.Context) error {
-			if c.Args().Present() {
-				return fmt.Errorf("man takes no arguments (got %q)", c.Args().First())
-			}
 			page, err := c.App.ToManWithSection(8)
 			if err != nil {
 				return fmt.Errorf("man: render the manual page: %w", err)

@@ -260,8 +260,12 @@ func TestMetricsScrape(t *testing.T) {
 	var scrape string
 	waitFor(t, 10*time.Second, "peers up after the rotation", func() error {
 		scrape = s1.ns.Run(t, "curl", "-sf", "http://127.0.0.1:9469/metrics")
-		if n := strings.Count(scrape, "dcmesh_peer_up{") - strings.Count(scrape, `role="next"`); n != 2 || strings.Contains(scrape, `state="down"`) || strings.Contains(scrape, `state="stale"`) {
-			return fmt.Errorf("peer_up lines: %d\n%s", n, grepLines(scrape, "dcmesh_peer_up"))
+		// One dcmesh_peer_up series per peer, without a state label; the
+		// state in the one-hot dcmesh_peer_state.
+		up := regexp.MustCompile(`(?m)^dcmesh_peer_up\{public_key="[^"]+",role="current",site="[^"]+"\} 1$`)
+		upState := regexp.MustCompile(`(?m)^dcmesh_peer_state\{public_key="[^"]+",role="current",site="[^"]+",state="up"\} 1$`)
+		if n, ns := len(up.FindAllString(scrape, -1)), len(upState.FindAllString(scrape, -1)); n != 2 || ns != 2 || strings.Contains(scrape, `role="next"`) {
+			return fmt.Errorf("peer_up lines up: %d, peer_state up: %d\n%s\n%s", n, ns, grepLines(scrape, "dcmesh_peer_up"), grepLines(scrape, "dcmesh_peer_state"))
 		}
 		return nil
 	})
@@ -286,20 +290,24 @@ func TestMetricsScrape(t *testing.T) {
 		`dcmesh_gossip_members{state="alive"} 3`,
 		`dcmesh_records_rejected_total{reason="unknown_ca"} 0`,
 		`dcmesh_info{backend="userspace",interface="` + s1.iface + `",public_key="`,
+		`dcmesh_key_rotation_phase{phase="stable"} 1`, `dcmesh_key_rotation_phase{phase="switching"} 0`,
+		`dcmesh_build_info{goversion="go`, `dcmesh_reconcile_errors_total 0`,
+		`dcmesh_route_repairs_total{kind="tunnel"} 0`, `dcmesh_route_repairs_total{kind="fail_closed"} 0`,
+		"\ngo_goroutines ", "\nprocess_resident_memory_bytes ",
 	} {
 		if !strings.Contains(scrape, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
 	}
 	for _, o := range m.sites[1:] {
-		if !strings.Contains(scrape, fmt.Sprintf(`dcmesh_peer_up{public_key="%s",role="current",site="%s",state="up"} 1`, o.pub, o.name)) {
+		if !strings.Contains(scrape, fmt.Sprintf(`dcmesh_peer_up{public_key="%s",role="current",site="%s"} 1`, o.pub, o.name)) {
 			t.Errorf("no up line for %s:\n%s", o.name, grepLines(scrape, "dcmesh_peer_up"))
 		}
-		age := regexp.MustCompile(`dcmesh_peer_handshake_age_seconds\{public_key="` + regexp.QuoteMeta(o.pub) + `",role="current",site="` + o.name + `"\} (\d+)`).FindStringSubmatch(scrape)
-		if age == nil {
-			t.Errorf("no handshake age for %s", o.name)
-		} else if v, _ := strconv.Atoi(age[1]); v > 60 {
-			t.Errorf("handshake age %d for %s", v, o.name)
+		hs := regexp.MustCompile(`dcmesh_peer_last_handshake_timestamp_seconds\{public_key="` + regexp.QuoteMeta(o.pub) + `",role="current",site="` + o.name + `"\} (\S+)`).FindStringSubmatch(scrape)
+		if hs == nil {
+			t.Errorf("no handshake timestamp for %s", o.name)
+		} else if v, _ := strconv.ParseFloat(hs[1], 64); time.Since(time.Unix(int64(v), 0)).Abs() > time.Minute {
+			t.Errorf("handshake timestamp %s for %s: not within a minute of now", hs[1], o.name)
 		}
 	}
 	if c := regexp.MustCompile(`dcmesh_reconcile_duration_seconds_count (\d+)`).FindStringSubmatch(scrape); c == nil || c[1] == "0" {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -28,45 +29,64 @@ acknowledgements (traffic pauses for about one handshake).
 Keys also rotate on the schedule in the configuration (rotation.interval).`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "wait", Usage: "wait until every peer cut over"},
-			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting after this long", Value: 3 * time.Minute},
+			durationFlag("timeout", "with --wait, give up waiting after `DURATION`", 3*time.Minute),
 			&cli.BoolFlag{Name: "emergency", Usage: "switch at once; peers drop the old key immediately"},
+			jsonFlag(),
 		}, clientFlags...),
 		Action: func(c *cli.Context) error {
 			cl, _, err := agentClient(c)
 			if err != nil {
 				return err
 			}
-			req := control.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: c.Duration("timeout")}
+			req := control.RotateRequest{Emergency: c.Bool("emergency"), Wait: c.Bool("wait"), Timeout: durationOf(c, "timeout")}
 			ctx, cancel := context.WithTimeout(c.Context, rotateAskTimeout(req))
 			defer cancel()
 			r, err := cl.Rotate(ctx, req)
 			if err != nil {
 				return noAnswer(err)
 			}
-			w := c.App.Writer
-			switch r.Result {
-			case control.RotateStarted:
-				_, err = fmt.Fprintf(w, "rotation %d started: new key %s; follow it with dcmesh status, or use --wait\n", r.Epoch, r.PublicKey)
-			case control.RotateComplete:
-				if len(r.CutOver) == 0 {
-					_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; no live peer to wait for\n", r.Epoch, r.PublicKey)
-					break
-				}
-				_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; all %d peers cut over (%s)\n", r.Epoch, r.PublicKey, len(r.CutOver), strings.Join(r.CutOver, ", "))
-			default:
-				var missing []string
-				for _, s := range r.Missing {
-					if why := r.Pending[s]; why != "" {
-						s += " (" + why + ")"
-					}
-					missing = append(missing, s)
-				}
-				_, err = fmt.Fprintf(w, "rotation %d %s: new key %s; confirmed: %s; not confirmed: %s\n", r.Epoch, r.Result, r.PublicKey, strings.Join(r.CutOver, ", "), strings.Join(missing, "; "))
-				if err == nil {
-					err = cli.Exit("", 1)
-				}
+			if err := printResult(c, rotateResultJSON(r), func(w io.Writer) error { return writeRotateText(w, r) }); err != nil {
+				return err
 			}
-			return err
+			if r.Result != control.RotateStarted && r.Result != control.RotateComplete {
+				return cli.Exit("", 1)
+			}
+			return nil
 		},
 	}
+}
+
+// rotateResultJSON is the --json shape of a rotation's reply.
+func rotateResultJSON(r control.RotateReply) rotateJSON {
+	pending := r.Pending
+	if pending == nil {
+		pending = map[string]string{}
+	}
+	return rotateJSON{Schema: jsonSchema, Epoch: r.Epoch, PublicKey: r.PublicKey, Result: r.Result,
+		CutOver: orEmpty(r.CutOver), Missing: orEmpty(r.Missing), Pending: pending}
+}
+
+// writeRotateText says how a rotation went, in one line.
+func writeRotateText(w io.Writer, r control.RotateReply) error {
+	var err error
+	switch r.Result {
+	case control.RotateStarted:
+		_, err = fmt.Fprintf(w, "rotation %d started: new key %s; follow it with dcmesh status, or use --wait\n", r.Epoch, r.PublicKey)
+	case control.RotateComplete:
+		if len(r.CutOver) == 0 {
+			_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; no live peer to wait for\n", r.Epoch, r.PublicKey)
+			break
+		}
+		_, err = fmt.Fprintf(w, "rotation %d complete: new key %s; all %d peers cut over (%s)\n", r.Epoch, r.PublicKey, len(r.CutOver), strings.Join(r.CutOver, ", "))
+	default:
+		var missing []string
+		for _, s := range r.Missing {
+			if why := r.Pending[s]; why != "" {
+				s += " (" + why + ")"
+			}
+			missing = append(missing, s)
+		}
+		_, err = fmt.Fprintf(w, "rotation %d %s: new key %s; confirmed: %s; not confirmed: %s\n", r.Epoch, r.Result, r.PublicKey, strings.Join(r.CutOver, ", "), strings.Join(missing, "; "))
+	}
+	return err
 }

@@ -53,8 +53,16 @@ func waitOnlyKey(t *testing.T, s *site, key string, observers ...*site) {
 	}
 }
 
+// maxRotationLoss is how many probe packets (at 100/s) the rotating site may
+// lose towards a peer in one rotation: 40 ms of its traffic, the head of the
+// burst that leaves when the handshake under the new key completes and meets
+// the peer's old allowed IPs (see TestRotationUnderTraffic). On a quiet host
+// it is 0-1; 1-3 with both cores busy. Every test that rotates under probes
+// uses this one bound; the other direction must lose nothing.
+const maxRotationLoss = 4
+
 // A forced rotation under continuous traffic both ways (UDP at 100 packets/s
-// per direction, and a TCP stream): at most 2 probe packets lost in the
+// per direction, and a TCP stream): at most maxRotationLoss probe packets lost in the
 // rotating site → peer direction, none the other way, and the TCP stream
 // never resets. Every peer ends up with only the new key.
 func TestRotationUnderTraffic(t *testing.T) {
@@ -86,10 +94,10 @@ func TestRotationUnderTraffic(t *testing.T) {
 	// that completion (cutover.go, polled every 1 ms in the switch window),
 	// so the head of that burst can meet the old allowed IPs and be
 	// dropped: 1-3 packets at 100/s with a TCP stream beside it on a busy
-	// host (docs/BENCHMARKS.md, "rotation gap"). A handshake lost for
+	// host (docs/BENCHMARKS.md, "rotation gap"); maxRotationLoss bounds it. A handshake lost for
 	// WireGuard's 5 s retry would lose 500.
-	if rab.Received < 400 || rab.Lost > 3 {
-		t.Errorf("rotating site → peer: %+v, want at most 3 lost", rab)
+	if rab.Received < 400 || rab.Lost > maxRotationLoss {
+		t.Errorf("rotating site → peer: %+v, want at most %d lost", rab, maxRotationLoss)
 	}
 	if rba.Received < 400 || rba.Lost != 0 {
 		t.Errorf("peer → rotating site: %+v, want none lost", rba)
@@ -170,7 +178,7 @@ func TestRotationSeries(t *testing.T) {
 		t.Errorf("TCP stream across all rotations broken: sender %+v receiver %+v", tx, rx)
 	}
 	summary := fmt.Sprintf("rotation gap (rotating site → peer, longest silence at 200 packets/s) over %d rotations: min %.1f ms, median %.1f ms, max %.1f ms; lost packets site→peer: max %.0f, total %.0f; peer→site: total %.0f; TCP stream %d bytes, no reset",
-		runs, slices.Min(gaps), sitetest.Median(gaps), slices.Max(gaps), slices.Max(lostAB), sum(lostAB), sum(lostBA), rx.Bytes)
+		runs, slices.Min(gaps), sitetest.Median(gaps), slices.Max(gaps), slices.Max(lostAB), sitetest.Sum(lostAB), sitetest.Sum(lostBA), rx.Bytes)
 	t.Log(summary)
 	if out := os.Getenv("DCMESH_BENCH_OUT"); out != "" {
 		_ = os.WriteFile(out, []byte(fmt.Sprintf(`{"gaps_ms": %v, "lost_site_to_peer": %v, "lost_peer_to_site": %v, "summary": %q}`+"\n",
@@ -184,13 +192,6 @@ func jsonList(v []float64) string {
 		s = append(s, fmt.Sprintf("%.1f", x))
 	}
 	return "[" + strings.Join(s, ", ") + "]"
-}
-
-func sum(v []float64) (s float64) {
-	for _, x := range v {
-		s += x
-	}
-	return s
 }
 
 // kill -9 of the rotating agent in each phase (prepared, switching,

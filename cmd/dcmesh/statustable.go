@@ -67,6 +67,7 @@ func writeStatusSummary(b *strings.Builder, st control.Status, now time.Time) {
 	for _, p := range st.StateDir.Problems {
 		fmt.Fprintf(b, "state directory: %s\n", p)
 	}
+	writeTrustSummary(b, st.Trust)
 }
 
 // peerRow is one peer's cells in the table's column order.

@@ -52,6 +52,10 @@ const CertBackdate = time.Minute
 type Inventory struct {
 	Cluster string        `json:"cluster"`
 	Issued  []IssuedEntry `json:"issued"`
+	// Certificates are the certificates issued (DER), by serial (hex):
+	// `ca gossip-key rotate` seals the new gossip key to their identity
+	// keys. Inventories of older versions have none.
+	Certificates map[string][]byte `json:"certificates,omitempty"`
 }
 
 // IssuedEntry is one certificate the CA signed.
@@ -63,9 +67,10 @@ type IssuedEntry struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	Revoked   bool      `json:"revoked,omitempty"`
-	// Cert is the certificate (DER): `ca gossip-key rotate` seals the new
-	// gossip key to its identity key. Entries of older versions have none.
-	Cert []byte `json:"cert,omitempty"`
+	// Underlay and AllowDefault complete the authority a renewal is
+	// compared with (reissue.go); absent in entries of older versions.
+	Underlay     []string `json:"underlay,omitempty"`
+	AllowDefault bool     `json:"allow_default,omitempty"`
 }
 
 // Init creates a CA directory for cluster (DefaultCluster if empty). It

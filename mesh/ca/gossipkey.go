@@ -118,9 +118,9 @@ func gossipKeyRecipients(ca *trust.CA, inv *Inventory, extra []*trust.Certificat
 			continue
 		}
 		c := bySerial[site+"/"+e.Serial]
-		if c == nil && len(e.Cert) > 0 {
+		if der := inv.Certificates[e.Serial]; c == nil && len(der) > 0 {
 			var err error
-			if c, err = trust.ParseCertificate(e.Cert); err != nil {
+			if c, err = trust.ParseCertificate(der); err != nil {
 				return nil, nil, fmt.Errorf("CA inventory: the certificate of site %s: %w", site, err)
 			}
 		}

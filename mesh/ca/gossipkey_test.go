@@ -86,7 +86,7 @@ func TestRotateGossipKeyNeedsCertificatesOfOldEntries(t *testing.T) {
 	dir := catest.NewDir(t, now)
 	cert, _ := catest.MustIssue(t, dir, ca.IssueOptions{Site: "fra1", Prefixes: catest.Prefixes("10.1.0.0/16"), Overlay: netip.MustParseAddr("10.255.0.1"), Now: now})
 	inv := readInventory(t, dir)
-	inv.Issued[0].Cert = nil
+	inv.Certificates = nil
 	raw, _ := json.Marshal(inv)
 	if err := os.WriteFile(filepath.Join(dir, ca.InventoryFile), raw, 0o600); err != nil {
 		t.Fatal(err)

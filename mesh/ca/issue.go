@@ -26,12 +26,17 @@ type IssueOptions struct {
 	Valid        time.Duration  // default DefaultCertValidity
 	Out          string         // the bundle directory to create
 	Now          time.Time
+	// Replace allows re-issuing a site name the CA holds a live
+	// certificate for with other prefixes or another overlay address
+	// (reissue.go); without it only a renewal is allowed.
+	Replace bool
 }
 
 // Issue issues a site certificate and writes the enrollment bundle (identity
 // key, certificate, CA certificate, gossip key) into o.Out. It refuses a
 // prefix or overlay address that overlaps one issued to another site and not
-// revoked or expired.
+// revoked or expired, and, unless o.Replace, a site name it holds a live
+// certificate for with other prefixes or overlay (Plan says which).
 func Issue(o IssueOptions) (*trust.Certificate, error) {
 	req, err := o.request()
 	if err != nil {
@@ -42,6 +47,9 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 		return nil, err
 	}
 	if err := checkOverlaps(inv, o); err != nil {
+		return nil, err
+	}
+	if err := checkReplacement(planIssue(inv, req, o.Now), o); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(o.Out, 0o700); err != nil {
@@ -64,11 +72,19 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 	if err := writeBundle(o, ca, cert, priv); err != nil {
 		return nil, err
 	}
-	entry := IssuedEntry{Site: o.Site, Serial: cert.Serial.Text(16), Overlay: o.Overlay.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Cert: cert.Raw}
+	entry := IssuedEntry{Site: o.Site, Serial: cert.Serial.Text(16), Overlay: o.Overlay.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
 	for _, p := range req.Prefixes {
 		entry.Prefixes = append(entry.Prefixes, p.String())
 	}
+	for _, p := range req.Underlay {
+		entry.Underlay = append(entry.Underlay, p.String())
+	}
+	entry.AllowDefault = req.AllowDefault
 	inv.Issued = append(inv.Issued, entry)
+	if inv.Certificates == nil {
+		inv.Certificates = map[string][]byte{}
+	}
+	inv.Certificates[entry.Serial] = cert.Raw
 	if err := saveInventory(o.Dir, inv); err != nil {
 		return nil, fmt.Errorf("certificate issued but the inventory was not updated (%w): the next issue will not know about it", err)
 	}
@@ -85,7 +101,7 @@ func (o *IssueOptions) request() (trust.IssueRequest, error) {
 		o.Valid = DefaultCertValidity
 	}
 	if o.Valid < time.Second {
-		return trust.IssueRequest{}, config.Optionf("Valid", " %s: too short", o.Valid)
+		return trust.IssueRequest{}, config.Optionf("Valid", " %s: too short: give a lifetime of at least 1s, e.g. 365d or 90d", config.FormatDuration(o.Valid))
 	}
 	if len(o.Prefixes) == 0 {
 		return trust.IssueRequest{}, config.Optionf("Prefixes", ": at least one prefix this site owns, e.g. 10.1.0.0/16")

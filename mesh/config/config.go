@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/dcmesh/dcmesh/wg"
@@ -119,6 +117,9 @@ type Config struct {
 	Userspace UserspaceConfig
 	// Health sets the in-tunnel probes (gossip sites).
 	Health HealthConfig
+	// MetricsAddr serves Prometheus metrics on HOST:PORT/metrics; "" for
+	// none. The agent's --metrics-addr overrides it.
+	MetricsAddr string
 }
 
 // UserspaceConfig tunes the embedded wireguard-go device. It has no effect
@@ -219,7 +220,7 @@ func Load(path string) (*Config, error) {
 	raw, err := wg.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("config %s does not exist (pass --config, or create it: see examples/dcmesh.yaml): %w", path, err)
+			return nil, &missingConfigError{path}
 		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -231,8 +232,6 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-var yamlUnknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
-
 // Parse parses and validates YAML. Relative file names in it are taken
 // relative to dir.
 func Parse(raw []byte, dir string) (*Config, error) {
@@ -243,8 +242,7 @@ func Parse(raw []byte, dir string) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the file is empty: it needs at least site, overlay_address and private_key_file (see examples/dcmesh.yaml)")
 		}
-		msg := yamlUnknownField.ReplaceAllString(err.Error(), "unknown field $1 (check its spelling and indentation)")
-		return nil, errors.New(strings.TrimPrefix(msg, "yaml: "))
+		return nil, yamlFieldErrors(raw, err)
 	}
 	return fc.validate(dir)
 }
@@ -262,3 +260,13 @@ func DefaultUserspaceMemoryLimit(buffersPerPool int) int64 {
 // ErrNoGossip is what operations that need gossip (leave, revoke, rotate,
 // records) answer on a site without it.
 var ErrNoGossip = errors.New("this site runs with static peers only (no gossip section in its configuration)")
+
+// missingConfigError names the missing file once (the error below it
+// repeats the path twice) and is still an os.ErrNotExist.
+type missingConfigError struct{ path string }
+
+func (e *missingConfigError) Error() string {
+	return "config " + e.path + " does not exist (pass --config, or create it: see examples/dcmesh.yaml)"
+}
+
+func (e *missingConfigError) Unwrap() error { return os.ErrNotExist }

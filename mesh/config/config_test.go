@@ -189,7 +189,7 @@ func unwrapAll(err error) []error {
 
 func TestLoadConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !errors.Is(err, os.ErrNotExist) || strings.Count(err.Error(), "missing.yaml") != 1 || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing file: %v", err)
 	}
 	p := filepath.Join(dir, "big.yaml")

@@ -35,6 +35,7 @@ type fileConfig struct {
 	Rotation            fileRotation  `yaml:"rotation"`
 	Userspace           fileUserspace `yaml:"userspace"`
 	Health              fileHealth    `yaml:"health"`
+	MetricsAddr         string        `yaml:"metrics_addr"`
 }
 
 type fileUserspace struct {
@@ -95,9 +96,9 @@ func (p *problems) duration(field, s string, def, min, max time.Duration) time.D
 	if s == "" {
 		return def
 	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseDuration(s)
 	if err != nil || d < min || d > max {
-		p.add(field, "%q: use a duration between %s and %s", s, min, max)
+		p.add(field, "%q: use a duration between %s and %s", s, FormatDuration(min), FormatDuration(max))
 		return def
 	}
 	return d
@@ -122,6 +123,7 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 	c.parsePeers(fc.Peers, &bad)
 	c.parseStateAndTrust(fc, dir, &bad)
 	c.parseGossip(fc, &bad)
+	c.parseMetricsAddr(fc.MetricsAddr, &bad)
 	if len(bad) > 0 {
 		return nil, errors.Join(bad...)
 	}
@@ -196,7 +198,7 @@ func (c *Config) parseDataPlane(fc *fileConfig, bad *problems) {
 		c.PersistentKeepalive = d
 	}
 	if fc.ResyncInterval != "" {
-		d, err := time.ParseDuration(fc.ResyncInterval)
+		d, err := ParseDuration(fc.ResyncInterval)
 		if err != nil || d < time.Second || d > time.Hour {
 			bad.add("resync_interval", "%q: use a duration between 1s and 1h, e.g. 10s", fc.ResyncInterval)
 		} else {

@@ -20,6 +20,11 @@ type HealthConfig struct {
 	// Port is the UDP port probes use on the overlay addresses (default
 	// probe.DefaultPort, 3786: not one FRR's bfdd binds).
 	Port uint16
+	// CertificateWarn and CertificateCritical are how long before this
+	// site's certificate or a pinned CA expires health turns degraded and
+	// critical (certexpiry.go). Defaults 30 and 7 days.
+	CertificateWarn     time.Duration
+	CertificateCritical time.Duration
 }
 
 type fileHealth struct {
@@ -27,6 +32,8 @@ type fileHealth struct {
 	Multiplier *int   `yaml:"probe_multiplier"`
 	Hold       string `yaml:"probe_hold"`
 	Port       *int   `yaml:"probe_port"`
+	CertWarn   string `yaml:"certificate_warn"`
+	CertCrit   string `yaml:"certificate_critical"`
 }
 
 // parseHealth reads the health section.
@@ -63,4 +70,5 @@ func (c *Config) parseHealth(fh fileHealth, bad *problems) {
 			c.Health.Port = uint16(*p)
 		}
 	}
+	c.parseCertificateExpiry(fh, bad)
 }

@@ -27,6 +27,7 @@ var (
 	EndpointRevoke  = Endpoint[RevokeRequest, RevokeReply]{"POST", "/v1/revoke"}
 	EndpointDown    = Endpoint[DownRequest, Empty]{"POST", "/v1/down"}
 	EndpointRotate  = Endpoint[RotateRequest, RotateReply]{"POST", "/v1/rotate"}
+	EndpointRenew   = Endpoint[RenewRequest, RenewReply]{"POST", "/v1/renew"}
 )
 
 // EndpointGossipKey installs a gossip-key bundle (gossipkey.go).
@@ -191,4 +192,58 @@ type RotateReply struct {
 	CutOver []string          `json:"cut_over"`
 	Missing []string          `json:"missing,omitempty"`
 	Pending map[string]string `json:"pending,omitempty"`
+}
+
+// Renew installs a renewed certificate bundle into the running agent
+// (`dcmesh renew`).
+func (c *Client) Renew(ctx context.Context, r RenewRequest) (RenewReply, error) {
+	return Call(ctx, c, EndpointRenew, r)
+}
+
+// RenewRequest carries the files of a bundle `dcmesh ca issue` wrote, as
+// read: the CA bundle (every CA to pin, PEM), the site certificate and its
+// identity key (PKCS#8 PEM). The agent validates all of it before it changes
+// anything; the identity key never appears in a log or an error.
+type RenewRequest struct {
+	CA       []byte `json:"ca"`
+	Cert     []byte `json:"cert"`
+	Identity []byte `json:"identity"`
+	// DryRun validates only: nothing is written or changed.
+	DryRun bool `json:"dry_run"`
+	// AllowDroppingPeers installs a CA bundle under which some peers'
+	// certificates no longer verify (their sites are dropped); without it
+	// such a bundle is refused, naming them.
+	AllowDroppingPeers bool `json:"allow_dropping_peers"`
+}
+
+// Validate refuses a request that lacks a file before the agent sees it.
+func (r RenewRequest) Validate() error {
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{"ca", r.CA}, {"cert", r.Cert}, {"identity", r.Identity}} {
+		if len(f.b) == 0 {
+			return fmt.Errorf("%s: empty: pass the bundle directory 'dcmesh ca issue' wrote (dcmesh renew --bundle DIR)", f.name)
+		}
+	}
+	return nil
+}
+
+// RenewReply says what the agent installed (or, for a dry run, would).
+type RenewReply struct {
+	Site           string    `json:"site"`
+	Serial         string    `json:"serial"`          // the new certificate's, hex
+	PreviousSerial string    `json:"previous_serial"` // the replaced one's
+	NotAfter       time.Time `json:"not_after"`
+	// IdentityKeyChanged: the bundle brings a new identity key (every
+	// `ca issue` makes one); peers adopt it with the next record.
+	IdentityKeyChanged bool `json:"identity_key_changed"`
+	// CAs are the ids of the CAs now pinned.
+	CAs []string `json:"cas"`
+	// Narrower lists what the new certificate no longer permits.
+	Narrower []string `json:"narrower,omitempty"`
+	// Written lists the files replaced; each old file is kept beside it as
+	// FILE.prev.
+	Written []string `json:"written"`
+	DryRun  bool     `json:"dry_run"`
 }

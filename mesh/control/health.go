@@ -47,6 +47,9 @@ func (s HealthStatus) ExitCode() int {
 //	degraded: a peer stale or down; tunnel routes missing; no peers at all;
 //	          the key overdue for rotation (older than 1.5 × interval); a
 //	          rotation stuck in one phase for longer than stuckAfter;
+//	          this site's certificate or a pinned CA within
+//	          health.certificate_warn of expiry (critical within
+//	          health.certificate_critical, or expired: health_trust.go);
 //	healthy:  otherwise.
 func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time) Health {
 	h := Health{Schema: StatusSchema, Site: st.Site, Reasons: []string{}}
@@ -58,6 +61,7 @@ func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time
 	for _, p := range st.StateDir.Problems {
 		critical = append(critical, "state directory: "+p+" (this site cannot refresh its record, and peers drop it after trust.record_expiry: free space there; the agent retries by itself)")
 	}
+	critical, degraded = trustHealth(st.Trust, critical, degraded)
 	if st.Routes.Programmed < st.Routes.Desired {
 		degraded = append(degraded, fmt.Sprintf("tunnel routes missing: %d of %d programmed", st.Routes.Programmed, st.Routes.Desired))
 	}

@@ -86,6 +86,9 @@ type Status struct {
 	RecordsRejected map[string]uint64 `json:"records_rejected"`
 	StateDir        StateDirStatus    `json:"state_dir"`
 	Untrusted       UntrustedStatus   `json:"untrusted_input"`
+	// Trust is this site's trust material and its expiry (gossip sites
+	// only; null for a static-only site).
+	Trust *TrustStatus `json:"trust"`
 }
 
 // UntrustedStatus counts what the agent refused or dropped of input it does
@@ -201,4 +204,43 @@ type RouteStatus struct {
 	Programmed           int `json:"programmed"`
 	FailClosedDesired    int `json:"fail_closed_desired"`
 	FailClosedProgrammed int `json:"fail_closed_programmed"`
+}
+
+// TrustStatus is this site's trust material: its certificate, the pinned
+// CAs, and the certificate each peer's record carries, each with its expiry
+// as the agent's thresholds (health.certificate_warn, _critical) classify it.
+type TrustStatus struct {
+	Certificate CertificateStatus `json:"certificate"`
+	CertFile    string            `json:"cert_file"`
+	CAFile      string            `json:"ca_file"`
+	// CAs are the pinned CAs, as in CAFile (two during a CA rollover).
+	CAs []CertificateStatus `json:"cas"`
+	// Peers are the remote sites' certificates, by site name.
+	Peers           []CertificateStatus `json:"peers"`
+	WarnSeconds     int64               `json:"warn_seconds"`
+	CriticalSeconds int64               `json:"critical_seconds"`
+}
+
+// ExpiryState is how close a certificate is to its not-after.
+type ExpiryState string
+
+const (
+	ExpiryHealthy  ExpiryState = "healthy"
+	ExpiryDegraded ExpiryState = "degraded" // within health.certificate_warn
+	ExpiryCritical ExpiryState = "critical" // within health.certificate_critical, or expired
+)
+
+// CertificateStatus is one certificate's identity and validity.
+type CertificateStatus struct {
+	// Subject is the site name of a site certificate, a CA's common name.
+	Subject string `json:"subject"`
+	Serial  string `json:"serial"` // hex
+	// IssuerID is the id (trust.CAID) of the pinned CA that signed it, or
+	// a CA's own id; empty when no pinned CA did.
+	IssuerID    string      `json:"issuer_id"`
+	NotBefore   time.Time   `json:"not_before"`
+	NotAfter    time.Time   `json:"not_after"`
+	LeftSeconds int64       `json:"left_seconds"` // 0 or less once expired
+	State       ExpiryState `json:"state"`
+	Message     string      `json:"message"`
 }

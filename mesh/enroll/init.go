@@ -113,7 +113,7 @@ func planInit(o InitOptions) (*initPlan, error) {
 	if !o.GossipAddr.IsValid() {
 		o.GossipAddr = netip.AddrPortFrom(ep.Addr(), DefaultGossipPort)
 	}
-	b, err := readBundle(o.Bundle, ep, o.Now)
+	b, err := readBundle(o.Bundle, ep, o.GossipAddr, o.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +180,11 @@ type initBundle struct {
 }
 
 // readBundle reads and cross-checks the bundle the way the agent will.
-func readBundle(dir string, ep netip.AddrPort, now time.Time) (*initBundle, error) {
+// The endpoint and the gossip address must be inside the certificate's
+// underlay ranges, as the runbook promises: other sites reject records with
+// an endpoint elsewhere, and a gossip address elsewhere is a typo or a
+// different network.
+func readBundle(dir string, ep, gossipAddr netip.AddrPort, now time.Time) (*initBundle, error) {
 	bad := func(err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return config.Optionf("Bundle", " %s: %w (it should hold the files `dcmesh ca issue --out` wrote)", dir, err)
@@ -194,7 +198,11 @@ func readBundle(dir string, ep netip.AddrPort, now time.Time) (*initBundle, erro
 	clear(e.GossipKey)
 	if len(e.Cert.Underlay) > 0 && !config.ContainedIn(config.Host(ep.Addr()), e.Cert.Underlay) {
 		c.Clear()
-		return nil, config.Optionf("Endpoint", " %s is outside the underlay ranges of the certificate (%v): other sites would reject this site's records", ep, e.Cert.Underlay)
+		return nil, config.Optionf("Endpoint", " %s is outside the underlay ranges of the certificate (%s): other sites would reject this site's records", ep, joinPrefixes(e.Cert.Underlay))
+	}
+	if len(e.Cert.Underlay) > 0 && !config.ContainedIn(config.Host(gossipAddr.Addr()), e.Cert.Underlay) {
+		c.Clear()
+		return nil, config.Optionf("GossipAddr", " %s is outside the underlay ranges of the certificate (%s): give an address in them (default: the endpoint's IP, port %d)", gossipAddr, joinPrefixes(e.Cert.Underlay), DefaultGossipPort)
 	}
 	return &initBundle{cert: e.Cert, cluster: ClusterName(e.CAs[0]), files: []initFile{
 		{config.CACertFile, c.CA, 0o644},
@@ -280,3 +288,11 @@ gossip:
   join:{{if not .Join}} []{{end}}{{range .Join}}
     - {{printf "%q" .String}}{{end}}
 `))
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}

@@ -206,7 +206,8 @@ func TestInitSiteRefuses(t *testing.T) {
 		name     string
 		bundle   string
 		endpoint string
-		noState  bool // empty StateDir
+		gossip   string // GossipAddr, if set
+		noState  bool   // empty StateDir
 		hints    []string
 	}{
 		{name: "no state dir", noState: true, hints: []string{"StateDir is required"}},
@@ -215,6 +216,7 @@ func TestInitSiteRefuses(t *testing.T) {
 		{name: "unspecified v6 endpoint", endpoint: "[::]:51820", hints: []string{"Endpoint", "IP:PORT"}},
 		{name: "empty endpoint", endpoint: "-", hints: []string{"Endpoint", "IP:PORT"}},
 		{name: "endpoint outside underlay", endpoint: "198.51.100.7:51820", hints: []string{"Endpoint 198.51.100.7:51820", "outside the underlay"}},
+		{name: "gossip address outside underlay", gossip: "198.51.100.7:7946", hints: []string{"GossipAddr 198.51.100.7:7946 is outside the underlay ranges of the certificate (192.0.2.0/24, 2001:db8::/32): give an address in them (default: the endpoint's IP, port 7946)"}},
 		{name: "missing ca.crt", bundle: missing(config.CACertFile), hints: []string{"Bundle", config.CACertFile}},
 		{name: "missing site.crt", bundle: missing(config.SiteCertFile), hints: []string{"Bundle", config.SiteCertFile}},
 		{name: "missing identity.key", bundle: missing(config.IdentityKeyFile), hints: []string{"Bundle", config.IdentityKeyFile}},
@@ -237,6 +239,9 @@ func TestInitSiteRefuses(t *testing.T) {
 			case "-":
 			default:
 				o.Endpoint = netip.MustParseAddrPort(c.endpoint)
+			}
+			if c.gossip != "" {
+				o.GossipAddr = netip.MustParseAddrPort(c.gossip)
 			}
 			root := t.TempDir()
 			if !c.noState {

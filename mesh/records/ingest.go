@@ -276,7 +276,7 @@ func (in *Ingest) offerRecord(raw []byte, res *Result) bool {
 }
 
 func (in *Ingest) offerCRL(der []byte, res *Result) bool {
-	if in.store.crl != nil && bytes.Equal(der, in.store.crl.Raw) {
+	if in.store.holdsCRL(der) {
 		return false // the list held, again
 	}
 	h := sha256.Sum256(der)

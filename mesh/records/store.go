@@ -29,7 +29,8 @@ type Store struct {
 	log     *slog.Logger
 	records map[string]*trust.SignedRecord
 	highest map[string]uint64
-	crl     *trust.RevocationList
+	crl     *trust.RevocationList   // the list installed last
+	crls    []*trust.RevocationList // the newest list of each CA (crls.go)
 
 	rejected map[trust.Reason]uint64
 	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
@@ -54,7 +55,8 @@ type storeFile struct {
 	Version    int               `json:"version"`
 	HighestSeq map[string]uint64 `json:"highest_seq"`
 	Records    [][]byte          `json:"records"`
-	CRL        []byte            `json:"crl,omitempty"`
+	CRL        []byte            `json:"crl,omitempty"`  // the list installed last (all an older release reads)
+	CRLs       [][]byte          `json:"crls,omitempty"` // the newest of each CA
 }
 
 func NewStore(path string, log *slog.Logger) *Store {
@@ -125,12 +127,21 @@ func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, 
 		}
 		s.remember(sr)
 	}
-	if len(f.CRL) > 0 {
-		crl, err := trust.ParseRevocationList(f.CRL, cas)
+	for _, der := range append(f.CRLs, f.CRL) {
+		if len(der) == 0 {
+			continue
+		}
+		crl, err := trust.ParseRevocationList(der, cas)
 		if err != nil {
+			if _, perr := x509.ParseRevocationList(der); perr == nil {
+				// A list of a CA no longer pinned (after a CA rollover):
+				// it revokes nothing that verifies now.
+				log.Info("dropping the stored revocation list of a CA no longer pinned", "err", err)
+				continue
+			}
 			return nil, fmt.Errorf("state file %s holds an invalid revocation list (%v); move it away and hand the list to the agent again with `dcmesh revoke`", path, err)
 		}
-		s.crl = crl
+		s.setCRL(crl)
 	}
 	return s, nil
 }
@@ -142,6 +153,9 @@ func (s *Store) Save() error {
 	}
 	if s.crl != nil {
 		f.CRL = s.crl.Raw
+	}
+	for _, l := range s.crls {
+		f.CRLs = append(f.CRLs, l.Raw)
 	}
 	raw, err := json.Marshal(f)
 	if err != nil {
@@ -238,15 +252,21 @@ func truncateName(s string) string {
 	return s
 }
 
-// setCRL keeps crl if it is newer than the one held, and drops the records
-// of revoked sites. It reports whether anything changed.
+// setCRL keeps crl if it is newer than the one held of its CA, and drops
+// the records of sites it revokes. It reports whether anything changed.
 func (s *Store) setCRL(crl *trust.RevocationList) bool {
-	if s.crl != nil && !crl.NewerThan(s.crl) {
+	i := s.crlIndex(crl)
+	if i >= 0 && !crl.NewerThan(s.crls[i]) {
 		return false
+	}
+	if i >= 0 {
+		s.crls[i] = crl
+	} else {
+		s.crls = append(s.crls, crl)
 	}
 	s.crl = crl
 	for name, sr := range s.records {
-		if crl.Revoked(sr.Cert.Serial) {
+		if crl.Revoked(sr.Cert.Serial) && appliesTo(crl, sr.Cert) {
 			s.log.Warn("site certificate revoked; removing the site", "site", name, "serial", sr.Cert.Serial.Text(16))
 			delete(s.records, name)
 		}
@@ -320,7 +340,7 @@ func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.C
 		if sr.Leaving || p.Now.Sub(sr.IssuedAt) > expiry {
 			continue
 		}
-		if err := sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew); err != nil {
+		if err := sr.Cert.Verify(p.CAs, policyCRLs(p), p.Now, p.Skew); err != nil {
 			continue
 		}
 		// The overlay address is the site's own: route it like a prefix.
@@ -356,7 +376,7 @@ func (s *Store) Roster(p *trust.Policy) map[string]netip.AddrPort {
 		if !sr.Gossip.IsValid() {
 			continue
 		}
-		if sr.Cert.Verify(p.CAs, p.CRL, p.Now, p.Skew) != nil {
+		if sr.Cert.Verify(p.CAs, policyCRLs(p), p.Now, p.Skew) != nil {
 			continue
 		}
 		out[name] = sr.Gossip
@@ -373,8 +393,8 @@ func (s *Store) State(own *trust.SignedRecord) ([]byte, error) {
 	for _, n := range s.Names() {
 		st.Records = append(st.Records, s.records[n].Raw)
 	}
-	if s.crl != nil {
-		st.CRLs = append(st.CRLs, s.crl.Raw)
+	for _, l := range s.crls {
+		st.CRLs = append(st.CRLs, l.Raw)
 	}
 	return trust.EncodeState(st)
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -120,37 +121,12 @@ func (ns *NS) Handle(t testing.TB) *netlink.Handle {
 // it cannot, it stays locked and exits with its goroutine, so no other
 // goroutine ever runs in the namespace by accident.
 func (ns *NS) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("read this thread's network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(ns.Path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open network namespace %s: %w", ns.Name, err)
-			return
-		}
-		defer target.Close()
-		var ferr error
-		if err := netns.Set(target); err != nil {
-			ferr = fmt.Errorf("enter network namespace %s: %w", ns.Name, err)
-		} else {
-			ferr = f()
-		}
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("return to the original network namespace: %w", err))
-			return // still locked: the thread exits with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	target, err := netns.GetFromPath(ns.Path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", ns.Name, err)
+	}
+	defer target.Close()
+	return netconfig.InNamespace(target, f)
 }
 
 // Command returns a command that runs inside the namespace (through

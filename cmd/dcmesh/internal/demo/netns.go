@@ -6,7 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
+
+	"github.com/dcmesh/dcmesh/netconfig"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -19,31 +20,9 @@ const netnsDir = "/var/run/netns"
 
 func nsPath(name string) string { return filepath.Join(netnsDir, name) }
 
-// onThread runs f on a fresh goroutine locked to its OS thread, then puts the
-// thread back into the network namespace it started in. If that fails, the
-// thread stays locked and dies with the goroutine, so no other goroutine ever
-// runs in a namespace it did not ask for.
-func onThread(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("read this thread's network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("return to the original network namespace: %w", err))
-			return // still locked: the thread exits with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// onThread runs f on a locked OS thread and puts the thread back into its
+// namespace afterwards (netconfig.OnThread).
+func onThread(f func() error) error { return netconfig.OnThread(f) }
 
 // inNS runs f on a thread inside the named namespace. Sockets f creates stay
 // in that namespace for their whole life.
