@@ -102,6 +102,8 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		defer t.Stop()
 		refresh = t.C
 	}
+	gkTick := time.NewTicker(gossipKeyTick)
+	defer gkTick.Stop()
 	rotTimer := time.NewTimer(time.Hour)
 	defer rotTimer.Stop()
 	armRotation := func() {
@@ -150,6 +152,8 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 			continue
 		case <-rotTimer.C:
 			rt.rot.OnTimer()
+		case <-gossipKeyTicker(rt, gkTick):
+			a.tickGossipKey(rt)
 		case k := <-rt.rot.CutOverEvents():
 			rt.rot.OnCutOver(k)
 			a.logReconcileError(a.reconcile(rt))

@@ -61,6 +61,7 @@ func (a *Agent) handler() http.Handler {
 	serve(a, mux, control.EndpointDown, a.apiDown)
 	serve(a, mux, control.EndpointRenew, a.apiRenew)
 	control.Serve(mux, control.EndpointRotate, a.apiRotate) // waits off the loop
+	control.Serve(mux, control.EndpointGossipKey, a.apiGossipKey)
 	return mux
 }
 

@@ -21,11 +21,15 @@ import (
 // startGossip joins the cluster and publishes this site's record.
 func (a *Agent) startGossip(ctx context.Context, rt *siteRuntime) error {
 	g := rt.cfg.Gossip
+	keys, err := a.loadGossipKeys(rt)
+	if err != nil {
+		return err
+	}
 	gs, err := gossip.New(gossip.Config{
 		NodeName:       rt.cfg.Site,
 		Bind:           g.Address,
 		Advertise:      g.Advertise,
-		SecretKey:      rt.enr.GossipKey,
+		SecretKey:      keys[0],
 		Label:          "dcmesh/" + g.Cluster,
 		Profile:        gossip.Profile(g.Profile),
 		Seeds:          g.Join,
@@ -37,6 +41,11 @@ func (a *Agent) startGossip(ctx context.Context, rt *siteRuntime) error {
 		return err
 	}
 	rt.gossip = gs
+	if len(keys) > 1 {
+		if err := gs.InstallKey(keys[1]); err != nil {
+			return err
+		}
+	}
 	// Only certified sites are members gossip sends to, counts and keeps:
 	// start with the records kept from the last run.
 	gs.SetRoster(rt.store.Roster(a.policy(rt)))
@@ -129,6 +138,7 @@ func (a *Agent) greet(rt *siteRuntime, name string) {
 			a.log.Debug("could not hand our record to a new member; push/pull will", "member", name, "err", err)
 		}
 	}()
+	a.greetGossipKeys(rt, name)
 }
 
 func (a *Agent) updateLocalState(rt *siteRuntime) {
@@ -193,6 +203,10 @@ func (a *Agent) onGossip(rt *siteRuntime, m gossip.Message) {
 		rt.rot.OnSwitching()
 	case records.KindNudge:
 		rt.rot.OnNudge(string(payload))
+	case records.KindGossipKey:
+		a.onGossipKeyBundle(rt, payload)
+	case records.KindGossipKeyAck:
+		a.onGossipKeyAck(rt, payload)
 	}
 }
 

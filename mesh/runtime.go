@@ -44,6 +44,7 @@ type siteRuntime struct {
 	gossip    *gossip.Gossip
 	store     *records.Store
 	in        *records.Ingest // received gossip (ingest.go)
+	gkeys     *gossipKeys     // the gossip key's rotation (gossipkey.go)
 	disk      *stateDisk      // whether the state directory can be written
 	seq       uint64
 	bootID    [16]byte

@@ -67,6 +67,7 @@ func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 	}
 	st.Untrusted = a.untrustedStatus(rt)
 	st.Trust = trustStatus(rt, now)
+	st.Gossip.Key = gossipKeyStatus(rt)
 	if !rt.rot.NextRotation().IsZero() {
 		nr := rt.rot.NextRotation().UTC()
 		st.Key.NextRotation = &nr

@@ -207,6 +207,7 @@ func TestCLIDocJSONExamples(t *testing.T) {
 		"dcmesh revoke --json": &revokeJSON{}, "dcmesh init --json": &initJSON{}, "dcmesh leave --json": &leaveJSON{}, "dcmesh down --json": &downJSON{},
 		"dcmesh status --json`, `dcmesh health --json": &control.Health{},
 		"dcmesh ca list --json":                        &caListJSON{}, "dcmesh renew --json": &renewJSON{},
+		"dcmesh ca gossip-key rotate --json": &caGossipKeyJSON{}, "dcmesh gossip-key install --json": &gossipKeyInstallJSON{},
 	}
 	seen := map[string]bool{}
 	for _, section := range strings.Split(string(raw), "\n### `")[1:] {

@@ -51,6 +51,7 @@ func writeStatusSummary(b *strings.Builder, st control.Status, now time.Time) {
 			}
 		}
 		fmt.Fprintf(b, "gossip: %s members\n", strings.Join(parts, ", "))
+		writeGossipKey(b, st.Gossip.Key)
 	} else {
 		b.WriteString("gossip: off (static peers only)\n")
 	}

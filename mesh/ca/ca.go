@@ -52,6 +52,10 @@ const CertBackdate = time.Minute
 type Inventory struct {
 	Cluster string        `json:"cluster"`
 	Issued  []IssuedEntry `json:"issued"`
+	// Certificates are the certificates issued (DER), by serial (hex):
+	// `ca gossip-key rotate` seals the new gossip key to their identity
+	// keys. Inventories of older versions have none.
+	Certificates map[string][]byte `json:"certificates,omitempty"`
 }
 
 // IssuedEntry is one certificate the CA signed.

@@ -81,6 +81,10 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 	}
 	entry.AllowDefault = req.AllowDefault
 	inv.Issued = append(inv.Issued, entry)
+	if inv.Certificates == nil {
+		inv.Certificates = map[string][]byte{}
+	}
+	inv.Certificates[entry.Serial] = cert.Raw
 	if err := saveInventory(o.Dir, inv); err != nil {
 		return nil, fmt.Errorf("certificate issued but the inventory was not updated (%w): the next issue will not know about it", err)
 	}

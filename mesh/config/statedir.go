@@ -32,6 +32,7 @@ const (
 	PSKFile           = "psk.json"         // pre-shared keys (rotation.psk)
 	RotationFile      = "rotation.json"    // the key rotation's phase (wg.KeyStore)
 	KnownPeersFile    = "known-peers.json" // gossip members to rejoin after a restart
+	GossipKeyState    = "gossip-key.json"  // the last gossip-key bundle installed (sealed) and its phase, 0600
 	// NextKeySuffix names the next WireGuard key during a rotation, next to
 	// the current one (wg.KeyStore).
 	NextKeySuffix = ".next"
@@ -41,7 +42,7 @@ const (
 // what `dcmesh init` writes and what the agent keeps next to it.
 var SiteFiles = []string{
 	SiteCertFile, IdentityKeyFile, WGKeyFile, CACertFile, GossipKeyFile, ConfigFile,
-	WGKeyFile + NextKeySuffix, RotationFile, SeqFile, RecordsFile, PSKFile, KnownPeersFile, ControlSocketFile,
+	WGKeyFile + NextKeySuffix, RotationFile, SeqFile, RecordsFile, PSKFile, KnownPeersFile, ControlSocketFile, GossipKeyState,
 }
 
 // File is the path of name in the state directory (an absolute name stays
@@ -59,5 +60,6 @@ func (d StateDir) Seq() string           { return d.File(SeqFile) }
 func (d StateDir) PSK() string           { return d.File(PSKFile) }
 func (d StateDir) Rotation() string      { return d.File(RotationFile) }
 func (d StateDir) KnownPeers() string    { return d.File(KnownPeersFile) }
+func (d StateDir) GossipKey() string     { return d.File(GossipKeyState) }
 func (d StateDir) WGKey() string         { return d.File(WGKeyFile) }
 func (d StateDir) Config() string        { return d.File(ConfigFile) }

@@ -30,6 +30,9 @@ var (
 	EndpointRenew   = Endpoint[RenewRequest, RenewReply]{"POST", "/v1/renew"}
 )
 
+// EndpointGossipKey installs a gossip-key bundle (gossipkey.go).
+var EndpointGossipKey = Endpoint[GossipKeyRequest, GossipKeyReply]{"POST", "/v1/gossip-key"}
+
 // Serve registers f as e's handler on mux (through Handle).
 func Serve[In, Out any](mux *http.ServeMux, e Endpoint[In, Out], f func(context.Context, In) (Out, error)) {
 	mux.Handle(e.Pattern(), Handle(f))

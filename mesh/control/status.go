@@ -151,6 +151,7 @@ type GossipStatus struct {
 	Enabled        bool                `json:"enabled"`
 	MembersByState map[MemberState]int `json:"members_by_state"`
 	Members        []Member            `json:"members"`
+	Key            *GossipKeyStatus    `json:"key,omitempty"`
 }
 
 // Member is one gossip member as this site sees it.

@@ -11,6 +11,11 @@ const (
 	KindAck       Kind = 'a' // a signed rotation acknowledgement, direct
 	KindSwitching Kind = 's' // "switching keys now", direct: poll faster
 	KindNudge     Kind = 'k' // "send me a keepalive", direct (confirm.go)
+	// KindGossipKey is a CA-signed gossip-key bundle (trust.SealGossipKey),
+	// relayed; KindGossipKeyAck a site's signed list of the gossip keys it
+	// holds (trust.GossipKeyAck), relayed. Both are handed to the agent.
+	KindGossipKey    Kind = 'g'
+	KindGossipKeyAck Kind = 'h'
 )
 
 func (k Kind) String() string {
@@ -25,6 +30,10 @@ func (k Kind) String() string {
 		return "switching"
 	case KindNudge:
 		return "nudge"
+	case KindGossipKey:
+		return "gossip-key"
+	case KindGossipKeyAck:
+		return "gossip-key-ack"
 	}
 	return "unknown"
 }
@@ -42,7 +51,7 @@ func Decode(msg []byte) (k Kind, payload []byte, ok bool) {
 	}
 	k = Kind(msg[0])
 	switch k {
-	case KindRecord, KindCRL, KindAck, KindSwitching, KindNudge:
+	case KindRecord, KindCRL, KindAck, KindSwitching, KindNudge, KindGossipKey, KindGossipKeyAck:
 		return k, msg[1:], true
 	}
 	return 0, nil, false
