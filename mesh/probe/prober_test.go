@@ -174,15 +174,7 @@ func TestProberLoopback(t *testing.T) {
 
 // TestRunErrors: a second Run and a busy port are errors, not hangs.
 func TestRunErrors(t *testing.T) {
-	port := freePort(t, lo1)
-	p, _ := startProber(t, loopbackConfig(lo1, port, 100*time.Millisecond))
-	waitFor(t, p, 5*time.Second, "listening", func([]PeerState) bool {
-		c, err := net.ListenPacket("udp4", netip.AddrPortFrom(lo1, port).String())
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	p, port := startProberOnAFreePort(t, lo1)
 	if err := p.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("second Run: %v", err)
 	}
@@ -190,9 +182,56 @@ func TestRunErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "127.0.0.1:") {
-		t.Errorf("Run on a busy port: %v", err)
+	if err := q.Run(context.Background()); err == nil || !strings.Contains(err.Error(), netip.AddrPortFrom(lo1, port).String()) {
+		t.Errorf("Run on a busy port: %v, want an error naming %s", err, netip.AddrPortFrom(lo1, port))
 	}
+}
+
+// startProberOnAFreePort runs a Prober on a port freePort found, until the
+// test ends. Such a port can be taken by another process (the packages'
+// tests run in parallel) between the check and the Prober's bind: then it
+// tries another, at most 5 times.
+func startProberOnAFreePort(t *testing.T, addr netip.Addr) (*Prober, uint16) {
+	t.Helper()
+	for range 5 {
+		port := freePort(t, addr)
+		p, err := New(loopbackConfig(addr, port, 100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		bound := func() bool { // bound when the port is no longer free
+			c, err := net.ListenPacket("udp4", netip.AddrPortFrom(addr, port).String())
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !bound() && time.Now().Before(deadline) {
+			select {
+			case err := <-done:
+				cancel()
+				if err != nil && strings.Contains(err.Error(), "address already in use") {
+					goto next
+				}
+				t.Fatalf("Run on a free port: %v", err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+		return p, port
+	next:
+	}
+	t.Fatal("5 free ports were taken before the Prober could bind them")
+	return nil, 0
 }
 
 // helperEnv makes the test binary a bare Prober (TestHelperProber) so the
