@@ -87,12 +87,13 @@ type revokeJSON struct {
 
 // initJSON is `dcmesh init --json`.
 type initJSON struct {
-	Schema    int    `json:"schema"`
-	Site      string `json:"site"`
-	PublicKey string `json:"public_key"`
-	Config    string `json:"config"`
-	StateDir  string `json:"state_dir"`
-	Next      string `json:"next"`
+	Schema    int      `json:"schema"`
+	Site      string   `json:"site"`
+	PublicKey string   `json:"public_key"`
+	Config    string   `json:"config"`
+	StateDir  string   `json:"state_dir"`
+	Endpoints []string `json:"endpoints"` // the preferred first
+	Next      string   `json:"next"`
 }
 
 // leaveJSON is `dcmesh leave --json`.
