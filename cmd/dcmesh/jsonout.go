@@ -59,6 +59,7 @@ type rotateJSON struct {
 type issueJSON struct {
 	Schema       int       `json:"schema"`
 	Site         string    `json:"site"`
+	Gateway      uint8     `json:"gateway"`
 	Serial       string    `json:"serial"` // hex, as openssl prints it
 	NotBefore    time.Time `json:"not_before"`
 	NotAfter     time.Time `json:"not_after"`
@@ -73,6 +74,7 @@ type issueJSON struct {
 type caRevokeJSON struct {
 	Schema  int      `json:"schema"`
 	Site    string   `json:"site"`
+	Gateway *uint8   `json:"gateway,omitempty"` // with --gateway only
 	Number  string   `json:"number"`
 	Serials []string `json:"serials"` // hex: every serial the list revokes
 	Out     string   `json:"out"`
