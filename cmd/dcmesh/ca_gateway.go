@@ -35,8 +35,8 @@ func gatewayName(site string, gw uint8) string {
 	return fmt.Sprintf("gateway %d of site %s", gw, site)
 }
 
-// gatewayAgentWarning is what `ca issue --gateway N` (N > 0) prints on
-// stderr: the certificate is right, but the agents of this version know one
+// gatewayAgentWarning is what `ca issue --gateway N` (N > 0), and `init`
+// from such a bundle, print on stderr: the certificate is right, but the agents of this version know one
 // gateway per site (docs/ARCHITECTURE.md, "Gateways of a site").
 func gatewayAgentWarning(site string, gw uint8) string {
 	id := trust.GatewayID{Site: site, Gateway: gw}

@@ -45,6 +45,11 @@ func TestCLICAGateway(t *testing.T) {
 	if uris := certURIs(t, filepath.Join(is.Bundle, "site.crt")); !strings.Contains(uris, "dcmesh:gateway=1") {
 		t.Errorf("gateway 1's certificate has URIs %q", uris)
 	}
+	// init from gateway 1's bundle works and says the same.
+	_, stderr, code = runBinary(t, "init", "--bundle", is.Bundle, "--state-dir", filepath.Join(dir, "state1"), "--endpoint", "192.0.2.11:51820")
+	if code != 0 || !strings.Contains(stderr, "warning: the agents of this version run gateway 0 of each site only") {
+		t.Errorf("init from gateway 1's bundle: exit %d, stderr %q", code, stderr)
+	}
 	// Gateway 1 is not a renewal of gateway 0: the text says neither.
 	stdout, _, code = issue("2", "10.255.0.12")
 	if code != 0 || strings.Contains(stdout, "renewal") || !strings.HasPrefix(stdout, "gateway 2 of site fra1 certified") {

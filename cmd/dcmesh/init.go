@@ -40,6 +40,9 @@ that already holds a site is refused before anything is written. Then run:
 			if err != nil {
 				return flagError(err)
 			}
+			if res.Gateway != 0 {
+				fmt.Fprint(c.App.ErrWriter, gatewayAgentWarning(res.Site, res.Gateway))
+			}
 			next := "dcmesh agent --config " + res.ConfigPath
 			out := initJSON{Schema: jsonSchema, Site: res.Site, PublicKey: res.PublicKey.String(), Config: res.ConfigPath, StateDir: o.StateDir, Next: next,
 				Endpoints: endpointStrings(res.Endpoints)}

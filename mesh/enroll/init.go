@@ -42,6 +42,7 @@ type InitOptions struct {
 // InitResult says what InitSite created.
 type InitResult struct {
 	Site       string
+	Gateway    uint8 // the certificate's gateway index
 	PublicKey  wg.PublicKey
 	ConfigPath string
 	Endpoints  []netip.AddrPort // as configured, the preferred first
@@ -71,7 +72,7 @@ func InitSite(o InitOptions) (*InitResult, error) {
 	if err := p.write(); err != nil {
 		return nil, err
 	}
-	return &InitResult{Site: p.site, PublicKey: p.key.Public(), ConfigPath: p.configPath, Endpoints: p.endpoints}, nil
+	return &InitResult{Site: p.site, Gateway: p.gateway, PublicKey: p.key.Public(), ConfigPath: p.configPath, Endpoints: p.endpoints}, nil
 }
 
 // initPlan is everything InitSite writes, checked and ready.
@@ -79,6 +80,7 @@ type initPlan struct {
 	stateDir   config.StateDir
 	configPath string
 	site       string
+	gateway    uint8
 	files      []initFile // copied from the bundle into stateDir
 	key        wg.PrivateKey
 	config     []byte
@@ -121,7 +123,7 @@ func planInit(o InitOptions) (*initPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &initPlan{stateDir: stateDir, configPath: o.ConfigPath, site: b.cert.Site, files: b.files, endpoints: eps}
+	p := &initPlan{stateDir: stateDir, configPath: o.ConfigPath, site: b.cert.Site, gateway: b.cert.Gateway, files: b.files, endpoints: eps}
 	if p.key, err = wg.GeneratePrivateKey(); err != nil {
 		p.clear()
 		return nil, err
