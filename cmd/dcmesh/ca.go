@@ -50,10 +50,18 @@ func caIssueCommand(dir cli.Flag) *cli.Command {
 		Description: `Writes BUNDLE/identity.key (0600), BUNDLE/site.crt, BUNDLE/ca.crt and
 BUNDLE/gossip.key (0600): copy the bundle to the site and run 'dcmesh init'.
 Refuses a prefix or overlay address that overlaps one issued to another site
-(revoke that site first). Read the certificate with: openssl x509 -noout -text -in BUNDLE/site.crt`,
+(revoke that site first). Read the certificate with: openssl x509 -noout -text -in BUNDLE/site.crt
+
+--gateway N certifies another gateway of the site: the same site name and
+prefixes, its own overlay address, identity key and bundle; its certificate
+carries dcmesh:gateway=N and is renewed on its own (absent: gateway 0, the
+certificate a one-gateway site has). The agents of this version use gateway 0
+only: do not start an agent with the bundle of gateway 1 or above yet (the
+command says why; docs/ARCHITECTURE.md, "Gateways of a site").`,
 		Flags: []cli.Flag{
 			dir,
 			&cli.StringFlag{Name: "site", Usage: "site `NAME` (lowercase letters, digits, '-')", Required: true},
+			gatewayFlag(fmt.Sprintf("the gateway's index `N` among its site's, 0 to %d", trust.MaxGateways-1), "0, the site's first or only"),
 			&cli.StringSliceFlag{Name: "prefix", Usage: "a `CIDR` the site owns; repeat for more", Required: true},
 			&cli.StringFlag{Name: "overlay", Usage: "the site's overlay `ADDR` on the tunnel interface", Required: true},
 			&cli.StringSliceFlag{Name: "underlay", Usage: "a `CIDR` the site's endpoints must be in; repeat for more (default: anywhere)"},
@@ -68,14 +76,17 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 			if err != nil {
 				return err
 			}
+			if cert.Gateway != 0 {
+				fmt.Fprint(c.App.ErrWriter, gatewayAgentWarning(cert.Site, cert.Gateway))
+			}
 			if !c.Bool("json") {
 				if _, err := fmt.Fprint(c.App.Writer, note); err != nil {
 					return err
 				}
 			}
 			return printResult(c, issueResultJSON(cert, c.String("out")), func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "site %s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
-					cert.Site, cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
+				_, err := fmt.Fprintf(w, "%s certified (serial %s, valid until %s) for %v\nbundle: %s\nnext, on the site: dcmesh init --bundle %s --state-dir /var/lib/dcmesh --endpoint IP:PORT\n",
+					gatewayName(cert.Site, cert.Gateway), cert.Serial.Text(16), cert.NotAfter.Format(time.RFC3339), cert.Prefixes, c.String("out"), c.String("out"))
 				return err
 			})
 		},
@@ -85,30 +96,20 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 func caRevokeCommand(dir cli.Flag) *cli.Command {
 	return &cli.Command{
 		Name:  "revoke",
-		Usage: "revoke every certificate of a site and write the revocation list",
+		Usage: "revoke every certificate of a site (or of one of its gateways) and write the revocation list",
 		Description: `Writes the CA-signed revocation list (all revocations so far) to FILE and
 DIR/crl.pem. Hand it to any one agent with 'dcmesh revoke --in FILE': it
-spreads to every site, and each drops the revoked site.`,
+spreads to every site, and each drops the revoked site. --site alone revokes
+every gateway of the site; with --gateway N only that gateway's certificates.`,
 		Flags: []cli.Flag{
 			dir,
 			&cli.StringFlag{Name: "site", Usage: "site `NAME` to revoke", Required: true},
+			gatewayFlag("revoke only the gateway with index `N` of the site", "every gateway"),
 			&cli.StringFlag{Name: "out", Usage: "revocation list `FILE` to write", Required: true},
 			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			crl, err := ca.Revoke(c.String("dir"), c.String("site"), c.String("out"), time.Now())
-			if err != nil {
-				return flagError(err)
-			}
-			out := caRevokeJSON{Schema: jsonSchema, Site: c.String("site"), Number: crl.Number.String(), Serials: []string{}, Out: c.String("out")}
-			for _, s := range crl.Serials {
-				out.Serials = append(out.Serials, s.Text(16))
-			}
-			return printResult(c, out, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "site %s revoked; revocation list #%s (%d certificates) in %s\nnext: dcmesh revoke --in %s (on any site)\n",
-					c.String("site"), crl.Number, len(crl.Serials), c.String("out"), c.String("out"))
-				return err
-			})
+			return revokeFromFlags(c)
 		},
 	}
 }
@@ -118,6 +119,9 @@ func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 	o := ca.IssueOptions{Dir: c.String("dir"), Site: c.String("site"), AllowDefault: c.Bool("allow-default"),
 		Valid: durationOf(c, "valid"), Out: c.String("out"), Now: time.Now(), Replace: c.Bool("replace")}
 	var err error
+	if o.Gateway, err = gatewayOf(c); err != nil {
+		return o, err
+	}
 	if o.Prefixes, err = parsePrefixes("--prefix", c.StringSlice("prefix")); err != nil {
 		return o, err
 	}
@@ -130,7 +134,7 @@ func issueOptions(c *cli.Context) (ca.IssueOptions, error) {
 
 // issueResultJSON is the --json shape of a certified site.
 func issueResultJSON(cert *trust.Certificate, bundle string) issueJSON {
-	out := issueJSON{Schema: jsonSchema, Site: cert.Site, Serial: cert.Serial.Text(16), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(),
+	out := issueJSON{Schema: jsonSchema, Site: cert.Site, Gateway: cert.Gateway, Serial: cert.Serial.Text(16), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(),
 		Prefixes: []string{}, Overlay: cert.Overlay.String(), Underlay: []string{}, AllowDefault: cert.AllowDefault, Bundle: bundle}
 	for _, p := range cert.Prefixes {
 		out.Prefixes = append(out.Prefixes, p.String())

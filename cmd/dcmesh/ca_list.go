@@ -15,8 +15,9 @@ import (
 func caListCommand(dir cli.Flag) *cli.Command {
 	return &cli.Command{
 		Name:  "list",
-		Usage: "list every certificate the CA issued: serial, site, prefixes, not-after, state",
-		Description: `One line per certificate, by site and then issue time. STATE is valid,
+		Usage: "list every certificate the CA issued: site, gateway, serial, prefixes, not-after, state",
+		Description: `One line per certificate, by site, gateway and then issue time. GATEWAY is
+the gateway's index among its site's (0: the first or only). STATE is valid,
 expired or revoked; LEFT is the time until not-after. --json: docs/CLI.md.`,
 		Flags: []cli.Flag{dir, jsonFlag()},
 		Action: func(c *cli.Context) error {
@@ -29,13 +30,13 @@ expired or revoked; LEFT is the time until not-after. --json: docs/CLI.md.`,
 				return writeJSON(c.App.Writer, caListJSON{Schema: jsonSchema, Certificates: append([]ca.Listed{}, list...)})
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SITE\tSERIAL\tPREFIXES\tOVERLAY\tNOT AFTER\tLEFT\tSTATE")
+			fmt.Fprintln(tw, "SITE\tGATEWAY\tSERIAL\tPREFIXES\tOVERLAY\tNOT AFTER\tLEFT\tSTATE")
 			for _, l := range list {
 				left := "-"
 				if l.State == ca.ListedValid {
 					left = daysLeft(time.Duration(l.LeftSeconds) * time.Second)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Site, l.Serial, strings.Join(l.Prefixes, ","), l.Overlay,
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Site, l.Gateway, l.Serial, strings.Join(l.Prefixes, ","), l.Overlay,
 					l.NotAfter.UTC().Format(time.RFC3339), left, l.State)
 			}
 			return tw.Flush()
@@ -82,16 +83,16 @@ func issuePlanNote(o ca.IssueOptions) (string, error) {
 	}
 	switch p.Kind {
 	case ca.IssueRenewal:
-		s := fmt.Sprintf("renewal of site %s (replaces certificate %s, valid until %s): install it on the running site with dcmesh renew --bundle %s\n",
-			o.Site, p.Previous.Serial, p.Previous.NotAfter.UTC().Format(time.RFC3339), o.Out)
+		s := fmt.Sprintf("renewal of %s (replaces certificate %s, valid until %s): install it on the running site with dcmesh renew --bundle %s\n",
+			gatewayName(o.Site, o.Gateway), p.Previous.Serial, p.Previous.NotAfter.UTC().Format(time.RFC3339), o.Out)
 		for _, n := range p.Narrower {
 			s += "narrower: " + n + " (stop announcing it on the site before renewing)\n"
 		}
 		return s, nil
 	case ca.IssueReplacement:
 		if o.Replace {
-			return fmt.Sprintf("replacement of site %s (%s): the old certificate %s keeps its prefixes until it is revoked or expires\n",
-				o.Site, strings.Join(p.Changes, "; "), p.Previous.Serial), nil
+			return fmt.Sprintf("replacement of %s (%s): the old certificate %s keeps its prefixes until it is revoked or expires\n",
+				gatewayName(o.Site, o.Gateway), strings.Join(p.Changes, "; "), p.Previous.Serial), nil
 		}
 	}
 	return "", nil

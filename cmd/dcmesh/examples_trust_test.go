@@ -129,7 +129,7 @@ func TestRunbookRenewalAndRollover(t *testing.T) {
 
 	outs := runRunbook(t, dir, cfg, runbookCommands(t, doc, "Renewing a site certificate"))
 	all := strings.Join(outs, "\n")
-	if !regexp.MustCompile(`(?m)^fra1 +` + first.Certificate.Serial + ` +10\.1\.0\.0/16,fd00:1::/48 +10\.255\.0\.1 +\S+ +36[45]d(\d+h)? +valid$`).MatchString(outs[0]) {
+	if !regexp.MustCompile(`(?m)^fra1 +0 +` + first.Certificate.Serial + ` +10\.1\.0\.0/16,fd00:1::/48 +10\.255\.0\.1 +\S+ +36[45]d(\d+h)? +valid$`).MatchString(outs[0]) {
 		t.Errorf("ca list does not show the certificate:\n%s", outs[0])
 	}
 	for _, want := range []string{"renewal of site fra1 (replaces certificate " + first.Certificate.Serial, "dry run: nothing changed", "site fra1 renewed"} {

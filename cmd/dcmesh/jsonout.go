@@ -59,6 +59,7 @@ type rotateJSON struct {
 type issueJSON struct {
 	Schema       int       `json:"schema"`
 	Site         string    `json:"site"`
+	Gateway      uint8     `json:"gateway"`
 	Serial       string    `json:"serial"` // hex, as openssl prints it
 	NotBefore    time.Time `json:"not_before"`
 	NotAfter     time.Time `json:"not_after"`
@@ -73,6 +74,7 @@ type issueJSON struct {
 type caRevokeJSON struct {
 	Schema  int      `json:"schema"`
 	Site    string   `json:"site"`
+	Gateway *uint8   `json:"gateway,omitempty"` // with --gateway only
 	Number  string   `json:"number"`
 	Serials []string `json:"serials"` // hex: every serial the list revokes
 	Out     string   `json:"out"`
@@ -87,12 +89,13 @@ type revokeJSON struct {
 
 // initJSON is `dcmesh init --json`.
 type initJSON struct {
-	Schema    int    `json:"schema"`
-	Site      string `json:"site"`
-	PublicKey string `json:"public_key"`
-	Config    string `json:"config"`
-	StateDir  string `json:"state_dir"`
-	Next      string `json:"next"`
+	Schema    int      `json:"schema"`
+	Site      string   `json:"site"`
+	PublicKey string   `json:"public_key"`
+	Config    string   `json:"config"`
+	StateDir  string   `json:"state_dir"`
+	Endpoints []string `json:"endpoints"` // the preferred first
+	Next      string   `json:"next"`
 }
 
 // leaveJSON is `dcmesh leave --json`.

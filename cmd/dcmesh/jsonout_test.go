@@ -61,7 +61,8 @@ func TestCLIJSONOperatorCommands(t *testing.T) {
 	var in initJSON
 	decodeOne(t, "init", stdout, &in)
 	cfg := filepath.Join(state, "dcmesh.yaml")
-	if in.Schema != 1 || in.Site != "fra1" || len(in.PublicKey) != 44 || in.Config != cfg || in.StateDir != state || in.Next != "dcmesh agent --config "+cfg {
+	if in.Schema != 1 || in.Site != "fra1" || len(in.PublicKey) != 44 || in.Config != cfg || in.StateDir != state ||
+		!reflect.DeepEqual(in.Endpoints, []string{"192.0.2.10:51820"}) || in.Next != "dcmesh agent --config "+cfg {
 		t.Errorf("init --json: %+v", in)
 	}
 

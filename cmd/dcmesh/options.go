@@ -15,7 +15,7 @@ var optionFlags = map[string]string{
 	// ca init, ca issue, ca revoke
 	"Cluster": "--cluster", "Dir": "--dir", "Site": "--site", "Prefixes": "--prefix", "Overlay": "--overlay",
 	"Underlay": "--underlay", "AllowDefault": "--allow-default", "Valid": "--valid", "Out": "--out",
-	"Replace": "--replace",
+	"Replace": "--replace", "Gateway": "--gateway",
 	// init
 	"Bundle": "--bundle", "StateDir": "--state-dir", "Endpoint": "--endpoint", "ListenPort": "--listen-port",
 	"Interface": "--interface", "GossipAddr": "--gossip-addr", "Join": "--join", "ConfigPath": "--config",

@@ -60,7 +60,10 @@ type Inventory struct {
 
 // IssuedEntry is one certificate the CA signed.
 type IssuedEntry struct {
-	Site      string    `json:"site"`
+	Site string `json:"site"`
+	// Gateway is the certificate's gateway index among its site's (0: the
+	// site's first or only gateway, and every entry of older versions).
+	Gateway   uint8     `json:"gateway"`
 	Serial    string    `json:"serial"` // hex
 	Prefixes  []string  `json:"prefixes"`
 	Overlay   string    `json:"overlay"`
@@ -72,6 +75,13 @@ type IssuedEntry struct {
 	Underlay     []string `json:"underlay,omitempty"`
 	AllowDefault bool     `json:"allow_default,omitempty"`
 }
+
+// ID is the gateway the entry's certificate is for.
+func (e *IssuedEntry) ID() trust.GatewayID { return trust.GatewayID{Site: e.Site, Gateway: e.Gateway} }
+
+// live reports whether the entry's certificate is neither revoked nor
+// expired at now.
+func (e *IssuedEntry) live(now time.Time) bool { return !e.Revoked && !now.After(e.NotAfter) }
 
 // Init creates a CA directory for cluster (DefaultCluster if empty). It
 // refuses to touch a directory that already holds a CA.

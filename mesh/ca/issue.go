@@ -2,6 +2,7 @@ package ca
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 type IssueOptions struct {
 	Dir          string         // the CA directory
 	Site         string         // the site's name (trust.ValidSiteName)
+	Gateway      uint8          // the gateway's index among its site's, below trust.MaxGateways (0: the first or only)
 	Prefixes     []netip.Prefix // what the site owns: at least one, no default route
 	Overlay      netip.Addr     // its address on the tunnel interface
 	Underlay     []netip.Prefix // where its endpoints may be; none: anywhere
@@ -35,8 +37,11 @@ type IssueOptions struct {
 // Issue issues a site certificate and writes the enrollment bundle (identity
 // key, certificate, CA certificate, gossip key) into o.Out. It refuses a
 // prefix or overlay address that overlaps one issued to another site and not
-// revoked or expired, and, unless o.Replace, a site name it holds a live
-// certificate for with other prefixes or overlay (Plan says which).
+// revoked or expired, an overlay address of another gateway of the site
+// (trust.CheckIssue), and, unless o.Replace, a gateway it holds a live
+// certificate for with other prefixes or overlay (Plan says which). Another
+// gateway of a site (o.Gateway) is a certificate of its own, never a
+// renewal of gateway 0's.
 func Issue(o IssueOptions) (*trust.Certificate, error) {
 	req, err := o.request()
 	if err != nil {
@@ -46,7 +51,7 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkOverlaps(inv, o); err != nil {
+	if err := checkOverlaps(inv, req, o.Now); err != nil {
 		return nil, err
 	}
 	if err := checkReplacement(planIssue(inv, req, o.Now), o); err != nil {
@@ -72,7 +77,7 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 	if err := writeBundle(o, ca, cert, priv); err != nil {
 		return nil, err
 	}
-	entry := IssuedEntry{Site: o.Site, Serial: cert.Serial.Text(16), Overlay: o.Overlay.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
+	entry := IssuedEntry{Site: o.Site, Gateway: o.Gateway, Serial: cert.Serial.Text(16), Overlay: o.Overlay.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
 	for _, p := range req.Prefixes {
 		entry.Prefixes = append(entry.Prefixes, p.String())
 	}
@@ -96,6 +101,9 @@ func Issue(o IssueOptions) (*trust.Certificate, error) {
 func (o *IssueOptions) request() (trust.IssueRequest, error) {
 	if !trust.ValidSiteName(o.Site) {
 		return trust.IssueRequest{}, config.Optionf("Site", " %q: use 1-63 lowercase letters, digits and '-'", o.Site)
+	}
+	if o.Gateway >= trust.MaxGateways {
+		return trust.IssueRequest{}, config.Optionf("Gateway", " %d: a site has at most %d gateways, 0 to %d", o.Gateway, trust.MaxGateways, trust.MaxGateways-1)
 	}
 	if o.Valid == 0 {
 		o.Valid = DefaultCertValidity
@@ -121,7 +129,7 @@ func (o *IssueOptions) request() (trust.IssueRequest, error) {
 	if !o.Overlay.IsValid() {
 		return trust.IssueRequest{}, config.Optionf("Overlay", ": required: the site's overlay IP address, e.g. 10.255.0.1")
 	}
-	return trust.IssueRequest{Site: o.Site, AllowDefault: o.AllowDefault, NotBefore: o.Now.Add(-CertBackdate), NotAfter: o.Now.Add(o.Valid),
+	return trust.IssueRequest{Site: o.Site, Gateway: o.Gateway, AllowDefault: o.AllowDefault, NotBefore: o.Now.Add(-CertBackdate), NotAfter: o.Now.Add(o.Valid),
 		Prefixes: o.Prefixes, Overlay: o.Overlay, Underlay: o.Underlay}, nil
 }
 
@@ -135,32 +143,32 @@ func masked(option string, ps []netip.Prefix) error {
 	return nil
 }
 
-// checkOverlaps refuses prefixes or an overlay address that overlap what the
-// CA issued to another site, unless that certificate was revoked or expired.
-func checkOverlaps(inv *Inventory, o IssueOptions) error {
-	mine := append([]netip.Prefix{config.Host(o.Overlay)}, o.Prefixes...)
-	for _, e := range inv.Issued {
-		if e.Site == o.Site || e.Revoked || o.Now.After(e.NotAfter) {
-			continue // a site's renewal may reuse its prefixes
+// checkOverlaps is trust.CheckIssue against the live certificates of the
+// inventory: prefixes and overlay address must not overlap another site's,
+// and the gateways of one site need overlay addresses of their own.
+func checkOverlaps(inv *Inventory, req trust.IssueRequest, now time.Time) error {
+	var issued []trust.Issued
+	var entries []*IssuedEntry // entries[i] is issued[i]
+	for i := range inv.Issued {
+		e := &inv.Issued[i]
+		if !e.live(now) {
+			continue
 		}
-		var theirs []netip.Prefix
-		if a, err := netip.ParseAddr(e.Overlay); err == nil {
-			theirs = append(theirs, config.Host(a))
-		}
-		for _, t := range e.Prefixes {
-			if tp, err := netip.ParsePrefix(t); err == nil {
-				theirs = append(theirs, tp)
-			}
-		}
-		for _, tp := range theirs {
-			for _, m := range mine {
-				if m.Overlaps(tp) {
-					return fmt.Errorf("%s overlaps %s of site %s (certificate %s, valid until %s): revoke that site first (`dcmesh ca revoke`) or choose another range", m, tp, e.Site, e.Serial, e.NotAfter.Format(time.DateOnly))
-				}
-			}
-		}
+		a := e.authority()
+		issued = append(issued, trust.Issued{Site: e.Site, Gateway: e.Gateway, Prefixes: a.Prefixes, Overlay: a.Overlay})
+		entries = append(entries, e)
 	}
-	return nil
+	var c *trust.IssueConflict
+	if err := trust.CheckIssue(req, issued); !errors.As(err, &c) {
+		return err
+	}
+	e := entries[c.Index]
+	if c.Sibling {
+		return config.Optionf("Overlay", " %s is already the overlay address of gateway %s (certificate %s, valid until %s): each gateway of a site has its own; choose another",
+			c.Mine.Addr(), e.ID(), e.Serial, e.NotAfter.Format(time.DateOnly))
+	}
+	return fmt.Errorf("%s overlaps %s of site %s (certificate %s, valid until %s): revoke that site first (`dcmesh ca revoke`) or choose another range",
+		c.Mine, c.Theirs, e.ID(), e.Serial, e.NotAfter.Format(time.DateOnly))
 }
 
 // writeBundle writes the enrollment bundle of cert into o.Out.

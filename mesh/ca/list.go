@@ -21,8 +21,8 @@ const (
 	ListedRevoked = "revoked"
 )
 
-// List returns every certificate the CA in dir issued, by site and then
-// not-before (oldest first), with its state at now.
+// List returns every certificate the CA in dir issued, by site, gateway
+// and then not-before (oldest first), with its state at now.
 func List(dir string, now time.Time) ([]Listed, error) {
 	_, inv, err := load(dir)
 	if err != nil {
@@ -40,7 +40,7 @@ func List(dir string, now time.Time) ([]Listed, error) {
 		out = append(out, l)
 	}
 	slices.SortStableFunc(out, func(a, b Listed) int {
-		return cmp.Or(cmp.Compare(a.Site, b.Site), a.NotBefore.Compare(b.NotBefore))
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Gateway, b.Gateway), a.NotBefore.Compare(b.NotBefore))
 	})
 	return out, nil
 }

@@ -10,20 +10,21 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
 
-// Issuing a site name the CA has a live certificate for (neither revoked
-// nor expired) is either a renewal — the same or narrower prefixes and
+// Issuing a gateway (a site name and a gateway index) the CA has a live
+// certificate for (neither revoked nor expired) is either a renewal — the same or narrower prefixes and
 // underlay, the same overlay address: routine, allowed — or a replacement:
 // other prefixes or another overlay address. A replacement changes what
 // the site may announce, so it is refused unless asked for
 // (IssueOptions.Replace): a typo in `ca issue` must not silently move a
 // site's prefixes. Either way the old certificate stays valid until it
-// expires or is revoked.
+// expires or is revoked. Another gateway of the site is compared with
+// nothing here: it is a new certificate (IssueNew) beside the others.
 
 // IssueKind is what an issue is to the CA's inventory.
 type IssueKind string
 
 const (
-	IssueNew         IssueKind = "new"         // no live certificate for the site
+	IssueNew         IssueKind = "new"         // no live certificate for the gateway
 	IssueRenewal     IssueKind = "renewal"     // same or narrower authority
 	IssueReplacement IssueKind = "replacement" // other prefixes or overlay: needs Replace
 )
@@ -31,7 +32,7 @@ const (
 // IssuePlan is what Plan found for an IssueOptions.
 type IssuePlan struct {
 	Kind IssueKind
-	// Previous is the site's newest live certificate (nil for IssueNew).
+	// Previous is the gateway's newest live certificate (nil for IssueNew).
 	Previous *IssuedEntry
 	// Changes lists what makes it a replacement; Narrower what a renewal
 	// drops (the site must stop announcing that before it installs it).
@@ -53,12 +54,13 @@ func Plan(o IssueOptions) (IssuePlan, error) {
 	return planIssue(inv, req, o.Now), nil
 }
 
-// planIssue compares req with the site's newest live certificate.
+// planIssue compares req with the newest live certificate of its gateway
+// (site and gateway index).
 func planIssue(inv *Inventory, req trust.IssueRequest, now time.Time) IssuePlan {
 	var prev *IssuedEntry
 	for i := range inv.Issued {
 		e := &inv.Issued[i]
-		if e.Site == req.Site && !e.Revoked && !now.After(e.NotAfter) && (prev == nil || !e.NotBefore.Before(prev.NotBefore)) {
+		if e.ID() == (trust.GatewayID{Site: req.Site, Gateway: req.Gateway}) && e.live(now) && (prev == nil || !e.NotBefore.Before(prev.NotBefore)) {
 			prev = e
 		}
 	}
@@ -99,5 +101,5 @@ func checkReplacement(p IssuePlan, o IssueOptions) error {
 	}
 	return &config.OptionError{Option: "Site", See: "Replace", Err: fmt.Errorf(
 		" %s already holds certificate %s (valid until %s) and this is not a renewal: %s. To renew, give the same or narrower prefixes and underlay, the same overlay address and allow-default; if the site really changes, issue a replacement (the old certificate keeps its prefixes until it is revoked or expires)",
-		o.Site, p.Previous.Serial, p.Previous.NotAfter.Format(time.DateOnly), strings.Join(p.Changes, "; "))}
+		p.Previous.ID(), p.Previous.Serial, p.Previous.NotAfter.Format(time.DateOnly), strings.Join(p.Changes, "; "))}
 }

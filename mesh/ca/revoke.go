@@ -14,9 +14,23 @@ import (
 	"github.com/dcmesh/dcmesh/wg"
 )
 
-// Revoke revokes every certificate of site, writes the CA's revocation list
-// (all revocations so far) to dir/crl.pem and to out, and returns it.
+// Revoke revokes every certificate of site, of every gateway, writes the
+// CA's revocation list (all revocations so far) to dir/crl.pem and to out,
+// and returns it.
 func Revoke(dir, site, out string, now time.Time) (*trust.RevocationList, error) {
+	return revoke(dir, func(e *IssuedEntry) bool { return e.Site == site }, fmt.Sprintf("site %q", site), out, now)
+}
+
+// RevokeGateway is Revoke for the certificates of one gateway of a site
+// only (gateway 0 included: the site's other gateways keep theirs).
+func RevokeGateway(dir string, gw trust.GatewayID, out string, now time.Time) (*trust.RevocationList, error) {
+	return revoke(dir, func(e *IssuedEntry) bool { return e.ID() == gw },
+		fmt.Sprintf("gateway %d of site %q", gw.Gateway, gw.Site), out, now)
+}
+
+// revoke revokes the certificates of the inventory that match (what names
+// them in the error when none is left to revoke).
+func revoke(dir string, match func(*IssuedEntry) bool, what, out string, now time.Time) (*trust.RevocationList, error) {
 	ca, inv, err := load(dir)
 	if err != nil {
 		return nil, err
@@ -27,7 +41,7 @@ func Revoke(dir, site, out string, now time.Time) (*trust.RevocationList, error)
 	}
 	var serials []*big.Int
 	for i, e := range inv.Issued {
-		if e.Site != site || e.Revoked {
+		if !match(&e) || e.Revoked {
 			continue
 		}
 		n, ok := new(big.Int).SetString(e.Serial, 16)
@@ -38,7 +52,7 @@ func Revoke(dir, site, out string, now time.Time) (*trust.RevocationList, error)
 		inv.Issued[i].Revoked = true
 	}
 	if len(serials) == 0 {
-		return nil, fmt.Errorf("no certificate of site %q to revoke in %s (already revoked, or never issued by this CA)", site, dir)
+		return nil, fmt.Errorf("no certificate of %s to revoke in %s (already revoked, or never issued by this CA)", what, dir)
 	}
 	crl, err := ca.Revoke(prev, serials, now, DefaultCertValidity)
 	if err != nil {

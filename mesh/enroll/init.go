@@ -24,9 +24,13 @@ const DefaultGossipPort = 7946
 // InitOptions describes `dcmesh init`. Errors about them are
 // *config.OptionError naming the field.
 type InitOptions struct {
-	Bundle     string         // the bundle directory `dcmesh ca issue` wrote
-	StateDir   string         // created 0700 if missing; must not hold a site
-	Endpoint   netip.AddrPort // WireGuard endpoint other sites use
+	Bundle   string         // the bundle directory `dcmesh ca issue` wrote
+	StateDir string         // created 0700 if missing; must not hold a site
+	Endpoint netip.AddrPort // WireGuard endpoint other sites use (one uplink)
+	// Endpoints are several uplinks' endpoints, the preferred first; when
+	// set, Endpoint is Endpoints[0] or unset. The configuration gets
+	// `endpoints:` with several, `endpoint:` with one.
+	Endpoints  []netip.AddrPort
 	ListenPort int            // default: the endpoint's port
 	Interface  string         // default config.DefaultInterface
 	GossipAddr netip.AddrPort // default: the endpoint's IP, port 7946
@@ -38,8 +42,10 @@ type InitOptions struct {
 // InitResult says what InitSite created.
 type InitResult struct {
 	Site       string
+	Gateway    uint8 // the certificate's gateway index
 	PublicKey  wg.PublicKey
 	ConfigPath string
+	Endpoints  []netip.AddrPort // as configured, the preferred first
 }
 
 // InitSite turns an enrollment bundle into a ready site: it copies the bundle
@@ -66,7 +72,7 @@ func InitSite(o InitOptions) (*InitResult, error) {
 	if err := p.write(); err != nil {
 		return nil, err
 	}
-	return &InitResult{Site: p.site, PublicKey: p.key.Public(), ConfigPath: p.configPath}, nil
+	return &InitResult{Site: p.site, Gateway: p.gateway, PublicKey: p.key.Public(), ConfigPath: p.configPath, Endpoints: p.endpoints}, nil
 }
 
 // initPlan is everything InitSite writes, checked and ready.
@@ -74,9 +80,11 @@ type initPlan struct {
 	stateDir   config.StateDir
 	configPath string
 	site       string
+	gateway    uint8
 	files      []initFile // copied from the bundle into stateDir
 	key        wg.PrivateKey
 	config     []byte
+	endpoints  []netip.AddrPort
 }
 
 type initFile struct {
@@ -97,13 +105,11 @@ func planInit(o InitOptions) (*initPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep := o.Endpoint
-	switch {
-	case !ep.IsValid():
-		return nil, config.Optionf("Endpoint", " is required: this site's underlay IP:PORT for WireGuard, e.g. 192.0.2.10:51820")
-	case ep.Port() == 0 || ep.Addr().IsUnspecified():
-		return nil, config.Optionf("Endpoint", " %s: this site's underlay IP:PORT for WireGuard needs an address other sites reach and a port, e.g. 192.0.2.10:51820", ep)
+	eps, err := o.uplinks()
+	if err != nil {
+		return nil, err
 	}
+	ep := eps[0]
 	if o.ListenPort == 0 {
 		o.ListenPort = int(ep.Port())
 	}
@@ -113,11 +119,11 @@ func planInit(o InitOptions) (*initPlan, error) {
 	if !o.GossipAddr.IsValid() {
 		o.GossipAddr = netip.AddrPortFrom(ep.Addr(), DefaultGossipPort)
 	}
-	b, err := readBundle(o.Bundle, ep, o.GossipAddr, o.Now)
+	b, err := readBundle(o.Bundle, eps, o.GossipAddr, o.Now)
 	if err != nil {
 		return nil, err
 	}
-	p := &initPlan{stateDir: stateDir, configPath: o.ConfigPath, site: b.cert.Site, files: b.files}
+	p := &initPlan{stateDir: stateDir, configPath: o.ConfigPath, site: b.cert.Site, gateway: b.cert.Gateway, files: b.files, endpoints: eps}
 	if p.key, err = wg.GeneratePrivateKey(); err != nil {
 		p.clear()
 		return nil, err
@@ -125,7 +131,7 @@ func planInit(o InitOptions) (*initPlan, error) {
 	var buf bytes.Buffer
 	err = configTemplate.Execute(&buf, map[string]any{
 		"Date": o.Now.UTC().Format(time.RFC3339), "Site": b.cert.Site, "Interface": o.Interface, "ListenPort": o.ListenPort,
-		"KeyFile": stateDir.WGKey(), "StateDir": string(stateDir), "Endpoint": ep.String(), "GossipAddr": o.GossipAddr.String(),
+		"KeyFile": stateDir.WGKey(), "StateDir": string(stateDir), "Endpoints": endpointStrings(eps), "GossipAddr": o.GossipAddr.String(),
 		"Join": o.Join, "Cluster": b.cluster, "Overlay": b.cert.Overlay.String(), "Prefixes": b.cert.Prefixes,
 	})
 	if err == nil {
@@ -184,7 +190,7 @@ type initBundle struct {
 // underlay ranges, as the runbook promises: other sites reject records with
 // an endpoint elsewhere, and a gossip address elsewhere is a typo or a
 // different network.
-func readBundle(dir string, ep, gossipAddr netip.AddrPort, now time.Time) (*initBundle, error) {
+func readBundle(dir string, eps []netip.AddrPort, gossipAddr netip.AddrPort, now time.Time) (*initBundle, error) {
 	bad := func(err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return config.Optionf("Bundle", " %s: %w (it should hold the files `dcmesh ca issue --out` wrote)", dir, err)
@@ -196,9 +202,9 @@ func readBundle(dir string, ep, gossipAddr netip.AddrPort, now time.Time) (*init
 		return nil, bad(err)
 	}
 	clear(e.GossipKey)
-	if len(e.Cert.Underlay) > 0 && !config.ContainedIn(config.Host(ep.Addr()), e.Cert.Underlay) {
+	if err := checkUplinks(eps, e.Cert.Underlay); err != nil {
 		c.Clear()
-		return nil, config.Optionf("Endpoint", " %s is outside the underlay ranges of the certificate (%s): other sites would reject this site's records", ep, joinPrefixes(e.Cert.Underlay))
+		return nil, err
 	}
 	if len(e.Cert.Underlay) > 0 && !config.ContainedIn(config.Host(gossipAddr.Addr()), e.Cert.Underlay) {
 		c.Clear()
@@ -280,9 +286,11 @@ state_dir: {{printf "%q" .StateDir}}
 overlay_address: {{printf "%q" .Overlay}}
 local_prefixes:{{range .Prefixes}}
   - {{printf "%q" .String}}{{end}}
-# Where other sites send WireGuard traffic.
-endpoint: {{printf "%q" .Endpoint}}
-gossip:
+# Where other sites send WireGuard traffic{{if gt (len .Endpoints) 1}}: one per uplink, the preferred first{{end}}.
+{{if eq (len .Endpoints) 1}}endpoint: {{printf "%q" (index .Endpoints 0)}}
+{{else}}endpoints:{{range .Endpoints}}
+  - {{printf "%q" .}}{{end}}
+{{end}}gossip:
   address: {{printf "%q" .GossipAddr}}
   cluster: {{printf "%q" .Cluster}}
   join:{{if not .Join}} []{{end}}{{range .Join}}
