@@ -61,12 +61,7 @@ See examples/bootstrap.md, "Rolling over the CA".`,
 				return noAnswer(err)
 			}
 			if c.Bool("json") {
-				if reply.Written == nil {
-					reply.Written = []string{}
-				}
-				if reply.CAs == nil {
-					reply.CAs = []string{}
-				}
+				reply.Written, reply.CAs = orEmpty(reply.Written), orEmpty(reply.CAs)
 				return writeJSON(c.App.Writer, renewJSON{Schema: jsonSchema, RenewReply: reply})
 			}
 			_, err = fmt.Fprint(c.App.Writer, renewSummary(reply))

@@ -132,13 +132,7 @@ func TestRenewUnderTraffic(t *testing.T) {
 	})
 	t.Logf("renewal adopted by every peer %s after `dcmesh renew`", time.Since(start).Round(time.Millisecond))
 	probes.waitTraffic(t, 100, 20*time.Second) // a second more under the new certificate
-	lost := 0
-	for to, rep := range probes.stop(t) {
-		for from, src := range rep.From {
-			lost += src.Lost
-			t.Logf("%s→%s: %d received, %d lost, longest gap %.1f ms", from, to, src.Received, src.Lost, src.LongestGap)
-		}
-	}
+	lost := probes.stopAndCountLost(t)
 	if lost != 0 {
 		t.Errorf("%d probes lost during the renewal, want none", lost)
 	}

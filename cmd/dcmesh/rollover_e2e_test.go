@@ -111,13 +111,7 @@ func TestCARollover(t *testing.T) {
 	}
 	probes.waitTraffic(t, 50, 20*time.Second)
 	t.Logf("rollover of %d sites took %s", len(m.sites), time.Since(start).Round(time.Millisecond))
-	lost := 0
-	for to, rep := range probes.stop(t) {
-		for from, src := range rep.From {
-			lost += src.Lost
-			t.Logf("%s→%s: %d received, %d lost, longest gap %.1f ms", from, to, src.Received, src.Lost, src.LongestGap)
-		}
-	}
+	lost := probes.stopAndCountLost(t)
 	if lost != 0 {
 		t.Errorf("%d probes lost during the rollover, want none", lost)
 	}

@@ -643,6 +643,18 @@ func startMeshProbes(t *testing.T, sites []*site, port, rate int) *meshProbes {
 }
 
 // stop ends every prober and returns their reports.
+// stopAndCountLost stops the probes, logs each pair's counts and returns
+// the probes lost over all pairs.
+func (mp *meshProbes) stopAndCountLost(t *testing.T) (lost int) {
+	for to, rep := range mp.stop(t) {
+		for from, src := range rep.From {
+			lost += src.Lost
+			t.Logf("%s→%s: %d received, %d lost, longest gap %.1f ms", from, to, src.Received, src.Lost, src.LongestGap)
+		}
+	}
+	return lost
+}
+
 func (mp *meshProbes) stop(t *testing.T) map[string]meshProbeReport {
 	t.Helper()
 	out := map[string]meshProbeReport{}
