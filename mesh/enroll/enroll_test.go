@@ -181,6 +181,11 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 				NotBefore: nb, NotAfter: nb.Add(time.Hour)}, "10.1.0.0/16")
 			f.write(t, config.SiteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
 		}, []string{"trust.cert_file", "not usable", "dcmesh ca issue"}},
+		{"certificate of gateway 1", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
+			c, _ := trusttest.IssueWith(t, f.ca, "fra1", trusttest.CertOptions{Identity: f.key, Overlay: f.cert.Overlay, Gateway: 1},
+				"10.1.0.0/16", "10.16.0.0/16")
+			f.write(t, config.SiteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
+		}, []string{"trust.cert_file", "gateway 1", "gateway 0 only"}},
 		{"missing CA file", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Trust.CAFile)
 		}, []string{"trust.ca_file"}},
@@ -195,7 +200,7 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 			c.edit(t, f, cfg)
 			e, err := enroll.Load(cfg, time.Now())
 			if err == nil {
-				t.Fatalf("accepted: %+v", e)
+				t.Fatalf("accepted (site %s), want a refusal", e.Cert.Site)
 			}
 			for _, h := range c.hints {
 				if !strings.Contains(err.Error(), h) {
