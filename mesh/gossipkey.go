@@ -93,9 +93,12 @@ type gossipKeys struct {
 	// Only ever in memory.
 	cur, next []byte
 
-	acks    map[string]*trust.GossipKeyAck // the newest of each site
-	ackSeq  uint64
-	since   time.Time // when every live site was first seen using the new key
+	acks   map[string]*trust.GossipKeyAck // the newest of each site
+	ackSeq uint64
+	since  time.Time // when every live site was first seen using the new key
+	// started is when this site's current rotation began (installed here,
+	// or resumed at start: a restart counts from then); zero when stable.
+	started time.Time
 	pending map[string]string
 	refused map[[32]byte]error   // bundles refused, by hash
 	sentAt  time.Time            // of the last direct announcement
@@ -164,6 +167,7 @@ func (a *Agent) loadGossipKeys(rt *siteRuntime) (keys [][]byte, err error) {
 	}
 	gk.next = newKey
 	a.log.Info("gossip-key rotation resumes", "epoch", gk.epoch, "key_id", b.KeyID, "phase", gk.phase)
+	gk.started = time.Now()
 	if gk.phase == gkInstalled {
 		return [][]byte{gk.cur, gk.next}, nil
 	}
@@ -279,7 +283,7 @@ func (a *Agent) takeGossipKey(rt *siteRuntime, der []byte) (bool, error) {
 		return false, err
 	}
 	*gk = next
-	gk.next, gk.since, gk.pending = key, time.Time{}, nil
+	gk.next, gk.since, gk.pending, gk.started = key, time.Time{}, nil, time.Now()
 	a.log.Info("gossip key installed", "epoch", b.Epoch, "key_id", b.KeyID, "recipients", len(b.Recipients))
 	a.spreadGossipKey(rt)
 	a.announceGossipKeys(rt)

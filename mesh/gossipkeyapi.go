@@ -96,11 +96,18 @@ func gossipKeyStatus(rt *siteRuntime) *control.GossipKeyStatus {
 	}
 	primary, held := rt.gossip.KeyIDs()
 	st := &control.GossipKeyStatus{InUse: primary, Installed: held, Epoch: rt.gkeys.epoch, Phase: rt.gkeys.phase}
-	if rt.gkeys.rotating() && len(rt.gkeys.pending) > 0 {
-		st.Pending = rt.gkeys.pending
+	if rt.gkeys.rotating() {
+		if len(rt.gkeys.pending) > 0 {
+			st.Pending = rt.gkeys.pending
+		}
+		if !rt.gkeys.started.IsZero() {
+			started := rt.gkeys.started.UTC()
+			st.Started = &started
+		}
 	}
 	if p := rt.gkeys.problem; p != "" {
 		st.Pending = map[string]string{rt.cfg.Site: p}
+		st.Problem = p
 	}
 	return st
 }

@@ -154,6 +154,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	describeTrust(ch)
 	describeUplinks(ch)
+	describeGossipKey(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -208,6 +209,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
 	}
 	collectUntrusted(g, ctr, st.Untrusted)
 	collectTrust(ch, st)
+	collectGossipKey(ch, st)
 	g(descSnapshot, unixSeconds(st.GeneratedAt))
 }
 

@@ -85,7 +85,19 @@ type GossipKeyStatus struct {
 	Phase string `json:"phase"`
 	// Pending names the live sites the next step waits for, and why.
 	Pending map[string]string `json:"pending,omitempty"`
+	// Started is when the rotation under way here began (installed, or the
+	// agent restarted during it); absent when stable.
+	Started *time.Time `json:"started,omitempty"`
+	// Problem is why the stored bundle did not open at start (the site
+	// gossips with its enrollment's key until a newer bundle is installed).
+	Problem string `json:"problem,omitempty"`
 }
+
+// GossipKeyStuckAfter is how long a gossip-key rotation may wait before
+// health says so: a rotation takes seconds (every live site holds the key,
+// then uses it, plus a grace), and a site that is down is no longer live
+// once gossip declares it dead (seconds to minutes on the WAN profile).
+const GossipKeyStuckAfter = 15 * time.Minute
 
 // InstallGossipKey hands the agent a gossip-key bundle and, with r.Wait,
 // waits for the rotation's end.

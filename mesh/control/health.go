@@ -64,6 +64,7 @@ func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time
 		critical = append(critical, "state directory: "+p+" (this site cannot refresh its record, and peers drop it after trust.record_expiry: free space there; the agent retries by itself)")
 	}
 	critical, degraded = trustHealth(st.Trust, critical, degraded)
+	degraded = append(degraded, gossipKeyHealth(st.Gossip.Key, now)...)
 	if st.Routes.Programmed < st.Routes.Desired {
 		degraded = append(degraded, fmt.Sprintf("tunnel routes missing: %d of %d programmed", st.Routes.Programmed, st.Routes.Desired))
 	}
