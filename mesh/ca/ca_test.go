@@ -20,19 +20,8 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg/wgtest"
 )
-
-func assertMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	if got := st.Mode().Perm(); got != want {
-		t.Errorf("%s has mode %04o, want %04o", filepath.Base(path), got, want)
-	}
-}
 
 func readCACert(t *testing.T, dir string) *x509.Certificate {
 	t.Helper()
@@ -68,9 +57,9 @@ func TestCAInit(t *testing.T) {
 			if err := ca.Init(dir, c.cluster, now); err != nil {
 				t.Fatal(err)
 			}
-			assertMode(t, filepath.Join(dir, ca.KeyFile), 0o600)
-			assertMode(t, filepath.Join(dir, config.GossipKeyFile), 0o600)
-			assertMode(t, filepath.Join(dir, ca.InventoryFile), 0o600)
+			wgtest.AssertMode(t, filepath.Join(dir, ca.KeyFile), 0o600)
+			wgtest.AssertMode(t, filepath.Join(dir, config.GossipKeyFile), 0o600)
+			wgtest.AssertMode(t, filepath.Join(dir, ca.InventoryFile), 0o600)
 
 			caCert := readCACert(t, dir)
 			if caCert.Subject.CommonName != "dcmesh CA "+c.wantCluster {
@@ -192,10 +181,10 @@ func TestCAIssueBundle(t *testing.T) {
 		t.Errorf("certificate does not verify against the CA: %v", err)
 	}
 
-	assertMode(t, filepath.Join(out, config.IdentityKeyFile), 0o600)
-	assertMode(t, filepath.Join(out, config.GossipKeyFile), 0o600)
-	assertMode(t, filepath.Join(out, config.SiteCertFile), 0o644)
-	assertMode(t, filepath.Join(out, config.CACertFile), 0o644)
+	wgtest.AssertMode(t, filepath.Join(out, config.IdentityKeyFile), 0o600)
+	wgtest.AssertMode(t, filepath.Join(out, config.GossipKeyFile), 0o600)
+	wgtest.AssertMode(t, filepath.Join(out, config.SiteCertFile), 0o644)
+	wgtest.AssertMode(t, filepath.Join(out, config.CACertFile), 0o644)
 
 	certPEM, _ := os.ReadFile(filepath.Join(out, config.SiteCertFile))
 	onDisk, err := trust.ParseCertPEM(certPEM)

@@ -15,6 +15,7 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/ca/catest"
 	"github.com/dcmesh/dcmesh/mesh/config"
 	"github.com/dcmesh/dcmesh/mesh/trust"
+	"github.com/dcmesh/dcmesh/wg/wgtest"
 )
 
 func readIdentity(t *testing.T, bundle string) []byte {
@@ -45,7 +46,7 @@ func TestRotateGossipKeySealsToLiveSites(t *testing.T) {
 	if got := r.Bundle.Recipients; !slices.Equal(got, []string{"ams1", "fra1"}) {
 		t.Fatalf("recipients %v, want ams1 and fra1 (lon1 is revoked)", got)
 	}
-	assertMode(t, out, 0o600)
+	wgtest.AssertMode(t, out, 0o600)
 	raw, _ := os.ReadFile(out)
 	b, err := trust.ParseGossipKeyBundle(raw, []*x509.Certificate{readCACert(t, dir)}, now)
 	if err != nil {
@@ -76,7 +77,7 @@ func TestRotateGossipKeySealsToLiveSites(t *testing.T) {
 	if r2.Bundle.Epoch <= r.Bundle.Epoch || r2.Bundle.KeyID == r.Bundle.KeyID {
 		t.Fatalf("second rotation: epoch %d after %d, key %s after %s", r2.Bundle.Epoch, r.Bundle.Epoch, r2.Bundle.KeyID, r.Bundle.KeyID)
 	}
-	assertMode(t, filepath.Join(dir, ca.GossipKeyEpochFile), 0o600)
+	wgtest.AssertMode(t, filepath.Join(dir, ca.GossipKeyEpochFile), 0o600)
 }
 
 // An inventory entry of an older version (no certificate) is refused with

@@ -20,19 +20,8 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/enroll"
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/wg"
+	"github.com/dcmesh/dcmesh/wg/wgtest"
 )
-
-func assertMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	if got := st.Mode().Perm(); got != want {
-		t.Errorf("%s has mode %04o, want %04o", filepath.Base(path), got, want)
-	}
-}
 
 func TestInitSite(t *testing.T) {
 	now := catest.Now()
@@ -84,13 +73,13 @@ func TestInitSite(t *testing.T) {
 				t.Errorf("result %+v", res)
 			}
 
-			assertMode(t, o.StateDir, 0o700)
+			wgtest.AssertMode(t, o.StateDir, 0o700)
 			for _, f := range []struct {
 				name string
 				mode os.FileMode
 			}{{config.CACertFile, 0o644}, {config.SiteCertFile, 0o644}, {config.IdentityKeyFile, 0o600}, {config.GossipKeyFile, 0o600}} {
 				path := filepath.Join(o.StateDir, f.name)
-				assertMode(t, path, f.mode)
+				wgtest.AssertMode(t, path, f.mode)
 				got, _ := os.ReadFile(path)
 				want, _ := os.ReadFile(filepath.Join(bundle, f.name))
 				if len(want) == 0 || !bytes.Equal(got, want) {
@@ -98,7 +87,7 @@ func TestInitSite(t *testing.T) {
 				}
 			}
 			keyPath := filepath.Join(o.StateDir, "wg.key")
-			assertMode(t, keyPath, 0o600)
+			wgtest.AssertMode(t, keyPath, 0o600)
 			key, err := wg.ReadPrivateKeyFile(keyPath)
 			if err != nil {
 				t.Fatal(err)
@@ -106,7 +95,7 @@ func TestInitSite(t *testing.T) {
 			if key.Public() != res.PublicKey {
 				t.Error("result's public key is not wg.key's")
 			}
-			assertMode(t, wantConfig, 0o600)
+			wgtest.AssertMode(t, wantConfig, 0o600)
 
 			cfg, err := config.Load(wantConfig)
 			if err != nil {
@@ -163,7 +152,7 @@ func TestInitSiteTightensStateDir(t *testing.T) {
 	if _, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}); err != nil {
 		t.Fatal(err)
 	}
-	assertMode(t, state, 0o700)
+	wgtest.AssertMode(t, state, 0o700)
 }
 
 // A certificate without underlay ranges allows any endpoint.
@@ -610,7 +599,7 @@ func TestInitSiteFailedWriteRestoresStateDir(t *testing.T) {
 	if _, err := enroll.InitSite(enroll.InitOptions{Bundle: bundle, StateDir: state, Endpoint: netip.MustParseAddrPort("192.0.2.10:51820"), Now: now}); err == nil {
 		t.Fatal("no error")
 	}
-	assertMode(t, state, 0o755)
+	wgtest.AssertMode(t, state, 0o755)
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {
 		t.Errorf("left %s", ents[0].Name())
 	}

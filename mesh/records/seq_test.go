@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dcmesh/dcmesh/wg/wgtest"
 )
 
 func TestSeqRoundTrip(t *testing.T) {
@@ -22,7 +24,7 @@ func TestSeqRoundTrip(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("saved %d, loaded %d (%v)", want, got, err)
 		}
-		assertMode(t, path, 0o600)
+		wgtest.AssertMode(t, path, 0o600)
 	}
 }
 
@@ -52,16 +54,4 @@ func TestLoadSeqCorrupt(t *testing.T) {
 			t.Error("accepted a directory")
 		}
 	})
-}
-
-func assertMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	if got := st.Mode().Perm(); got != want {
-		t.Errorf("%s has mode %04o, want %04o", filepath.Base(path), got, want)
-	}
 }
