@@ -35,7 +35,7 @@ Static peers only (plain WireGuard routers): see examples/dcmesh.yaml.`,
 		ExitErrHandler:  func(*cli.Context, error) {},
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
-			withCAGossipKey(caCommand()),
+			caCommand(),
 			initCommand(),
 			agentCommand(),
 			configCommand(),

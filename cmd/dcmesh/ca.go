@@ -21,7 +21,7 @@ func caCommand() *cli.Command {
 overlay address and the underlay ranges its endpoints may use. Agents believe
 only records signed by a certified site, so a machine with the gossip key but no
 certificate from this CA can change nothing.`,
-		Subcommands: []*cli.Command{caInitCommand(dir), caIssueCommand(dir), caRevokeCommand(dir), caListCommand(dir)},
+		Subcommands: []*cli.Command{caInitCommand(dir), caIssueCommand(dir), caRevokeCommand(dir), caListCommand(dir), caGossipKeyCommand(dir)},
 	}
 }
 

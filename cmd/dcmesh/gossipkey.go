@@ -18,15 +18,8 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// withCAGossipKey adds `gossip-key rotate` to the ca command.
-func withCAGossipKey(c *cli.Command) *cli.Command {
-	c.Subcommands = append(c.Subcommands, caGossipKeyCommand())
-	return c
-}
-
 // caGossipKeyCommand is `dcmesh ca gossip-key rotate`, on the CA's machine.
-func caGossipKeyCommand() *cli.Command {
-	dir := &cli.StringFlag{Name: "dir", Usage: "CA `DIR` (keep it offline: it holds the CA key)", Required: true}
+func caGossipKeyCommand(dir cli.Flag) *cli.Command {
 	return &cli.Command{
 		Name:  "gossip-key",
 		Usage: "replace the cluster's gossip key",
