@@ -313,7 +313,10 @@ func (s *Store) VerifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, bool
 
 // Site is a remote site as the data plane needs it.
 type Site struct {
-	Name      string
+	Name string // the site's name; several gateways of a site share it
+	// Gateway is the index of this gateway of the site (0 for a
+	// one-gateway site): a Site is one (site, gateway), see ID.
+	Gateway   uint8
 	PublicKey wg.PublicKey
 	// Next is the site's announced next key while it rotates, else zero.
 	Next     wg.PublicKey
@@ -330,6 +333,14 @@ type Site struct {
 	// PSK and NextPSK are our pre-shared keys for its keys (set by the agent).
 	PSK, NextPSK wg.PresharedKey
 }
+
+// ID names the gateway this Site is.
+func (s Site) ID() trust.GatewayID { return trust.GatewayID{Site: s.Name, Gateway: s.Gateway} }
+
+// Node is the gateway's node name (ID().String()): "fra1" for gateway 0,
+// "fra1.1" for gateway 1. Gossip, acks, PSKSites, status and metric labels
+// use it.
+func (s Site) Node() string { return s.ID().String() }
 
 // active returns the sites to program now: records that are not a goodbye,
 // not expired (IssuedAt + expiry) and whose certificate is still valid and
@@ -358,7 +369,7 @@ func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.C
 		if !ok || len(sr.Endpoints) == 0 {
 			continue
 		}
-		rs := Site{Name: sr.Site, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Endpoints: sr.Endpoints, Prefixes: prefixes, PSKSites: sr.PSKSites}
+		rs := Site{Name: sr.Site, Gateway: sr.Cert.Gateway, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Endpoints: sr.Endpoints, Prefixes: prefixes, PSKSites: sr.PSKSites}
 		if sr.Phase == trust.PhasePrepared {
 			rs.Next, rs.KEM = sr.WGNext, sr.KEM
 		}
