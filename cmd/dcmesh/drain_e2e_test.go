@@ -31,12 +31,14 @@ func TestDrainOneGatewaySites(t *testing.T) {
 
 	// Drain B while A pings B every 20 ms.
 	ping := a.startPing(b, 1000)
+	drained := time.Now()
 	out, errOut, code := runBinary(t, "drain", "--config", b.cfgPath, "--json")
 	var j drainJSON
 	if err := json.Unmarshal([]byte(out), &j); err != nil || code != 0 || j.Result != control.DrainDraining || !j.Drained || !j.Changed {
 		t.Fatalf("drain: exit %d, %+v (%v) %s", code, j, err, errOut)
 	}
 	a.waitPeerDraining(t, b, true)
+	t.Logf("A saw B draining %s after dcmesh drain started", time.Since(drained).Round(time.Millisecond))
 	b.waitRoutes(t, a, metric-1)
 	if st := b.status(); !st.Drain.Drained || st.Routes.Programmed != st.Routes.Desired || st.Routes.FailClosedProgrammed != st.Routes.FailClosedDesired {
 		t.Errorf("B's status while drained: drain %+v, routes %+v", st.Drain, st.Routes)
@@ -48,9 +50,12 @@ func TestDrainOneGatewaySites(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "still carrying traffic after 3s: "+a.name+" (") {
 		t.Errorf("drain --wait with traffic: exit %d, %q; want 1 naming %s", code, out, a.name)
 	}
-	if sent, got := ping.wait(t); got != sent {
+	sent, got := ping.wait(t)
+	if got != sent {
 		t.Errorf("A→B while draining: %d of %d pings answered, want every one", got, sent)
 	}
+	t.Logf("A→B while draining: %d of %d pings (20 ms apart) answered", got, sent)
+	stopped := time.Now()
 	waitFor(t, 20*time.Second, "drain --wait once traffic stopped", func() error {
 		out, errOut, code := runBinary(t, "drain", "--wait", "--timeout", "3s", "--settle", "1s", "--config", b.cfgPath, "--json")
 		var j drainJSON
@@ -59,6 +64,7 @@ func TestDrainOneGatewaySites(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("drain --wait --settle 1s returned idle %s after the traffic stopped", time.Since(stopped).Round(time.Millisecond))
 	if h, _ := b.health(); h.Status != control.Degraded || !strings.Contains(strings.Join(h.Reasons, "\n"), "drained for maintenance") {
 		t.Errorf("B's health while drained: %s %q, want degraded for the drain", h.Status, h.Reasons)
 	}
@@ -85,6 +91,8 @@ func TestDrainOneGatewaySites(t *testing.T) {
 	b.waitRoutes(t, a, metric)
 	if sent, got := ping.wait(t); got != sent {
 		t.Errorf("A→B while undraining: %d of %d pings answered, want every one", got, sent)
+	} else {
+		t.Logf("A→B while undraining: %d of %d pings answered", got, sent)
 	}
 	if _, err := os.Stat(config.StateDir(b.stateDir).Drain()); !os.IsNotExist(err) {
 		t.Errorf("drain state still on disk after undrain: %v", err)
