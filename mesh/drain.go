@@ -151,21 +151,16 @@ const drainSampleEvery = 250 * time.Millisecond
 // apiDrain drains on the loop and, for `drain --wait`, follows the
 // counters off the loop (each sample is a short call on it).
 func (a *Agent) apiDrain(ctx context.Context, in control.DrainRequest) (control.DrainReply, error) {
+	var probeBytes uint64
 	reply, err := call(ctx, a, func(rt *siteRuntime) (control.DrainReply, error) {
 		changed, err := a.setDrain(rt, true)
 		if err != nil {
 			return control.DrainReply{}, err
 		}
+		probeBytes = probeWireBytes(rt.cfg.OverlayAddress.Addr()) // read by this goroutine only after the call
 		return a.drainReply(rt, changed, control.DrainDraining), nil
 	})
 	if err != nil || !in.Wait {
-		return reply, err
-	}
-	var probeBytes uint64
-	if _, err := call(ctx, a, func(rt *siteRuntime) (struct{}, error) {
-		probeBytes = probeWireBytes(rt.cfg.OverlayAddress.Addr())
-		return struct{}{}, nil
-	}); err != nil {
 		return reply, err
 	}
 	busy, err := a.waitIdle(ctx, newDrainMeter(in.SettleFor(), probeBytes), in.WaitFor())
