@@ -397,6 +397,7 @@ func (l *fabricLab) testWithdraw(t *testing.T) {
 		})
 		g.setHealthy(t, fabricRemoteA, true)
 		l.requireHealthy(t, 10*time.Second)
+		l.drainAndBack(t, g) // a drained gateway still carries: never withdrawn
 	}
 	// Every gateway withdrawn: the fabric's floating discard route takes
 	// the traffic, not its default route.
