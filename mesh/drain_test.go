@@ -128,8 +128,8 @@ func TestDrainMeter(t *testing.T) {
 		}
 		m.observe(s.step(250*time.Millisecond, extra, 0))
 	}
-	if b := m.busy(); len(b) != 1 {
-		t.Fatalf("1.75 s quiet: busy %v, want still ams1", b)
+	if b := m.busy(); len(b) != 1 || b[0].IdleSeconds < 1.7 || b[0].IdleSeconds > 1.8 {
+		t.Fatalf("1.75 s quiet: busy %+v, want still ams1, idle 1.75 s", b)
 	}
 	m.observe(s.step(250*time.Millisecond, 0, 0))
 	if b := m.busy(); len(b) != 0 {

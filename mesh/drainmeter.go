@@ -128,7 +128,7 @@ func (m *drainMeter) busy() []control.DrainPeer {
 	var out []control.DrainPeer
 	for name, p := range m.peers {
 		if p.last.at.Sub(p.since.at) < m.settle {
-			out = append(out, control.DrainPeer{Site: name, RxPerSec: p.rxRate, TxPerSec: p.txRate})
+			out = append(out, control.DrainPeer{Site: name, RxPerSec: p.rxRate, TxPerSec: p.txRate, IdleSeconds: p.last.at.Sub(p.since.at).Seconds()})
 		}
 	}
 	slices.SortFunc(out, func(a, b control.DrainPeer) int {

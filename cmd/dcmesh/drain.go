@@ -120,7 +120,7 @@ func writeDrainText(w io.Writer, r control.DrainReply, req control.DrainRequest)
 	default:
 		var busy []string
 		for _, p := range r.Busy {
-			busy = append(busy, fmt.Sprintf("%s (rx %.0f B/s, tx %.0f B/s)", p.Site, p.RxPerSec, p.TxPerSec))
+			busy = append(busy, fmt.Sprintf("%s (rx %.0f B/s, tx %.0f B/s, idle %.1fs of %s)", p.Site, p.RxPerSec, p.TxPerSec, p.IdleSeconds, req.SettleFor()))
 		}
 		_, err = fmt.Fprintf(w, "gateway drained%s but still carrying traffic after %s: %s\n", already, req.WaitFor(), strings.Join(busy, ", "))
 	}

@@ -24,7 +24,7 @@ func fakeDrainAgent(t *testing.T) (sock string, calls *atomic.Int32) {
 		calls.Add(1)
 		r := control.DrainReply{Result: control.DrainDraining, Drained: true, Since: &since, Changed: true, Busy: []control.DrainPeer{}}
 		if in.Wait {
-			r.Result, r.Busy = control.DrainBusy, []control.DrainPeer{{Site: "ams1", RxPerSec: 10240, TxPerSec: 10176}}
+			r.Result, r.Busy = control.DrainBusy, []control.DrainPeer{{Site: "ams1", RxPerSec: 10240, TxPerSec: 10176, IdleSeconds: 0.25}}
 		}
 		return r, nil
 	})
@@ -59,7 +59,7 @@ func TestDrainCLI(t *testing.T) {
 		t.Errorf("drain: exit %d, %q %q", code, out, errOut)
 	}
 	out, _, code = runBinary(t, "drain", "--wait", "--timeout", "3s", "--settle", "1s", "--socket", sock)
-	if code != 1 || !strings.Contains(out, "still carrying traffic after 3s: ams1 (rx 10240 B/s, tx 10176 B/s)") {
+	if code != 1 || !strings.Contains(out, "still carrying traffic after 3s: ams1 (rx 10240 B/s, tx 10176 B/s, idle 0.2s of 1s)") {
 		t.Errorf("drain --wait, busy: exit %d, %q; want exit 1 naming ams1", code, out)
 	}
 	out, _, code = runBinary(t, "drain", "--wait", "--timeout", "3s", "--settle", "1s", "--json", "--socket", sock)

@@ -111,13 +111,15 @@ type DrainReply struct {
 	Busy []DrainPeer `json:"busy"`
 }
 
-// DrainPeer is a peer that still carries traffic: its node name and its
+// DrainPeer is a peer that still carries traffic: its node name, its
 // data rates beyond probes and keepalives over the last sample, in bytes
-// per second as WireGuard counts them.
+// per second as WireGuard counts them, and how long it has been idle so
+// far (less than the settle time).
 type DrainPeer struct {
-	Site     string  `json:"site"`
-	RxPerSec float64 `json:"rx_bytes_per_second"`
-	TxPerSec float64 `json:"tx_bytes_per_second"`
+	Site        string  `json:"site"`
+	RxPerSec    float64 `json:"rx_bytes_per_second"`
+	TxPerSec    float64 `json:"tx_bytes_per_second"`
+	IdleSeconds float64 `json:"idle_seconds"`
 }
 
 // DrainStatus is this gateway's drain state in status.
