@@ -107,6 +107,7 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		BootID:    rt.bootID,
 		Leaving:   leaving,
 		Cert:      rt.enr.Cert,
+		Drain:     rt.drain.on,
 	}
 	if err := rt.rot.RecordKeys(&rec); err != nil {
 		return nil, err

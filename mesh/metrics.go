@@ -155,6 +155,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	describeTrust(ch)
 	describeUplinks(ch)
 	describeGossipKey(ch)
+	describeDrain(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -210,6 +211,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
 	collectUntrusted(g, ctr, st.Untrusted)
 	collectTrust(ch, st)
 	collectGossipKey(ch, st)
+	collectDrain(ch, st)
 	g(descSnapshot, unixSeconds(st.GeneratedAt))
 }
 

@@ -82,6 +82,7 @@ func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
 	}
 	p.sites = a.useUplinks(rt, sites, p.dev)
 	p.d = computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, p.sites, cutover)
+	p.d.Net = drainedNet(p.d.Net, rt.drain)
 	a.staggerFirstHandshakes(rt, &p.d, p.dev)
 	for _, why := range p.d.Dropped {
 		a.log.Warn("gossip site left out in favour of a static peer", "what", why)

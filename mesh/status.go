@@ -43,6 +43,7 @@ func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Role, b.Role))
 	})
 	st.Routes = routeStatus(rt, marks)
+	markDraining(rt, st.Peers)
 	return st, nil
 }
 
@@ -68,6 +69,7 @@ func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 	st.Untrusted = a.untrustedStatus(rt)
 	st.Trust = trustStatus(rt, now)
 	st.Gossip.Key = gossipKeyStatus(rt)
+	st.Drain = rt.drain.status()
 	if !rt.rot.NextRotation().IsZero() {
 		nr := rt.rot.NextRotation().UTC()
 		st.Key.NextRotation = &nr
@@ -113,7 +115,7 @@ func (a *Agent) readRouteMarks(rt *siteRuntime) (routeMarks, error) {
 	}
 	m := routeMarks{tunnel: map[netip.Prefix]bool{}, failClosed: map[netip.Prefix]bool{}}
 	for _, r := range owned {
-		if r.Kind == netconfig.KindTunnel && r.Link == link && r.Metric == cfg.RouteMetric {
+		if r.Kind == netconfig.KindTunnel && r.Link == link && r.Metric == rt.tunnelMetric() {
 			m.tunnel[r.Dst] = true
 		}
 		if r.Kind == netconfig.KindUnreachable && r.Metric == cfg.RouteMetric+1 {

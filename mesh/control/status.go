@@ -89,6 +89,8 @@ type Status struct {
 	// Trust is this site's trust material and its expiry (gossip sites
 	// only; null for a static-only site).
 	Trust *TrustStatus `json:"trust"`
+	// Drain is this gateway's planned-maintenance state (`dcmesh drain`).
+	Drain DrainStatus `json:"drain"`
 }
 
 // UntrustedStatus counts what the agent refused or dropped of input it does
@@ -186,6 +188,9 @@ type PeerStatus struct {
 	// Shadowed lists routes of others that take traffic for one of this
 	// peer's prefixes away from the tunnel; empty when none does.
 	Shadowed []ShadowedRoute `json:"shadowed"`
+	// Draining: the peer's record says its gateway is drained for
+	// maintenance (it still carries what reaches it).
+	Draining bool `json:"draining"`
 }
 
 // UplinkStatus is a gossip site's endpoints as this site uses them.
