@@ -332,6 +332,16 @@ type Site struct {
 	PSKSites []string
 	// PSK and NextPSK are our pre-shared keys for its keys (set by the agent).
 	PSK, NextPSK wg.PresharedKey
+	// Weight is the gateway's share of its site's traffic among the site's
+	// active gateways (the record's, 1 to 255; a record's Go zero is 1).
+	// It is 0 exactly when Standby.
+	Weight int
+	// Standby: the gateway carries traffic only while no active gateway of
+	// its site is healthy.
+	Standby bool
+	// Drain: the gateway is under planned maintenance; peers take it out of
+	// their groups but keep it a peer.
+	Drain bool
 }
 
 // ID names the gateway this Site is.
@@ -373,6 +383,7 @@ func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.C
 		if sr.Phase == trust.PhasePrepared {
 			rs.Next, rs.KEM = sr.WGNext, sr.KEM
 		}
+		rs.Weight, rs.Standby, rs.Drain = siteWeight(&sr.Record), sr.Standby, sr.Drain
 		out = append(out, rs)
 	}
 	return out, conflicts
@@ -410,4 +421,16 @@ func (s *Store) State(own *trust.SignedRecord) ([]byte, error) {
 		st.CRLs = append(st.CRLs, l.Raw)
 	}
 	return trust.EncodeState(st)
+}
+
+// siteWeight is the record's weight as Site carries it: 0 for a standby
+// gateway, the record's Go zero as 1 (a record built without weights).
+func siteWeight(r *trust.Record) int {
+	switch {
+	case r.Standby:
+		return 0
+	case r.Weight == 0:
+		return 1
+	}
+	return int(r.Weight)
 }
