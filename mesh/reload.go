@@ -123,7 +123,7 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 		if rt.own != nil {
 			own = rt.own.Raw
 		}
-		rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, own)
+		rt.in.SetOwn(rt.nodeName(), rt.seq, enr.Cert.Serial, own)
 	}
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
 	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))
