@@ -36,16 +36,13 @@ func holderKey(sr *trust.SignedRecord) string {
 }
 
 // highestFor is the highest sequence number accepted from sr's holder: its
-// own, or, for a holder not seen since a state file of the previous layout
-// (one number per site) was loaded, that file's number for the gateway.
+// own, or, for a holder with none, the floor a state file of the previous
+// layout (one number per site) left for the gateway.
 func (s *Store) highestFor(sr *trust.SignedRecord) uint64 {
 	if seq, ok := s.holderSeq[holderKey(sr)]; ok {
 		return seq
 	}
-	if s.legacy[nodeName(sr)] {
-		return s.highest[nodeName(sr)]
-	}
-	return 0
+	return s.floor[nodeName(sr)]
 }
 
 // duplicateGateway refuses sr when the store holds a record of the same

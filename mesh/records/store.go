@@ -37,12 +37,13 @@ type Store struct {
 	// records are checked against.
 	highest   map[string]uint64
 	holderSeq map[string]uint64
-	// legacy names the gateways whose highest came from a state file of the
-	// previous layout: it is the floor for their holders with no number of
-	// their own.
-	legacy map[string]bool
-	crl    *trust.RevocationList   // the list installed last
-	crls   []*trust.RevocationList // the newest list of each CA (crls.go)
+	// floor is, per node name, the number a state file of the previous
+	// layout (one per site) held: which holder it was of is not known, so
+	// it is the floor for every holder of the gateway without a number of
+	// its own. Persisted (floor_seq), so that a save does not lose it.
+	floor map[string]uint64
+	crl   *trust.RevocationList   // the list installed last
+	crls  []*trust.RevocationList // the newest list of each CA (crls.go)
 
 	rejected map[trust.Reason]uint64
 	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
@@ -65,18 +66,20 @@ const maxSiteStoreSize = 2 * trust.MaxStateSize
 // storeFile is the on-disk form (JSON; records and CRL as base64 DER).
 // HighestSeq is per node name (the previous layout's, per site: gateway 0's
 // node name is the site name, so such a file loads); HolderSeq, per holder,
-// is what this version goes by when present.
+// and FloorSeq (Store.floor) are what this version goes by: a file without
+// HolderSeq is of the previous layout, its HighestSeq the floor.
 type storeFile struct {
 	Version    int               `json:"version"`
 	HighestSeq map[string]uint64 `json:"highest_seq"`
 	HolderSeq  map[string]uint64 `json:"holder_seq,omitempty"`
+	FloorSeq   map[string]uint64 `json:"floor_seq,omitempty"`
 	Records    [][]byte          `json:"records"`
 	CRL        []byte            `json:"crl,omitempty"`  // the list installed last (all an older release reads)
 	CRLs       [][]byte          `json:"crls,omitempty"` // the newest of each CA
 }
 
 func NewStore(path string, log *slog.Logger) *Store {
-	return &Store{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{}, holderSeq: map[string]uint64{}, legacy: map[string]bool{},
+	return &Store{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{}, holderSeq: map[string]uint64{}, floor: map[string]uint64{},
 		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}, held: map[[32]byte]string{}}
 }
 
@@ -137,11 +140,11 @@ func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, 
 	}
 	maps.Copy(s.highest, f.HighestSeq)
 	maps.Copy(s.holderSeq, f.HolderSeq)
+	maps.Copy(s.floor, f.FloorSeq)
 	if f.HolderSeq == nil {
-		// The previous layout: one number per site, gateway 0's node name.
-		for node := range f.HighestSeq {
-			s.legacy[node] = true
-		}
+		// The previous layout: one number per site, gateway 0's node name
+		// (or this layout before anything was accepted: the same numbers).
+		maps.Copy(s.floor, f.HighestSeq)
 	}
 	for _, b := range f.Records {
 		sr, err := trust.DecodeRecord(b)
@@ -170,7 +173,7 @@ func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, 
 }
 
 func (s *Store) Save() error {
-	f := storeFile{Version: 1, HighestSeq: s.highest, HolderSeq: s.holderSeq}
+	f := storeFile{Version: 1, HighestSeq: s.highest, HolderSeq: s.holderSeq, FloorSeq: s.floor}
 	for _, name := range s.Names() {
 		f.Records = append(f.Records, s.records[name].Raw)
 	}
