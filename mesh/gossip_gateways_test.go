@@ -69,3 +69,33 @@ func TestSecondGatewayOnTheOneInterface(t *testing.T) {
 		t.Errorf("after gateway 0's goodbye: device peers %v, want gateway 1 with the site's prefixes", got)
 	}
 }
+
+// A gateway-1 agent's node name and trust policy come from its
+// certificate: it gossips as "fra1.1", and fra1's gateway 0 is its
+// sibling, held but no peer.
+func TestGatewayOneAgentIdentity(t *testing.T) {
+	m := newScaleMesh(t, 1)
+	if got := m.rt.nodeName(); got != "fra1" {
+		t.Errorf("gateway 0's node name %q", got)
+	}
+	own, ownKey := trusttest.IssueWith(t, m.ca, "fra1", trusttest.CertOptions{Gateway: 1, Overlay: netip.MustParseAddr("10.255.0.9")}, "10.1.0.0/16")
+	m.rt.enr.Cert, m.rt.enr.Identity = own, ownKey
+	if got := m.rt.nodeName(); got != "fra1.1" {
+		t.Errorf("gateway 1's node name %q", got)
+	}
+	if p := m.a.policy(m.rt); p.LocalSite != "fra1" || p.LocalGateway != 1 {
+		t.Errorf("policy local %s gateway %d", p.LocalSite, p.LocalGateway)
+	}
+	gc, gk := trusttest.IssueWith(t, m.ca, "fra1", trusttest.CertOptions{Overlay: netip.MustParseAddr("10.255.0.1")}, "10.1.0.0/16")
+	m.offer(t, &scaleSite{testSite: testSite{gc, gk}, name: "fra1"}, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(9, 0)}})
+	if _, ok := m.rt.store.Record("fra1"); !ok {
+		t.Error("the sibling gateway 0 is not held")
+	}
+	var live []string
+	for _, s := range m.a.liveSites(m.rt) {
+		live = append(live, s.Node())
+	}
+	if want := []string{"site0000"}; !slices.Equal(live, want) {
+		t.Errorf("live sites %v, want %v", live, want)
+	}
+}
