@@ -47,6 +47,7 @@ func (a *Agent) startGossip(ctx context.Context, rt *siteRuntime) error {
 		}
 	}
 	rt.rot.SetNode(rt.nodeName())
+	rt.store.SetRecordExpiry(rt.cfg.Trust.RecordExpiry)
 	// Only certified sites are members gossip sends to, counts and keeps:
 	// start with the records kept from the last run.
 	gs.SetRoster(rt.store.Roster(a.policy(rt)))

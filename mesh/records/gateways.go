@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/trust"
 )
@@ -21,10 +22,18 @@ import (
 // settles them: the older certificate keeps the gateway, whichever record
 // arrives first. The store holds one record per gateway, so it applies the
 // rule when a record arrives (duplicateGateway): a younger holder's record
-// is refused while the older one's is held, valid and not a goodbye, and an
+// is refused while the older one's is held and defends the gateway, and an
 // older holder's record replaces a younger one's. Each holder's own
 // sequence numbers mean the older holder's record is not refused as a
 // replay of the younger one's.
+//
+// The held record defends only a running gateway, and never against its
+// own agent: not when it is a goodbye, its certificate is no longer valid
+// (revoked, expired) or it is older than the record expiry (the machine is
+// gone: Active would drop it too), nor when the new record has the same
+// BootID — the same running agent adopted a renewed certificate, which
+// brings a new identity key (`dcmesh renew`); it takes over at once, as
+// it did when the store kept one record per site.
 
 // nodeName is the store key of a record: its gateway's node name.
 func nodeName(sr *trust.SignedRecord) string { return sr.ID().String() }
@@ -47,13 +56,13 @@ func (s *Store) highestFor(sr *trust.SignedRecord) uint64 {
 
 // duplicateGateway refuses sr when the store holds a record of the same
 // gateway by another holder whose certificate wins (older; the same order
-// as trust.ResolveGateways), is valid and is not a goodbye.
+// as trust.ResolveGateways) and that defends the gateway (see above).
 func (s *Store) duplicateGateway(sr *trust.SignedRecord, p *trust.Policy) error {
 	cur, ok := s.records[nodeName(sr)]
-	if !ok || bytes.Equal(cur.Cert.IdentityKey, sr.Cert.IdentityKey) || cur.Leaving {
+	if !ok || bytes.Equal(cur.Cert.IdentityKey, sr.Cert.IdentityKey) || cur.Leaving || cur.BootID == sr.BootID {
 		return nil
 	}
-	if !certWins(cur.Cert, sr.Cert) {
+	if !certWins(cur.Cert, sr.Cert) || (s.expiry > 0 && p.Now.Sub(cur.IssuedAt) > s.expiry) {
 		return nil
 	}
 	if cur.Cert.Verify(p.CAs, policyCRLs(p), p.Now, p.Skew) != nil {
@@ -75,3 +84,9 @@ func certWins(a, b *trust.Certificate) bool {
 	}
 	return bytes.Compare(a.Raw, b.Raw) < 0
 }
+
+// SetRecordExpiry tells the store the record expiry (trust.record_expiry):
+// a held record older than that no longer defends its gateway against
+// another certificate's. Zero (the default) means it defends until its
+// certificate is revoked or expires.
+func (s *Store) SetRecordExpiry(d time.Duration) { s.expiry = d }

@@ -191,11 +191,12 @@ func TestStoreOlderCertificateKeepsTheGateway(t *testing.T) {
 	newOpts := trusttest.CertOptions{Gateway: 1, NotBefore: now.Add(-2 * time.Hour).Truncate(time.Second)}
 	old := newTestSite(t, ca, "ams1", oldOpts, "10.2.0.0/16")
 	young := newTestSite(t, ca, "ams1", newOpts, "10.2.0.0/16")
+	// Two machines: two agents, two boot ids.
 	oldRec := func(seq uint64) *trust.SignedRecord {
-		return old.record(t, trusttest.RecordOptions{Seq: seq, WGCurrent: trusttest.WGKey("old")})
+		return old.record(t, trusttest.RecordOptions{Seq: seq, WGCurrent: trusttest.WGKey("old"), BootID: [16]byte{1}})
 	}
 	youngRec := func(seq uint64) *trust.SignedRecord {
-		return young.record(t, trusttest.RecordOptions{Seq: seq, WGCurrent: trusttest.WGKey("young")})
+		return young.record(t, trusttest.RecordOptions{Seq: seq, WGCurrent: trusttest.WGKey("young"), BootID: [16]byte{2}})
 	}
 	activeKey := func(s *Store) wg.PublicKey {
 		got, _ := s.Active(p, time.Hour)
@@ -242,6 +243,30 @@ func TestStoreOlderCertificateKeepsTheGateway(t *testing.T) {
 		got, _ := s.Active(&p, time.Hour)
 		if len(got) != 1 || got[0].PublicKey != trusttest.WGKey("young") {
 			t.Errorf("after the revocation: %v", activeGateways(got))
+		}
+	})
+	t.Run("the running agent renewed", func(t *testing.T) {
+		// dcmesh renew: the same agent (boot id) signs with a new
+		// certificate and identity key; peers take it at once.
+		s := quietStore("")
+		renewed := young.record(t, trusttest.RecordOptions{Seq: 6, WGCurrent: trusttest.WGKey("old"), BootID: [16]byte{1}})
+		mustOffer(t, s, p, oldRec(5), renewed)
+		if sr, _ := s.Record("ams1.1"); sr.Cert.Serial.Cmp(young.cert.Serial) != 0 {
+			t.Error("the renewed certificate was not taken")
+		}
+	})
+	t.Run("older record past the expiry", func(t *testing.T) {
+		s := quietStore("")
+		s.SetRecordExpiry(time.Hour)
+		mustOffer(t, s, p, old.record(t, trusttest.RecordOptions{Seq: 5, IssuedAt: now.Add(-2 * time.Hour), BootID: [16]byte{1}}))
+		if changed, err := s.Consider(youngRec(6), p); !changed || err != nil {
+			t.Errorf("younger certificate after the older's record expired: %v, %v", changed, err)
+		}
+		s = quietStore("")
+		s.SetRecordExpiry(3 * time.Hour)
+		mustOffer(t, s, p, old.record(t, trusttest.RecordOptions{Seq: 5, IssuedAt: now.Add(-2 * time.Hour), BootID: [16]byte{1}}))
+		if changed, err := s.Consider(youngRec(6), p); changed || !isReason(err, trust.ReasonDuplicateGateway) {
+			t.Errorf("younger certificate within the expiry: %v, %v", changed, err)
 		}
 	})
 	t.Run("older said goodbye", func(t *testing.T) {

@@ -42,8 +42,10 @@ type Store struct {
 	// it is the floor for every holder of the gateway without a number of
 	// its own. Persisted (floor_seq), so that a save does not lose it.
 	floor map[string]uint64
-	crl   *trust.RevocationList   // the list installed last
-	crls  []*trust.RevocationList // the newest list of each CA (crls.go)
+	// expiry is the record expiry (SetRecordExpiry), 0 if not set
+	expiry time.Duration
+	crl    *trust.RevocationList   // the list installed last
+	crls   []*trust.RevocationList // the newest list of each CA (crls.go)
 
 	rejected map[trust.Reason]uint64
 	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
