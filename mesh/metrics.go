@@ -114,6 +114,9 @@ var (
 	rotationPhases = []wg.RotationPhase{wg.PhaseStable, wg.PhasePrepared, wg.PhaseSwitching, wg.PhaseSwitched}
 )
 
+// peerLabels: "site" is the peer's node name (control.PeerStatus.Name:
+// the site for gateway 0, "fra1.1" for gateway 1), so that the series of
+// one-gateway sites stay as they were and each gateway has its own.
 var peerLabels = []string{"site", "public_key", "role"}
 
 var (
@@ -216,7 +219,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
 }
 
 func collectPeer(g, ctr emit, p control.PeerStatus) {
-	l := []string{p.Site, p.PublicKey, string(p.Role)}
+	l := []string{p.Name(), p.PublicKey, string(p.Role)}
 	hs := 0.0
 	if p.LastHandshake != nil {
 		hs = unixSeconds(*p.LastHandshake)

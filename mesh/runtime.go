@@ -119,7 +119,7 @@ func (a *Agent) setupTrust(rt *siteRuntime) error {
 		return err
 	}
 	rt.in = records.NewIngest(rt.store, enr.CAs, func() *trust.Policy { return a.policy(rt) }, a.log)
-	rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, nil)
+	rt.in.SetOwn(rt.nodeName(), rt.seq, enr.Cert.Serial, nil)
 	_, _ = rand.Read(rt.bootID[:])
 	return nil
 }

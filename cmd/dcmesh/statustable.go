@@ -77,7 +77,7 @@ func writeStatusSummary(b *strings.Builder, st control.Status, now time.Time) {
 
 // peerRow is one peer's cells in the table's column order.
 func peerRow(p control.PeerStatus) []string {
-	name := p.Site
+	name := p.Name()
 	if name == "" {
 		name = "(unknown)"
 	}

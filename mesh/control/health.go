@@ -98,7 +98,7 @@ func peerHealth(peers []PeerStatus) (critical, degraded []string) {
 			continue // a pre-installed key carries nothing until the cut-over
 		}
 		current++
-		name := p.Site
+		name := p.Name()
 		if name == "" {
 			name = p.PublicKey[:8]
 		}
