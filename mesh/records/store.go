@@ -317,6 +317,9 @@ type Site struct {
 	// Gateway is the index of this gateway of the site (0 for a
 	// one-gateway site): a Site is one (site, gateway), see ID.
 	Gateway   uint8
+	Weight    int
+	Standby   bool
+	Drain     bool
 	PublicKey wg.PublicKey
 	// Next is the site's announced next key while it rotates, else zero.
 	Next     wg.PublicKey
