@@ -146,7 +146,11 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 			a.ingestTurn(rt, len(inbox))
 		case <-rt.probeChanges():
 			a.stepUplinks(rt)
-			continue
+			if !rt.probeDriven {
+				continue
+			}
+			// A multi-gateway site's group follows its probes.
+			a.logReconcileError(a.reconcile(rt))
 		case <-rt.uplinkTimerC():
 			a.stepUplinks(rt)
 			continue
@@ -181,6 +185,7 @@ func (a *Agent) teardown(rt *siteRuntime) error {
 	if err := rt.dev.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close WireGuard device: %w", err))
 	}
+	errs = append(errs, rt.closeSlotDevices(rt.purge))
 	if rt.purge {
 		if err := wg.DeleteLink(rt.cfg.Interface); err != nil {
 			errs = append(errs, err)
@@ -198,6 +203,9 @@ func (a *Agent) teardown(rt *siteRuntime) error {
 // table, for `dcmesh down --purge` when the agent is not running.
 func Purge(cfg *config.Config) (int, error) {
 	if err := wg.DeleteLink(cfg.Interface); err != nil {
+		return 0, err
+	}
+	if err := purgeSlotLinks(cfg.Interface); err != nil {
 		return 0, err
 	}
 	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)

@@ -150,10 +150,7 @@ func (b *desiredBuilder) openSlots(entries []gatewayEntry) []gatewayEntry {
 func (b *desiredBuilder) addPeers(e gatewayEntry, cutover map[wg.PublicKey]bool) {
 	s := e.site
 	slot := &b.slots[s.Gateway]
-	ep := s.Endpoint
-	if ep.IsValid() && b.in.Local > 0 {
-		ep = netip.AddrPortFrom(ep.Addr(), ep.Port()+uint16(b.in.Local))
-	}
+	ep := portOffset(s.Endpoint, int(b.in.Local))
 	current := s.PublicKey
 	if !s.Next.IsZero() {
 		if cutover[s.Next] {
@@ -208,6 +205,15 @@ func (b *desiredBuilder) routeOverlay(e gatewayEntry) {
 		return
 	}
 	b.routeOnSlot(e.site.Node()+" overlay", int(e.site.Gateway), ov)
+}
+
+// portOffset moves ep's port by delta: a remote gateway's announced
+// endpoint + our gateway index is where it holds us.
+func portOffset(ep netip.AddrPort, delta int) netip.AddrPort {
+	if !ep.IsValid() || delta == 0 {
+		return ep
+	}
+	return netip.AddrPortFrom(ep.Addr(), uint16(int(ep.Port())+delta))
 }
 
 func isOverlay(s records.Site, p netip.Prefix) bool {

@@ -30,10 +30,12 @@ import (
 type siteRuntime struct {
 	cfg *config.Config
 	mtu int
-	dev wg.Device
-	wgc wg.Client
-	nl  *netlink.Handle
-	net *netconfig.Manager
+	dev wg.Device // slot 0's: cfg.Interface
+	// slots are the devices of remote gateway slots 1.. (slots.go)
+	slots []*slotDevice
+	wgc   wg.Client
+	nl    *netlink.Handle
+	net   *netconfig.Manager
 
 	// rot owns the WireGuard key, its rotation, the other sites' rotations
 	// and the pre-shared keys (rotate.go).
@@ -64,9 +66,13 @@ type siteRuntime struct {
 	uplinks *uplinks             // endpoint failover (uplinks_agent.go)
 	// shadow: routes of others that take a remote prefix (shadow.go)
 	shadow shadowState
-	// the last desired WireGuard state and sites, for status
+	// the last desired WireGuard state (every slot's peers) and sites, for
+	// status
 	lastWG    wg.Config
 	lastSites []records.Site
+	// probeDriven: some remote site has several gateways, so its group
+	// follows the probes (a probe change reconciles)
+	probeDriven bool
 	// routeLedger tells route repairs from changes (route_repairs.go)
 	routeLedger routeLedger
 }

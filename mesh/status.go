@@ -27,6 +27,7 @@ func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("read WireGuard device: %w", err)
 	}
+	dev = mergedDevice(dev, rt.readSlotDevices()) // every slot's peers
 	marks, err := a.readRouteMarks(rt)
 	if err != nil {
 		return st, err
@@ -107,13 +108,16 @@ func (a *Agent) readRouteMarks(rt *siteRuntime) (routeMarks, error) {
 	if err != nil {
 		return routeMarks{}, err
 	}
-	link := -1
-	if l, err := rt.nl.LinkByName(cfg.Interface); err == nil {
-		link = l.Attrs().Index
+	ours := map[int]bool{} // every slot's link
+	for _, name := range rt.slotLinks() {
+		if l, err := rt.nl.LinkByName(name); err == nil {
+			ours[l.Attrs().Index] = true
+		}
 	}
 	m := routeMarks{tunnel: map[netip.Prefix]bool{}, failClosed: map[netip.Prefix]bool{}}
 	for _, r := range owned {
-		if r.Kind == netconfig.KindTunnel && r.Link == link && r.Metric == cfg.RouteMetric {
+		// A multi-gateway site's prefixes go over a nexthop group of ours.
+		if r.Kind == netconfig.KindTunnel && (ours[r.Link] || r.Nexthop != 0) && r.Metric == cfg.RouteMetric {
 			m.tunnel[r.Dst] = true
 		}
 		if r.Kind == netconfig.KindUnreachable && r.Metric == cfg.RouteMetric+1 {
@@ -159,13 +163,15 @@ func peerIdentities(rt *siteRuntime) map[wg.PublicKey]peerIdentity {
 		ids[p.PublicKey] = peerIdentity{p.Name, control.SourceStatic, control.RoleCurrent}
 	}
 	for _, s := range rt.lastSites {
-		ids[s.PublicKey] = peerIdentity{s.Name, control.SourceGossip, control.RoleCurrent}
+		// By node name: the probes and uplinks are per gateway ("fra1" for
+		// gateway 0, "fra1.1").
+		ids[s.PublicKey] = peerIdentity{s.Node(), control.SourceGossip, control.RoleCurrent}
 		if !s.Next.IsZero() {
 			role := control.RoleNext
 			if rt.rot.CutOvers()[s.Next] {
 				role = control.RoleCurrent
 			}
-			ids[s.Next] = peerIdentity{s.Name, control.SourceGossip, role}
+			ids[s.Next] = peerIdentity{s.Node(), control.SourceGossip, role}
 		}
 	}
 	return ids
