@@ -12,8 +12,6 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Options configures an Agent.
@@ -208,9 +206,9 @@ func Purge(cfg *config.Config) (int, error) {
 	if err := purgeSlotLinks(cfg.Interface); err != nil {
 		return 0, err
 	}
-	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	nl, err := netconfig.OpenHandle() // nexthop objects too
 	if err != nil {
-		return 0, fmt.Errorf("open netlink: %w", err)
+		return 0, err
 	}
 	defer nl.Close()
 	gone, err := netconfig.New(nl, nil).Purge(cfg.RouteTable)

@@ -20,8 +20,6 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 )
 
@@ -34,7 +32,7 @@ type siteRuntime struct {
 	// slots are the devices of remote gateway slots 1.. (slots.go)
 	slots []*slotDevice
 	wgc   wg.Client
-	nl    *netlink.Handle
+	nl    *netconfig.Handle // with nexthop objects and sysctls (gateways)
 	net   *netconfig.Manager
 
 	// rot owns the WireGuard key, its rotation, the other sites' rotations
@@ -186,10 +184,10 @@ func (a *Agent) openSite(rt *siteRuntime, undo *cleanups) error {
 		}
 	}()
 	undo.addQuiet(func() { ctl.Close() })
-	// Only the routing family: asking for xfrm too fails where it is not
-	// loaded.
-	if rt.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-		return fmt.Errorf("open netlink: %w", err)
+	// Only the routing family (OpenHandle): asking for xfrm too fails
+	// where it is not loaded.
+	if rt.nl, err = netconfig.OpenHandle(); err != nil {
+		return err
 	}
 	undo.addQuiet(rt.nl.Close)
 	rt.net = netconfig.New(rt.nl, a.log)
