@@ -45,9 +45,14 @@
 // peers most of the CPU is wakeups, not packets. Before acting on an expired
 // detection time the timer loop drains the socket, so that packets which
 // arrived in time while this process was starved of CPU are not taken for
-// silence. Stats reports how late the timer loop ran (LateTimers,
-// MaxTimerDelay): a host too busy to run the prober on time shows there
-// before it shows as flapping peers.
+// silence. If the loop woke more than half an interval late (the process,
+// or the whole host, was stalled: the embedded WireGuard device in this
+// process had not delivered the peer's packets either), an expired session
+// gets one more interval to be heard, once per silence: a dead peer is
+// still declared down, one interval after the wake. Stats reports how late
+// the timer loop ran (LateTimers, MaxTimerDelay, StallGraces): a host too
+// busy to run the prober on time shows there before it shows as flapping
+// peers.
 //
 // # What is reported
 //

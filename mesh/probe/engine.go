@@ -166,6 +166,7 @@ func (e *engine) handle(s *session, p Packet, now time.Time) {
 		e.endPoll(s, now)
 	}
 	s.detectAt = now.Add(s.detectTime(e.cfg.Interval))
+	s.stallGraced = false
 	if s.state == StateAdminDown {
 		return
 	}
@@ -412,6 +413,29 @@ func (e *engine) advance(now time.Time) time.Time {
 		return s.retireLeft <= 0
 	})
 	return next
+}
+
+// graceStall is for a detection deadline that passed while this process
+// was stalled (the timer loop woke far too late: starved of CPU, or the
+// whole host paused). The silence it measured is partly our own: the
+// WireGuard device, in the same process for the embedded backend, had not
+// delivered the peer's packets either, and the peer's next periodic packet
+// is due within one interval of our waking. So each expired session that
+// has not already been graced since its last packet gets until now +
+// grace; one that stays silent is declared down then. A dead peer is thus
+// detected at most grace (one interval) plus the stall later, and only once
+// per silence: a host that keeps stalling cannot hide a dead peer.
+// It returns how many sessions it graced.
+func (e *engine) graceStall(now time.Time, grace time.Duration) int {
+	n := 0
+	for _, s := range e.list {
+		if s.detectAt.IsZero() || now.Before(s.detectAt) || s.stallGraced {
+			continue
+		}
+		s.detectAt, s.stallGraced = now.Add(grace), true
+		n++
+	}
+	return n
 }
 
 // expiring reports whether a detection deadline has passed at now.

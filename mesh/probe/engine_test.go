@@ -525,3 +525,63 @@ func TestManySessions(t *testing.T) {
 		}
 	}
 }
+
+// TestStallGrace: the host pauses (every process, so no packet is sent or
+// read) for longer than the detection time. Waking, each side's timers are
+// all overdue; declaring the other down would be a false down, which the
+// soak on a loaded 2-core machine saw. With graceStall (what the timer loop
+// does when it wakes more than half an interval late) both stay up; without
+// it, the same pause is a down. A peer that really died is still declared
+// down, one interval after the wake, and a second stall before its next
+// packet gets no second grace.
+func TestStallGrace(t *testing.T) {
+	cfg := DefaultConfig()
+	// pause stops the clock-driven world for longer than the detection
+	// time (600 ms), then wakes the engines in graced as the timer loop
+	// does after such a late wakeup.
+	pause := func(n *simNet, graced ...*engine) {
+		n.now = n.now.Add(700 * time.Millisecond)
+		for _, e := range graced {
+			if got := e.graceStall(n.now, cfg.Interval); got != 1 {
+				t.Fatalf("graceStall graced %d sessions, want 1", got)
+			}
+		}
+	}
+	t.Run("paused host", func(t *testing.T) {
+		n, a, b := pair(t, cfg, lat)
+		pause(n, a, b)
+		n.runFor(3 * time.Second)
+		for _, p := range []PeerState{n.peer(a, addrB), n.peer(b, addrA)} {
+			if p.State != StateUp || p.Downs != 0 {
+				t.Errorf("after a host pause: %+v; want up, no down", p)
+			}
+		}
+	})
+	t.Run("paused host, no grace", func(t *testing.T) {
+		n, a, b := pair(t, cfg, lat)
+		pause(n)
+		n.runFor(3 * time.Second)
+		if n.peer(a, addrB).Downs+n.peer(b, addrA).Downs == 0 {
+			t.Errorf("a pause longer than the detection time gave no down without the grace: the test above proves nothing")
+		}
+	})
+	t.Run("dead peer", func(t *testing.T) {
+		n, a, _ := pair(t, cfg, lat)
+		cut(n, addrB, addrA)
+		pause(n, a)
+		woke := n.now
+		downAt := n.runUntil(2*time.Second, "A declares B down", func() bool { return n.reported(a, addrB) != StateUp })
+		if d := downAt.Sub(woke); d != cfg.Interval {
+			t.Errorf("dead peer declared down %v after the wake, want one interval (%v)", d, cfg.Interval)
+		}
+	})
+	t.Run("one grace per silence", func(t *testing.T) {
+		n, a, _ := pair(t, cfg, lat)
+		cut(n, addrB, addrA)
+		pause(n, a)
+		n.now = n.now.Add(cfg.Interval) // stalled again before it ran
+		if got := a.graceStall(n.now, cfg.Interval); got != 0 {
+			t.Errorf("a second stall in one silence was graced (%d sessions)", got)
+		}
+	})
+}

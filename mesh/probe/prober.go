@@ -56,6 +56,10 @@ type Stats struct {
 	// the detection time makes peers declare this side down.
 	LateTimers    uint64
 	MaxTimerDelay time.Duration
+	// StallGraces counts sessions whose expired detection time was moved
+	// one interval on because the timer loop woke more than half an
+	// interval late (engine.graceStall): silence this process caused.
+	StallGraces uint64
 }
 
 // Prober runs one BFD session with each target over one UDP socket.
@@ -176,10 +180,16 @@ func (p *Prober) timerLoop(ctx context.Context, conn *net.UDPConn) {
 	for {
 		p.mu.Lock()
 		now := time.Now()
-		if late := now.Sub(deadline); !deadline.IsZero() && late > 0 {
+		late := time.Duration(0)
+		if !deadline.IsZero() {
+			late = max(0, now.Sub(deadline))
 			p.noteDelay(late)
 		}
 		expiring := p.eng.expiring(now)
+		if expiring && late > p.cfg.Interval/2 {
+			p.stats.StallGraces += uint64(p.eng.graceStall(now, p.cfg.Interval))
+			expiring = p.eng.expiring(now)
+		}
 		p.mu.Unlock()
 		if expiring {
 			drain(conn, buf, oob, handle)
@@ -203,8 +213,7 @@ func (p *Prober) timerLoop(ctx context.Context, conn *net.UDPConn) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-		case <-p.wake:
-			deadline = time.Time{} // woken early: no lateness to measure
+		case <-p.wake: // woken before the deadline, late is 0; after it, it counts
 		}
 	}
 }

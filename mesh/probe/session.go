@@ -32,12 +32,15 @@ type session struct {
 	remoteMult      uint8         // Detect Mult of the last packet received
 	remoteDemand    bool          // bfd.RemoteDemandMode
 
-	nextTx     time.Time     // next periodic transmission
-	lastTx     time.Time     // last periodic transmission
-	curTx      time.Duration // transmit interval that scheduled nextTx
-	lastRx     time.Time     // last valid packet for this session
-	detectAt   time.Time     // detection deadline; zero when not running
-	retireLeft int           // AdminDown packets still to send after removal
+	nextTx   time.Time     // next periodic transmission
+	lastTx   time.Time     // last periodic transmission
+	curTx    time.Duration // transmit interval that scheduled nextTx
+	lastRx   time.Time     // last valid packet for this session
+	detectAt time.Time     // detection deadline; zero when not running
+	// stallGraced: the detection deadline was moved once because this
+	// process had been stalled (engine.graceStall); cleared by a packet.
+	stallGraced bool
+	retireLeft  int // AdminDown packets still to send after removal
 
 	poll        pollState
 	nextRTTPoll time.Time
