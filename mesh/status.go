@@ -243,8 +243,17 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 // routeStatus counts the routes the last desired state wants and those of
 // them the kernel holds.
 func routeStatus(rt *siteRuntime, marks routeMarks) control.RouteStatus {
-	d := computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, rt.lastSites, rt.rot.CutOvers())
-	routes, failClosed := uniquePrefixes(d.Net.Routes), uniquePrefixes(d.Net.FailClosed)
+	// The last desired kernel state: a multi-gateway site's prefixes are
+	// wanted while its group has a member (else the fail-closed route
+	// answers, as it should).
+	net := rt.shadow.net
+	want := slices.Clone(net.Routes)
+	for _, g := range net.Groups {
+		if len(g.Members) > 0 {
+			want = append(want, g.Routes...)
+		}
+	}
+	routes, failClosed := uniquePrefixes(want), uniquePrefixes(net.FailClosed)
 	rs := control.RouteStatus{Table: rt.cfg.RouteTable, Desired: len(routes), FailClosedDesired: len(failClosed)}
 	for _, p := range routes {
 		if marks.tunnel[p] {
