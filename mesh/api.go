@@ -62,6 +62,8 @@ func (a *Agent) handler() http.Handler {
 	serve(a, mux, control.EndpointRenew, a.apiRenew)
 	control.Serve(mux, control.EndpointRotate, a.apiRotate) // waits off the loop
 	control.Serve(mux, control.EndpointGossipKey, a.apiGossipKey)
+	control.Serve(mux, control.EndpointDrain, a.apiDrain) // waits off the loop
+	serve(a, mux, control.EndpointUndrain, a.apiUndrain)
 	return mux
 }
 

@@ -26,7 +26,7 @@ func (a *Agent) startGossip(ctx context.Context, rt *siteRuntime) error {
 		return err
 	}
 	gs, err := gossip.New(gossip.Config{
-		NodeName:       rt.cfg.Site,
+		NodeName:       rt.nodeName(),
 		Bind:           g.Address,
 		Advertise:      g.Advertise,
 		SecretKey:      keys[0],
@@ -46,6 +46,8 @@ func (a *Agent) startGossip(ctx context.Context, rt *siteRuntime) error {
 			return err
 		}
 	}
+	rt.rot.SetNode(rt.nodeName())
+	rt.store.SetRecordExpiry(rt.cfg.Trust.RecordExpiry)
 	// Only certified sites are members gossip sends to, counts and keeps:
 	// start with the records kept from the last run.
 	gs.SetRoster(rt.store.Roster(a.policy(rt)))
@@ -107,6 +109,7 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		BootID:    rt.bootID,
 		Leaving:   leaving,
 		Cert:      rt.enr.Cert,
+		Drain:     rt.drain.on,
 	}
 	if err := rt.rot.RecordKeys(&rec); err != nil {
 		return nil, err
@@ -116,11 +119,11 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		return nil, fmt.Errorf("sign this site's record: %w", err)
 	}
 	rt.own = sr
-	rt.in.SetOwn(rt.cfg.Site, seq, rt.enr.Cert.Serial, sr.Raw)
+	rt.in.SetOwn(rt.nodeName(), seq, rt.enr.Cert.Serial, sr.Raw)
 	a.updateLocalState(rt)
 	msg := records.Encode(records.KindRecord, sr.Raw)
 	if len(msg) <= gossip.MaxBroadcastSize {
-		rt.gossip.Broadcast("record/"+rt.cfg.Site, msg)
+		rt.gossip.Broadcast("record/"+rt.nodeName(), msg)
 	}
 	a.log.Debug("published site record", "seq", seq, "leaving", leaving, "bytes", len(sr.Raw))
 	return msg, nil
@@ -150,6 +153,18 @@ func (a *Agent) updateLocalState(rt *siteRuntime) {
 	rt.gossip.SetLocalState(st)
 }
 
+// nodeName is this gateway's node name (trust.GatewayID.String: the site
+// name for gateway 0, "fra1.1" for gateway 1): its gossip node name, the
+// name the other gateways hold its record under, the From of its acks and
+// what they list in PSKSites.
+func (rt *siteRuntime) nodeName() string {
+	id := trust.GatewayID{Site: rt.cfg.Site}
+	if rt.enr != nil && rt.enr.Cert != nil {
+		id.Gateway = rt.enr.Cert.Gateway
+	}
+	return id.String()
+}
+
 // policy is what remote records are checked against, now.
 func (a *Agent) policy(rt *siteRuntime) *trust.Policy {
 	cfg := rt.cfg
@@ -171,7 +186,7 @@ func (a *Agent) policy(rt *siteRuntime) *trust.Policy {
 	}
 	underlay = append(underlay, rt.enr.Cert.Underlay...)
 	return &trust.Policy{
-		CAs: rt.enr.CAs, LocalSite: cfg.Site, LocalPrefixes: local, Underlay: underlay,
+		CAs: rt.enr.CAs, LocalSite: cfg.Site, LocalGateway: rt.enr.Cert.Gateway, LocalPrefixes: local, Underlay: underlay,
 		CRLs: rt.store.CRLSet(rt.enr.CAs), Now: time.Now(), Skew: cfg.Trust.ClockSkew,
 	}
 }
@@ -196,7 +211,7 @@ func (a *Agent) onGossip(rt *siteRuntime, m gossip.Message) {
 	}
 	switch k {
 	case records.KindAck:
-		if ack, peerKey, ok := rt.store.VerifyAck(payload, rt.cfg.Site); ok {
+		if ack, peerKey, ok := rt.store.VerifyAck(payload, rt.nodeName()); ok {
 			rt.rot.OnAck(ack, peerKey)
 		}
 	case records.KindSwitching:
@@ -290,10 +305,11 @@ func (a *Agent) liveSites(rt *siteRuntime) []records.Site {
 		return nil
 	}
 	sites, conflicts := rt.store.Active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
+	sites = oneGatewayPerSite(sites)
 	if s := fmt.Sprint(conflicts); s != rt.conflicts {
 		rt.conflicts = s
 		for _, c := range conflicts {
-			a.log.Warn("site prefix refused: an older certificate owns it", "site", c.Site, "prefix", c.Prefix.String(), "owner", c.Winner, "reason", string(c.Reason))
+			a.log.Warn("site prefix refused: an older certificate owns it", "site", c.Site, "gateway", c.Gateway, "prefix", c.Prefix.String(), "owner", c.Winner, "reason", string(c.Reason))
 		}
 	}
 	return sites
@@ -309,7 +325,18 @@ func (e agentEnv) Publish() error { return e.a.publish(e.rt) }
 
 func (e agentEnv) LiveSites() []records.Site {
 	sites, _ := e.rt.store.Active(e.a.policy(e.rt), e.rt.cfg.Trust.RecordExpiry)
-	return sites
+	return oneGatewayPerSite(sites)
+}
+
+// oneGatewayPerSite keeps, of each remote site, its live gateway with the
+// lowest index (gateway 0 while it is live): today's data plane has one
+// WireGuard interface, where a prefix can be allowed on one peer only, and
+// the gateways of a site share their prefixes. With gateway 0 gone (a
+// goodbye, an expired record) its site fails over to the next gateway.
+// sites is sorted by site and gateway (Store.Active). The data plane with
+// one interface per gateway slot (docs/design/gateways.md) replaces this.
+func oneGatewayPerSite(sites []records.Site) []records.Site {
+	return slices.CompactFunc(sites, func(a, b records.Site) bool { return a.Name == b.Name })
 }
 
 func (e agentEnv) SendTo(site string, msg []byte) error { return e.rt.gossip.SendTo(site, msg) }

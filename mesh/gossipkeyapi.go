@@ -63,11 +63,11 @@ func gossipKeyProgress(rt *siteRuntime, epoch uint64, keyID string) control.Goss
 	_, held := rt.gossip.KeyIDs()
 	switch {
 	case gk.epoch != epoch:
-		r.Pending[rt.cfg.Site] = "holds epoch " + strconv.FormatUint(gk.epoch, 10) + " now"
+		r.Pending[rt.nodeName()] = "holds epoch " + strconv.FormatUint(gk.epoch, 10) + " now"
 	case len(held) == 1 && held[0] == keyID:
-		r.Using = append(r.Using, rt.cfg.Site)
+		r.Using = append(r.Using, rt.nodeName())
 	default:
-		r.Pending[rt.cfg.Site] = "holds keys " + strings.Join(held, ", ") + " (" + gk.phase + ")"
+		r.Pending[rt.nodeName()] = "holds keys " + strings.Join(held, ", ") + " (" + gk.phase + ")"
 	}
 	for _, s := range liveMembers(rt) {
 		ack := gk.acks[s]
@@ -106,7 +106,7 @@ func gossipKeyStatus(rt *siteRuntime) *control.GossipKeyStatus {
 		}
 	}
 	if p := rt.gkeys.problem; p != "" {
-		st.Pending = map[string]string{rt.cfg.Site: p}
+		st.Pending = map[string]string{rt.nodeName(): p}
 		st.Problem = p
 	}
 	return st

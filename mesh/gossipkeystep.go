@@ -88,7 +88,7 @@ func decideGossipKey(in gkInput) gkDecision {
 func liveMembers(rt *siteRuntime) []string {
 	var out []string
 	for _, m := range rt.gossip.Members() {
-		if m.Name != rt.cfg.Site && m.State == "alive" {
+		if m.Name != rt.nodeName() && m.State == "alive" {
 			out = append(out, m.Name)
 		}
 	}
@@ -144,7 +144,7 @@ func (a *Agent) tickGossipKey(rt *siteRuntime) {
 	if !ok {
 		return
 	}
-	rt.gossip.Broadcast("gossip-key-ack/"+rt.cfg.Site, msg)
+	rt.gossip.Broadcast("gossip-key-ack/"+rt.nodeName(), msg)
 	if time.Since(gk.sentAt) < 3*time.Second {
 		return
 	}
@@ -184,7 +184,7 @@ func (a *Agent) announceGossipKeys(rt *siteRuntime) {
 	if !ok {
 		return
 	}
-	rt.gossip.Broadcast("gossip-key-ack/"+rt.cfg.Site, msg)
+	rt.gossip.Broadcast("gossip-key-ack/"+rt.nodeName(), msg)
 	rt.gkeys.sentAt = time.Now()
 	a.sendToAllAsync(rt, msg, "gossip key list")
 }
@@ -194,7 +194,7 @@ func (a *Agent) gossipKeyAckMsg(rt *siteRuntime) ([]byte, bool) {
 	gk := rt.gkeys
 	_, held := rt.gossip.KeyIDs()
 	gk.ackSeq = trust.NextSeq(gk.ackSeq, time.Now())
-	raw, err := trust.SignGossipKeyAck(trust.GossipKeyAck{Site: rt.cfg.Site, Seq: gk.ackSeq, Epoch: gk.epoch, Held: held}, rt.enr.Identity)
+	raw, err := trust.SignGossipKeyAck(trust.GossipKeyAck{Site: rt.nodeName(), Seq: gk.ackSeq, Epoch: gk.epoch, Held: held}, rt.enr.Identity)
 	if err != nil {
 		a.log.Error("gossip key: cannot sign this site's key list", "err", err)
 		return nil, false
@@ -222,7 +222,7 @@ func (a *Agent) onGossipKeyAck(rt *siteRuntime, raw []byte) {
 		return
 	}
 	sr, ok := rt.store.Record(ack.Site)
-	if !ok || ack.Site == rt.cfg.Site {
+	if !ok || ack.Site == rt.nodeName() {
 		return
 	}
 	if old := gk.acks[ack.Site]; old != nil && old.Seq >= ack.Seq {

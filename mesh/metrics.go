@@ -114,6 +114,9 @@ var (
 	rotationPhases = []wg.RotationPhase{wg.PhaseStable, wg.PhasePrepared, wg.PhaseSwitching, wg.PhaseSwitched}
 )
 
+// peerLabels: "site" is the peer's node name (control.PeerStatus.Name:
+// the site for gateway 0, "fra1.1" for gateway 1), so that the series of
+// one-gateway sites stay as they were and each gateway has its own.
 var peerLabels = []string{"site", "public_key", "role"}
 
 var (
@@ -155,6 +158,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	describeTrust(ch)
 	describeUplinks(ch)
 	describeGossipKey(ch)
+	describeDrain(ch)
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -210,11 +214,12 @@ func collectStatus(ch chan<- prometheus.Metric, st *control.Status) {
 	collectUntrusted(g, ctr, st.Untrusted)
 	collectTrust(ch, st)
 	collectGossipKey(ch, st)
+	collectDrain(ch, st)
 	g(descSnapshot, unixSeconds(st.GeneratedAt))
 }
 
 func collectPeer(g, ctr emit, p control.PeerStatus) {
-	l := []string{p.Site, p.PublicKey, string(p.Role)}
+	l := []string{p.Name(), p.PublicKey, string(p.Role)}
 	hs := 0.0
 	if p.LastHandshake != nil {
 		hs = unixSeconds(*p.LastHandshake)

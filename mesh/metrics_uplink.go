@@ -29,12 +29,12 @@ func describeUplinks(ch chan<- *prometheus.Desc) {
 func collectUplinks(ch chan<- prometheus.Metric, st *control.Status) {
 	for _, p := range st.Peers {
 		if u := p.Uplinks; u != nil {
-			ch <- prometheus.MustNewConstMetric(descFailovers, prometheus.CounterValue, float64(u.Failovers), p.Site, p.PublicKey, string(p.Role))
+			ch <- prometheus.MustNewConstMetric(descFailovers, prometheus.CounterValue, float64(u.Failovers), p.Name(), p.PublicKey, string(p.Role))
 			preferred := 0.0
 			if len(u.Endpoints) > 0 && u.InUse == u.Endpoints[0] {
 				preferred = 1
 			}
-			ch <- prometheus.MustNewConstMetric(descUplinkPreferred, prometheus.GaugeValue, preferred, p.Site, p.PublicKey, string(p.Role))
+			ch <- prometheus.MustNewConstMetric(descUplinkPreferred, prometheus.GaugeValue, preferred, p.Name(), p.PublicKey, string(p.Role))
 		}
 		count := map[string]int{}
 		var order []string
@@ -45,7 +45,7 @@ func collectUplinks(ch chan<- prometheus.Metric, st *control.Status) {
 			count[s.Prefix]++
 		}
 		for _, pfx := range order {
-			ch <- prometheus.MustNewConstMetric(descShadowed, prometheus.GaugeValue, float64(count[pfx]), p.Site, p.PublicKey, pfx)
+			ch <- prometheus.MustNewConstMetric(descShadowed, prometheus.GaugeValue, float64(count[pfx]), p.Name(), p.PublicKey, pfx)
 		}
 	}
 }

@@ -97,6 +97,7 @@ func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
 	p.sites = a.useUplinks(rt, sites, p.all)
 	in := gatewayInputs{Local: rt.localGateway(), Healthy: rt.gatewayHealth(p.sites, p.all)}
 	p.d = computeDesiredGateways(rt.cfg, rt.rot.Key(), rt.mtu, p.sites, cutover, in)
+	p.d.Net = drainedNet(p.d.Net, rt.drain)
 	a.staggerFirstHandshakes(rt, &p.d, p.all)
 	for _, why := range p.d.Dropped {
 		a.log.Warn("gossip site left out in favour of a static peer", "what", why)

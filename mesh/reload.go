@@ -116,6 +116,9 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 	keyChanged := rt.rot.Reload(cfg, ks, identity)
 	republish := rt.gossip != nil && (keyChanged || inputsChanged)
 	rt.cfg, rt.enr = cfg, enr
+	if rt.store != nil {
+		rt.store.SetRecordExpiry(cfg.Trust.RecordExpiry)
+	}
 	if rt.in != nil {
 		// What was refused may pass now: the CAs or local prefixes changed.
 		rt.in.Reload(enr.CAs)
@@ -123,7 +126,7 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 		if rt.own != nil {
 			own = rt.own.Raw
 		}
-		rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, own)
+		rt.in.SetOwn(rt.nodeName(), rt.seq, enr.Cert.Serial, own)
 	}
 	rt.mtu = a.resolveMTU(cfg, rt.nl)
 	a.log.Info("configuration reloaded", "path", cfg.Path, "static_peers", len(cfg.Peers))

@@ -73,6 +73,8 @@ type siteRuntime struct {
 	probeDriven bool
 	// routeLedger tells route repairs from changes (route_repairs.go)
 	routeLedger routeLedger
+	// drain: planned maintenance, kept in the state directory (drain.go)
+	drain drainState
 }
 
 // newRuntime reads cfg's keys and state: the WireGuard keys and the
@@ -88,6 +90,12 @@ func (a *Agent) newRuntime(cfg *config.Config) (*siteRuntime, error) {
 		return nil, err
 	}
 	rt := &siteRuntime{cfg: cfg, disk: newStateDisk(cfg.StateDir)}
+	if rt.drain, err = loadDrain(cfg.StateDir.Drain(), time.Now()); err != nil {
+		a.log.Error("cannot read the drain state", "err", err)
+	}
+	if rt.drain.on {
+		a.log.Warn("this gateway is drained (dcmesh drain): it stays out of service until dcmesh undrain", "since", rt.drain.since)
+	}
 	rt.rot = rotation.New(cfg, ks, psks, agentEnv{a, rt}, a.log)
 	if cfg.Gossip != nil {
 		if err := a.setupTrust(rt); err != nil {
@@ -115,7 +123,7 @@ func (a *Agent) setupTrust(rt *siteRuntime) error {
 		return err
 	}
 	rt.in = records.NewIngest(rt.store, enr.CAs, func() *trust.Policy { return a.policy(rt) }, a.log)
-	rt.in.SetOwn(cfg.Site, rt.seq, enr.Cert.Serial, nil)
+	rt.in.SetOwn(rt.nodeName(), rt.seq, enr.Cert.Serial, nil)
 	_, _ = rand.Read(rt.bootID[:])
 	return nil
 }

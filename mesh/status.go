@@ -41,9 +41,10 @@ func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 		st.Peers = append(st.Peers, rt.withUplinksAndShadows(v.peer(p)))
 	}
 	slices.SortFunc(st.Peers, func(a, b control.PeerStatus) int {
-		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Role, b.Role))
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Gateway, b.Gateway), cmp.Compare(a.Role, b.Role))
 	})
 	st.Routes = routeStatus(rt, marks)
+	markDraining(rt, st.Peers)
 	return st, nil
 }
 
@@ -69,6 +70,7 @@ func (a *Agent) statusHeader(rt *siteRuntime, now time.Time) control.Status {
 	st.Untrusted = a.untrustedStatus(rt)
 	st.Trust = trustStatus(rt, now)
 	st.Gossip.Key = gossipKeyStatus(rt)
+	st.Drain = rt.drain.status()
 	if !rt.rot.NextRotation().IsZero() {
 		nr := rt.rot.NextRotation().UTC()
 		st.Key.NextRotation = &nr
@@ -117,7 +119,7 @@ func (a *Agent) readRouteMarks(rt *siteRuntime) (routeMarks, error) {
 	m := routeMarks{tunnel: map[netip.Prefix]bool{}, failClosed: map[netip.Prefix]bool{}}
 	for _, r := range owned {
 		// A multi-gateway site's prefixes go over a nexthop group of ours.
-		if r.Kind == netconfig.KindTunnel && (ours[r.Link] || r.Nexthop != 0) && r.Metric == cfg.RouteMetric {
+		if r.Kind == netconfig.KindTunnel && (ours[r.Link] || r.Nexthop != 0) && r.Metric == rt.tunnelMetric() {
 			m.tunnel[r.Dst] = true
 		}
 		if r.Kind == netconfig.KindUnreachable && r.Metric == cfg.RouteMetric+1 {
@@ -150,28 +152,32 @@ func gossipStatus(rt *siteRuntime, st *control.Status) map[string]control.Member
 	return members
 }
 
-// peerIdentity is who a key on the device is.
+// peerIdentity is who a key on the device is: node is the gateway's node
+// name (the site name of gateway 0 and of a static peer), what gossip
+// members are keyed by. Probes, probe sessions and uplinks are still keyed
+// by site (one gateway per remote site on the one interface:
+// oneGatewayPerSite) until the data plane keys them by node name.
 type peerIdentity struct {
-	site   string
-	source control.Source
-	role   control.Role
+	site    string
+	gateway uint8
+	node    string
+	source  control.Source
+	role    control.Role
 }
 
 func peerIdentities(rt *siteRuntime) map[wg.PublicKey]peerIdentity {
 	ids := map[wg.PublicKey]peerIdentity{}
 	for _, p := range rt.cfg.Peers {
-		ids[p.PublicKey] = peerIdentity{p.Name, control.SourceStatic, control.RoleCurrent}
+		ids[p.PublicKey] = peerIdentity{p.Name, 0, p.Name, control.SourceStatic, control.RoleCurrent}
 	}
 	for _, s := range rt.lastSites {
-		// By node name: the probes and uplinks are per gateway ("fra1" for
-		// gateway 0, "fra1.1").
-		ids[s.PublicKey] = peerIdentity{s.Node(), control.SourceGossip, control.RoleCurrent}
+		ids[s.PublicKey] = peerIdentity{s.Name, s.Gateway, s.Node(), control.SourceGossip, control.RoleCurrent}
 		if !s.Next.IsZero() {
 			role := control.RoleNext
 			if rt.rot.CutOvers()[s.Next] {
 				role = control.RoleCurrent
 			}
-			ids[s.Next] = peerIdentity{s.Node(), control.SourceGossip, role}
+			ids[s.Next] = peerIdentity{s.Name, s.Gateway, s.Node(), control.SourceGossip, role}
 		}
 	}
 	return ids
@@ -196,7 +202,7 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 	if !ok {
 		w = peerIdentity{source: control.SourceUnknown, role: control.RoleCurrent}
 	}
-	ps := control.PeerStatus{Site: w.site, Source: w.source, Role: w.role, PublicKey: k.String(),
+	ps := control.PeerStatus{Site: w.site, Gateway: w.gateway, Node: w.node, Source: w.source, Role: w.role, PublicKey: k.String(),
 		RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, AllowedIPs: []string{}}
 	if p.Endpoint != nil {
 		ps.Endpoint = p.Endpoint.String()
@@ -215,8 +221,8 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 	switch {
 	case w.source == control.SourceStatic:
 		ps.GossipState = control.MemberStatic
-	case v.members[w.site] != "":
-		ps.GossipState = v.members[w.site]
+	case v.members[w.node] != "":
+		ps.GossipState = v.members[w.node]
 	default:
 		ps.GossipState = control.MemberUnknown
 	}

@@ -212,7 +212,7 @@ func (a *Agent) adoptRenewal(rt *siteRuntime, r *renewal) {
 	if rt.own != nil {
 		own = rt.own.Raw
 	}
-	rt.in.SetOwn(rt.cfg.Site, rt.seq, enr.Cert.Serial, own)
+	rt.in.SetOwn(rt.nodeName(), rt.seq, enr.Cert.Serial, own)
 	a.log.Info("site certificate renewed", "site", rt.cfg.Site, "serial", r.cert.Serial.Text(16), "previous_serial", old.Serial.Text(16),
 		"not_after", r.cert.NotAfter.UTC().Format(time.RFC3339), "cas", len(r.cas), "identity_key_changed", !old.IdentityKey.Equal(r.cert.IdentityKey))
 	a.logReconcileError(a.reconcile(rt))

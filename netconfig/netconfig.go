@@ -27,6 +27,11 @@ type Config struct {
 	// Metric of tunnel routes. Fail-closed routes use Metric+1: worse than
 	// the tunnel, better than anything a later hop would add.
 	Metric int
+	// FailClosedMetric, when not 0, is the fail-closed routes' metric
+	// instead of Metric+1: a drained gateway moves its tunnel routes to a
+	// Metric one better while the fail-closed routes stay where they were.
+	// It must be worse (larger) than Metric.
+	FailClosedMetric int
 	// Routes are sent into the link.
 	Routes []netip.Prefix
 	// FailClosed get an unreachable route each. Normally every prefix in
@@ -78,7 +83,12 @@ func (c Config) table() int {
 	return c.Table
 }
 
-func (c Config) failClosedMetric() int { return c.Metric + 1 }
+func (c Config) failClosedMetric() int {
+	if c.FailClosedMetric != 0 {
+		return c.FailClosedMetric
+	}
+	return c.Metric + 1
+}
 
 // links returns Link and ExtraLinks.
 func (c Config) links() []string { return append([]string{c.Link}, c.ExtraLinks...) }
@@ -121,6 +131,9 @@ func (c Config) validate() error {
 			}
 			routed[p.Masked()] = "group " + g.Name
 		}
+	}
+	if c.FailClosedMetric != 0 && c.FailClosedMetric <= c.Metric {
+		errs = append(errs, fmt.Errorf("netconfig: FailClosedMetric %d is not worse than Metric %d: the fail-closed routes would win over the tunnel", c.FailClosedMetric, c.Metric))
 	}
 	for _, s := range c.LinkSysctls {
 		if err := s.validate(); err != nil {

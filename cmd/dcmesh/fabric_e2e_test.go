@@ -69,6 +69,7 @@ func TestFabricExamplesParse(t *testing.T) {
 		t.Errorf("remote prefixes differ: frr.conf %v, fabric.conf %v, bird.conf %v", got, list(fabric), birdPrefixes)
 	}
 	for _, want := range []string{
+		fmt.Sprintf(" match metric %d\n", config.DefaultRouteMetric-1), // drained
 		fmt.Sprintf(" match metric %d\n", config.DefaultRouteMetric),
 		fmt.Sprintf(" match metric %d\n", config.DefaultRouteMetric+1),
 	} {
@@ -76,8 +77,13 @@ func TestFabricExamplesParse(t *testing.T) {
 			t.Errorf("frr.conf lacks %q: routes.metric is %d by default", want, config.DefaultRouteMetric)
 		}
 	}
-	if want := fmt.Sprintf("if krt_source != %d then reject;", netconfig.RouteProtocol); !strings.Contains(bird, want) {
-		t.Errorf("bird.conf lacks %q", want)
+	for _, want := range []string{
+		fmt.Sprintf("if krt_source != %d then reject;", netconfig.RouteProtocol),
+		fmt.Sprintf("define DCMESH_METRIC = %d;", config.DefaultRouteMetric),
+	} {
+		if !strings.Contains(bird, want) {
+			t.Errorf("bird.conf lacks %q", want)
+		}
 	}
 }
 
@@ -87,6 +93,7 @@ func TestFabricExport(t *testing.T) {
 	l := newFabricLab(t)
 	t.Run("HealthyIsECMPWithEqualAttributes", l.testHealthy)
 	t.Run("DegradedIsKeptPrependedAndLoses", l.testDegraded)
+	t.Run("DrainedIsKeptPrependedAndLoses", l.testDrained)
 	t.Run("TrafficFollowsTheHealthyGateway", l.testTraffic)
 	t.Run("NexthopGroupRoutes", l.testNexthopGroups)
 	t.Run("WithdrawVariant", l.testWithdraw)
@@ -390,6 +397,7 @@ func (l *fabricLab) testWithdraw(t *testing.T) {
 		})
 		g.setHealthy(t, fabricRemoteA, true)
 		l.requireHealthy(t, 10*time.Second)
+		l.drainAndBack(t, g) // a drained gateway still carries: never withdrawn
 	}
 	// Every gateway withdrawn: the fabric's floating discard route takes
 	// the traffic, not its default route.

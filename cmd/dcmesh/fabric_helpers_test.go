@@ -544,6 +544,7 @@ type fabricGateway struct {
 	nl      *netlink.Handle // in ns, used from the test goroutine only
 	nc      *netconfig.Manager
 	healthy map[string]bool // remote prefix → has a tunnel route
+	drained bool            // dcmesh drain: tunnel routes at metric-1
 	frr     *frrRouter
 	bird    *birdRouter
 }
@@ -555,6 +556,9 @@ func (g *fabricGateway) setHealthy(t testing.TB, prefix string, healthy bool) ti
 	t.Helper()
 	g.healthy[prefix] = healthy
 	cfg := netconfig.Config{Link: g.links[0], Addresses: []netip.Prefix{g.overlay}, Metric: fabricMetric}
+	if g.drained { // as the agent drains (mesh/drain.go)
+		cfg.Metric, cfg.FailClosedMetric = fabricMetric-1, fabricMetric+1
+	}
 	for _, p := range []string{fabricRemoteA, fabricRemoteB} {
 		pp := netip.MustParsePrefix(p)
 		cfg.FailClosed = append(cfg.FailClosed, pp)
@@ -725,10 +729,9 @@ func (l *fabricLab) requireHealthy(t testing.TB, timeout time.Duration) {
 func (l *fabricLab) restoreHealthy(t testing.TB) {
 	t.Helper()
 	for _, g := range l.gws {
+		g.drained = false
 		for _, p := range []string{fabricRemoteA, fabricRemoteB} {
-			if !g.healthy[p] {
-				g.setHealthy(t, p, true)
-			}
+			g.setHealthy(t, p, true)
 		}
 	}
 	l.requireHealthy(t, 30*time.Second)

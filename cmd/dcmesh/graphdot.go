@@ -111,10 +111,11 @@ func (g *meshGraph) node(name string) *graphNode {
 	return n
 }
 
-// peerName names a peer by site, or by its key when no site claims it.
+// peerName names a peer by node name (its site for gateway 0), or by its
+// key when no site claims it.
 func peerName(p control.PeerStatus) string {
-	if p.Site != "" {
-		return p.Site
+	if p.Name() != "" {
+		return p.Name()
 	}
 	k := p.PublicKey
 	if len(k) > 8 {

@@ -55,6 +55,16 @@ type rotateJSON struct {
 	Pending   map[string]string    `json:"pending"`
 }
 
+// drainJSON is `dcmesh drain --json` and `dcmesh undrain --json`.
+type drainJSON struct {
+	Schema  int                 `json:"schema"`
+	Result  control.DrainResult `json:"result"`
+	Drained bool                `json:"drained"`
+	Since   *time.Time          `json:"since"`
+	Changed bool                `json:"changed"`
+	Busy    []control.DrainPeer `json:"busy"`
+}
+
 // issueJSON is `dcmesh ca issue --json`.
 type issueJSON struct {
 	Schema       int       `json:"schema"`

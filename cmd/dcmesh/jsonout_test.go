@@ -209,6 +209,7 @@ func TestCLIDocJSONExamples(t *testing.T) {
 		"dcmesh status --json`, `dcmesh health --json": &control.Health{},
 		"dcmesh ca list --json":                        &caListJSON{}, "dcmesh renew --json": &renewJSON{},
 		"dcmesh ca gossip-key rotate --json": &caGossipKeyJSON{}, "dcmesh gossip-key install --json": &gossipKeyInstallJSON{},
+		"dcmesh drain --json`, `dcmesh undrain --json": &drainJSON{},
 	}
 	seen := map[string]bool{}
 	for _, section := range strings.Split(string(raw), "\n### `")[1:] {

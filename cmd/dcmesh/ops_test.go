@@ -267,6 +267,12 @@ func TestMetricsScrape(t *testing.T) {
 		if n, ns := len(up.FindAllString(scrape, -1)), len(upState.FindAllString(scrape, -1)); n != 2 || ns != 2 || strings.Contains(scrape, `role="next"`) {
 			return fmt.Errorf("peer_up lines up: %d, peer_state up: %d\n%s\n%s", n, ns, grepLines(scrape, "dcmesh_peer_up"), grepLines(scrape, "dcmesh_peer_state"))
 		}
+		// The probe series of a peer exist once its probe session does:
+		// right after the rotation the new key's session may still be
+		// forming on a loaded machine (a scrape then lacked them once).
+		if n := strings.Count(scrape, "\ndcmesh_peer_probe_rtt_seconds{"); n != 2 {
+			return fmt.Errorf("probe RTT series: %d, want 2\n%s", n, grepLines(scrape, "dcmesh_peer_probe"))
+		}
 		return nil
 	})
 	doc, err := os.ReadFile("../../docs/METRICS.md")

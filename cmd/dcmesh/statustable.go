@@ -68,17 +68,24 @@ func writeStatusSummary(b *strings.Builder, st control.Status, now time.Time) {
 	for _, p := range st.StateDir.Problems {
 		fmt.Fprintf(b, "state directory: %s\n", p)
 	}
+	if d := st.Drain; d.Drained && d.Since != nil {
+		fmt.Fprintf(b, "drained for maintenance since %s (%s): tunnel routes at routes.metric-1; dcmesh undrain returns it to service\n",
+			d.Since.UTC().Format(time.RFC3339), roundAge(now.Sub(*d.Since)))
+	}
 	writeTrustSummary(b, st.Trust)
 }
 
 // peerRow is one peer's cells in the table's column order.
 func peerRow(p control.PeerStatus) []string {
-	name := p.Site
+	name := p.Name()
 	if name == "" {
 		name = "(unknown)"
 	}
 	if p.Role == control.RoleNext {
 		name += " (next key)"
+	}
+	if p.Draining {
+		name += " (draining)"
 	}
 	hs := "never"
 	if p.HandshakeAgeSeconds != nil {

@@ -19,11 +19,11 @@ func writeUplinksAndShadows(b *strings.Builder, peers []control.PeerStatus) {
 		if len(u.Endpoints) > 0 && u.InUse != u.Endpoints[0] {
 			pref = "FALLBACK"
 		}
-		fmt.Fprintf(b, "uplinks of %s: on %s (%s, %s), %d failovers; endpoints %s\n", p.Site, u.InUse, pref, u.Phase, u.Failovers, strings.Join(u.Endpoints, ", "))
+		fmt.Fprintf(b, "uplinks of %s: on %s (%s, %s), %d failovers; endpoints %s\n", p.Name(), u.InUse, pref, u.Phase, u.Failovers, strings.Join(u.Endpoints, ", "))
 	}
 	for _, p := range peers {
 		for _, s := range p.Shadowed {
-			fmt.Fprintf(b, "SHADOWED %s of %s by %s\n", s.Prefix, p.Site, s.Route)
+			fmt.Fprintf(b, "SHADOWED %s of %s by %s\n", s.Prefix, p.Name(), s.Route)
 		}
 	}
 }

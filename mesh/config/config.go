@@ -35,6 +35,12 @@ const (
 	// DefaultRouteMetric leaves room below it for operators' preferred
 	// routes and above it for our fail-closed routes (metric+1).
 	DefaultRouteMetric = 100
+	// MinRouteMetric and MaxRouteMetric bound routes.metric: a drained
+	// gateway's tunnel routes take metric-1 (kept at 1 or more, so they never
+	// become the kernel's 0, which some routing daemons treat as "unset"),
+	// and fail-closed routes metric+1 (a 32-bit priority).
+	MinRouteMetric = 2
+	MaxRouteMetric = 0xFFFFFFFE
 	// UnderlayOverhead is the outer IPv6 (40) + UDP (8) + WireGuard (32)
 	// header, so tunnels work over either IP version without fragmenting.
 	UnderlayOverhead = 80

@@ -214,8 +214,8 @@ func (c *Config) parseDataPlane(fc *fileConfig, bad *problems) {
 	}
 	if fc.Routes.Metric != nil {
 		c.RouteMetric = *fc.Routes.Metric
-		if c.RouteMetric < 0 || c.RouteMetric >= 0xFFFFFFFF {
-			bad.add("routes.metric", "%d is out of range: use 0-4294967294 (fail-closed routes use metric+1)", c.RouteMetric)
+		if c.RouteMetric < MinRouteMetric || c.RouteMetric > MaxRouteMetric {
+			bad.add("routes.metric", "%d is out of range: use %d-%d (a drained gateway's tunnel routes use metric-1, at least 1; fail-closed routes use metric+1, at most 4294967295)", c.RouteMetric, MinRouteMetric, MaxRouteMetric)
 		}
 	}
 }

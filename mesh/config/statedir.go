@@ -33,6 +33,7 @@ const (
 	RotationFile      = "rotation.json"    // the key rotation's phase (wg.KeyStore)
 	KnownPeersFile    = "known-peers.json" // gossip members to rejoin after a restart
 	GossipKeyState    = "gossip-key.json"  // the last gossip-key bundle installed (sealed) and its phase, 0600
+	DrainFile         = "drain.json"       // present while the gateway is drained (dcmesh drain), so a restart stays drained
 	// NextKeySuffix names the next WireGuard key during a rotation, next to
 	// the current one (wg.KeyStore).
 	NextKeySuffix = ".next"
@@ -42,7 +43,7 @@ const (
 // what `dcmesh init` writes and what the agent keeps next to it.
 var SiteFiles = []string{
 	SiteCertFile, IdentityKeyFile, WGKeyFile, CACertFile, GossipKeyFile, ConfigFile,
-	WGKeyFile + NextKeySuffix, RotationFile, SeqFile, RecordsFile, PSKFile, KnownPeersFile, ControlSocketFile, GossipKeyState,
+	WGKeyFile + NextKeySuffix, RotationFile, SeqFile, RecordsFile, PSKFile, KnownPeersFile, ControlSocketFile, GossipKeyState, DrainFile,
 }
 
 // File is the path of name in the state directory (an absolute name stays
@@ -63,3 +64,4 @@ func (d StateDir) KnownPeers() string    { return d.File(KnownPeersFile) }
 func (d StateDir) GossipKey() string     { return d.File(GossipKeyState) }
 func (d StateDir) WGKey() string         { return d.File(WGKeyFile) }
 func (d StateDir) Config() string        { return d.File(ConfigFile) }
+func (d StateDir) Drain() string         { return d.File(DrainFile) }

@@ -1,11 +1,11 @@
 // Package control is the agent's local API, both ends: HTTP+JSON over a unix
 // socket in the state directory, mode 0600, so only root (the agent's user)
-// can use it. `dcmesh status`, `health`, `rotate`, `leave`, `down` and
-// `revoke` and the demo are its clients.
+// can use it. `dcmesh status`, `health`, `rotate`, `drain`, `undrain`,
+// `leave`, `down` and `revoke` and the demo are its clients.
 //
 // It declares every call once (Endpoint: method, path, request and answer
-// types), with the wire types (Status, Health, Rotate*, Revoke*, Down*,
-// Records) and their typed enums, and the health criteria (EvaluateHealth);
+// types), with the wire types (Status, Health, Rotate*, Drain*, Revoke*,
+// Down*, Records) and their typed enums, and the health criteria (EvaluateHealth);
 // the agent serves the calls (Serve) and clients make them (Client.Status
 // and the other methods). It is a leaf: it imports no dcmesh package, so its
 // types are its own, not the agent's or gossip's.
@@ -22,7 +22,8 @@
 //   - a request's header must arrive within ReadHeaderTimeout, the whole
 //     request within ReadTimeout, and a body is at most MaxBodyBytes;
 //   - every request is answered or abandoned within RequestTimeout, unless
-//     its body asks for a long poll (ResponseWithin, e.g. `rotate --wait`),
+//     its body asks for a long poll (ResponseWithin, e.g. `rotate --wait`,
+//     `drain --wait`),
 //     which gets that long plus LongPollMargin;
 //   - request bodies are decoded strictly (one JSON value, no unknown field,
 //     no trailing data) and validated (Validator) before the agent sees them.

@@ -51,6 +51,7 @@ func (s HealthStatus) ExitCode() int {
 //	          this site's certificate or a pinned CA within
 //	          health.certificate_warn of expiry (critical within
 //	          health.certificate_critical, or expired: health_trust.go);
+//	          this gateway drained for maintenance (drain.go);
 //	healthy:  otherwise.
 func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time) Health {
 	h := Health{Schema: StatusSchema, Site: st.Site, Reasons: []string{}}
@@ -65,6 +66,7 @@ func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time
 	}
 	critical, degraded = trustHealth(st.Trust, critical, degraded)
 	degraded = append(degraded, gossipKeyHealth(st.Gossip.Key, now)...)
+	degraded = append(degraded, drainHealth(st.Drain, now)...)
 	if st.Routes.Programmed < st.Routes.Desired {
 		degraded = append(degraded, fmt.Sprintf("tunnel routes missing: %d of %d programmed", st.Routes.Programmed, st.Routes.Desired))
 	}
@@ -96,7 +98,7 @@ func peerHealth(peers []PeerStatus) (critical, degraded []string) {
 			continue // a pre-installed key carries nothing until the cut-over
 		}
 		current++
-		name := p.Site
+		name := p.Name()
 		if name == "" {
 			name = p.PublicKey[:8]
 		}

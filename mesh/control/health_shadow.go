@@ -6,7 +6,7 @@ import "fmt"
 // enter the tunnel (it leaves in cleartext, or is dropped).
 func shadowHealth(peers []PeerStatus) (critical []string) {
 	for _, p := range peers {
-		name := p.Site
+		name := p.Name()
 		if name == "" && len(p.PublicKey) >= 8 {
 			name = p.PublicKey[:8]
 		}

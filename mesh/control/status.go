@@ -89,6 +89,8 @@ type Status struct {
 	// Trust is this site's trust material and its expiry (gossip sites
 	// only; null for a static-only site).
 	Trust *TrustStatus `json:"trust"`
+	// Drain is this gateway's planned-maintenance state (`dcmesh drain`).
+	Drain DrainStatus `json:"drain"`
 }
 
 // UntrustedStatus counts what the agent refused or dropped of input it does
@@ -164,7 +166,13 @@ type Member struct {
 // PeerStatus is one WireGuard peer: what the device reports plus what the
 // agent knows about it.
 type PeerStatus struct {
+	// Site is the site the key belongs to; Gateway which of its gateways
+	// (0 for a one-gateway site and for static peers); Node the gateway's
+	// node name (trust.GatewayID.String: the site name for gateway 0,
+	// "fra1.1" for gateway 1), the peer's name in status, logs and metrics.
 	Site                string     `json:"site"`
+	Gateway             uint8      `json:"gateway"`
+	Node                string     `json:"node"`
 	Source              Source     `json:"source"`
 	Role                Role       `json:"role"`
 	PublicKey           string     `json:"public_key"`
@@ -186,6 +194,9 @@ type PeerStatus struct {
 	// Shadowed lists routes of others that take traffic for one of this
 	// peer's prefixes away from the tunnel; empty when none does.
 	Shadowed []ShadowedRoute `json:"shadowed"`
+	// Draining: the peer's record says its gateway is drained for
+	// maintenance (it still carries what reaches it).
+	Draining bool `json:"draining"`
 }
 
 // UplinkStatus is a gossip site's endpoints as this site uses them.
@@ -279,4 +290,13 @@ type CertificateStatus struct {
 	LeftSeconds int64       `json:"left_seconds"` // 0 or less once expired
 	State       ExpiryState `json:"state"`
 	Message     string      `json:"message"`
+}
+
+// Name is the peer's name as status shows it: its node name, else (a
+// status from an older agent) its site.
+func (p PeerStatus) Name() string {
+	if p.Node != "" {
+		return p.Node
+	}
+	return p.Site
 }

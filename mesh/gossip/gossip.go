@@ -28,7 +28,8 @@ const (
 
 // Config configures a Gossip node.
 type Config struct {
-	// NodeName is the enrolled site name.
+	// NodeName is the gateway's node name (trust.GatewayID.String: the
+	// enrolled site name for gateway 0, "fra1.1" for gateway 1).
 	NodeName string
 	// Bind is the local address and port for gossip (TCP and UDP).
 	Bind netip.AddrPort

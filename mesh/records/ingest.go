@@ -79,10 +79,10 @@ type Ingest struct {
 	skipped uint64       // payloads skipped because they were refused before
 }
 
-// ownRecord is this site's latest record, to recognise it when gossip
+// ownRecord is this gateway's latest record, to recognise it when gossip
 // brings it back.
 type ownRecord struct {
-	site   string
+	node   string // this gateway's node name
 	seq    uint64
 	serial *big.Int
 	raw    []byte
@@ -103,7 +103,7 @@ type Relay struct {
 // Result is what a turn asks of the agent.
 type Result struct {
 	Relay  []Relay
-	Forget []string // sites gone for good (a goodbye, a revocation): stop re-joining them
+	Forget []string // gateways (node names) gone for good (a goodbye, a revocation): stop re-joining them
 	CRL    bool     // a newer revocation list was installed: also send it to every member directly
 	More   bool     // the payload is not done: schedule another turn
 	Commit bool     // the store changed: persist it, refresh the push/pull state, reconcile
@@ -132,9 +132,10 @@ func (in *Ingest) Skipped() uint64 { return in.skipped }
 // Busy reports whether a payload is still being worked through.
 func (in *Ingest) Busy() bool { return in != nil && len(in.items) > 0 }
 
-// setOwn records this site's latest record.
-func (in *Ingest) SetOwn(site string, seq uint64, serial *big.Int, raw []byte) {
-	in.own = ownRecord{site: site, seq: seq, serial: serial, raw: raw}
+// SetOwn records this gateway's latest record; node is its node name
+// (trust.GatewayID.String).
+func (in *Ingest) SetOwn(node string, seq uint64, serial *big.Int, raw []byte) {
+	in.own = ownRecord{node: node, seq: seq, serial: serial, raw: raw}
 }
 
 // reload takes new CAs: what was refused may pass now (the CAs or the local
@@ -254,23 +255,24 @@ func (in *Ingest) offerRecord(raw []byte, res *Result) bool {
 		in.refused.put(h, in.store.Reject("(undecodable)", err), now)
 		return false
 	}
-	if sr.Site == in.own.site && sr.Seq <= in.own.seq && in.own.serial != nil && sr.Cert.Serial.Cmp(in.own.serial) == 0 {
+	node := nodeName(sr)
+	if node == in.own.node && sr.Seq <= in.own.seq && in.own.serial != nil && sr.Cert.Serial.Cmp(in.own.serial) == 0 {
 		return false // our own record, relayed back
 	}
 	changed, err := in.store.Consider(sr, in.policy())
 	if err != nil {
-		in.refused.put(h, in.store.Reject(sr.Site, err), now)
+		in.refused.put(h, in.store.Reject(node, err), now)
 		return false
 	}
 	if !changed {
 		return false
 	}
-	in.log.Info("site record accepted", "site", sr.Site, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
+	in.log.Info("site record accepted", "site", node, "seq", sr.Seq, "wg_key", sr.WGCurrent.Short(), "leaving", sr.Leaving)
 	if sr.Leaving {
-		res.Forget = append(res.Forget, sr.Site)
+		res.Forget = append(res.Forget, node)
 	}
 	if msg := Encode(KindRecord, raw); len(msg) <= gossip.MaxBroadcastSize {
-		res.Relay = append(res.Relay, Relay{Key: "record/" + sr.Site, Msg: msg})
+		res.Relay = append(res.Relay, Relay{Key: "record/" + node, Msg: msg})
 	}
 	return true
 }

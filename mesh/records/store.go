@@ -2,6 +2,7 @@ package records
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -20,24 +21,38 @@ import (
 	"github.com/dcmesh/dcmesh/wg"
 )
 
-// Store keeps, per remote site, the newest record that passed the trust
-// checks and the highest sequence number ever accepted (so a replayed older
-// record is refused, also after a restart), plus the newest revocation list.
-// It is persisted in the state directory; a corrupt file stops the agent.
+// Store keeps, per gateway of every other site (keyed by node name, see
+// gateways.go), the newest record that passed the trust checks and the
+// highest sequence number ever accepted from each holder (so a replayed
+// older record is refused, also after a restart), plus the newest
+// revocation list. It is persisted in the state directory; a corrupt file
+// stops the agent.
 type Store struct {
 	path    string
 	log     *slog.Logger
-	records map[string]*trust.SignedRecord
-	highest map[string]uint64
-	crl     *trust.RevocationList   // the list installed last
-	crls    []*trust.RevocationList // the newest list of each CA (crls.go)
+	records map[string]*trust.SignedRecord // by node name
+	// highest is, per node name, the highest sequence number accepted from
+	// any holder of the gateway (the state file's highest_seq, what the
+	// previous layout kept per site); holderSeq per holder (holderKey), what
+	// records are checked against.
+	highest   map[string]uint64
+	holderSeq map[string]uint64
+	// floor is, per node name, the number a state file of the previous
+	// layout (one per site) held: which holder it was of is not known, so
+	// it is the floor for every holder of the gateway without a number of
+	// its own. Persisted (floor_seq), so that a save does not lose it.
+	floor map[string]uint64
+	// expiry is the record expiry (SetRecordExpiry), 0 if not set
+	expiry time.Duration
+	crl    *trust.RevocationList   // the list installed last
+	crls   []*trust.RevocationList // the newest list of each CA (crls.go)
 
 	rejected map[trust.Reason]uint64
 	logged   map[string]time.Time // rejection log lines, at most one per key per logEvery
 	window   time.Time            // start of the current logEvery window
 	lines    int                  // rejection lines logged in it
 
-	// held maps the hash of each record held to its site, so a record that
+	// held maps the hash of each record held to its node name, so a record that
 	// gossip repeats (every push/pull carries them all) is recognised
 	// before it is decoded and its signatures checked. Entries of records
 	// since replaced are skipped by holds and swept in remember.
@@ -51,25 +66,32 @@ const logEvery = 10 * time.Minute
 const maxSiteStoreSize = 2 * trust.MaxStateSize
 
 // storeFile is the on-disk form (JSON; records and CRL as base64 DER).
+// HighestSeq is per node name (the previous layout's, per site: gateway 0's
+// node name is the site name, so such a file loads); HolderSeq, per holder,
+// and FloorSeq (Store.floor) are what this version goes by: a file without
+// HolderSeq is of the previous layout, its HighestSeq the floor.
 type storeFile struct {
 	Version    int               `json:"version"`
 	HighestSeq map[string]uint64 `json:"highest_seq"`
+	HolderSeq  map[string]uint64 `json:"holder_seq,omitempty"`
+	FloorSeq   map[string]uint64 `json:"floor_seq,omitempty"`
 	Records    [][]byte          `json:"records"`
 	CRL        []byte            `json:"crl,omitempty"`  // the list installed last (all an older release reads)
 	CRLs       [][]byte          `json:"crls,omitempty"` // the newest of each CA
 }
 
 func NewStore(path string, log *slog.Logger) *Store {
-	return &Store{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{},
+	return &Store{path: path, log: log, records: map[string]*trust.SignedRecord{}, highest: map[string]uint64{}, holderSeq: map[string]uint64{}, floor: map[string]uint64{},
 		rejected: map[trust.Reason]uint64{}, logged: map[string]time.Time{}, held: map[[32]byte]string{}}
 }
 
 // holds reports whether raw is exactly a record the store holds.
 func (s *Store) Holds(raw []byte) bool { return s.holdsHash(sha256.Sum256(raw), raw) }
 
-// Record returns the record held for site.
-func (s *Store) Record(site string) (*trust.SignedRecord, bool) {
-	sr, ok := s.records[site]
+// Record returns the record held for the gateway named node
+// (trust.GatewayID.String: "fra1", "fra1.1").
+func (s *Store) Record(node string) (*trust.SignedRecord, bool) {
+	sr, ok := s.records[node]
 	return sr, ok
 }
 
@@ -82,20 +104,21 @@ func (s *Store) Rejected() map[trust.Reason]uint64 { return maps.Clone(s.rejecte
 
 // holdsHash is Holds for a caller that has the SHA-256 h of raw already.
 func (s *Store) holdsHash(h [32]byte, raw []byte) bool {
-	site, ok := s.held[h]
-	return ok && s.records[site] != nil && bytes.Equal(s.records[site].Raw, raw)
+	node, ok := s.held[h]
+	return ok && s.records[node] != nil && bytes.Equal(s.records[node].Raw, raw)
 }
 
-// remember sets sr as its site's record.
+// remember sets sr as its gateway's record.
 func (s *Store) remember(sr *trust.SignedRecord) {
-	s.records[sr.Site] = sr
+	node := nodeName(sr)
+	s.records[node] = sr
 	if len(s.held) > 2*len(s.records)+64 {
 		clear(s.held)
-		for site, r := range s.records {
-			s.held[sha256.Sum256(r.Raw)] = site
+		for n, r := range s.records {
+			s.held[sha256.Sum256(r.Raw)] = n
 		}
 	}
-	s.held[sha256.Sum256(sr.Raw)] = sr.Site
+	s.held[sha256.Sum256(sr.Raw)] = node
 }
 
 // LoadStore reads the store at path; cas verify the stored CRL. A missing
@@ -117,8 +140,13 @@ func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, 
 	if f.Version != 1 {
 		return nil, fmt.Errorf("state file %s has format version %d, which this dcmesh does not know (written by a newer release?); move it away to start over (records are relearned from gossip)", path, f.Version)
 	}
-	for site, seq := range f.HighestSeq {
-		s.highest[site] = seq
+	maps.Copy(s.highest, f.HighestSeq)
+	maps.Copy(s.holderSeq, f.HolderSeq)
+	maps.Copy(s.floor, f.FloorSeq)
+	if f.HolderSeq == nil {
+		// The previous layout: one number per site, gateway 0's node name
+		// (or this layout before anything was accepted: the same numbers).
+		maps.Copy(s.floor, f.HighestSeq)
 	}
 	for _, b := range f.Records {
 		sr, err := trust.DecodeRecord(b)
@@ -147,7 +175,7 @@ func LoadStore(path string, log *slog.Logger, cas []*x509.Certificate) (*Store, 
 }
 
 func (s *Store) Save() error {
-	f := storeFile{Version: 1, HighestSeq: s.highest}
+	f := storeFile{Version: 1, HighestSeq: s.highest, HolderSeq: s.holderSeq, FloorSeq: s.floor}
 	for _, name := range s.Names() {
 		f.Records = append(f.Records, s.records[name].Raw)
 	}
@@ -173,13 +201,13 @@ func (s *Store) Names() []string {
 	return names
 }
 
-// offer runs the trust checks on a record and keeps it if it is the newest
-// valid one for its site. It reports whether the store changed; a refusal
-// is counted and logged (reject).
+// Offer runs the trust checks on a record and keeps it if it is the newest
+// valid one for its gateway. It reports whether the store changed; a
+// refusal is counted and logged (reject).
 func (s *Store) Offer(sr *trust.SignedRecord, p *trust.Policy) bool {
 	changed, err := s.Consider(sr, p)
 	if err != nil {
-		s.Reject(sr.Site, err)
+		s.Reject(nodeName(sr), err)
 	}
 	return changed
 }
@@ -187,25 +215,33 @@ func (s *Store) Offer(sr *trust.SignedRecord, p *trust.Policy) bool {
 // consider is offer without the bookkeeping of a refusal: it returns the
 // *trust.RejectError for the caller to count with reject.
 func (s *Store) Consider(sr *trust.SignedRecord, p *trust.Policy) (bool, error) {
-	if cur, ok := s.records[sr.Site]; ok && bytes.Equal(cur.Raw, sr.Raw) {
+	if sr == nil || sr.Cert == nil {
+		return false, &trust.RejectError{Reason: trust.ReasonDecode, Detail: "no record"}
+	}
+	if cur, ok := s.records[nodeName(sr)]; ok && bytes.Equal(cur.Raw, sr.Raw) {
 		return false, nil // the same record again: gossip repeats itself
 	}
-	if err := p.CheckRecord(sr, "", s.highest[sr.Site]); err != nil {
+	if err := p.CheckRecord(sr, "", s.highestFor(sr)); err != nil {
+		return false, err
+	}
+	if err := s.duplicateGateway(sr, p); err != nil {
 		return false, err
 	}
 	s.remember(sr)
-	s.highest[sr.Site] = sr.Seq
+	s.holderSeq[holderKey(sr)] = sr.Seq
+	s.highest[nodeName(sr)] = max(s.highest[nodeName(sr)], sr.Seq)
 	return true, nil
 }
 
-// reject counts a refused record and logs it, returning the reason. A
+// Reject counts a refused record and logs it, returning the reason; name
+// is the gateway's node name (or what stands for it: "(ack)"). A
 // record whose identity was proven (its certificate chains to a pinned CA)
-// is logged at most once per site and reason every logEvery, however often
+// is logged at most once per gateway and reason every logEvery, however often
 // gossip repeats it; one whose identity was not is logged at most once per
 // reason: its site name is whatever the sender chose, and a flood of
 // invented names must not become a flood of log lines. Either way at most
 // rejectLines lines per logEvery; the counters say the rest.
-func (s *Store) Reject(site string, err error) trust.Reason {
+func (s *Store) Reject(name string, err error) trust.Reason {
 	reason := trust.ReasonDecode
 	var re *trust.RejectError
 	if errors.As(err, &re) {
@@ -216,7 +252,7 @@ func (s *Store) Reject(site string, err error) trust.Reason {
 	switch reason {
 	case trust.ReasonDecode, trust.ReasonSignature, trust.ReasonUnknownCA:
 	default:
-		key += "/" + site
+		key += "/" + name
 	}
 	now := time.Now()
 	if last, ok := s.logged[key]; ok && now.Sub(last) < logEvery {
@@ -236,7 +272,7 @@ func (s *Store) Reject(site string, err error) trust.Reason {
 		// looks the same and is just as harmless once refused. Counted.
 		level = slog.LevelDebug
 	}
-	s.log.Log(context.Background(), level, "site record rejected", "site", truncateName(site), "reason", string(reason), "err", err,
+	s.log.Log(context.Background(), level, "site record rejected", "site", truncateName(name), "reason", string(reason), "err", err,
 		"note", "repeats are counted in records_rejected, not logged")
 	return reason
 }
@@ -267,15 +303,15 @@ func (s *Store) setCRL(crl *trust.RevocationList) bool {
 	s.crl = crl
 	for name, sr := range s.records {
 		if crl.Revoked(sr.Cert.Serial) && appliesTo(crl, sr.Cert) {
-			s.log.Warn("site certificate revoked; removing the site", "site", name, "serial", sr.Cert.Serial.Text(16))
+			s.log.Warn("gateway certificate revoked; removing the gateway", "site", name, "serial", sr.Cert.Serial.Text(16))
 			delete(s.records, name)
 		}
 	}
 	return true
 }
 
-// installCRL keeps crl if it is newer than the one held; it reports whether
-// it did, and the sites it removed (revoked: the gossip layer should stop
+// InstallCRL keeps crl if it is newer than the one held; it reports whether
+// it did, and the gateways it removed (node names) (revoked: the gossip layer should stop
 // re-joining them).
 func (s *Store) InstallCRL(crl *trust.RevocationList) (changed bool, gone []string) {
 	held := s.Names()
@@ -290,10 +326,11 @@ func (s *Store) InstallCRL(crl *trust.RevocationList) (changed bool, gone []stri
 	return true, gone
 }
 
-// verifyAck decodes a rotation ack and checks that the site it names signed
-// it, for the site to; it returns the ack and that site's current WireGuard
-// key. An ack that fails is counted (reject); one from a site the store does
-// not hold, or for another site, is ignored.
+// VerifyAck decodes a rotation ack and checks that the gateway it names
+// (From, a node name) signed it, for the gateway named to (this agent's
+// node name); it returns the ack and that gateway's current WireGuard key.
+// An ack that fails is counted (reject); one from a gateway the store does
+// not hold, or for another gateway, is ignored.
 func (s *Store) VerifyAck(raw []byte, to string) (*trust.Ack, wg.PublicKey, bool) {
 	ack, err := trust.DecodeAck(raw)
 	if err != nil {
@@ -317,9 +354,6 @@ type Site struct {
 	// Gateway is the index of this gateway of the site (0 for a
 	// one-gateway site): a Site is one (site, gateway), see ID.
 	Gateway   uint8
-	Weight    int
-	Standby   bool
-	Drain     bool
 	PublicKey wg.PublicKey
 	// Next is the site's announced next key while it rotates, else zero.
 	Next     wg.PublicKey
@@ -335,6 +369,16 @@ type Site struct {
 	PSKSites []string
 	// PSK and NextPSK are our pre-shared keys for its keys (set by the agent).
 	PSK, NextPSK wg.PresharedKey
+	// Weight is the gateway's share of its site's traffic among the site's
+	// active gateways (the record's, 1 to 255; a record's Go zero is 1).
+	// It is 0 exactly when Standby.
+	Weight int
+	// Standby: the gateway carries traffic only while no active gateway of
+	// its site is healthy.
+	Standby bool
+	// Drain: the gateway is under planned maintenance; peers take it out of
+	// their groups but keep it a peer.
+	Drain bool
 }
 
 // ID names the gateway this Site is.
@@ -345,11 +389,36 @@ func (s Site) ID() trust.GatewayID { return trust.GatewayID{Site: s.Name, Gatewa
 // use it.
 func (s Site) Node() string { return s.ID().String() }
 
-// active returns the sites to program now: records that are not a goodbye,
-// not expired (IssuedAt + expiry) and whose certificate is still valid and
-// not revoked, with overlaps resolved in favour of the older certificate.
-// Conflicts are logged by the caller.
+// Active returns the gateways to program now, one Site per (site,
+// gateway), sorted by site name and gateway index: records that are not a
+// goodbye, not expired (IssuedAt + expiry) and whose certificate is still
+// valid and not revoked, settled by trust.ResolveGateways (two certificates
+// for one gateway: the older; prefixes claimed by two sites: the older
+// claim; gateways of one site share its prefixes). Siblings — other
+// gateways of the local site (p.LocalSite) — take part in the settling, so
+// that this view agrees with the rest of the cluster's, but are never
+// returned: they are no peers. A gateway whose record has no endpoint is
+// not returned either. Conflicts are logged by the caller.
 func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.Conflict) {
+	won, conflicts := trust.ResolveGateways(s.live(p, expiry))
+	out := make([]Site, 0, len(won))
+	for id, r := range won {
+		sr := r.Record
+		if id.Site == p.LocalSite || len(sr.Endpoints) == 0 {
+			continue
+		}
+		out = append(out, activeSite(sr, r.Prefixes))
+	}
+	slices.SortFunc(out, func(a, b Site) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Gateway, b.Gateway))
+	})
+	return out, conflicts
+}
+
+// live returns copies of the records Active considers, each with its
+// overlay address added to its prefixes: the gateway's own address is
+// routed like a prefix.
+func (s *Store) live(p *trust.Policy, expiry time.Duration) []*trust.SignedRecord {
 	var live []*trust.SignedRecord
 	for _, name := range s.Names() {
 		sr := s.records[name]
@@ -359,31 +428,29 @@ func (s *Store) Active(p *trust.Policy, expiry time.Duration) ([]Site, []trust.C
 		if err := sr.Cert.Verify(p.CAs, policyCRLs(p), p.Now, p.Skew); err != nil {
 			continue
 		}
-		// The overlay address is the site's own: route it like a prefix.
 		cp := *sr
 		ov := sr.Cert.Overlay
 		cp.Prefixes = append(slices.Clone(sr.Prefixes), netip.PrefixFrom(ov, ov.BitLen()))
 		live = append(live, &cp)
 	}
-	won, conflicts := trust.Resolve(live)
-	var out []Site
-	for _, sr := range live {
-		prefixes, ok := won[sr.Site]
-		if !ok || len(sr.Endpoints) == 0 {
-			continue
-		}
-		rs := Site{Name: sr.Site, Gateway: sr.Cert.Gateway, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay, Endpoint: sr.Endpoints[0], Endpoints: sr.Endpoints, Prefixes: prefixes, PSKSites: sr.PSKSites}
-		if sr.Phase == trust.PhasePrepared {
-			rs.Next, rs.KEM = sr.WGNext, sr.KEM
-		}
-		out = append(out, rs)
-	}
-	return out, conflicts
+	return live
 }
 
-// roster returns, for the gossip layer, the gossip address of every site
-// whose record the store holds and whose certificate is valid now: the names
-// gossip may count as members and send to (gossip.SetRoster). A site that
+// activeSite is the Site of a record that survived, with its kept prefixes.
+func activeSite(sr *trust.SignedRecord, prefixes []netip.Prefix) Site {
+	rs := Site{Name: sr.Site, Gateway: sr.Cert.Gateway, PublicKey: sr.WGCurrent, Seq: sr.Seq, Overlay: sr.Cert.Overlay,
+		Endpoint: sr.Endpoints[0], Endpoints: sr.Endpoints, Prefixes: prefixes, PSKSites: sr.PSKSites}
+	if sr.Phase == trust.PhasePrepared {
+		rs.Next, rs.KEM = sr.WGNext, sr.KEM
+	}
+	rs.Weight, rs.Standby, rs.Drain = siteWeight(&sr.Record), sr.Standby, sr.Drain
+	return rs
+}
+
+// Roster returns, for the gossip layer, the gossip address of every gateway
+// whose record the store holds and whose certificate is valid now, by node
+// name (siblings too): the names gossip may count as members and send to
+// (gossip.SetRoster). A site that
 // said goodbye stays (status lists it as left; the agent tells gossip to
 // Forget its address, so nobody re-joins it).
 func (s *Store) Roster(p *trust.Policy) map[string]netip.AddrPort {
@@ -413,4 +480,16 @@ func (s *Store) State(own *trust.SignedRecord) ([]byte, error) {
 		st.CRLs = append(st.CRLs, l.Raw)
 	}
 	return trust.EncodeState(st)
+}
+
+// siteWeight is the record's weight as Site carries it: 0 for a standby
+// gateway, the record's Go zero as 1 (a record built without weights).
+func siteWeight(r *trust.Record) int {
+	switch {
+	case r.Standby:
+		return 0
+	case r.Weight == 0:
+		return 1
+	}
+	return int(r.Weight)
 }

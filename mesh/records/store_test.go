@@ -641,3 +641,34 @@ func TestSiteStoreHolds(t *testing.T) {
 		t.Errorf("index holds %d entries for %d records", len(s.held), len(s.records))
 	}
 }
+
+// Active carries each record's weight, standby and drain flags: the data
+// plane builds nexthop-group membership from them.
+func TestSiteStoreActiveWeights(t *testing.T) {
+	ca := trusttest.NewCA(t)
+	ams := newTestSite(t, ca, "ams1", trusttest.CertOptions{}, "10.2.0.0/16")
+	par := newTestSite(t, ca, "par1", trusttest.CertOptions{}, "10.3.0.0/16")
+	lon := newTestSite(t, ca, "lon1", trusttest.CertOptions{}, "10.4.0.0/16")
+	s := NewStore("", slog.New(slog.DiscardHandler))
+	for _, sr := range []*trust.SignedRecord{
+		ams.record(t, trusttest.RecordOptions{}),
+		par.record(t, trusttest.RecordOptions{Weight: 7, Drain: true}),
+		lon.record(t, trusttest.RecordOptions{Standby: true}),
+	} {
+		s.records[sr.Site] = sr
+	}
+	got, _ := s.Active(trusttest.Policy(t, ca, "fra1", "10.1.0.0/16"), time.Hour)
+	type flags struct {
+		name           string
+		weight         int
+		standby, drain bool
+	}
+	var have []flags
+	for _, g := range got {
+		have = append(have, flags{g.Name, g.Weight, g.Standby, g.Drain})
+	}
+	want := []flags{{"ams1", 1, false, false}, {"lon1", 0, true, false}, {"par1", 7, false, true}}
+	if !slices.Equal(have, want) {
+		t.Errorf("weights: got %v, want %v", have, want)
+	}
+}

@@ -107,29 +107,29 @@ func (r *Rotator) holdSwitches(sites []records.Site) {
 	seen := map[string]bool{}
 	for i := range sites {
 		s := &sites[i]
-		seen[s.Name] = true
+		seen[s.Node()] = true
 		if !s.Next.IsZero() {
-			pr.preinstalled[s.Name] = keyPair{cur: s.PublicKey, next: s.Next}
-			delete(pr.held, s.Name)
+			pr.preinstalled[s.Node()] = keyPair{cur: s.PublicKey, next: s.Next}
+			delete(pr.held, s.Node())
 			continue
 		}
-		p, ok := pr.preinstalled[s.Name]
+		p, ok := pr.preinstalled[s.Node()]
 		if !ok || p.next != s.PublicKey || r.cutover[p.next] {
-			delete(pr.preinstalled, s.Name)
-			delete(pr.held, s.Name)
+			delete(pr.preinstalled, s.Node())
+			delete(pr.held, s.Node())
 			continue
 		}
-		since, held := pr.held[s.Name]
+		since, held := pr.held[s.Node()]
 		if !held {
 			since = now
-			pr.held[s.Name] = now
+			pr.held[s.Node()] = now
 			time.AfterFunc(SwitchGrace, func() { r.env.Kick() })
 		}
 		if now.Sub(since) >= SwitchGrace {
 			r.log.Warn("rotation: no handshake under a site's new key since its record said it switched; cutting over from the record",
-				"site", s.Name, "key", s.PublicKey.Short(), "waited", SwitchGrace)
-			delete(pr.preinstalled, s.Name)
-			delete(pr.held, s.Name)
+				"site", s.Node(), "key", s.PublicKey.Short(), "waited", SwitchGrace)
+			delete(pr.preinstalled, s.Node())
+			delete(pr.held, s.Node())
 			continue
 		}
 		s.PublicKey, s.Next = p.cur, p.next
@@ -190,14 +190,14 @@ func (r *Rotator) pollConfirmations() {
 		case p == nil || now.Sub(c.since) > confirmGiveUp:
 			delete(pr.confirming, key)
 			if p != nil {
-				r.log.Warn("rotation: received nothing under a site's new key; not acknowledging its cut-over", "site", c.site.Name, "key", key.Short())
+				r.log.Warn("rotation: received nothing under a site's new key; not acknowledging its cut-over", "site", c.site.Node(), "key", key.Short())
 			}
 		case p.LastHandshakeTime.IsZero():
 		case p.ReceiveBytes < c.rxBase: // the counter restarted
 			c.rxBase = p.ReceiveBytes
 		case c.asked.IsZero() || (p.ReceiveBytes == c.rxBase && now.Sub(c.asked) > nudgeInterval):
 			c.rxBase, c.asked = p.ReceiveBytes, now
-			r.nudge(c.site.Name)
+			r.nudge(c.site.Node())
 		case p.ReceiveBytes > c.rxBase:
 			delete(pr.confirming, key)
 			pr.confirmed[key] = true
@@ -267,7 +267,7 @@ func (r *Rotator) siteTraffic(dev *wgtypes.Device, name string) (hs time.Time, r
 		return hs, rx, false
 	}
 	for _, s := range r.sites {
-		if s.Name != name {
+		if s.Node() != name {
 			continue
 		}
 		for _, k := range []wg.PublicKey{s.PublicKey, s.Next} {
@@ -297,7 +297,7 @@ func (r *Rotator) nudge(name string) {
 	if !r.online {
 		return
 	}
-	r.sendAsync(name, records.Encode(records.KindNudge, []byte(r.cfg.Site)), "nudge")
+	r.sendAsync(name, records.Encode(records.KindNudge, []byte(r.nodeName())), "nudge")
 }
 
 // OnNudge sends the site that asked one keepalive on the key that carries
@@ -310,7 +310,7 @@ func (r *Rotator) OnNudge(from string) {
 		pr.answered[from] = now
 	}
 	for _, s := range r.sites {
-		if s.Name == from {
+		if s.Node() == from {
 			if err := wg.SendKeepalive(r.wgc, r.interfaceOf(s), r.carrier(s)); err != nil {
 				r.log.Debug("cannot send the keepalive a site asked for", "site", from, "err", err)
 			}

@@ -50,11 +50,11 @@ func (r *Rotator) afterApply(sites []records.Site) {
 		if s.Next.IsZero() || r.cutover[s.Next] {
 			continue
 		}
-		if _, held := pr.held[s.Name]; held {
+		if _, held := pr.held[s.Node()]; held {
 			continue // switched: nothing to pre-install
 		}
-		if r.ackedPre[s.Name] != s.Seq {
-			r.ackedPre[s.Name] = s.Seq
+		if r.ackedPre[s.Node()] != s.Seq {
+			r.ackedPre[s.Node()] = s.Seq
 			r.sendAck(s, s.Next, trust.AckPreinstalled)
 		}
 	}
@@ -64,8 +64,8 @@ func (r *Rotator) afterApply(sites []records.Site) {
 	for _, s := range sites {
 		key := r.carrier(s)
 		carried[key], carried[s.Next] = true, true
-		old, known := r.siteKeys[s.Name]
-		r.siteKeys[s.Name] = key
+		old, known := r.siteKeys[s.Node()]
+		r.siteKeys[s.Node()] = key
 		if known && old != key {
 			r.newKeyCarried(s, key)
 		}
@@ -88,7 +88,7 @@ func (r *Rotator) afterApply(sites []records.Site) {
 }
 
 func (r *Rotator) sendAck(s records.Site, key wg.PublicKey, stage trust.AckStage) {
-	ack := trust.Ack{From: r.cfg.Site, To: s.Name, Key: key, Stage: stage, Seq: s.Seq}
+	ack := trust.Ack{From: r.nodeName(), To: s.Node(), Key: key, Stage: stage, Seq: s.Seq}
 	if stage == trust.AckPreinstalled {
 		ack.KEMCiphertext = r.pskOffers[key].ciphertext
 	}
@@ -97,7 +97,7 @@ func (r *Rotator) sendAck(s records.Site, key wg.PublicKey, stage trust.AckStage
 		r.log.Error("cannot sign an ack", "err", err)
 		return
 	}
-	r.sendAsync(s.Name, records.Encode(records.KindAck, b), "ack")
+	r.sendAsync(s.Node(), records.Encode(records.KindAck, b), "ack")
 }
 
 // sendAsync sends msg to site name directly, off the loop (an unreachable
@@ -119,7 +119,7 @@ func (r *Rotator) notifySwitching() {
 		return
 	}
 	done := make(chan struct{}, len(r.run.expected))
-	msg := records.Encode(records.KindSwitching, []byte(r.cfg.Site))
+	msg := records.Encode(records.KindSwitching, []byte(r.nodeName()))
 	for _, name := range r.run.expected {
 		go func() {
 			_ = r.env.SendTo(name, msg)

@@ -69,7 +69,7 @@ func (r *Rotator) offerPSKs(sites []records.Site) {
 		}
 		ek, err := mlkem.NewEncapsulationKey768(s.KEM)
 		if err != nil {
-			r.log.Warn("rotation: unusable KEM key; no pre-shared key for this pair", "site", s.Name, "err", err)
+			r.log.Warn("rotation: unusable KEM key; no pre-shared key for this pair", "site", s.Node(), "err", err)
 			continue
 		}
 		secret, ct := ek.Encapsulate()
@@ -90,7 +90,7 @@ func (r *Rotator) offerPSKs(sites []records.Site) {
 		if _, offered := r.pskOffers[s.PublicKey]; !offered || !s.Next.IsZero() {
 			continue
 		}
-		if !slices.Contains(s.PSKSites, r.cfg.Site) {
+		if !slices.Contains(s.PSKSites, r.nodeName()) {
 			delete(r.psks, s.PublicKey)
 			changed = true
 		}
@@ -157,7 +157,7 @@ func (r *Rotator) switchPSKs() wg.PresharedKeys {
 		var psk wg.PresharedKey
 		ok := false
 		if r.run != nil {
-			psk, ok = r.run.psk[s.Name]
+			psk, ok = r.run.psk[s.Node()]
 		}
 		if ok {
 			m[s.PublicKey] = psk
@@ -173,7 +173,7 @@ func (r *Rotator) pskSites() []string {
 	var out []string
 	for _, s := range r.sites {
 		if _, ok := r.psks[s.PublicKey]; ok {
-			out = append(out, s.Name)
+			out = append(out, s.Node())
 		}
 	}
 	slices.Sort(out)

@@ -26,7 +26,10 @@ type Rotator struct {
 	wgc      wg.Client
 	cfg      *config.Config
 	identity ed25519.PrivateKey // signs acks
-	online   bool               // gossip runs: rotations and acks can happen
+	// node is this gateway's node name (trust.GatewayID.String), the name
+	// its acks, nudges and PSKSites use; SetNode, cfg.Site until then
+	node   string
+	online bool // gossip runs: rotations and acks can happen
 
 	// this site
 	keys         *wg.KeyStore
@@ -109,6 +112,20 @@ func New(cfg *config.Config, ks KeySet, psks wg.PresharedKeys, env Env, log *slo
 		pskOffers: map[wg.PublicKey]pskOffer{}}
 	r.useKeys(ks)
 	return r
+}
+
+// SetNode sets this gateway's node name (trust.GatewayID.String: "fra1"
+// for gateway 0, "fra1.1" for gateway 1): the From of its acks, the name in
+// its nudges and switching notices, what it looks for in a peer's
+// PSKSites. Until it is called, the site name (gateway 0's node name).
+func (r *Rotator) SetNode(name string) { r.node = name }
+
+// nodeName is the node name SetNode set, else the site name.
+func (r *Rotator) nodeName() string {
+	if r.node != "" {
+		return r.node
+	}
+	return r.cfg.Site
 }
 
 // SetDevice gives the Rotator the client of the open device.

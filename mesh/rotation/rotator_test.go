@@ -29,6 +29,7 @@ type fakeEnv struct {
 	mu   sync.Mutex
 	live []records.Site
 	sent []string // site: kind
+	msgs [][]byte // as sent, in the order of sent
 }
 
 func (e *fakeEnv) Publish() error                 { return nil }
@@ -41,6 +42,7 @@ func (e *fakeEnv) SendTo(site string, msg []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.sent = append(e.sent, site+": "+k.String())
+	e.msgs = append(e.msgs, msg)
 	return nil
 }
 

@@ -154,7 +154,7 @@ func (r *Rotator) beginWaiting() {
 		run.waiters = r.run.waiters
 	}
 	for _, s := range sites {
-		run.expected = append(run.expected, s.Name)
+		run.expected = append(run.expected, s.Node())
 	}
 	r.run = run
 	r.maybeSwitch()
@@ -260,7 +260,7 @@ func (r *Rotator) newRunForSwitch(key wg.PublicKey) *rotationRun {
 	sites := r.env.LiveSites()
 	run := newRotationRun(key, time.Now().Add(r.cfg.Rotation.CompleteTimeout))
 	for _, s := range sites {
-		run.expected = append(run.expected, s.Name)
+		run.expected = append(run.expected, s.Node())
 	}
 	return run
 }

@@ -25,8 +25,8 @@ const (
 // Ack is a peer's signed statement about a rotating site's new key. It
 // travels directly (TCP) from the peer to the rotating site.
 type Ack struct {
-	From  string       // the acknowledging site
-	To    string       // the rotating site
+	From  string       // the acknowledging gateway's node name (GatewayID.String)
+	To    string       // the rotating gateway's node name
 	Key   wg.PublicKey // the rotating site's new key
 	Stage AckStage
 	Seq   uint64 // the rotating site's record sequence that announced Key
@@ -101,7 +101,7 @@ func decodeAck(b []byte) (*Ack, []byte, []byte, error) {
 		return nil, nil, nil, reject(ReasonDecode, "ack body: %v", err)
 	}
 	if w.Version != 1 || len(w.Key) != wg.KeyLen || len(env.Sig) != ed25519.SignatureSize || w.Seq < 0 ||
-		(w.Stage != int(AckPreinstalled) && w.Stage != int(AckCutOver)) || len(w.From) > 63 || len(w.To) > 63 ||
+		(w.Stage != int(AckPreinstalled) && w.Stage != int(AckCutOver)) || len(w.From) > maxNodeName || len(w.To) > maxNodeName ||
 		(len(w.KEMCT) != 0 && len(w.KEMCT) != mlkem.CiphertextSize768) {
 		return nil, nil, nil, reject(ReasonDecode, "malformed ack")
 	}

@@ -68,3 +68,14 @@ func parseGatewayIndex(s string) (uint8, error) {
 	}
 	return uint8(n), nil
 }
+
+// validNodeName reports whether s is a gateway's node name, as String
+// writes it.
+func validNodeName(s string) bool {
+	_, err := ParseGatewayID(s)
+	return err == nil
+}
+
+// maxNodeName is the longest node name: a site name of 63 characters, "."
+// and one digit (MaxGateways ≤ 10).
+const maxNodeName = 63 + len(gatewaySep) + 1

@@ -16,6 +16,9 @@ import (
 // refuse records with fields they do not know, keep accepting this
 // version's records; they drop a message kind they do not know.
 type GossipKeyAck struct {
+	// Site is the acking gateway's node name (GatewayID.String: the site
+	// name for gateway 0, "fra1.1" for gateway 1): the gateways of a site
+	// each hold the gossip keys.
 	Site string
 	// Seq orders a site's acks (the newest wins): NextSeq.
 	Seq uint64
@@ -64,7 +67,7 @@ type wireGossipKeyAck struct {
 // INTEGER, epoch INTEGER, held SEQUENCE OF OCTET STRING (8) }, signed with
 // the site's identity key over "dcmesh-gossip-key-ack-v1\0" || body.
 func SignGossipKeyAck(a GossipKeyAck, identity ed25519.PrivateKey) ([]byte, error) {
-	if a.Seq > math.MaxInt64 || a.Epoch > math.MaxInt64 || !ValidSiteName(a.Site) {
+	if a.Seq > math.MaxInt64 || a.Epoch > math.MaxInt64 || !validNodeName(a.Site) {
 		return nil, errors.New("gossip key ack: site name, sequence or epoch out of range")
 	}
 	if len(a.Held) == 0 || len(a.Held) > maxGossipKeysHeld {
@@ -119,7 +122,7 @@ func decodeGossipKeyAck(b []byte) (*GossipKeyAck, []byte, []byte, error) {
 		return nil, nil, nil, reject(ReasonDecode, "gossip key ack body: %v", err)
 	}
 	if w.Version != 1 || len(env.Sig) != ed25519.SignatureSize || w.Seq < 0 || w.Epoch < 0 ||
-		!ValidSiteName(w.Site) || len(w.Held) == 0 || len(w.Held) > maxGossipKeysHeld {
+		!validNodeName(w.Site) || len(w.Held) == 0 || len(w.Held) > maxGossipKeysHeld {
 		return nil, nil, nil, reject(ReasonDecode, "malformed gossip key ack")
 	}
 	a := &GossipKeyAck{Site: w.Site, Seq: uint64(w.Seq), Epoch: uint64(w.Epoch)}
