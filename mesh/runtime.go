@@ -29,11 +29,13 @@ type siteRuntime struct {
 	cfg *config.Config
 	mtu int
 	dev wg.Device // slot 0's: cfg.Interface
-	// slots are the devices of remote gateway slots 1.. (slots.go)
-	slots []*slotDevice
-	wgc   wg.Client
-	nl    *netconfig.Handle // with nexthop objects and sysctls (gateways)
-	net   *netconfig.Manager
+	// slots are the devices of remote gateway slots 1.. (slots.go),
+	// opened by openSlot (nil: wg.OpenDevice; tests give fakes)
+	slots    []*slotDevice
+	openSlot func(wg.DeviceOptions) (wg.Device, error)
+	wgc      wg.Client
+	nl       *netconfig.Handle // with nexthop objects and sysctls (gateways)
+	net      *netconfig.Manager
 
 	// rot owns the WireGuard key, its rotation, the other sites' rotations
 	// and the pre-shared keys (rotate.go).

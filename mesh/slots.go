@@ -44,13 +44,16 @@ func (a *Agent) openSlotDevices(rt *siteRuntime, links []string) error {
 	if len(rt.slots) >= len(links) {
 		return nil
 	}
-	mode := wg.ModeUserspace
-	if rt.dev.Backend() == wg.BackendKernel {
+	mode, open := wg.ModeUserspace, rt.openSlot
+	if rt.dev != nil && rt.dev.Backend() == wg.BackendKernel {
 		mode = wg.ModeKernel
+	}
+	if open == nil {
+		open = wg.OpenDevice
 	}
 	for len(rt.slots) < len(links) {
 		k, name := len(rt.slots)+1, links[len(rt.slots)]
-		dev, err := wg.OpenDevice(wg.DeviceOptions{Name: name, Mode: mode, MTU: rt.mtu, Logger: a.log,
+		dev, err := open(wg.DeviceOptions{Name: name, Mode: mode, MTU: rt.mtu, Logger: a.log,
 			BuffersPerPool: rt.cfg.Userspace.BuffersPerPool, MemoryLimit: rt.cfg.Userspace.MemoryLimit})
 		if err != nil {
 			return fmt.Errorf("open WireGuard device %s for the remote gateways of slot %d: %w", name, k, err)

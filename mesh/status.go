@@ -154,9 +154,7 @@ func gossipStatus(rt *siteRuntime, st *control.Status) map[string]control.Member
 
 // peerIdentity is who a key on the device is: node is the gateway's node
 // name (the site name of gateway 0 and of a static peer), what gossip
-// members are keyed by. Probes, probe sessions and uplinks are still keyed
-// by site (one gateway per remote site on the one interface:
-// oneGatewayPerSite) until the data plane keys them by node name.
+// members, probes and uplinks are keyed by.
 type peerIdentity struct {
 	site    string
 	gateway uint8
@@ -188,7 +186,7 @@ type peerView struct {
 	ids       map[wg.PublicKey]peerIdentity
 	members   map[string]control.MemberState
 	probes    map[string]probe.PeerState
-	probing   map[string]time.Time // site → when its probe session started
+	probing   map[string]time.Time // node name → when its probe session started
 	keepalive map[wg.PublicKey]time.Duration
 	marks     routeMarks
 	now       time.Time
@@ -213,11 +211,11 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 		ps.LastHandshake, ps.HandshakeAgeSeconds = &hs, &age
 	}
 	var pr *probe.PeerState
-	if s, ok := v.probes[w.site]; ok && w.role == control.RoleCurrent && w.source == control.SourceGossip {
+	if s, ok := v.probes[w.node]; ok && w.role == control.RoleCurrent && w.source == control.SourceGossip {
 		pr = &s
 		ps.Probe = probeStatus(s)
 	}
-	ps.State = peerState(now, p.LastHandshakeTime, v.keepalive[k], pr, v.probing[w.site])
+	ps.State = peerState(now, p.LastHandshakeTime, v.keepalive[k], pr, v.probing[w.node])
 	switch {
 	case w.source == control.SourceStatic:
 		ps.GossipState = control.MemberStatic
