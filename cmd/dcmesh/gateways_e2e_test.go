@@ -177,6 +177,68 @@ func TestGatewaysRotation(t *testing.T) {
 	}
 }
 
+// TestGatewaysDrain: `dcmesh drain` on site2.0 publishes its record with
+// Drain set; site1 takes it out of the group (it stays a peer), the flows
+// move to site2.1 without a loss, and `drain --wait` on site2.0 then
+// reports it idle (only probes and keepalives: the local side's check that
+// the peers moved away). `undrain` puts it back in the group.
+func TestGatewaysDrain(t *testing.T) {
+	m, a, b0, b1 := newGatewayMesh(t)
+	slot1, both := a.iface+"g1", []string{a.iface, a.iface + "g1"}
+	recv0, recv1 := startGatewayFlows(t, b0, "recv", b0.host()), startGatewayFlows(t, b1, "recv", b0.host())
+	send := startGatewayFlows(t, a, "send", b0.host())
+	a.waitSent(a.iface, b0.pub, 60000, "flows through site2.0")
+	a.waitSent(slot1, b1.pub, 60000, "flows through site2.1")
+	drainAt := nowSeconds()
+	m.cli("drain", "--config", b0.cfgPath)
+	netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "the group holds site2.1 only", func() error {
+		return a.expectTunnel(b0.prefix(), slot1)
+	})
+	leftAt := nowSeconds()
+	if hs := a.wgAll("latest-handshakes"); hs[a.iface][b0.pub] == "" {
+		t.Errorf("site2.0 is no peer of site1 while draining: %v", hs)
+	}
+	waitFor(t, 20*time.Second, "drain --wait on site2.0 says it carries nothing", func() error {
+		out, _, code := runBinary(t, "drain", "--wait", "--timeout", "3s", "--settle", "1s", "--config", b0.cfgPath)
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s", code, strings.TrimSpace(out))
+		}
+		return nil
+	})
+	idleAt := nowSeconds()
+	undrainAt := nowSeconds()
+	m.cli("undrain", "--config", b0.cfgPath)
+	netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "site2.0 back in the group", func() error {
+		return a.expectTunnel(b0.prefix(), both...)
+	})
+	backAt := nowSeconds()
+	a.waitSent(a.iface, b0.pub, 50000, "flows through site2.0 again")
+	send.p.Interrupt(5 * time.Second)
+	recv0.p.Interrupt(5 * time.Second)
+	recv1.p.Interrupt(5 * time.Second)
+	runs := append(parseFlowRuns("site2.0", recv0.p.Output()), parseFlowRuns("site2.1", recv1.p.Output())...)
+	var drained, undrained flowStats
+	for p := gatewayFlowPort; p < gatewayFlowPort+gatewayFlows; p++ {
+		var fr []flowRun
+		for _, r := range runs {
+			if r.port == p {
+				fr = append(fr, r)
+			}
+		}
+		d, u := joinFlow(fr, drainAt, undrainAt), joinFlow(fr, undrainAt, nowSeconds())
+		drained.lost, drained.moves, drained.silence = drained.lost+d.lost, drained.moves+d.moves, max(drained.silence, d.silence)
+		undrained.lost, undrained.moves, undrained.silence = undrained.lost+u.lost, undrained.moves+u.moves, max(undrained.silence, u.silence)
+	}
+	t.Logf("drain: out of the group in %d ms, %d flows moved, %d packets lost, longest silence %d ms; drain --wait idle %.1f s after; undrain: back in %d ms, %d flows moved, %d lost",
+		int((leftAt-drainAt)*1000), drained.moves, drained.lost, int(drained.silence*1000), idleAt-leftAt, int((backAt-undrainAt)*1000), undrained.moves, undrained.lost)
+	if drained.moves == 0 || drained.lost > 0 {
+		t.Errorf("drain moved %d flows and lost %d packets: want some moved, none lost", drained.moves, drained.lost)
+	}
+	if undrained.lost > 0 {
+		t.Errorf("undrain lost %d packets, want none", undrained.lost)
+	}
+}
+
 // waitSent waits until s has sent n more bytes to peer on iface.
 func (s *site) waitSent(iface, peer string, n int64, what string) {
 	t := s.m.t
