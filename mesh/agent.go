@@ -118,6 +118,8 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 			return nil
 		case <-rt.dev.Done():
 			return fmt.Errorf("the embedded WireGuard device %s stopped unexpectedly (its link or control socket was deleted); traffic to the remote sites is now refused by the fail-closed routes until the agent restarts", rt.cfg.Interface)
+		case name := <-rt.slotStopped:
+			return fmt.Errorf("the embedded WireGuard device %s stopped unexpectedly (its link or control socket was deleted); traffic to the remote sites is now refused by the fail-closed routes until the agent restarts", name)
 		case <-a.reload:
 			if a.applyReload(rt) {
 				ticker.Reset(rt.cfg.ResyncInterval)

@@ -33,9 +33,11 @@ type siteRuntime struct {
 	// opened by openSlot (nil: wg.OpenDevice; tests give fakes)
 	slots    []*slotDevice
 	openSlot func(wg.DeviceOptions) (wg.Device, error)
-	wgc      wg.Client
-	nl       *netconfig.Handle // with nexthop objects and sysctls (gateways)
-	net      *netconfig.Manager
+	// slotStopped names a slot's embedded device that stopped (slots.go)
+	slotStopped chan string
+	wgc         wg.Client
+	nl          *netconfig.Handle // with nexthop objects and sysctls (gateways)
+	net         *netconfig.Manager
 
 	// rot owns the WireGuard key, its rotation, the other sites' rotations
 	// and the pre-shared keys (rotate.go).

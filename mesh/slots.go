@@ -61,8 +61,29 @@ func (a *Agent) openSlotDevices(rt *siteRuntime, links []string) error {
 		a.log.Info("opened the WireGuard device of a remote gateway slot", "interface", name, "slot", k,
 			"backend", string(dev.Backend()), "listen_port", rt.cfg.ListenPort+k)
 		rt.slots = append(rt.slots, &slotDevice{dev: dev})
+		rt.watchSlotDevice(dev)
 	}
 	return nil
+}
+
+// watchSlotDevice tells the loop (slotStopped) when an embedded slot
+// device stops on its own, as it learns of slot 0's from its Done.
+func (rt *siteRuntime) watchSlotDevice(dev wg.Device) {
+	done := dev.Done()
+	if done == nil {
+		return // kernel: the link outlives the agent
+	}
+	if rt.slotStopped == nil {
+		rt.slotStopped = make(chan string, maxSlots)
+	}
+	stopped := rt.slotStopped
+	go func() {
+		<-done // also at Close, when the loop has ended: nobody reads then
+		select {
+		case stopped <- dev.Name():
+		default:
+		}
+	}()
 }
 
 // upSlotDevices brings up the slot devices that are not yet (after

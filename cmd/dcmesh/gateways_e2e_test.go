@@ -135,7 +135,8 @@ func TestGatewaysNexthopGroupFailover(t *testing.T) {
 // site2 cut over to it. Then site2.1 rotates: site1 pre-installs its next
 // key on the slot-1 interface and cuts over there. Both rotations complete
 // (every gateway carried data both ways under the new key), and site2's
-// prefix stays over both gateways.
+// prefix stays over both gateways. Last, deleting site1's slot-1 link
+// stops its agent, as slot 0's would.
 func TestGatewaysRotation(t *testing.T) {
 	m, a, b0, b1 := newGatewayMesh(t)
 	slot1, both := a.iface+"g1", []string{a.iface, a.iface + "g1"}
@@ -174,6 +175,20 @@ func TestGatewaysRotation(t *testing.T) {
 	})
 	if err := a.expectTunnel(b0.prefix(), both...); err != nil {
 		t.Error(err)
+	}
+
+	// A slot's embedded device that stops (its link deleted) stops the
+	// agent, as slot 0's does: the fail-closed routes answer.
+	a.ns.Run(t, "ip", "link", "del", slot1)
+	a.agent.WaitOutput(t, "the embedded WireGuard device "+slot1+" stopped unexpectedly", 10*time.Second)
+	netconfigtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "site1's agent exits", func() error {
+		if !a.agent.Exited() {
+			return fmt.Errorf("still running")
+		}
+		return nil
+	})
+	if r := a.ns.Run(t, "ip", "route", "show", "exact", b0.prefix()); !strings.Contains(r, "unreachable") {
+		t.Errorf("site1's route to site2 after its agent stopped: %q, want the fail-closed route", r)
 	}
 }
 
