@@ -145,12 +145,9 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		case <-a.ingestMore:
 			a.ingestTurn(rt, len(inbox))
 		case <-rt.probeChanges():
-			a.stepUplinks(rt)
-			if !rt.probeDriven {
+			if !a.onProbeChange(rt) {
 				continue
 			}
-			// A multi-gateway site's group follows its probes.
-			a.logReconcileError(a.reconcile(rt))
 		case <-rt.uplinkTimerC():
 			a.stepUplinks(rt)
 			continue
@@ -169,6 +166,18 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		armRotation()
 	}
 	return nil
+}
+
+// onProbeChange steps the uplinks and, when a remote site has several
+// gateways, reconciles (its group follows its probes at once); it reports
+// whether it reconciled.
+func (a *Agent) onProbeChange(rt *siteRuntime) bool {
+	a.stepUplinks(rt)
+	if !rt.probeDriven {
+		return false
+	}
+	a.logReconcileError(a.reconcile(rt))
+	return true
 }
 
 func keptOnStop(b wg.Backend) string {
