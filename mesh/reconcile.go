@@ -31,6 +31,9 @@ func (a *Agent) reconcile(rt *siteRuntime) error {
 	p, release := a.plan(rt)
 	defer release()
 	var errs []error
+	if err := a.openSlotDevices(rt, p.d.Net.ExtraLinks); err != nil {
+		errs = append(errs, err)
+	}
 	if err := a.applyNet(rt, p); err != nil {
 		errs = append(errs, err)
 	}
@@ -50,6 +53,9 @@ func (a *Agent) firstReconcile(rt *siteRuntime) error {
 	start := time.Now()
 	p, release := a.plan(rt)
 	defer release()
+	// A slot's device that cannot be opened is retried at the next
+	// reconcile, like a route: slot 0 and the other slots work meanwhile.
+	openErr := a.openSlotDevices(rt, p.d.Net.ExtraLinks)
 	netErr := a.applyNet(rt, p)
 	if netErr != nil && !onlyConflicts(netErr) {
 		return fmt.Errorf("configure interface %s: %w", rt.cfg.Interface, netErr)
@@ -60,12 +66,9 @@ func (a *Agent) firstReconcile(rt *siteRuntime) error {
 	if err := a.applyWG(rt, p); err != nil {
 		return err
 	}
-	// A slot's device that fails is retried at the next reconcile, like a
-	// route: slot 0 and the other slots work meanwhile.
-	if err := a.applySlots(rt, p); err != nil {
-		netErr = errors.Join(netErr, err)
-	}
-	a.applied(rt, p, netErr == nil, start)
+	slotErr := errors.Join(openErr, a.applySlots(rt, p))
+	a.logReconcileError(slotErr)
+	a.applied(rt, p, netErr == nil && slotErr == nil, start)
 	return netErr
 }
 
@@ -100,17 +103,13 @@ func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
 	p.d.Net = drainedNet(p.d.Net, rt.drain)
 	a.staggerFirstHandshakes(rt, &p.d, p.all)
 	for _, why := range p.d.Dropped {
-		a.log.Warn("gossip site left out in favour of a static peer", "what", why)
+		a.log.Warn("gossip site left out", "what", why)
 	}
 	return p, release
 }
 
 func (a *Agent) applyNet(rt *siteRuntime, p reconcilePlan) error {
-	// The slots' links must exist for netconfig to set them up and route
-	// into them.
-	openErr := a.openSlotDevices(rt, p.d.Net.ExtraLinks)
-	nch, err := rt.net.Apply(p.d.Net)
-	err = errors.Join(openErr, err)
+	nch, err := rt.net.Apply(p.d.Net) // after openSlotDevices: the slots' links exist
 	a.countRouteRepairs(rt, p.d.Net.Table, nch)
 	if !nch.Empty() {
 		a.log.Info("kernel state changed", "changes", nch.String())
