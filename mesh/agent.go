@@ -12,8 +12,6 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/gossip"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Options configures an Agent.
@@ -120,6 +118,8 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 			return nil
 		case <-rt.dev.Done():
 			return fmt.Errorf("the embedded WireGuard device %s stopped unexpectedly (its link or control socket was deleted); traffic to the remote sites is now refused by the fail-closed routes until the agent restarts", rt.cfg.Interface)
+		case name := <-rt.slotStopped:
+			return fmt.Errorf("the embedded WireGuard device %s stopped unexpectedly (its link or control socket was deleted); traffic to the remote sites is now refused by the fail-closed routes until the agent restarts", name)
 		case <-a.reload:
 			if a.applyReload(rt) {
 				ticker.Reset(rt.cfg.ResyncInterval)
@@ -145,8 +145,9 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 		case <-a.ingestMore:
 			a.ingestTurn(rt, len(inbox))
 		case <-rt.probeChanges():
-			a.stepUplinks(rt)
-			continue
+			if !a.onProbeChange(rt) {
+				continue
+			}
 		case <-rt.uplinkTimerC():
 			a.stepUplinks(rt)
 			continue
@@ -167,6 +168,18 @@ func (a *Agent) loop(ctx context.Context, rt *siteRuntime) error {
 	return nil
 }
 
+// onProbeChange steps the uplinks and, when a remote site has several
+// gateways, reconciles (its group follows its probes at once); it reports
+// whether it reconciled.
+func (a *Agent) onProbeChange(rt *siteRuntime) bool {
+	a.stepUplinks(rt)
+	if !rt.probeDriven {
+		return false
+	}
+	a.logReconcileError(a.reconcile(rt))
+	return true
+}
+
 func keptOnStop(b wg.Backend) string {
 	if b == wg.BackendKernel {
 		return "kernel link, sessions and routes"
@@ -181,6 +194,7 @@ func (a *Agent) teardown(rt *siteRuntime) error {
 	if err := rt.dev.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close WireGuard device: %w", err))
 	}
+	errs = append(errs, rt.closeSlotDevices(rt.purge))
 	if rt.purge {
 		if err := wg.DeleteLink(rt.cfg.Interface); err != nil {
 			errs = append(errs, err)
@@ -200,9 +214,12 @@ func Purge(cfg *config.Config) (int, error) {
 	if err := wg.DeleteLink(cfg.Interface); err != nil {
 		return 0, err
 	}
-	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err := purgeSlotLinks(cfg.Interface); err != nil {
+		return 0, err
+	}
+	nl, err := netconfig.OpenHandle() // nexthop objects too
 	if err != nil {
-		return 0, fmt.Errorf("open netlink: %w", err)
+		return 0, err
 	}
 	defer nl.Close()
 	gone, err := netconfig.New(nl, nil).Purge(cfg.RouteTable)

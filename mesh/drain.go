@@ -225,7 +225,7 @@ func (rt *siteRuntime) drainSample(now time.Time) (drainSample, error) {
 			if id.role == control.RoleNext {
 				name += " (next key)"
 			}
-			if pr, ok := probes[id.site]; ok && id.role == control.RoleCurrent && id.source == control.SourceGossip {
+			if pr, ok := probes[id.node]; ok && id.role == control.RoleCurrent && id.source == control.SourceGossip {
 				c.probeRx, c.probeTx = pr.RxPackets, pr.TxPackets
 			}
 		}

@@ -305,7 +305,6 @@ func (a *Agent) liveSites(rt *siteRuntime) []records.Site {
 		return nil
 	}
 	sites, conflicts := rt.store.Active(a.policy(rt), rt.cfg.Trust.RecordExpiry)
-	sites = oneGatewayPerSite(sites)
 	if s := fmt.Sprint(conflicts); s != rt.conflicts {
 		rt.conflicts = s
 		for _, c := range conflicts {
@@ -325,18 +324,7 @@ func (e agentEnv) Publish() error { return e.a.publish(e.rt) }
 
 func (e agentEnv) LiveSites() []records.Site {
 	sites, _ := e.rt.store.Active(e.a.policy(e.rt), e.rt.cfg.Trust.RecordExpiry)
-	return oneGatewayPerSite(sites)
-}
-
-// oneGatewayPerSite keeps, of each remote site, its live gateway with the
-// lowest index (gateway 0 while it is live): today's data plane has one
-// WireGuard interface, where a prefix can be allowed on one peer only, and
-// the gateways of a site share their prefixes. With gateway 0 gone (a
-// goodbye, an expired record) its site fails over to the next gateway.
-// sites is sorted by site and gateway (Store.Active). The data plane with
-// one interface per gateway slot (docs/design/gateways.md) replaces this.
-func oneGatewayPerSite(sites []records.Site) []records.Site {
-	return slices.CompactFunc(sites, func(a, b records.Site) bool { return a.Name == b.Name })
+	return sites
 }
 
 func (e agentEnv) SendTo(site string, msg []byte) error { return e.rt.gossip.SendTo(site, msg) }

@@ -7,30 +7,35 @@ import (
 	"testing"
 
 	"github.com/dcmesh/dcmesh/mesh/config"
-	"github.com/dcmesh/dcmesh/mesh/records"
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
 	"github.com/dcmesh/dcmesh/wg"
 )
 
-// Until the data plane has an interface per gateway slot, the agent
-// programs one gateway per remote site: the lowest live one.
-func TestOneGatewayPerSite(t *testing.T) {
-	in := []records.Site{{Name: "ams1"}, {Name: "ams1", Gateway: 1}, {Name: "lon1", Gateway: 1}, {Name: "lon1", Gateway: 2}, {Name: "par1"}}
-	var got []string
-	for _, s := range oneGatewayPerSite(in) {
-		got = append(got, s.Node())
-	}
-	if want := []string{"ams1", "lon1.1", "par1"}; !slices.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-}
+// fakeSlotDevice stands in for a slot's WireGuard device (the fake
+// client already has its name).
+type fakeSlotDevice struct{ name string }
 
-// A second gateway of a remote site, and a sibling of our own, reach the
-// store without changing what the one interface carries: the remote
-// site's gateway 0 keeps its peer and prefixes; when it says goodbye, its
-// gateway 1 takes them over.
-func TestSecondGatewayOnTheOneInterface(t *testing.T) {
+func (d fakeSlotDevice) Name() string          { return d.name }
+func (d fakeSlotDevice) Backend() wg.Backend   { return wg.BackendUserspace }
+func (d fakeSlotDevice) Up() error             { return nil }
+func (d fakeSlotDevice) Done() <-chan struct{} { return nil }
+func (d fakeSlotDevice) Close() error          { return nil }
+
+// A second gateway of a remote site gets its own slot: its peer on
+// dcm0g1 (opened for it), with the site's prefixes and its own overlay
+// address, beside gateway 0 on dcm0; a sibling of our own reaches the
+// store and is no peer. Without a handshake yet neither gateway is healthy,
+// so the site's prefix has no tunnel route (fail-closed); when gateway 0
+// says goodbye, the site has one gateway again and its prefix a plain
+// route through dcm0g1.
+func TestSecondGatewayOnItsSlot(t *testing.T) {
 	m := newScaleMesh(t, 1)
+	var opened []string
+	m.rt.openSlot = func(o wg.DeviceOptions) (wg.Device, error) {
+		opened = append(opened, o.Name)
+		m.nl.AddLink(o.Name, o.MTU)
+		return fakeSlotDevice{o.Name}, nil
+	}
 	g0 := m.sites[0]
 	c, k := trusttest.IssueWith(t, m.ca, g0.name, trusttest.CertOptions{Gateway: 1, Overlay: netip.MustParseAddr("100.64.9.1")}, "172.16.0.0/24")
 	g1 := &scaleSite{testSite: testSite{c, k}, name: g0.name + ".1"}
@@ -40,10 +45,9 @@ func TestSecondGatewayOnTheOneInterface(t *testing.T) {
 	if got, want := m.rt.store.Names(), []string{"fra1.1", "site0000", "site0000.1"}; !slices.Equal(got, want) {
 		t.Fatalf("store holds %v, want %v", got, want)
 	}
-	peers := func() map[wg.PublicKey]string {
+	peers := func(iface string) map[wg.PublicKey]string {
 		t.Helper()
-		m.reconcile(t)
-		dev, err := m.wg.Device(m.rt.cfg.Interface)
+		dev, err := m.wg.Device(iface)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,12 +65,38 @@ func TestSecondGatewayOnTheOneInterface(t *testing.T) {
 		return out
 	}
 	key0, key1 := trusttest.WGKey("site0000"), trusttest.WGKey("site0000.1")
-	if got := peers(); len(got) != 1 || got[key0] != "172.16.0.0/24,100.64.0.0/32" {
-		t.Errorf("with both gateways: device peers %v, want gateway 0 alone with its prefixes", got)
+	// Not m.reconcile: the new slot's device gets its key and port.
+	reconcile := func() {
+		t.Helper()
+		if err := m.a.reconcile(m.rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile()
+	if got := peers("dcm0"); len(got) != 1 || got[key0] != "172.16.0.0/24,100.64.0.0/32" {
+		t.Errorf("with both gateways: dcm0 peers %v, want gateway 0 alone with its prefixes", got)
+	}
+	if got := peers("dcm0g1"); len(got) != 1 || got[key1] != "172.16.0.0/24,100.64.9.1/32" {
+		t.Errorf("with both gateways: dcm0g1 peers %v, want gateway 1 with the site's prefix and its overlay address", got)
+	}
+	if !slices.Equal(opened, []string{"dcm0g1"}) {
+		t.Errorf("opened slot devices %v, want dcm0g1", opened)
+	}
+	kernel := m.nl.String()
+	if strings.Contains(kernel, "route 172.16.0.0/24 dev") || strings.Contains(kernel, "route 172.16.0.0/24 nhid") ||
+		!strings.Contains(kernel, "route unreachable 172.16.0.0/24") || !strings.Contains(kernel, "route 100.64.9.1/32 dev dcm0g1") {
+		t.Errorf("with two gateways and no handshake: kernel\n%s\nwant no tunnel route for 172.16.0.0/24, the overlay of gateway 1 on dcm0g1", kernel)
 	}
 	m.offer(t, g0, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(0, 0)}, Leaving: true})
-	if got := peers(); len(got) != 1 || got[key1] != "172.16.0.0/24,100.64.9.1/32" {
-		t.Errorf("after gateway 0's goodbye: device peers %v, want gateway 1 with the site's prefixes", got)
+	reconcile()
+	if got := peers("dcm0"); len(got) != 0 {
+		t.Errorf("after gateway 0's goodbye: dcm0 peers %v, want none of site0000", got)
+	}
+	if got := peers("dcm0g1"); len(got) != 1 || got[key1] != "172.16.0.0/24,100.64.9.1/32" {
+		t.Errorf("after gateway 0's goodbye: dcm0g1 peers %v, want gateway 1 with the site's prefixes", got)
+	}
+	if kernel := m.nl.String(); !strings.Contains(kernel, "route 172.16.0.0/24 dev dcm0g1") {
+		t.Errorf("after gateway 0's goodbye: kernel\n%s\nwant 172.16.0.0/24 through dcm0g1", kernel)
 	}
 }
 

@@ -50,9 +50,9 @@ func (a *Agent) startProber(ctx context.Context, rt *siteRuntime) error {
 	return nil
 }
 
-// setProbeTargets probes every remote site whose current key has completed
-// a handshake (dev is the device as just read), and keeps probing a site
-// until it is gone.
+// setProbeTargets probes every remote gateway whose current key has
+// completed a handshake (dev is every slot's device as just read), by node
+// name, and keeps probing a gateway until it is gone.
 func (rt *siteRuntime) setProbeTargets(sites []records.Site, dev *wgtypes.Device) {
 	if rt.prober == nil || dev == nil {
 		return
@@ -71,14 +71,15 @@ func (rt *siteRuntime) setProbeTargets(sites []records.Site, dev *wgtypes.Device
 		if !s.Overlay.IsValid() || s.Overlay.Is4() != local.Is4() {
 			continue
 		}
-		if _, ok := rt.probing[s.Name]; !ok {
+		node := s.Node() // the site's name for gateway 0
+		if _, ok := rt.probing[node]; !ok {
 			if !shook[s.PublicKey] && (s.Next.IsZero() || !shook[s.Next]) {
 				continue
 			}
-			rt.probing[s.Name] = now
+			rt.probing[node] = now
 		}
-		wanted[s.Name] = true
-		targets = append(targets, probe.Target{Name: s.Name, Addr: s.Overlay})
+		wanted[node] = true
+		targets = append(targets, probe.Target{Name: node, Addr: s.Overlay})
 	}
 	for name := range rt.probing {
 		if !wanted[name] {
@@ -88,7 +89,8 @@ func (rt *siteRuntime) setProbeTargets(sites []records.Site, dev *wgtypes.Device
 	_ = rt.prober.SetTargets(targets) // names and addresses come from verified certificates
 }
 
-// probeStates returns the prober's view by site name (empty without one).
+// probeStates returns the prober's view by node name (records.Site.Node:
+// the site's name for gateway 0; empty without a prober).
 func (rt *siteRuntime) probeStates() map[string]probe.PeerState {
 	out := map[string]probe.PeerState{}
 	if rt.prober == nil {

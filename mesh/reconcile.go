@@ -31,10 +31,16 @@ func (a *Agent) reconcile(rt *siteRuntime) error {
 	p, release := a.plan(rt)
 	defer release()
 	var errs []error
+	if err := a.openSlotDevices(rt, p.d.Net.ExtraLinks); err != nil {
+		errs = append(errs, err)
+	}
 	if err := a.applyNet(rt, p); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.applyWG(rt, p); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.applySlots(rt, p); err != nil {
 		errs = append(errs, err)
 	}
 	a.applied(rt, p, len(errs) == 0, start)
@@ -47,6 +53,9 @@ func (a *Agent) firstReconcile(rt *siteRuntime) error {
 	start := time.Now()
 	p, release := a.plan(rt)
 	defer release()
+	// A slot's device that cannot be opened is retried at the next
+	// reconcile, like a route: slot 0 and the other slots work meanwhile.
+	openErr := a.openSlotDevices(rt, p.d.Net.ExtraLinks)
 	netErr := a.applyNet(rt, p)
 	if netErr != nil && !onlyConflicts(netErr) {
 		return fmt.Errorf("configure interface %s: %w", rt.cfg.Interface, netErr)
@@ -57,7 +66,9 @@ func (a *Agent) firstReconcile(rt *siteRuntime) error {
 	if err := a.applyWG(rt, p); err != nil {
 		return err
 	}
-	a.applied(rt, p, netErr == nil, start)
+	slotErr := errors.Join(openErr, a.applySlots(rt, p))
+	a.logReconcileError(slotErr)
+	a.applied(rt, p, netErr == nil && slotErr == nil, start)
 	return netErr
 }
 
@@ -66,8 +77,12 @@ func (a *Agent) firstReconcile(rt *siteRuntime) error {
 type reconcilePlan struct {
 	sites  []records.Site
 	d      desiredState
-	dev    *wgtypes.Device // nil if the read failed (devErr)
+	dev    *wgtypes.Device // slot 0's; nil if the read failed (devErr)
 	devErr error
+	// slotDevs are the open slots 1.. as read (nil where a read failed);
+	// all is every slot's peers in one view (nil with dev).
+	slotDevs []*wgtypes.Device
+	all      *wgtypes.Device
 }
 
 // plan computes the desired state from the live sites, with the rotation's
@@ -80,18 +95,21 @@ func (a *Agent) plan(rt *siteRuntime) (reconcilePlan, func()) {
 	if p.dev, p.devErr = rt.wgc.Device(rt.cfg.Interface); p.devErr != nil {
 		p.devErr = fmt.Errorf("read WireGuard device %s: %w", rt.cfg.Interface, p.devErr)
 	}
-	p.sites = a.useUplinks(rt, sites, p.dev)
-	p.d = computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, p.sites, cutover)
+	p.slotDevs = rt.readSlotDevices()
+	p.all = mergedDevice(p.dev, p.slotDevs)
+	p.sites = a.useUplinks(rt, sites, p.all)
+	in := gatewayInputs{Local: rt.localGateway(), Healthy: rt.gatewayHealth(p.sites, p.all)}
+	p.d = computeDesiredGateways(rt.cfg, rt.rot.Key(), rt.mtu, p.sites, cutover, in)
 	p.d.Net = drainedNet(p.d.Net, rt.drain)
-	a.staggerFirstHandshakes(rt, &p.d, p.dev)
+	a.staggerFirstHandshakes(rt, &p.d, p.all)
 	for _, why := range p.d.Dropped {
-		a.log.Warn("gossip site left out in favour of a static peer", "what", why)
+		a.log.Warn("gossip site left out", "what", why)
 	}
 	return p, release
 }
 
 func (a *Agent) applyNet(rt *siteRuntime, p reconcilePlan) error {
-	nch, err := rt.net.Apply(p.d.Net)
+	nch, err := rt.net.Apply(p.d.Net) // after openSlotDevices: the slots' links exist
 	a.countRouteRepairs(rt, p.d.Net.Table, nch)
 	if !nch.Empty() {
 		a.log.Info("kernel state changed", "changes", nch.String())
@@ -111,14 +129,25 @@ func (a *Agent) applyWG(rt *siteRuntime, p reconcilePlan) error {
 	return err
 }
 
+// applySlots brings up the slot devices opened for p and configures them.
+func (a *Agent) applySlots(rt *siteRuntime, p reconcilePlan) error {
+	if len(rt.slots) == 0 {
+		return nil
+	}
+	upErr := rt.upSlotDevices()
+	return errors.Join(upErr, a.applySlotsWG(rt, p.d, p.slotDevs))
+}
+
 // applied tells the rest of the agent what a reconcile applied (complete:
 // everything): status, the probes, the rotation, the gossip roster.
 func (a *Agent) applied(rt *siteRuntime, p reconcilePlan, complete bool, start time.Time) {
-	rt.lastWG, rt.lastSites = p.d.WG, p.sites
+	rt.lastWG, rt.lastSites = allPeers(p.d), p.sites
+	rt.probeDriven = probeDriven(p.sites)
 	rt.shadow.net = p.d.Net
-	if p.dev != nil {
-		rt.setProbeTargets(p.sites, p.dev)
+	if p.all != nil {
+		rt.setProbeTargets(p.sites, p.all)
 	}
+	rt.rot.SetSlots(rt.slotLinks(), p.d.slotConfigs())
 	rt.rot.Applied(p.sites, p.d.WG, complete, rt.store != nil)
 	if rt.gossip != nil {
 		rt.gossip.SetRoster(rt.store.Roster(a.policy(rt)))
@@ -148,7 +177,7 @@ func (a *Agent) staggerFirstHandshakes(rt *siteRuntime, d *desiredState, dev *wg
 				rt.firstWanted[wg.PublicKey(p.PublicKey)] = time.Time{}
 			}
 		}
-		for _, p := range d.WG.Peers {
+		for _, p := range slotPeers(d) {
 			if !slices.ContainsFunc(rt.cfg.Peers, func(s config.StaticPeer) bool { return s.PublicKey == p.PublicKey }) {
 				rt.firstWanted[p.PublicKey] = time.Time{}
 			}
@@ -166,8 +195,7 @@ func (a *Agent) staggerFirstHandshakes(rt *siteRuntime, d *desiredState, dev *wg
 		}
 	}
 	held := false
-	for i := range d.WG.Peers {
-		p := &d.WG.Peers[i]
+	for _, p := range slotPeers(d) {
 		wanted[p.PublicKey] = true
 		t, ok := rt.firstWanted[p.PublicKey]
 		if !ok {

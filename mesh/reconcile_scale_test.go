@@ -66,7 +66,7 @@ func scaleEndpoint(i, g int) netip.AddrPort {
 func newScaleMesh(tb testing.TB, n int) *scaleMesh {
 	nl := netconfigtest.NewFake()
 	nl.AddLink("dcm0", 1420)
-	m := newScaleMeshIn(tb, n, scaleEnv{iface: "dcm0", wgc: wgtest.NewClient("dcm0"), nl: nl})
+	m := newScaleMeshIn(tb, n, scaleEnv{iface: "dcm0", wgc: wgtest.NewClient("dcm0", "dcm0g1"), nl: nl})
 	m.nl = nl
 	return m
 }

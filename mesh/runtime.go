@@ -20,8 +20,6 @@ import (
 	"github.com/dcmesh/dcmesh/mesh/trust"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/wg"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 )
 
@@ -30,10 +28,16 @@ import (
 type siteRuntime struct {
 	cfg *config.Config
 	mtu int
-	dev wg.Device
-	wgc wg.Client
-	nl  *netlink.Handle
-	net *netconfig.Manager
+	dev wg.Device // slot 0's: cfg.Interface
+	// slots are the devices of remote gateway slots 1.. (slots.go),
+	// opened by openSlot (nil: wg.OpenDevice; tests give fakes)
+	slots    []*slotDevice
+	openSlot func(wg.DeviceOptions) (wg.Device, error)
+	// slotStopped names a slot's embedded device that stopped (slots.go)
+	slotStopped chan string
+	wgc         wg.Client
+	nl          *netconfig.Handle // with nexthop objects and sysctls (gateways)
+	net         *netconfig.Manager
 
 	// rot owns the WireGuard key, its rotation, the other sites' rotations
 	// and the pre-shared keys (rotate.go).
@@ -64,9 +68,13 @@ type siteRuntime struct {
 	uplinks *uplinks             // endpoint failover (uplinks_agent.go)
 	// shadow: routes of others that take a remote prefix (shadow.go)
 	shadow shadowState
-	// the last desired WireGuard state and sites, for status
+	// the last desired WireGuard state (every slot's peers) and sites, for
+	// status
 	lastWG    wg.Config
 	lastSites []records.Site
+	// probeDriven: some remote site has several gateways, so its group
+	// follows the probes (a probe change reconciles)
+	probeDriven bool
 	// routeLedger tells route repairs from changes (route_repairs.go)
 	routeLedger routeLedger
 	// drain: planned maintenance, kept in the state directory (drain.go)
@@ -188,10 +196,10 @@ func (a *Agent) openSite(rt *siteRuntime, undo *cleanups) error {
 		}
 	}()
 	undo.addQuiet(func() { ctl.Close() })
-	// Only the routing family: asking for xfrm too fails where it is not
-	// loaded.
-	if rt.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-		return fmt.Errorf("open netlink: %w", err)
+	// Only the routing family (OpenHandle): asking for xfrm too fails
+	// where it is not loaded.
+	if rt.nl, err = netconfig.OpenHandle(); err != nil {
+		return err
 	}
 	undo.addQuiet(rt.nl.Close)
 	rt.net = netconfig.New(rt.nl, a.log)

@@ -77,7 +77,7 @@ func (rt *siteRuntime) shadowedFor(allowed []string) []control.ShadowedRoute {
 // status.
 func (rt *siteRuntime) withUplinksAndShadows(ps control.PeerStatus) control.PeerStatus {
 	if ps.Source == control.SourceGossip && ps.Role == control.RoleCurrent {
-		ps.Uplinks = rt.uplinkStatus(ps.Site)
+		ps.Uplinks = rt.uplinkStatus(ps.Name())
 	}
 	ps.Shadowed = rt.shadowedFor(ps.AllowedIPs)
 	return ps

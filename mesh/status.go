@@ -27,6 +27,7 @@ func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("read WireGuard device: %w", err)
 	}
+	dev = mergedDevice(dev, rt.readSlotDevices()) // every slot's peers
 	marks, err := a.readRouteMarks(rt)
 	if err != nil {
 		return st, err
@@ -109,13 +110,16 @@ func (a *Agent) readRouteMarks(rt *siteRuntime) (routeMarks, error) {
 	if err != nil {
 		return routeMarks{}, err
 	}
-	link := -1
-	if l, err := rt.nl.LinkByName(cfg.Interface); err == nil {
-		link = l.Attrs().Index
+	ours := map[int]bool{} // every slot's link
+	for _, name := range rt.slotLinks() {
+		if l, err := rt.nl.LinkByName(name); err == nil {
+			ours[l.Attrs().Index] = true
+		}
 	}
 	m := routeMarks{tunnel: map[netip.Prefix]bool{}, failClosed: map[netip.Prefix]bool{}}
 	for _, r := range owned {
-		if r.Kind == netconfig.KindTunnel && r.Link == link && r.Metric == rt.tunnelMetric() {
+		// A multi-gateway site's prefixes go over a nexthop group of ours.
+		if r.Kind == netconfig.KindTunnel && (ours[r.Link] || r.Nexthop != 0) && r.Metric == rt.tunnelMetric() {
 			m.tunnel[r.Dst] = true
 		}
 		if r.Kind == netconfig.KindUnreachable && r.Metric == cfg.RouteMetric+1 {
@@ -150,9 +154,7 @@ func gossipStatus(rt *siteRuntime, st *control.Status) map[string]control.Member
 
 // peerIdentity is who a key on the device is: node is the gateway's node
 // name (the site name of gateway 0 and of a static peer), what gossip
-// members are keyed by. Probes, probe sessions and uplinks are still keyed
-// by site (one gateway per remote site on the one interface:
-// oneGatewayPerSite) until the data plane keys them by node name.
+// members, probes and uplinks are keyed by.
 type peerIdentity struct {
 	site    string
 	gateway uint8
@@ -184,7 +186,7 @@ type peerView struct {
 	ids       map[wg.PublicKey]peerIdentity
 	members   map[string]control.MemberState
 	probes    map[string]probe.PeerState
-	probing   map[string]time.Time // site → when its probe session started
+	probing   map[string]time.Time // node name → when its probe session started
 	keepalive map[wg.PublicKey]time.Duration
 	marks     routeMarks
 	now       time.Time
@@ -209,11 +211,11 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 		ps.LastHandshake, ps.HandshakeAgeSeconds = &hs, &age
 	}
 	var pr *probe.PeerState
-	if s, ok := v.probes[w.site]; ok && w.role == control.RoleCurrent && w.source == control.SourceGossip {
+	if s, ok := v.probes[w.node]; ok && w.role == control.RoleCurrent && w.source == control.SourceGossip {
 		pr = &s
 		ps.Probe = probeStatus(s)
 	}
-	ps.State = peerState(now, p.LastHandshakeTime, v.keepalive[k], pr, v.probing[w.site])
+	ps.State = peerState(now, p.LastHandshakeTime, v.keepalive[k], pr, v.probing[w.node])
 	switch {
 	case w.source == control.SourceStatic:
 		ps.GossipState = control.MemberStatic
@@ -245,8 +247,17 @@ func (v *peerView) peer(p wgtypes.Peer) control.PeerStatus {
 // routeStatus counts the routes the last desired state wants and those of
 // them the kernel holds.
 func routeStatus(rt *siteRuntime, marks routeMarks) control.RouteStatus {
-	d := computeDesired(rt.cfg, rt.rot.Key(), rt.mtu, rt.lastSites, rt.rot.CutOvers())
-	routes, failClosed := uniquePrefixes(d.Net.Routes), uniquePrefixes(d.Net.FailClosed)
+	// The last desired kernel state: a multi-gateway site's prefixes are
+	// wanted while its group has a member (else the fail-closed route
+	// answers, as it should).
+	net := rt.shadow.net
+	want := slices.Clone(net.Routes)
+	for _, g := range net.Groups {
+		if len(g.Members) > 0 {
+			want = append(want, g.Routes...)
+		}
+	}
+	routes, failClosed := uniquePrefixes(want), uniquePrefixes(net.FailClosed)
 	rs := control.RouteStatus{Table: rt.cfg.RouteTable, Desired: len(routes), FailClosedDesired: len(failClosed)}
 	for _, p := range routes {
 		if marks.tunnel[p] {

@@ -61,17 +61,18 @@ func (a *Agent) useUplinks(rt *siteRuntime, sites []records.Site, dev *wgtypes.D
 		if len(eps) == 0 && s.Endpoint.IsValid() {
 			eps = []netip.AddrPort{s.Endpoint}
 		}
-		c, ok := rt.uplinks.choosers[s.Name]
+		c, ok := rt.uplinks.choosers[s.Node()]
 		if !ok {
 			c = newUplinkChooser(timers, eps)
-			rt.uplinks.choosers[s.Name] = c
+			rt.uplinks.choosers[s.Node()] = c
 		} else {
 			c.SetEndpoints(now, eps)
 		}
-		if ep, ok := devEP[s.PublicKey]; ok && c.Adopt(now, ep) {
-			a.log.Info("peer endpoint follows the peer's packets to another of its uplinks", "peer", s.Name, "to", ep, "failovers", c.failovers)
+		// The device holds the gateway at its port + our gateway index.
+		if ep, ok := devEP[s.PublicKey]; ok && c.Adopt(now, portOffset(ep, -int(rt.localGateway()))) {
+			a.log.Info("peer endpoint follows the peer's packets to another of its uplinks", "peer", s.Node(), "to", ep, "failovers", c.failovers)
 		}
-		seen[s.Name] = true
+		seen[s.Node()] = true
 		out[i] = s
 		if cur := c.Current(); cur.IsValid() {
 			out[i].Endpoint = cur
@@ -112,13 +113,13 @@ func (a *Agent) stepUplinks(rt *siteRuntime) {
 	states := rt.probeStates()
 	devEP := a.deviceEndpointsIfNeeded(rt, now)
 	for _, s := range rt.lastSites {
-		c := rt.uplinks.choosers[s.Name]
+		c := rt.uplinks.choosers[s.Node()]
 		if c == nil {
 			continue
 		}
-		ps, ok := states[s.Name]
+		ps, ok := states[s.Node()]
 		was := c.Current()
-		if c.Step(now, uplinkSessionOf(ps, ok, rt.probing[s.Name], now), devEP[s.Name]) {
+		if c.Step(now, uplinkSessionOf(ps, ok, rt.probing[s.Node()], now), devEP[s.Node()]) {
 			a.switchEndpoint(rt, s, was, c)
 		}
 	}
@@ -176,13 +177,16 @@ func (a *Agent) deviceEndpointsIfNeeded(rt *siteRuntime, now time.Time) map[stri
 		a.log.Warn("cannot read the WireGuard device to judge an uplink trial; staying on the fallback", "err", err)
 		return nil
 	}
-	byKey := deviceEndpoints(dev)
+	byKey := deviceEndpoints(mergedDevice(dev, rt.readSlotDevices()))
+	for k, ep := range byKey {
+		byKey[k] = portOffset(ep, -int(rt.localGateway())) // as the records say
+	}
 	out := map[string]netip.AddrPort{}
 	for _, s := range rt.lastSites {
 		if ep, ok := byKey[s.PublicKey]; ok {
-			out[s.Name] = ep
+			out[s.Node()] = ep
 		} else if ep, ok := byKey[s.Next]; ok && !s.Next.IsZero() {
-			out[s.Name] = ep
+			out[s.Node()] = ep
 		}
 	}
 	return out
@@ -222,11 +226,15 @@ func (a *Agent) switchEndpoint(rt *siteRuntime, s records.Site, was netip.AddrPo
 			keepalive = p.PersistentKeepalive
 		}
 	}
-	if err := wg.SetEndpoint(rt.wgc, rt.cfg.Interface, key, to, keepalive, quiet...); err != nil {
-		a.log.Error("cannot switch a peer's endpoint; the next reconcile retries", "peer", s.Name, "to", to, "err", err)
+	iface := rt.cfg.Interface
+	if links := rt.slotLinks(); int(s.Gateway) < len(links) {
+		iface = links[s.Gateway]
+	}
+	if err := wg.SetEndpoint(rt.wgc, iface, key, portOffset(to, int(rt.localGateway())), keepalive, quiet...); err != nil {
+		a.log.Error("cannot switch a peer's endpoint; the next reconcile retries", "peer", s.Node(), "to", to, "err", err)
 		return
 	}
-	a.log.Info("peer endpoint switched", "peer", s.Name, "from", was, "to", to, "phase", c.phase.String(), "failovers", c.failovers)
+	a.log.Info("peer endpoint switched", "peer", s.Node(), "from", was, "to", to, "phase", c.phase.String(), "failovers", c.failovers)
 }
 
 // uplinkStatus describes a site's uplinks for status (nil for sites the

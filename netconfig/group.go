@@ -175,7 +175,13 @@ func (m *Manager) DetectGroupType(table int) (GroupType, error) {
 		}
 		hole := Nexthop{ID: freeID(preferredID(table, "probe", "blackhole"), taken), Protocol: RouteProtocol, Family: unix.AF_INET6, Blackhole: true}
 		taken[hole.ID] = true
-		if err = m.nh.NexthopAdd(hole); err == nil {
+		if err = m.nh.NexthopAdd(hole); err != nil {
+			// Refused where IPv6 is disabled (disable_ipv6 on lo); the
+			// members are IPv4 objects there too (memberFamily).
+			hole.Family = unix.AF_INET
+			err = m.nh.NexthopAdd(hole)
+		}
+		if err == nil {
 			grp := Nexthop{ID: freeID(preferredID(table, "probe", "group"), taken), Protocol: RouteProtocol,
 				Members: []NexthopMember{{ID: hole.ID, Weight: 1}}, Resilient: true}
 			if err = m.nh.NexthopAdd(grp); err != nil && isNotSupported(err) {
@@ -260,14 +266,15 @@ func (p *nexthopPlanner) ensureSingles(groups []resolvedGroup) map[int]uint32 {
 	indexes := slices.Collect(maps.Keys(names))
 	slices.SortFunc(indexes, func(a, b int) int { return strings.Compare(names[a], names[b]) })
 	own := ownedNexthops(p.nhs, p.table)
+	fam := p.m.memberFamily(slices.Collect(maps.Values(names)))
 	out := map[int]uint32{}
 	for _, idx := range indexes {
 		// An existing single of ours on this link keeps its id.
-		if i := slices.IndexFunc(own, func(nh Nexthop) bool { return !p.claimed[nh.ID] && nh.sameContent(memberNexthop(0, idx)) }); i >= 0 {
+		if i := slices.IndexFunc(own, func(nh Nexthop) bool { return !p.claimed[nh.ID] && nh.sameContent(memberNexthop(0, idx, fam)) }); i >= 0 {
 			out[idx], p.claimed[own[i].ID] = own[i].ID, true
 			continue
 		}
-		want := memberNexthop(freeID(preferredID(p.table, "link", names[idx]), p.taken), idx)
+		want := memberNexthop(freeID(preferredID(p.table, "link", names[idx]), p.taken), idx, fam)
 		p.taken[want.ID] = true
 		if err := p.m.nh.NexthopAdd(want); err != nil {
 			*p.errs = append(*p.errs, fmt.Errorf("add nexthop %s (%s): %w; %s left out of its groups", want, names[idx], err, names[idx]))
@@ -279,11 +286,29 @@ func (p *nexthopPlanner) ensureSingles(groups []resolvedGroup) map[int]uint32 {
 	return out
 }
 
-// memberNexthop is our single nexthop through a link. AF_INET6, because
-// IPv6 routes cannot use an IPv4 nexthop while IPv4 routes can use an IPv6
-// one without a gateway, so one object serves both families.
-func memberNexthop(id uint32, link int) Nexthop {
-	return Nexthop{ID: id, Protocol: RouteProtocol, Family: unix.AF_INET6, Link: link}
+// memberNexthop is our single nexthop through a link, of family fam
+// (memberFamily).
+func memberNexthop(id uint32, link, fam int) Nexthop {
+	return Nexthop{ID: id, Protocol: RouteProtocol, Family: fam, Link: link}
+}
+
+// memberFamily is the family of our single nexthops through links:
+// AF_INET6, because IPv6 routes cannot use an IPv4 nexthop while IPv4
+// routes can use an IPv6 one without a gateway, so one object serves both
+// families; but AF_INET when IPv6 is disabled on one of the links
+// (disable_ipv6 = 1, as on many IPv4-only hosts), where the kernel refuses
+// an IPv6 nexthop ("IPv6 is disabled on nexthop device"): IPv6 routes have
+// nothing to carry there.
+func (m *Manager) memberFamily(links []string) int {
+	if m.sys == nil {
+		return unix.AF_INET6
+	}
+	for _, l := range links {
+		if v, err := m.sys.Sysctl("net/ipv6/conf/" + l + "/disable_ipv6"); err == nil && v == "1" {
+			return unix.AF_INET
+		}
+	}
+	return unix.AF_INET6
 }
 
 // ensureGroup makes g's group object exist with exactly its members and

@@ -420,3 +420,28 @@ func TestWatchNexthopDeletes(t *testing.T) {
 	}
 	checkGroup(t, k.nexthops(t), map[string]int{k.links[0]: 1, k.links[1]: 1})
 }
+
+// On a host with IPv6 disabled (disable_ipv6 = 1 everywhere, lo included)
+// the kernel refuses IPv6 nexthop objects, so a group is made of IPv4 ones
+// and an IPv4 prefix still goes over it (it used to fall back to a plain
+// route over one member).
+func TestGroupsRealKernelWithoutIPv6(t *testing.T) {
+	k := newKernelNS(t, 3)
+	k.Run(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	primary, a, b := k.links[0], k.links[1], k.links[2]
+	m := netconfig.New(k.h, nil)
+	remote := pfx("10.2.0.0/16")
+	cfg := netconfig.Config{Link: primary, ExtraLinks: []string{a, b}, Table: 1234, Metric: 100, FailClosed: remote,
+		Groups: []netconfig.Group{{Name: "par1", Routes: remote, Members: []netconfig.Member{{Link: a, Weight: 1}, {Link: b, Weight: 2}}}}}
+	if _, err := m.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	gid := checkGroup(t, k.nexthops(t), map[string]int{a: 1, b: 2})
+	if r := k.routes(t, "-4", "route", "show", "table", "1234")["10.2.0.0/16"]; r.NHID != gid {
+		t.Errorf("route 10.2.0.0/16 %+v, want nhid %d", r, gid)
+	}
+	// Steady: a second apply changes nothing.
+	if ch, err := m.Apply(cfg); err != nil || !ch.Empty() {
+		t.Errorf("second apply: %v, %s", err, ch)
+	}
+}

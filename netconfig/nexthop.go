@@ -19,7 +19,8 @@ type Nexthop struct {
 	ID       uint32
 	Protocol netlink.RouteProtocol
 	// Family of a single nexthop: ours are AF_INET6, which IPv4 and IPv6
-	// routes can both use. Groups are AF_UNSPEC.
+	// routes can both use, or AF_INET where IPv6 is disabled
+	// (memberFamily). Groups are AF_UNSPEC.
 	Family int
 	// Link is the interface index of a single nexthop.
 	Link      int

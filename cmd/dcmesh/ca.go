@@ -55,9 +55,11 @@ Refuses a prefix or overlay address that overlaps one issued to another site
 --gateway N certifies another gateway of the site: the same site name and
 prefixes, its own overlay address, identity key and bundle; its certificate
 carries dcmesh:gateway=N and is renewed on its own (absent: gateway 0, the
-certificate a one-gateway site has). The agents of this version use gateway 0
-only: do not start an agent with the bundle of gateway 1 or above yet (the
-command says why; docs/ARCHITECTURE.md, "Gateways of a site").`,
+certificate a one-gateway site has). Each gateway runs an agent of its own;
+the other sites hold gateway N on their WireGuard interface number N and
+spread the site's prefixes over its healthy gateways (docs/design/gateways.md).
+Start an agent with the bundle of gateway 1 or above only once every agent of
+the cluster runs this version or a later one (the command says why).`,
 		Flags: []cli.Flag{
 			dir,
 			&cli.StringFlag{Name: "site", Usage: "site `NAME` (lowercase letters, digits, '-')", Required: true},

@@ -36,16 +36,15 @@ func gatewayName(site string, gw uint8) string {
 }
 
 // gatewayAgentWarning is what `ca issue --gateway N` (N > 0), and `init`
-// from such a bundle, print on stderr: the certificate is right, but the agents of this version know one
+// from such a bundle, print on stderr: agents of earlier versions know one
 // gateway per site (docs/ARCHITECTURE.md, "Gateways of a site").
 func gatewayAgentWarning(site string, gw uint8) string {
 	id := trust.GatewayID{Site: site, Gateway: gw}
-	return fmt.Sprintf(`warning: the agents of this version run gateway 0 of each site only. An agent started
-  with this bundle gossips under the site's name, as gateway 0 does, and the other sites keep one
-  record per site: %s's records would replace %s's, and %s would drop out of their routes
-  until gateway 0 publishes again. Keep this bundle until every site runs a version with several
-  gateways per site (docs/ARCHITECTURE.md, "Gateways of a site").
-`, id, site, site)
+	return fmt.Sprintf(`warning: start %s's agent only once every agent of the cluster runs this version or
+  a later one. Earlier versions keep one record per site: there, %s's records would replace
+  %s's, and %s would drop out of their routes until gateway 0 publishes again
+  (docs/ARCHITECTURE.md, "Gateways of a site").
+`, id, id, site, site)
 }
 
 // revokeFromFlags is `ca revoke`: every gateway of --site, or --gateway

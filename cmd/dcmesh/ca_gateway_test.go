@@ -11,7 +11,8 @@ import (
 )
 
 // `ca issue --gateway N` certifies another gateway of a site (its own
-// certificate, dcmesh:gateway=N, a warning that agents run gateway 0 only),
+// certificate, dcmesh:gateway=N, a warning that every agent must run this
+// version first),
 // `ca list` shows the gateways, and `ca revoke --gateway N` revokes one
 // where --site alone revokes every gateway. Through the binary.
 func TestCLICAGateway(t *testing.T) {
@@ -34,7 +35,7 @@ func TestCLICAGateway(t *testing.T) {
 		t.Fatalf("gateway 0: exit %d, %s", code, stderr)
 	}
 	stdout, stderr, code := issue("1", "10.255.0.11", "--json")
-	if code != 0 || !strings.Contains(stderr, "warning: the agents of this version run gateway 0 of each site only") {
+	if code != 0 || !strings.Contains(stderr, "warning: start fra1.1's agent only once every agent of the cluster runs this version") {
 		t.Fatalf("gateway 1: exit %d, stderr %q", code, stderr)
 	}
 	var is issueJSON
@@ -47,7 +48,7 @@ func TestCLICAGateway(t *testing.T) {
 	}
 	// init from gateway 1's bundle works and says the same.
 	_, stderr, code = runBinary(t, "init", "--bundle", is.Bundle, "--state-dir", filepath.Join(dir, "state1"), "--endpoint", "192.0.2.11:51820")
-	if code != 0 || !strings.Contains(stderr, "warning: the agents of this version run gateway 0 of each site only") {
+	if code != 0 || !strings.Contains(stderr, "warning: start fra1.1's agent only once every agent of the cluster runs this version") {
 		t.Errorf("init from gateway 1's bundle: exit %d, stderr %q", code, stderr)
 	}
 	// Gateway 1 is not a renewal of gateway 0: the text says neither.

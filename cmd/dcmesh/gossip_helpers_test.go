@@ -46,11 +46,18 @@ var pubKeyLine = regexp.MustCompile(`WireGuard public key: (\S+)`)
 // gossip seeds given (IP:PORT). The generated configuration gets test
 // timings: LAN gossip profile, 1 s rejoin, 2 s resync.
 func (s *site) enroll(caDir string, seeds []string, issueArgs ...string) {
+	s.m.t.Helper()
+	s.enrollAs(caDir, seeds, s.name, s.prefix(), issueArgs...)
+}
+
+// enrollAs is enroll with the certificate of site siteName, for prefix
+// (another gateway of a site: issueArgs has --gateway).
+func (s *site) enrollAs(caDir string, seeds []string, siteName, prefix string, issueArgs ...string) {
 	m := s.m
 	m.t.Helper()
 	s.bundle = filepath.Join(m.dir, s.name+"-bundle")
 	s.stateDir = filepath.Join(m.dir, s.name+"-state")
-	args := append([]string{"ca", "issue", "--dir", caDir, "--site", s.name, "--prefix", s.prefix(),
+	args := append([]string{"ca", "issue", "--dir", caDir, "--site", siteName, "--prefix", prefix,
 		"--overlay", s.overlay(), "--underlay", fmt.Sprintf("192.168.%d.0/24", m.subnet), "--out", s.bundle}, issueArgs...)
 	m.cli(args...)
 	initArgs := []string{"init", "--bundle", s.bundle, "--state-dir", s.stateDir,

@@ -156,13 +156,6 @@ func Load(cfg *config.Config, now time.Time) (*Enrollment, error) {
 	if e.Cert.Site != cfg.Site {
 		return nil, fmt.Errorf("site: the config says %q but the certificate %s is for %q", cfg.Site, cfg.Trust.CertFile, e.Cert.Site)
 	}
-	if e.Cert.Gateway != 0 {
-		// This version runs one gateway per site (docs/ARCHITECTURE.md,
-		// "Gateways of a site"): a second one would gossip under the
-		// site's name and its records would displace gateway 0's at every
-		// peer, taking the site off the backbone.
-		return nil, fmt.Errorf("trust.cert_file: %s is the certificate of gateway %d of site %q; this version of the agent runs gateway 0 only (a certificate issued without --gateway): running it would take the site's routes off every peer", cfg.Trust.CertFile, e.Cert.Gateway, e.Cert.Site)
-	}
 	switch {
 	case !cfg.OverlayAddress.IsValid():
 		cfg.OverlayAddress = config.Host(e.Cert.Overlay)

@@ -181,11 +181,6 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 				NotBefore: nb, NotAfter: nb.Add(time.Hour)}, "10.1.0.0/16")
 			f.write(t, config.SiteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
 		}, []string{"trust.cert_file", "not usable", "dcmesh ca issue"}},
-		{"certificate of gateway 1", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
-			c, _ := trusttest.IssueWith(t, f.ca, "fra1", trusttest.CertOptions{Identity: f.key, Overlay: f.cert.Overlay, Gateway: 1},
-				"10.1.0.0/16", "10.16.0.0/16")
-			f.write(t, config.SiteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
-		}, []string{"trust.cert_file", "gateway 1", "gateway 0 only"}},
 		{"missing CA file", func(t *testing.T, f *enrollFixture, cfg *config.Config) {
 			os.Remove(cfg.Trust.CAFile)
 		}, []string{"trust.ca_file"}},
@@ -211,6 +206,23 @@ func TestLoadEnrollmentRefuses(t *testing.T) {
 				t.Error("error leaks the gossip key")
 			}
 		})
+	}
+}
+
+// The certificate of another gateway of the site loads like gateway 0's:
+// the agent runs it (the store keeps a record per gateway).
+func TestLoadEnrollmentOfGateway1(t *testing.T) {
+	f := newEnrollFixture(t)
+	cfg := f.config()
+	c, _ := trusttest.IssueWith(t, f.ca, "fra1", trusttest.CertOptions{Identity: f.key, Overlay: f.cert.Overlay, Gateway: 1},
+		"10.1.0.0/16", "10.16.0.0/16")
+	f.write(t, config.SiteCertFile, trust.EncodeCertPEM(c.Raw), 0o644)
+	e, err := enroll.Load(cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Cert.Gateway != 1 || e.Cert.Site != "fra1" {
+		t.Errorf("loaded gateway %d of %q, want gateway 1 of fra1", e.Cert.Gateway, e.Cert.Site)
 	}
 }
 

@@ -178,7 +178,7 @@ func (r *Rotator) pollConfirmations() {
 	if len(pr.confirming) == 0 && (r.run == nil || !r.run.switchedOver()) {
 		return
 	}
-	dev, err := r.wgc.Device(r.cfg.Interface)
+	dev, err := r.readDevices()
 	if err != nil {
 		r.log.Debug("rotation: cannot read the device to confirm", "err", err)
 		return
@@ -311,7 +311,7 @@ func (r *Rotator) OnNudge(from string) {
 	}
 	for _, s := range r.sites {
 		if s.Node() == from {
-			if err := wg.SendKeepalive(r.wgc, r.cfg.Interface, r.carrier(s)); err != nil {
+			if err := wg.SendKeepalive(r.wgc, r.interfaceOf(s), r.carrier(s)); err != nil {
 				r.log.Debug("cannot send the keepalive a site asked for", "site", from, "err", err)
 			}
 			return

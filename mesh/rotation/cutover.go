@@ -33,7 +33,8 @@ type Watcher struct {
 
 	mu        sync.Mutex
 	pairs     map[wg.PublicKey]wg.PublicKey // pre-installed new key → key it replaces
-	cfg       wg.Config                     // last desired WireGuard state
+	cfg       wg.Config                     // last desired WireGuard state (slot 0)
+	slots     []slot                        // every slot's, when set by setSlots
 	fastUntil time.Time
 	wake      chan struct{}
 	// made are cut-overs done that the loop has not yet taken: a reconcile
@@ -63,10 +64,19 @@ func (w *Watcher) take() []wg.PublicKey {
 	return out
 }
 
-// set publishes what to watch (from the loop).
+// set publishes what to watch (from the loop) on the watcher's one
+// interface.
 func (w *Watcher) set(pairs map[wg.PublicKey]wg.PublicKey, cfg wg.Config) {
+	w.setSlots(pairs, []slot{{iface: w.name, cfg: cfg}})
+}
+
+// setSlots publishes what to watch on every slot's interface.
+func (w *Watcher) setSlots(pairs map[wg.PublicKey]wg.PublicKey, slots []slot) {
 	w.mu.Lock()
-	w.pairs, w.cfg = pairs, cfg
+	w.pairs, w.slots = pairs, slots
+	if len(slots) > 0 {
+		w.cfg = slots[0].cfg
+	}
 	w.mu.Unlock()
 	notify(w.wake)
 }
@@ -104,12 +114,25 @@ func (w *Watcher) Run(ctx context.Context, log func(msg string, args ...any)) {
 	}
 }
 
-// Poll checks the device once and cuts over every pre-installed key that
-// completed a handshake (Run calls it; a test may instead).
+// Poll checks the devices once and cuts over every pre-installed key that
+// completed a handshake (Run calls it; a test may instead). Each slot's
+// keys are cut over on the slot's own interface.
 func (w *Watcher) Poll(log func(msg string, args ...any)) {
 	w.device.Lock()
 	defer w.device.Unlock()
-	dev, err := w.wgc.Device(w.name)
+	w.mu.Lock()
+	slots := w.slots
+	if len(slots) == 0 {
+		slots = []slot{{iface: w.name, cfg: w.cfg}}
+	}
+	w.mu.Unlock()
+	for _, s := range slots {
+		w.pollSlot(s, log)
+	}
+}
+
+func (w *Watcher) pollSlot(s slot, log func(msg string, args ...any)) {
+	dev, err := w.wgc.Device(s.iface)
 	if err != nil {
 		return
 	}
@@ -125,7 +148,7 @@ func (w *Watcher) Poll(log func(msg string, args ...any)) {
 	if len(seen) == 0 {
 		return
 	}
-	if err := wg.CutOver(w.wgc, w.name, w.cfg, seen); err != nil {
+	if err := wg.CutOver(w.wgc, s.iface, s.cfg, seen); err != nil {
 		log("fast cut-over failed; the reconcile does it", "err", err)
 	}
 	for k := range seen {
@@ -176,7 +199,7 @@ func (r *Rotator) publishWatch(sites []records.Site) {
 			pairs[s.Next] = s.PublicKey
 		}
 	}
-	r.watch.set(pairs, r.wgcfg)
+	r.watch.setSlots(pairs, r.slotList())
 }
 
 // notify wakes whoever waits on ch, without blocking.

@@ -52,7 +52,8 @@ type Rotator struct {
 	kem       *mlkem.DecapsulationKey768 // ours, while prepared
 	// the sites and WireGuard state of the last reconcile
 	sites []records.Site
-	wgcfg wg.Config
+	wgcfg wg.Config // slot 0's
+	slots []slot    // every slot's interface (slots.go)
 	// clock tells how long a switched site has been held (SetClock)
 	clock func() time.Time
 }
@@ -237,7 +238,7 @@ func (r *Rotator) Prepare(sites []records.Site, gossipSites bool) (out []records
 func (r *Rotator) Applied(sites []records.Site, wgcfg wg.Config, complete, gossipSites bool) {
 	r.sites, r.wgcfg = sites, wgcfg
 	if gossipSites && complete {
-		r.prunePSKs(wgcfg)
+		r.prunePSKs(r.allPeers())
 	}
 	if complete {
 		r.afterApply(sites)

@@ -199,7 +199,7 @@ func (r *Rotator) switchKey() {
 		r.run = r.newRunForSwitch(next.Public()) // emergency: no prepare phase
 	}
 	r.run.switched = time.Now()
-	if err := wg.SwitchKey(r.wgc, r.cfg.Interface, next, psks); err != nil {
+	if err := r.switchKeyEverywhere(next, psks); err != nil {
 		// Persisted as switching: the next reconcile (or a restart) gives
 		// the device the next key; continue as if it had.
 		r.log.Error("rotation: device switch failed; the next reconcile retries", "err", err)
@@ -279,7 +279,7 @@ func (r *Rotator) maybeComplete() {
 	reply := control.RotateReply{Epoch: r.state.Epoch, PublicKey: r.key.Public().String(), Result: control.RotateComplete, CutOver: run.cutOver(), Missing: missing}
 	if len(missing) > 0 {
 		reply.Result = control.RotateIncomplete
-		dev, _ := r.wgc.Device(r.cfg.Interface)
+		dev, _ := r.readDevices()
 		reply.Pending = map[string]string{}
 		for _, s := range missing {
 			reply.Pending[s] = r.whyUnconfirmed(dev, s)
