@@ -142,32 +142,16 @@ const (
 // Validate refuses a wait out of range (a negative one started a rotation
 // and waited 5 minutes).
 func (r RotateRequest) Validate() error {
-	if r.Timeout != 0 && (r.Timeout < MinRotateWait || r.Timeout > MaxRotateWait) {
-		return fmt.Errorf("timeout: %s is out of range: use a duration between %s and %s (or 0 for the default, %s)", r.Timeout, MinRotateWait, MaxRotateWait, DefaultRotateWait)
-	}
-	return nil
+	return checkOptional("timeout", r.Timeout, MinRotateWait, MaxRotateWait, DefaultRotateWait)
 }
 
 // ResponseWithin lets the answer to `rotate --wait` take as long as the
 // wait (LongPoll).
-func (r RotateRequest) ResponseWithin() time.Duration {
-	switch {
-	case !r.Wait:
-		return 0
-	case r.Timeout > 0:
-		return r.Timeout
-	}
-	return DefaultRotateWait
-}
+func (r RotateRequest) ResponseWithin() time.Duration { return longPoll(r.Wait, r.WaitFor()) }
 
 // WaitFor is how long the agent waits for the rotation's end (Timeout, or
 // DefaultRotateWait).
-func (r RotateRequest) WaitFor() time.Duration {
-	if r.Timeout > 0 {
-		return r.Timeout
-	}
-	return DefaultRotateWait
-}
+func (r RotateRequest) WaitFor() time.Duration { return orDefault(r.Timeout, DefaultRotateWait) }
 
 // RotateResult says how far a rotation got.
 type RotateResult string

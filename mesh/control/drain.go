@@ -50,11 +50,11 @@ const (
 
 // Validate refuses durations out of range, naming the field.
 func (r DrainRequest) Validate() error {
-	if r.Timeout != 0 && (r.Timeout < MinDrainWait || r.Timeout > MaxDrainWait) {
-		return fmt.Errorf("timeout: %s is out of range: use a duration between %s and %s (or 0 for the default, %s)", r.Timeout, MinDrainWait, MaxDrainWait, DefaultDrainWait)
+	if err := checkOptional("timeout", r.Timeout, MinDrainWait, MaxDrainWait, DefaultDrainWait); err != nil {
+		return err
 	}
-	if r.Settle != 0 && (r.Settle < MinDrainSettle || r.Settle > MaxDrainSettle) {
-		return fmt.Errorf("settle: %s is out of range: use a duration between %s and %s (or 0 for the default, %s)", r.Settle, MinDrainSettle, MaxDrainSettle, DefaultDrainSettle)
+	if err := checkOptional("settle", r.Settle, MinDrainSettle, MaxDrainSettle, DefaultDrainSettle); err != nil {
+		return err
 	}
 	if r.Wait && r.SettleFor() > r.WaitFor() {
 		return fmt.Errorf("settle: %s is longer than the timeout %s: the wait could never succeed; use a shorter settle or a longer timeout", r.SettleFor(), r.WaitFor())
@@ -63,30 +63,15 @@ func (r DrainRequest) Validate() error {
 }
 
 // WaitFor is how long the agent waits (Timeout, or DefaultDrainWait).
-func (r DrainRequest) WaitFor() time.Duration {
-	if r.Timeout > 0 {
-		return r.Timeout
-	}
-	return DefaultDrainWait
-}
+func (r DrainRequest) WaitFor() time.Duration { return orDefault(r.Timeout, DefaultDrainWait) }
 
 // SettleFor is how long every peer must stay idle (Settle, or
 // DefaultDrainSettle).
-func (r DrainRequest) SettleFor() time.Duration {
-	if r.Settle > 0 {
-		return r.Settle
-	}
-	return DefaultDrainSettle
-}
+func (r DrainRequest) SettleFor() time.Duration { return orDefault(r.Settle, DefaultDrainSettle) }
 
 // ResponseWithin lets the answer to `drain --wait` take as long as the
 // wait (LongPoll).
-func (r DrainRequest) ResponseWithin() time.Duration {
-	if !r.Wait {
-		return 0
-	}
-	return r.WaitFor()
-}
+func (r DrainRequest) ResponseWithin() time.Duration { return longPoll(r.Wait, r.WaitFor()) }
 
 // DrainResult says where a drain or undrain stands.
 type DrainResult string

@@ -30,27 +30,14 @@ func (r GossipKeyRequest) Validate() error {
 	if len(r.Bundle) == 0 || len(r.Bundle) > MaxGossipKeyBundle {
 		return fmt.Errorf("bundle: %d bytes: pass the file 'dcmesh ca gossip-key rotate' wrote (at most %d bytes)", len(r.Bundle), MaxGossipKeyBundle)
 	}
-	if r.Timeout != 0 && (r.Timeout < MinRotateWait || r.Timeout > MaxRotateWait) {
-		return fmt.Errorf("timeout: %s is out of range: use a duration between %s and %s (or 0 for the default, %s)", r.Timeout, MinRotateWait, MaxRotateWait, DefaultGossipKeyWait)
-	}
-	return nil
+	return checkOptional("timeout", r.Timeout, MinRotateWait, MaxRotateWait, DefaultGossipKeyWait)
 }
 
 // WaitFor is how long the agent waits for the rotation's end.
-func (r GossipKeyRequest) WaitFor() time.Duration {
-	if r.Timeout > 0 {
-		return r.Timeout
-	}
-	return DefaultGossipKeyWait
-}
+func (r GossipKeyRequest) WaitFor() time.Duration { return orDefault(r.Timeout, DefaultGossipKeyWait) }
 
 // ResponseWithin lets the answer to `--wait` take as long as the wait.
-func (r GossipKeyRequest) ResponseWithin() time.Duration {
-	if !r.Wait {
-		return 0
-	}
-	return r.WaitFor()
-}
+func (r GossipKeyRequest) ResponseWithin() time.Duration { return longPoll(r.Wait, r.WaitFor()) }
 
 // GossipKeyResult says how far a gossip-key rotation got.
 type GossipKeyResult string
