@@ -95,7 +95,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	st := hub.Stats()
-	t.Logf("down diags %v; timer loop: %d wakeups later than a quarter interval, the worst %v", diags, st.LateTimers, st.MaxTimerDelay)
+	t.Logf("down diags %v; timer loop: %d wakeups later than a quarter interval, the worst %v; %d sessions graced after a stall", diags, st.LateTimers, st.MaxTimerDelay, st.StallGraces)
 	t.Logf("load average at the end: %s", loadavg())
 	if downs != 0 {
 		t.Errorf("%d spurious downs in %v", downs, wall)
