@@ -220,64 +220,72 @@ func isOverlay(s records.Site, p netip.Prefix) bool {
 	return s.Overlay.IsValid() && p.Addr() == s.Overlay && p.Bits() == s.Overlay.BitLen()
 }
 
-// routeGroups sends each prefix of a multi-gateway site over a group of the
-// gateways that have it (normally all: one group per site).
-func (b *desiredBuilder) routeGroups(entries []gatewayEntry, perSite map[string]int) {
-	type bucket struct {
-		gateways []records.Site
-		prefixes []netip.Prefix
-	}
-	var order []string
-	bySig := map[string]*bucket{}
-	holders := map[string]map[netip.Prefix][]records.Site{} // site → prefix → its gateways
-	var prefixOrder []struct {
-		site string
-		p    netip.Prefix
-	}
+// sharedPrefix is a prefix of a multi-gateway site with the gateways that
+// hold it.
+type sharedPrefix struct {
+	site     string
+	prefix   netip.Prefix
+	gateways []records.Site
+}
+
+// sharedPrefixes lists, in the order first seen, every prefix of a
+// multi-gateway site (its gateways' overlay addresses aside) with the
+// gateways that hold it.
+func sharedPrefixes(entries []gatewayEntry, perSite map[string]int) []*sharedPrefix {
+	var out []*sharedPrefix
+	seen := map[string]*sharedPrefix{}
 	for _, e := range entries {
 		if perSite[e.site.Name] < 2 {
 			continue
-		}
-		if holders[e.site.Name] == nil {
-			holders[e.site.Name] = map[netip.Prefix][]records.Site{}
 		}
 		for _, p := range e.allowed {
 			if isOverlay(e.site, p) {
 				continue
 			}
-			if holders[e.site.Name][p] == nil {
-				prefixOrder = append(prefixOrder, struct {
-					site string
-					p    netip.Prefix
-				}{e.site.Name, p})
+			key := e.site.Name + " " + p.String()
+			sp := seen[key]
+			if sp == nil {
+				sp = &sharedPrefix{site: e.site.Name, prefix: p}
+				seen[key] = sp
+				out = append(out, sp)
 			}
-			holders[e.site.Name][p] = append(holders[e.site.Name][p], e.site)
+			sp.gateways = append(sp.gateways, e.site)
 		}
 	}
-	for _, sp := range prefixOrder {
-		gws := holders[sp.site][sp.p]
-		var sig []string
-		for _, g := range gws {
-			sig = append(sig, g.Node())
-		}
-		key := sp.site + "\x00" + strings.Join(sig, ",")
-		bk, ok := bySig[key]
-		if !ok {
-			bk = &bucket{gateways: gws}
-			bySig[key] = bk
-			order = append(order, key)
-		}
-		bk.prefixes = append(bk.prefixes, sp.p)
+	return out
+}
+
+// routeGroups sends each prefix of a multi-gateway site over a group of the
+// gateways that hold it: normally all of them, one group named after the
+// site; a prefix only some hold goes over a group named after the site and
+// those gateways.
+func (b *desiredBuilder) routeGroups(entries []gatewayEntry, perSite map[string]int) {
+	type bucket struct {
+		name     string
+		gateways []records.Site
+		prefixes []netip.Prefix
 	}
-	named := map[string]int{}
-	for _, key := range order {
-		bk := bySig[key]
-		site := bk.gateways[0].Name
-		name := site
-		if named[site]++; named[site] > 1 || len(bk.gateways) < perSite[site] {
-			name = site + " " + key[len(site)+1:] // the gateways that hold these prefixes
+	var order []*bucket
+	byName := map[string]*bucket{}
+	for _, sp := range sharedPrefixes(entries, perSite) {
+		name := sp.site
+		if len(sp.gateways) < perSite[sp.site] {
+			var nodes []string
+			for _, g := range sp.gateways {
+				nodes = append(nodes, g.Node())
+			}
+			name += " " + strings.Join(nodes, ",")
 		}
-		b.groups = append(b.groups, netconfig.Group{Name: name, Members: groupMembers(bk.gateways, b.links, b.in.Healthy), Routes: bk.prefixes})
+		bk := byName[name]
+		if bk == nil {
+			bk = &bucket{name: name, gateways: sp.gateways}
+			byName[name] = bk
+			order = append(order, bk)
+		}
+		bk.prefixes = append(bk.prefixes, sp.prefix)
+	}
+	for _, bk := range order {
+		b.groups = append(b.groups, netconfig.Group{Name: bk.name, Members: groupMembers(bk.gateways, b.links, b.in.Healthy), Routes: bk.prefixes})
 		b.failClosed = append(b.failClosed, bk.prefixes...)
 	}
 }

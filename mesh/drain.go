@@ -205,13 +205,14 @@ func (a *Agent) waitIdle(ctx context.Context, m *drainMeter, wait time.Duration)
 	}
 }
 
-// drainSample reads the counters of every peer on the device, with the
-// probes the prober counted for it, by node name.
+// drainSample reads the counters of every peer on every slot's device,
+// with the probes the prober counted for it, by node name.
 func (rt *siteRuntime) drainSample(now time.Time) (drainSample, error) {
 	dev, err := rt.wgc.Device(rt.cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("read WireGuard device %s: %w", rt.cfg.Interface, err)
 	}
+	dev = mergedDevice(dev, rt.readSlotDevices()) // the remote gateways on every slot
 	ids := peerIdentities(rt)
 	probes := rt.probeStates()
 	s := drainSample{}
@@ -221,7 +222,7 @@ func (rt *siteRuntime) drainSample(now time.Time) (drainSample, error) {
 			persistentKeepalive: p.PersistentKeepaliveInterval}
 		name := k.Short()
 		if id, ok := ids[k]; ok {
-			name = id.site
+			name = id.node // two gateways of a site are two peers
 			if id.role == control.RoleNext {
 				name += " (next key)"
 			}

@@ -196,7 +196,9 @@ func TestGatewaysRotation(t *testing.T) {
 // Drain set; site1 takes it out of the group (it stays a peer), the flows
 // move to site2.1 without a loss, and `drain --wait` on site2.0 then
 // reports it idle (only probes and keepalives: the local side's check that
-// the peers moved away). `undrain` puts it back in the group.
+// the peers moved away). `undrain` puts it back in the group. Drained,
+// site1 (two interfaces) moves its group route to metric M-1 and its
+// drain --wait names both gateways it sends to.
 func TestGatewaysDrain(t *testing.T) {
 	m, a, b0, b1 := newGatewayMesh(t)
 	slot1, both := a.iface+"g1", []string{a.iface, a.iface + "g1"}
@@ -228,6 +230,22 @@ func TestGatewaysDrain(t *testing.T) {
 	})
 	backAt := nowSeconds()
 	a.waitSent(a.iface, b0.pub, 50000, "flows through site2.0 again")
+	// site1 drained: its group route moves to metric M-1, still over the
+	// group, and drain --wait names the gateways it still sends to, on
+	// either interface.
+	metric := a.tunnelMetric(b0.prefix())
+	m.cli("drain", "--config", a.cfgPath)
+	waitFor(t, 10*time.Second, "site1's group route at metric M-1", func() error {
+		if got := a.tunnelMetric(b0.prefix()); got != metric-1 {
+			return fmt.Errorf("metric %d, want %d", got, metric-1)
+		}
+		return a.expectTunnel(b0.prefix(), both...)
+	})
+	out, _, code := runBinary(t, "drain", "--wait", "--timeout", "3s", "--settle", "1s", "--config", a.cfgPath)
+	if code != 1 || !strings.Contains(out, "site2 (") || !strings.Contains(out, "site2.1 (") {
+		t.Errorf("drain --wait on site1 with flows to both gateways: exit %d, %q; want 1 naming site2 and site2.1", code, out)
+	}
+	m.cli("undrain", "--config", a.cfgPath)
 	send.p.Interrupt(5 * time.Second)
 	recv0.p.Interrupt(5 * time.Second)
 	recv1.p.Interrupt(5 * time.Second)
@@ -351,6 +369,20 @@ func startGatewayFlows(t *testing.T, s *site, mode, addr string) *probe {
 	p := startHelper(t, s, "flows "+mode+" "+s.name, "TestHelperGatewayFlows", env)
 	p.p.WaitOutput(t, "flows "+map[string]string{"send": "sending", "recv": "listening"}[mode], 10*time.Second)
 	return p
+}
+
+// tunnelMetric is the metric of s's tunnel route for prefix (0: none).
+func (s *site) tunnelMetric(prefix string) int {
+	out := s.ns.Run(s.m.t, "ip", "route", "show", "exact", prefix)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if i := slices.Index(f, "metric"); len(f) > 0 && f[0] != "unreachable" && i >= 0 && i+1 < len(f) {
+			var m int
+			_, _ = fmt.Sscanf(f[i+1], "%d", &m)
+			return m
+		}
+	}
+	return 0
 }
 
 // expectTunnel checks s's tunnel route for prefix (main table): over a
