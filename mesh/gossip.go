@@ -110,6 +110,8 @@ func (a *Agent) signRecord(rt *siteRuntime, leaving bool) ([]byte, error) {
 		Leaving:   leaving,
 		Cert:      rt.enr.Cert,
 		Drain:     rt.drain.on,
+		Weight:    uint8(rt.cfg.GatewayWeight), // 0-255, checked by config
+		Standby:   rt.cfg.GatewayWeight == 0,
 	}
 	if err := rt.rot.RecordKeys(&rec); err != nil {
 		return nil, err

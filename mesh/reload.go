@@ -47,7 +47,7 @@ var restartOnly = []struct {
 // others); the names are Go field paths, for the coverage test.
 var liveFields = []string{"Path", "ListenPort", "PrivateKeyFile", "OverlayAddress", "LocalPrefixes", "MTU",
 	"PersistentKeepalive", "ResyncInterval", "RouteMetric", "Peers", "Endpoint", "Endpoints", "Trust.CAFile", "Trust.CertFile",
-	"Trust.IdentityKeyFile", "Trust.RecordExpiry", "Trust.ClockSkew", "Rotation"}
+	"Trust.IdentityKeyFile", "Trust.RecordExpiry", "Trust.ClockSkew", "Rotation", "GatewayWeight"}
 
 func gossipChanged(get func(*config.GossipConfig) any) func(o, n *config.Config) bool {
 	return func(o, n *config.Config) bool {
@@ -143,7 +143,7 @@ func (a *Agent) applyReload(rt *siteRuntime) bool {
 // record says (other than the key): it must then be published at once, not
 // at the next refresh an hour later.
 func recordInputsChanged(old, new *config.Config, oldEnr, newEnr *enroll.Enrollment) bool {
-	if !slices.Equal(old.UplinkEndpoints(), new.UplinkEndpoints()) || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) {
+	if !slices.Equal(old.UplinkEndpoints(), new.UplinkEndpoints()) || !slices.Equal(old.LocalPrefixes, new.LocalPrefixes) || old.GatewayWeight != new.GatewayWeight {
 		return true
 	}
 	return oldEnr != nil && newEnr != nil && !bytes.Equal(oldEnr.Cert.Raw, newEnr.Cert.Raw)

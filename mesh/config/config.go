@@ -131,6 +131,12 @@ type Config struct {
 	// MetricsAddr serves Prometheus metrics on HOST:PORT/metrics; "" for
 	// none. The agent's --metrics-addr overrides it.
 	MetricsAddr string
+	// GatewayWeight is this gateway's share of its site's traffic among the
+	// site's healthy gateways, 1-255 (default 1), or 0 for a standby that
+	// carries traffic only while no active gateway of the site is healthy.
+	// Peers weight their nexthop groups with it; a one-gateway site's
+	// peers do not use it.
+	GatewayWeight int
 }
 
 // UserspaceConfig tunes the embedded wireguard-go device. It has no effect

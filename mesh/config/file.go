@@ -37,6 +37,7 @@ type fileConfig struct {
 	Userspace           fileUserspace `yaml:"userspace"`
 	Health              fileHealth    `yaml:"health"`
 	MetricsAddr         string        `yaml:"metrics_addr"`
+	GatewayWeight       *int          `yaml:"gateway_weight"`
 }
 
 type fileUserspace struct {
@@ -125,6 +126,7 @@ func (fc *fileConfig) validate(dir string) (*Config, error) {
 	c.parseStateAndTrust(fc, dir, &bad)
 	c.parseGossip(fc, &bad)
 	c.parseMetricsAddr(fc.MetricsAddr, &bad)
+	c.parseGatewayWeight(fc.GatewayWeight, &bad)
 	if len(bad) > 0 {
 		return nil, errors.Join(bad...)
 	}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/control"
+	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
+)
+
+// TestGatewaysStandby: site2.1 is a standby (`gateway_weight: 0`). site1
+// holds it (a handshake and a probe session on its slot-1 interface) but
+// routes site2's prefix through site2.0 alone, so the standby carries
+// nothing but probes and keepalives. When site2.0's WireGuard UDP is cut
+// silently, the standby takes every flow; uncut, the traffic goes back to
+// site2.0 after the probes' hold and the standby is idle again.
+func TestGatewaysStandby(t *testing.T) {
+	requireTool(t, "nft")
+	m := newMesh(t, 3)
+	a, b0, b1 := m.sites[0], m.sites[1], m.sites[2]
+	caDir := m.newCA("ca")
+	a.enroll(caDir, nil)
+	b0.enroll(caDir, []string{a.seed()})
+	b1.enrollAs(caDir, []string{a.seed()}, b0.name, b0.prefix(), "--gateway", "1")
+	b1.appendConfig("gateway_weight: 0\n")
+	b1.ns.Run(t, "ip", "addr", "add", b0.host()+"/32", "dev", "lo")
+	m.startAll()
+	slot1 := a.iface + "g1"
+	waitFor(t, 30*time.Second, "site1's probes up with both gateways of site2", func() error {
+		up := map[string]bool{}
+		for _, p := range a.status().Peers {
+			if p.Probe != nil && p.Probe.State == control.ProbeUp {
+				up[p.Node] = true
+			}
+		}
+		if !up["site2"] || !up["site2.1"] {
+			return fmt.Errorf("probes up: %v", up)
+		}
+		return nil
+	})
+	waitFor(t, 10*time.Second, "site2's prefix through site2.0 alone", func() error {
+		return a.expectTunnel(b0.prefix(), a.iface)
+	})
+
+	recv0, recv1 := startGatewayFlows(t, b0, "recv", b0.host()), startGatewayFlows(t, b1, "recv", b0.host())
+	send := startGatewayFlows(t, a, "send", b0.host())
+	t.Cleanup(func() {
+		send.p.Interrupt(5 * time.Second)
+		recv0.p.Interrupt(5 * time.Second)
+		recv1.p.Interrupt(5 * time.Second)
+	})
+	// idle checks that the standby's slot carries no flows while site2.0
+	// does: over the time site2.0 gets 100 kB, the standby gets at most
+	// what probes (5/s of ~100 bytes) and keepalives send, with room.
+	idle := func(when string) {
+		t.Helper()
+		before := txBytes(a.wgAll("transfer"), slot1, b1.pub)
+		a.waitSent(a.iface, b0.pub, 100000, "flows through site2.0 "+when)
+		if sent := txBytes(a.wgAll("transfer"), slot1, b1.pub) - before; sent > 20000 {
+			t.Errorf("%s: the standby site2.1 was sent %d bytes while site2.0 carried the flows; want only probes and keepalives", when, sent)
+		}
+	}
+	idle("before the cut")
+
+	cutAt := time.Now()
+	b0.ns.Run(t, "nft", "add table inet dcmsb; add chain inet dcmsb in { type filter hook input priority 0; }; add chain inet dcmsb out { type filter hook output priority 0; }; "+
+		"add rule inet dcmsb in udp dport 51820-51823 drop; add rule inet dcmsb out udp sport 51820-51823 drop")
+	netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "the standby alone in the group", func() error {
+		return a.expectTunnel(b0.prefix(), slot1)
+	})
+	took := time.Since(cutAt)
+	a.waitSent(slot1, b1.pub, 100000, "flows through the standby")
+
+	uncutAt := time.Now()
+	b0.ns.Run(t, "nft", "delete table inet dcmsb")
+	netconfigtest.Eventually(t, 30*time.Second, 20*time.Millisecond, "back to site2.0 alone", func() error {
+		return a.expectTunnel(b0.prefix(), a.iface)
+	})
+	back := time.Since(uncutAt)
+	idle("after the uncut")
+	t.Logf("standby: took the group %d ms after site2.0 was cut; site2.0 back %.1f s after the uncut (probes' hold 2 s)", took.Milliseconds(), back.Seconds())
+	if back < 1900*time.Millisecond {
+		t.Errorf("traffic went back to site2.0 %.2f s after the uncut, before the probes' hold of 2 s", back.Seconds())
+	}
+}
