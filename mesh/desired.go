@@ -21,6 +21,10 @@ type desiredState struct {
 	// claims the same name, key or addresses (static configuration wins),
 	// or because their slot has no usable interface name.
 	Dropped []string
+	// InGroup says, for each gateway of a multi-gateway site (by node
+	// name), whether a nexthop group of its site has it as a member now;
+	// nil in a one-gateway cluster.
+	InGroup map[string]bool
 }
 
 // slotConfigs returns the WireGuard config of every slot, slot 0 first.

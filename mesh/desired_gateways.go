@@ -285,8 +285,21 @@ func (b *desiredBuilder) routeGroups(entries []gatewayEntry, perSite map[string]
 		bk.prefixes = append(bk.prefixes, sp.prefix)
 	}
 	for _, bk := range order {
-		b.groups = append(b.groups, netconfig.Group{Name: bk.name, Members: groupMembers(bk.gateways, b.links, b.in.Healthy), Routes: bk.prefixes})
+		members := groupMembers(bk.gateways, b.links, b.in.Healthy)
+		b.groups = append(b.groups, netconfig.Group{Name: bk.name, Members: members, Routes: bk.prefixes})
 		b.failClosed = append(b.failClosed, bk.prefixes...)
+		b.noteMembers(bk.gateways, members)
+	}
+}
+
+// noteMembers records in d.InGroup which of gateways are among members.
+func (b *desiredBuilder) noteMembers(gateways []records.Site, members []netconfig.Member) {
+	if b.d.InGroup == nil {
+		b.d.InGroup = map[string]bool{}
+	}
+	for _, g := range gateways {
+		in := slices.ContainsFunc(members, func(m netconfig.Member) bool { return m.Link == b.links[g.Gateway] })
+		b.d.InGroup[g.Node()] = b.d.InGroup[g.Node()] || in
 	}
 }
 

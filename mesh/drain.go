@@ -245,7 +245,7 @@ func markDraining(rt *siteRuntime, peers []control.PeerStatus) {
 		if p.Source != control.SourceGossip {
 			continue
 		}
-		if sr, ok := rt.store.Record(p.Site); ok && sr.Drain {
+		if sr, ok := rt.store.Record(p.Name()); ok && sr.Drain {
 			peers[i].Draining = true
 		}
 	}

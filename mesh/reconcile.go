@@ -141,7 +141,7 @@ func (a *Agent) applySlots(rt *siteRuntime, p reconcilePlan) error {
 // applied tells the rest of the agent what a reconcile applied (complete:
 // everything): status, the probes, the rotation, the gossip roster.
 func (a *Agent) applied(rt *siteRuntime, p reconcilePlan, complete bool, start time.Time) {
-	rt.lastWG, rt.lastSites = allPeers(p.d), p.sites
+	rt.lastWG, rt.lastSites, rt.lastInGroup = allPeers(p.d), p.sites, p.d.InGroup
 	rt.probeDriven = probeDriven(p.sites)
 	rt.shadow.net = p.d.Net
 	if p.all != nil {

@@ -72,6 +72,8 @@ type siteRuntime struct {
 	// status
 	lastWG    wg.Config
 	lastSites []records.Site
+	// lastInGroup: desiredState.InGroup of the last reconcile, for status
+	lastInGroup map[string]bool
 	// probeDriven: some remote site has several gateways, so its group
 	// follows the probes (a probe change reconciles)
 	probeDriven bool

@@ -45,7 +45,27 @@ func (a *Agent) buildStatus(rt *siteRuntime) (control.Status, error) {
 	})
 	st.Routes = routeStatus(rt, marks)
 	markDraining(rt, st.Peers)
+	markGateways(rt, st.Peers)
 	return st, nil
+}
+
+// markGateways sets each peer's interface (its gateway's slot) and, for the
+// gateways of multi-gateway sites, whether the last reconcile put them in
+// their site's nexthop group.
+func markGateways(rt *siteRuntime, peers []control.PeerStatus) {
+	for i := range peers {
+		p := &peers[i]
+		p.Interface = rt.cfg.Interface
+		if p.Source != control.SourceGossip {
+			continue
+		}
+		if l, err := slotLink(rt.cfg.Interface, int(p.Gateway)); err == nil {
+			p.Interface = l
+		}
+		if in, ok := rt.lastInGroup[p.Name()]; ok {
+			p.InGroup = &in
+		}
+	}
 }
 
 // statusHeader is the part of the status that needs neither the device nor

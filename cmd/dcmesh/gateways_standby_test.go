@@ -62,6 +62,7 @@ func TestGatewaysStandby(t *testing.T) {
 		}
 	}
 	idle("before the cut")
+	a.expectGroupStatus(t, map[string]bool{"site2": true, "site2.1": false}, map[string]string{"site2": a.iface, "site2.1": slot1})
 
 	cutAt := time.Now()
 	b0.ns.Run(t, "nft", "add table inet dcmsb; add chain inet dcmsb in { type filter hook input priority 0; }; add chain inet dcmsb out { type filter hook output priority 0; }; "+
@@ -70,6 +71,7 @@ func TestGatewaysStandby(t *testing.T) {
 		return a.expectTunnel(b0.prefix(), slot1)
 	})
 	took := time.Since(cutAt)
+	a.expectGroupStatus(t, map[string]bool{"site2": false, "site2.1": true}, nil)
 	a.waitSent(slot1, b1.pub, 100000, "flows through the standby")
 
 	uncutAt := time.Now()
@@ -79,8 +81,42 @@ func TestGatewaysStandby(t *testing.T) {
 	})
 	back := time.Since(uncutAt)
 	idle("after the uncut")
+	// A drained gateway 1 shows as draining at its peers (by node name:
+	// gateway 0 of the same site does not).
+	b1.ns.Run(t, dcmeshBinary(t), "drain", "--config", b1.cfgPath)
+	waitFor(t, 10*time.Second, "site1 sees site2.1 draining, site2 not", func() error {
+		got := map[string]bool{}
+		for _, p := range a.status().Peers {
+			got[p.Node] = p.Draining
+		}
+		if !got["site2.1"] || got["site2"] {
+			return fmt.Errorf("draining by node: %v", got)
+		}
+		return nil
+	})
 	t.Logf("standby: took the group %d ms after site2.0 was cut; site2.0 back %.1f s after the uncut (probes' hold 2 s)", took.Milliseconds(), back.Seconds())
 	if back < 1900*time.Millisecond {
 		t.Errorf("traffic went back to site2.0 %.2f s after the uncut, before the probes' hold of 2 s", back.Seconds())
 	}
+}
+
+// expectGroupStatus checks s's status: each node's in_group as want says
+// and, where ifaces names one, the interface it is held on.
+func (s *site) expectGroupStatus(t *testing.T, want map[string]bool, ifaces map[string]string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "status shows the group", func() error {
+		for _, p := range s.status().Peers {
+			w, ok := want[p.Node]
+			if !ok {
+				continue
+			}
+			if p.InGroup == nil || *p.InGroup != w {
+				return fmt.Errorf("%s: in_group %v, want %v", p.Node, p.InGroup, w)
+			}
+			if i, ok := ifaces[p.Node]; ok && p.Interface != i {
+				return fmt.Errorf("%s: interface %q, want %q", p.Node, p.Interface, i)
+			}
+		}
+		return nil
+	})
 }

@@ -197,6 +197,15 @@ type PeerStatus struct {
 	// Draining: the peer's record says its gateway is drained for
 	// maintenance (it still carries what reaches it).
 	Draining bool `json:"draining"`
+	// Interface is the WireGuard interface this site holds the peer on:
+	// the configured one for static peers and gateway 0 of a site, its
+	// slot's ("dcm0g1") for gateway N.
+	Interface string `json:"interface"`
+	// InGroup, for a gateway of a site with several: whether the site's
+	// nexthop group has it as a member now (healthy, not draining and
+	// active, or a standby while no active gateway of the site is
+	// healthy); null for the peers of one-gateway sites and static peers.
+	InGroup *bool `json:"in_group"`
 }
 
 // UplinkStatus is a gossip site's endpoints as this site uses them.
