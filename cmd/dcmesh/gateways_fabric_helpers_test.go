@@ -37,6 +37,7 @@ type fabricSite struct {
 	hostAddr string
 	remote   string // the other site's prefix
 	fabFRR   *frrRouter
+	gwFRR    [2]*frrRouter
 	watch    *routeWatch // the fabric's kernel route to remote
 }
 
@@ -128,7 +129,7 @@ func (fs *fabricSite) startDaemons(t *testing.T, daemonDir string) {
 		if i == 1 {
 			edits = append(edits, fabricGW1Addr, fabricGW2Addr, fabricFabAddr1, fabricFabAddr2)
 		}
-		startFRR(t, daemonDir, g.ns, exampleFor(t, "frr/frr.conf", edits...), "zebra", "bgpd", "bfdd")
+		fs.gwFRR[i] = startFRR(t, daemonDir, g.ns, exampleFor(t, "frr/frr.conf", edits...), "zebra", "bgpd", "bfdd")
 	}
 	fs.watch = watchRoute(t, fs.fab, fs.remote)
 }

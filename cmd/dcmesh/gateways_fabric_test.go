@@ -16,7 +16,7 @@ import (
 // TestGatewaysFabric is issue 12's acceptance topology: two sites of two
 // gateways, each site with an FRR fabric router (BGP + BFD 300 ms × 3 to
 // its gateways, which run the shipped FRR configuration) and a host behind
-// it. 12 UDP flows (100 packets/s each) and an echo stream (100/s, with a
+// it. 12 UDP flows (100 packets/s each; the kernel hashes them by port) and an echo stream (100/s, with a
 // payload pattern) go from site1's host to site3's; tcpdump records the
 // underlay. In order:
 //
@@ -27,7 +27,12 @@ import (
 //     the longest silence of a flow is measured;
 //  3. site1's first gateway goes silent (everything in, out and through it
 //     dropped): only BFD tells the fabric, which moves to the other gateway;
-//  4. the underlay carried WireGuard UDP and gossip only, never the
+//     site3's gateways' probes take it out of their groups; it comes back;
+//  4. (DCMESH_GWFABRIC_KILL=1: fails today, see the subtest's skip) site1's
+//     second gateway's agent is killed (-9): the embedded data plane dies
+//     with it, its tunnel routes go, FRR should export the prefix degraded
+//     and the fabric move to the first gateway;
+//  5. the underlay carried WireGuard UDP and gossip only, never the
 //     pattern of the echo payload.
 func TestGatewaysFabric(t *testing.T) {
 	daemonDir := requireFabric(t)
@@ -52,9 +57,64 @@ func TestGatewaysFabric(t *testing.T) {
 
 	checkSteadyState(t, sa, sb)
 
-	// 2: a remote gateway's underlay silently cut.
+	cut := remoteCut(t, sa, sb)
+	silent := localSilent(t, sa, sb)
+	var killed *fault
+	t.Run("LocalAgentKilled", func(t *testing.T) {
+		if os.Getenv("DCMESH_GWFABRIC_KILL") != "1" {
+			t.Skip("known defect, run with DCMESH_GWFABRIC_KILL=1: after kill -9 of a gateway's agent the kernel drops its nhid tunnel route " +
+				"without a notification, zebra keeps exporting it as healthy and the fabric keeps sending that gateway traffic it black-holes")
+		}
+		f := localKilled(t, sa, sb)
+		killed = &f
+	})
+
+	send.p.Interrupt(5 * time.Second)
+	recv.p.Interrupt(5 * time.Second)
+	echo.Interrupt(5 * time.Second)
+	runs := parseFlowRuns("host", recv.p.Output())
+	cutFlows, back := flowWindow(runs, cut.at, cut.back), flowWindow(runs, cut.back, silent.at)
+	silentFlows := flowWindow(runs, silent.at, silent.back)
+	t.Logf("remote gateway %s's underlay cut: out of %s's groups after %d ms; the longest silence of a flow %d ms (target ≤ %s s), %d packets lost in all; "+
+		"uncut: back in the groups and on the fabric after %.1f s, %d packets lost, longest silence %d ms",
+		sb.node(sb.gws[0]), sa.name, cut.moved.Milliseconds(), int(cutFlows.silence*1000), cutTarget, cutFlows.lost, cut.rejoined-cut.back, back.lost, int(back.silence*1000))
+	t.Logf("local gateway %s silent: fabric on %s after %d ms (BFD 300 ms × 3, target ≤ 1000); the longest silence of a flow %d ms, %d packets lost in all",
+		sa.node(sa.gws[0]), sa.node(sa.gws[1]), silent.moved.Milliseconds(), int(silentFlows.silence*1000), silentFlows.lost)
+	t.Logf("echo stream (100/s asked, both ways through both fabrics): %s", lossLine(echo.Output()))
+	// Targets 1 s; the bounds asserted hold on a loaded 2-core machine.
+	if cutFlows.silence > cutBound {
+		t.Errorf("remote gateway cut: a flow was silent %.2f s, want ≤ %.1f s (target %s)", cutFlows.silence, cutBound, cutTarget)
+	}
+	if silent.moved > 1500*time.Millisecond || silentFlows.silence > 2.0 {
+		t.Errorf("local gateway silent: the fabric moved after %s and a flow was silent %.2f s, want ≤ 1.5 s and ≤ 2 s (target 1.0)", silent.moved, silentFlows.silence)
+	}
+	if killed != nil {
+		killedFlows := flowWindow(runs, killed.at, killed.back)
+		t.Logf("local gateway %s's agent killed (-9, embedded data plane gone): fabric on %s after %d ms; the longest silence of a flow %d ms, %d packets lost in all",
+			sa.node(sa.gws[1]), sa.node(sa.gws[0]), killed.moved.Milliseconds(), int(killedFlows.silence*1000), killedFlows.lost)
+		if killed.moved > 1500*time.Millisecond || killedFlows.silence > 2.0 {
+			t.Errorf("local agent killed: the fabric moved after %s and a flow was silent %.2f s, want ≤ 1.5 s and ≤ 2 s (target 1.0)", killed.moved, killedFlows.silence)
+		}
+	}
+	checkUnderlay(t, m, capt)
+	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// fault is when a fault began and ended (unix seconds), how long until
+// traffic was moved off the failed gateway (by the remote site's groups or
+// the local fabric) and when everything was back.
+type fault struct {
+	at, back, rejoined float64
+	moved              time.Duration
+}
+
+// remoteCut drops the WireGuard UDP of site3's first gateway (no link goes
+// down, gossip and BGP go on): site1's gateways' probes take it out of
+// their groups; then it is uncut and rejoins.
+func remoteCut(t *testing.T, sa, sb *fabricSite) fault {
+	t.Helper()
 	b0, b1 := sb.gws[0], sb.gws[1]
-	cutAt := nowSeconds()
+	f := fault{at: nowSeconds()}
 	b0.ns.Run(t, "nft", "add table inet dcmgw; add chain inet dcmgw in { type filter hook input priority 0; }; add chain inet dcmgw out { type filter hook output priority 0; }; "+
 		"add rule inet dcmgw in udp dport 51820-51823 drop; add rule inet dcmgw out udp sport 51820-51823 drop")
 	for _, g := range sa.gws {
@@ -62,57 +122,78 @@ func TestGatewaysFabric(t *testing.T) {
 			return g.expectTunnel(sa.remote, g.iface+"g1")
 		})
 	}
-	leftAt := nowSeconds()
+	f.moved = time.Duration((nowSeconds() - f.at) * float64(time.Second))
 	waitForwarded(t, b1, 2*gatewayFlows*gatewayFlowRate, "2 s of every flow through "+sb.node(b1)+" alone")
 	before0 := flowCounters(t, b0.ns)
 	waitForwarded(t, b1, gatewayFlows*gatewayFlowRate, "1 s more through "+sb.node(b1))
 	if n, flows := flowDelta(flowCounters(t, b0.ns), before0, 1); n > 0 {
 		t.Errorf("%s forwarded %d packets of flows %v while its underlay was cut", sb.node(b0), n, flows)
 	}
-	uncutAt := nowSeconds()
+	f.back = nowSeconds()
 	b0.ns.Run(t, "nft", "delete table inet dcmgw")
 	waitMesh(t, sa, sb)
 	sa.waitFabric(t, 30*time.Second)
 	sb.waitFabric(t, 30*time.Second)
-	rejoinAt := nowSeconds()
+	f.rejoined = nowSeconds()
+	return f
+}
 
-	// 3: a local gateway silently dead.
-	a0 := sa.gws[0]
-	silentAt := (&fabricGateway{ns: a0.ns}).silence(t, true)
-	r, err := sa.watch.waitSince(silentAt, 10*time.Second, func(r kernelRoute) bool { return r.isVia(gwAddrs[1]) })
+// localSilent makes site1's first gateway drop everything in, out of and
+// through it: only BFD tells the fabric. Then it speaks again and rejoins.
+func localSilent(t *testing.T, sa, sb *fabricSite) fault {
+	t.Helper()
+	a0, a1 := sa.gws[0], sa.gws[1]
+	g := &fabricGateway{ns: a0.ns}
+	start := g.silence(t, true)
+	f := fault{at: float64(start.UnixMicro()) / 1e6}
+	r, err := sa.watch.waitSince(start, 10*time.Second, func(r kernelRoute) bool { return r.isVia(gwAddrs[1]) })
 	if err != nil {
 		t.Fatalf("%s silent: %v", sa.node(a0), err)
 	}
-	fabricMove := r.at.Sub(silentAt)
-	for _, g := range sb.gws {
-		netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, sb.node(g)+"'s group holds "+sa.node(sa.gws[1])+" only", func() error {
-			return g.expectTunnel(sb.remote, g.iface+"g1")
+	f.moved = r.at.Sub(start)
+	waitRemoteGroups(t, sb, "g1", sa.node(a1))
+	waitForwarded(t, a1, 2*gatewayFlows*gatewayFlowRate, "2 s of every flow through "+sa.node(a1)+" alone")
+	f.back = nowSeconds()
+	g.silence(t, false)
+	waitMesh(t, sa, sb)
+	sa.waitFabric(t, 30*time.Second)
+	sb.waitFabric(t, 30*time.Second)
+	f.rejoined = nowSeconds()
+	return f
+}
+
+// localKilled kills site1's second gateway's agent with SIGKILL: its
+// embedded WireGuard devices go with it, the kernel drops the tunnel
+// routes through them, and FRR exports the unreachable route, degraded.
+func localKilled(t *testing.T, sa, sb *fabricSite) fault {
+	t.Helper()
+	a0, a1 := sa.gws[0], sa.gws[1]
+	start := time.Now()
+	a1.agent.Kill()
+	f := fault{at: float64(start.UnixMicro()) / 1e6}
+	r, err := sa.watch.waitSince(start, 10*time.Second, func(r kernelRoute) bool { return r.isVia(gwAddrs[0]) })
+	if err != nil {
+		zebra, _ := sa.gwFRR[1].vtyshTry("show ip route " + sa.remote)
+		t.Fatalf("%s's agent killed: %v\nits kernel routes (proto 220):\n%s\nits links:\n%s\nits zebra:\n%s", sa.node(a1), err,
+			a1.ns.Run(t, "ip", "route", "show", "proto", "220"), a1.ns.Run(t, "ip", "-br", "link"), zebra)
+	}
+	f.moved = r.at.Sub(start)
+	waitRemoteGroups(t, sb, "", sa.node(a0))
+	waitForwarded(t, a0, 2*gatewayFlows*gatewayFlowRate, "2 s of every flow through "+sa.node(a0)+" alone")
+	f.back = nowSeconds()
+	return f
+}
+
+// waitRemoteGroups waits until every gateway of fs routes its remote prefix
+// through one slot interface only: its interface name + suffix ("" for
+// slot 0, "g1" for slot 1), the survivor's.
+func waitRemoteGroups(t *testing.T, fs *fabricSite, suffix, survivor string) {
+	t.Helper()
+	for _, g := range fs.gws {
+		netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, fs.node(g)+"'s group holds "+survivor+" only", func() error {
+			return g.expectTunnel(fs.remote, g.iface+suffix)
 		})
 	}
-	waitForwarded(t, sa.gws[1], 2*gatewayFlows*gatewayFlowRate, "2 s of every flow through "+sa.node(sa.gws[1])+" alone")
-	endAt := nowSeconds()
-
-	send.p.Interrupt(5 * time.Second)
-	recv.p.Interrupt(5 * time.Second)
-	echo.Interrupt(5 * time.Second)
-	runs := parseFlowRuns("host", recv.p.Output())
-	cut, dead := flowWindow(runs, cutAt, uncutAt), flowWindow(runs, float64(silentAt.UnixMicro())/1e6, endAt)
-	back := flowWindow(runs, uncutAt, float64(silentAt.UnixMicro())/1e6)
-	t.Logf("remote gateway %s's underlay cut: out of %s's groups after %d ms; the longest silence of a flow %d ms (target ≤ %s s), %d packets lost in all; "+
-		"uncut: back in the groups and on the fabric after %.1f s, %d packets lost, longest silence %d ms",
-		sb.node(b0), sa.name, int((leftAt-cutAt)*1000), int(cut.silence*1000), cutTarget, cut.lost, rejoinAt-uncutAt, back.lost, int(back.silence*1000))
-	t.Logf("local gateway %s silent: fabric on %s after %d ms (BFD 300 ms × 3, target ≤ 1000); the longest silence of a flow %d ms, %d packets lost in all",
-		sa.node(a0), sa.node(sa.gws[1]), fabricMove.Milliseconds(), int(dead.silence*1000), dead.lost)
-	t.Logf("echo stream (100/s, both ways through both fabrics): %s", lossLine(echo.Output()))
-	// Targets 1 s; the bounds asserted hold on a loaded 2-core machine.
-	if cut.silence > cutBound {
-		t.Errorf("remote gateway cut: a flow was silent %.2f s, want ≤ %.1f s (target %s)", cut.silence, cutBound, cutTarget)
-	}
-	if fabricMove > 1500*time.Millisecond || dead.silence > 2.0 {
-		t.Errorf("local gateway silent: the fabric moved after %s and a flow was silent %.2f s, want ≤ 1.5 s and ≤ 2 s (target 1.0)", fabricMove, dead.silence)
-	}
-	checkUnderlay(t, m, capt)
-	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 // newGatewaysFabric enrolls the four gateways (site1, site1.1, site3,
