@@ -55,7 +55,7 @@ func (s HealthStatus) ExitCode() int {
 //	healthy:  otherwise.
 func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time) Health {
 	h := Health{Schema: StatusSchema, Site: st.Site, Reasons: []string{}}
-	critical, degraded := peerHealth(st.Peers)
+	critical, degraded := peerHealth(st.Peers, now)
 	critical = append(critical, shadowHealth(st.Peers)...)
 	if st.Routes.FailClosedProgrammed < st.Routes.FailClosedDesired {
 		critical = append(critical, fmt.Sprintf("fail-closed routes missing: %d of %d programmed (traffic for a remote site could follow another route in cleartext)",
@@ -89,10 +89,19 @@ func EvaluateHealth(st Status, interval, stuckAfter time.Duration, now time.Time
 	return h
 }
 
+// AllDownConfirm is how long no peer may be up before health is critical
+// when the last of them went down by its probes: a host stalled for a
+// second (a loaded machine, a paused VM) takes every probe session down at
+// once, and they are back within the probes' hold; paging on that would
+// be a false alarm. Each of them is degraded at once meanwhile.
+const AllDownConfirm = 5 * time.Second
+
 // peerHealth is what the peers' states say: critical when peers exist and
-// none is up, degraded for each one stale or down, and without peers.
-func peerHealth(peers []PeerStatus) (critical, degraded []string) {
+// none is up (confirmed for AllDownConfirm if the probes just took the last
+// ones down), degraded for each one stale or down, and without peers.
+func peerHealth(peers []PeerStatus, now time.Time) (critical, degraded []string) {
 	current, up := 0, 0
+	var lastDown time.Time // the most recent probe down among the peers
 	for _, p := range peers {
 		if p.Role == RoleNext {
 			continue // a pre-installed key carries nothing until the cut-over
@@ -101,6 +110,9 @@ func peerHealth(peers []PeerStatus) (critical, degraded []string) {
 		name := p.Name()
 		if name == "" {
 			name = p.PublicKey[:8]
+		}
+		if p.State != PeerUp && p.Probe != nil && p.Probe.Downs > 0 && p.Probe.Since.After(lastDown) {
+			lastDown = p.Probe.Since
 		}
 		switch p.State {
 		case PeerUp:
@@ -118,7 +130,12 @@ func peerHealth(peers []PeerStatus) (critical, degraded []string) {
 	if current == 0 {
 		degraded = append(degraded, "no peers: no remote site is configured or known yet")
 	} else if up == 0 {
-		critical = append(critical, fmt.Sprintf("no peer is up (0 of %d)", current))
+		if since := now.Sub(lastDown); !lastDown.IsZero() && since < AllDownConfirm {
+			degraded = append(degraded, fmt.Sprintf("no peer is up (0 of %d) for %s: critical if it lasts %s (a stalled host takes every probe session down at once)",
+				current, since.Round(100*time.Millisecond), AllDownConfirm))
+		} else {
+			critical = append(critical, fmt.Sprintf("no peer is up (0 of %d)", current))
+		}
 	}
 	return critical, degraded
 }
