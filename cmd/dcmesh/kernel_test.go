@@ -49,16 +49,21 @@ func TestKernelBackendUnderQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	cmd := exec.Command(script, "--timeout", "480",
+	cmd := exec.Command(script, "--timeout", "600",
 		"--file", filepath.Join(dir, "dcmesh")+":/bin/dcmesh",
 		"--env", inGuestEnv+"=1", "--env", "DCMESH_BIN=/bin/dcmesh",
-		"--", filepath.Join(dir, "dcmesh.test"), "-test.run", "^TestKernel(Backend|Rotation)$", "-test.v", "-test.count=1")
+		"--", filepath.Join(dir, "dcmesh.test"), "-test.run", "^TestKernel(Backend|Rotation|GatewayFailover)$", "-test.v", "-test.count=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("guest output (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
+	if ps := cmd.ProcessState; ps != nil {
+		// The script waits for qemu, so its usage includes the guest's.
+		t.Logf("guest run: %s wall, %s CPU (user %s, system %s)", time.Since(start).Round(time.Second),
+			(ps.UserTime() + ps.SystemTime()).Round(time.Second), ps.UserTime().Round(time.Second), ps.SystemTime().Round(time.Second))
+	}
 	if err != nil {
 		t.Fatalf("kernel backend test in qemu failed: %v", err)
 	}
-	for _, name := range []string{"TestKernelBackend", "TestKernelRotation"} {
+	for _, name := range []string{"TestKernelBackend", "TestKernelRotation", "TestKernelGatewayFailover"} {
 		if !bytes.Contains(out, []byte("--- PASS: "+name+" ")) {
 			t.Errorf("the guest did not report %s as passed (skipped?)", name)
 		}
@@ -234,21 +239,31 @@ func kernelPair(t *testing.T, subnet int) (*testMesh, *site, *site) {
 	return m, a, b
 }
 
-// device reads s's WireGuard device with wgctrl from inside its namespace, by
-// running this test binary there as a helper (the guest has no wg tool, and a
-// genetlink socket belongs to the namespace it was opened in).
+// device reads s's WireGuard device with wgctrl from inside its namespace;
+// the test fails if it cannot.
 func (s *site) device() *wgtypes.Device {
-	t := s.m.t
-	t.Helper()
+	s.m.t.Helper()
+	d, err := s.deviceOf(s.iface)
+	if err != nil {
+		s.m.t.Fatal(err)
+	}
+	return d
+}
+
+// deviceOf reads WireGuard device iface with wgctrl from inside s's
+// namespace, by running this test binary there as a helper (the guest has
+// no wg tool, and a genetlink socket belongs to the namespace it was opened
+// in).
+func (s *site) deviceOf(iface string) (*wgtypes.Device, error) {
 	self, err := os.Executable()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := s.ns.Command(self, "-test.run", "^TestHelperDevice$")
-	cmd.Env = append(os.Environ(), "DCMESH_HELPER_DEVICE="+s.iface)
+	cmd.Env = append(os.Environ(), "DCMESH_HELPER_DEVICE="+iface)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("read device %s: %v\n%s", s.iface, err, out)
+		return nil, fmt.Errorf("read device %s: %w\n%s", iface, err, out)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(nil, 1<<20)
@@ -256,13 +271,12 @@ func (s *site) device() *wgtypes.Device {
 		if j, ok := strings.CutPrefix(sc.Text(), "DCMESH-DEVICE "); ok {
 			var d wgtypes.Device
 			if err := json.Unmarshal([]byte(j), &d); err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
-			return &d
+			return &d, nil
 		}
 	}
-	t.Fatalf("helper printed no device:\n%s", out)
-	return nil
+	return nil, fmt.Errorf("helper printed no device %s:\n%s", iface, out)
 }
 
 // TestHelperDevice is not a test: device() runs it in a namespace to print
