@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
@@ -82,18 +81,7 @@ func TestGatewaysNexthopGroupFailover(t *testing.T) {
 	if after := flowsOn(runs, "site2.0", cutAt+0.1, uncutAt); len(after) > 0 {
 		t.Errorf("flows %v reached site2.0 while it was cut", after)
 	}
-	var cut, back flowStats
-	for p := gatewayFlowPort; p < gatewayFlowPort+gatewayFlows; p++ {
-		var fr []flowRun
-		for _, r := range runs {
-			if r.port == p {
-				fr = append(fr, r)
-			}
-		}
-		c, b := joinFlow(fr, cutAt, uncutAt), joinFlow(fr, uncutAt, rejoinAt+2)
-		cut.lost, cut.silence, cut.moves = cut.lost+c.lost, max(cut.silence, c.silence), cut.moves+c.moves
-		back.lost, back.silence, back.moves = back.lost+b.lost, max(back.silence, b.silence), back.moves+b.moves
-	}
+	cut, back := windowStats(runs, cutAt, uncutAt), windowStats(runs, uncutAt, rejoinAt+2)
 	t.Logf("before the cut %d flows on site2.0 %v, %d on site2.1 %v; cut: site2.0 left the group after %d ms, the longest silence of a flow %d ms, %d packets lost in all (%d flows moved); "+
 		"uncut: site2.0 back in the group after %.1f s (probes' hold 2 s), %d flows moved back, %d packets lost, longest silence %d ms",
 		len(on0), on0, len(on1), on1, int((leftAt-cutAt)*1000), int(cut.silence*1000), cut.lost, cut.moves,
@@ -336,18 +324,7 @@ func newGatewayMesh(t *testing.T) (m *testMesh, a, b0, b1 *site) {
 	// Until a probe session is up, a gateway counts as healthy on its
 	// handshake alone (fail-static for a gateway just learned): a cut must
 	// find both sessions up.
-	waitFor(t, 30*time.Second, "site1's probes up with both gateways of site2", func() error {
-		up := map[string]bool{}
-		for _, p := range a.status().Peers {
-			if p.Probe != nil && p.Probe.State == control.ProbeUp {
-				up[p.Node] = true
-			}
-		}
-		if !up["site2"] || !up["site2.1"] {
-			return fmt.Errorf("probes up: %v", up)
-		}
-		return nil
-	})
+	a.waitProbesUp(t, "site2", "site2.1")
 	st := a.status()
 	if r := st.Routes; r.Desired != 3 || r.Programmed != 3 || r.FailClosedDesired != 3 || r.FailClosedProgrammed != 3 {
 		t.Errorf("site1's status routes %+v: want site2's prefix and both overlay addresses, all programmed", r)

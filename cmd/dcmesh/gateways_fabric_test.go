@@ -73,8 +73,8 @@ func TestGatewaysFabric(t *testing.T) {
 	recv.p.Interrupt(5 * time.Second)
 	echo.Interrupt(5 * time.Second)
 	runs := parseFlowRuns("host", recv.p.Output())
-	cutFlows, back := flowWindow(runs, cut.at, cut.back), flowWindow(runs, cut.back, silent.at)
-	silentFlows := flowWindow(runs, silent.at, silent.back)
+	cutFlows, back := windowStats(runs, cut.at, cut.back), windowStats(runs, cut.back, silent.at)
+	silentFlows := windowStats(runs, silent.at, silent.back)
 	t.Logf("remote gateway %s's underlay cut: out of %s's groups after %d ms; the longest silence of a flow %d ms (target ≤ %s s), %d packets lost in all; "+
 		"uncut: back in the groups and on the fabric after %.1f s, %d packets lost, longest silence %d ms",
 		sb.node(sb.gws[0]), sa.name, cut.moved.Milliseconds(), int(cutFlows.silence*1000), cutTarget, cutFlows.lost, cut.rejoined-cut.back, back.lost, int(back.silence*1000))
@@ -89,7 +89,7 @@ func TestGatewaysFabric(t *testing.T) {
 		t.Errorf("local gateway silent: the fabric moved after %s and a flow was silent %.2f s, want ≤ 1.5 s and ≤ 2 s (target 1.0)", silent.moved, silentFlows.silence)
 	}
 	if killed != nil {
-		killedFlows := flowWindow(runs, killed.at, killed.back)
+		killedFlows := windowStats(runs, killed.at, killed.back)
 		t.Logf("local gateway %s's agent killed (-9, embedded data plane gone): fabric on %s after %d ms; the longest silence of a flow %d ms, %d packets lost in all",
 			sa.node(sa.gws[1]), sa.node(sa.gws[0]), killed.moved.Milliseconds(), int(killedFlows.silence*1000), killedFlows.lost)
 		if killed.moved > 1500*time.Millisecond || killedFlows.silence > 2.0 {
@@ -271,23 +271,6 @@ func startFabricFlows(t *testing.T, ns *netconfigtest.NS, mode, src, dst string)
 	p := &probe{ns.StartEnv(t, "flows "+mode, env, self, "-test.run", "^TestHelperGatewayFlows$")}
 	p.p.WaitOutput(t, "flows "+map[string]string{"send": "sending", "recv": "listening"}[mode], 10*time.Second)
 	return p
-}
-
-// flowWindow is the worst of every flow in [from, to] (unix seconds): the
-// packets lost in all and the longest silence of any flow.
-func flowWindow(runs []flowRun, from, to float64) flowStats {
-	var st flowStats
-	for p := gatewayFlowPort; p < gatewayFlowPort+gatewayFlows; p++ {
-		var fr []flowRun
-		for _, r := range runs {
-			if r.port == p {
-				fr = append(fr, r)
-			}
-		}
-		s := joinFlow(fr, from, to)
-		st.lost, st.silence = st.lost+s.lost, max(st.silence, s.silence)
-	}
-	return st
 }
 
 // anyWGPacket is WireGuard UDP between two gateways' ports (slot k listens

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dcmesh/dcmesh/mesh/control"
 )
 
 // TestHelperGatewayFlows is not a test: it is the flows' process. It runs
@@ -191,4 +193,40 @@ func flowsOn(runs []flowRun, receiver string, from, to float64) []int {
 	}
 	slices.Sort(ports)
 	return ports
+}
+
+// windowStats sums joinFlow over every flow for [from, to] (unix seconds):
+// lost and moves added, silence the longest of any flow.
+func windowStats(runs []flowRun, from, to float64) flowStats {
+	var st flowStats
+	for p := gatewayFlowPort; p < gatewayFlowPort+gatewayFlows; p++ {
+		var fr []flowRun
+		for _, r := range runs {
+			if r.port == p {
+				fr = append(fr, r)
+			}
+		}
+		f := joinFlow(fr, from, to)
+		st.lost, st.moves, st.silence = st.lost+f.lost, st.moves+f.moves, max(st.silence, f.silence)
+	}
+	return st
+}
+
+// waitProbesUp waits until s's probes are up with every node named.
+func (s *site) waitProbesUp(t *testing.T, nodes ...string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, s.name+"'s probes up with "+strings.Join(nodes, ", "), func() error {
+		up := map[string]bool{}
+		for _, p := range s.status().Peers {
+			if p.Probe != nil && p.Probe.State == control.ProbeUp {
+				up[p.Node] = true
+			}
+		}
+		for _, n := range nodes {
+			if !up[n] {
+				return fmt.Errorf("probes up: %v", up)
+			}
+		}
+		return nil
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 )
 
@@ -27,18 +26,7 @@ func TestGatewaysStandby(t *testing.T) {
 	b1.ns.Run(t, "ip", "addr", "add", b0.host()+"/32", "dev", "lo")
 	m.startAll()
 	slot1 := a.iface + "g1"
-	waitFor(t, 30*time.Second, "site1's probes up with both gateways of site2", func() error {
-		up := map[string]bool{}
-		for _, p := range a.status().Peers {
-			if p.Probe != nil && p.Probe.State == control.ProbeUp {
-				up[p.Node] = true
-			}
-		}
-		if !up["site2"] || !up["site2.1"] {
-			return fmt.Errorf("probes up: %v", up)
-		}
-		return nil
-	})
+	a.waitProbesUp(t, "site2", "site2.1")
 	waitFor(t, 10*time.Second, "site2's prefix through site2.0 alone", func() error {
 		return a.expectTunnel(b0.prefix(), a.iface)
 	})

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcmesh/dcmesh/mesh/control"
 	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/vishvananda/netlink"
@@ -129,23 +128,6 @@ func TestKernelGatewayFailover(t *testing.T) {
 	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
 }
 
-// windowStats sums joinFlow over every flow for [from, to] (unix seconds):
-// lost and moves added, silence the longest.
-func windowStats(runs []flowRun, from, to float64) flowStats {
-	var st flowStats
-	for p := gatewayFlowPort; p < gatewayFlowPort+gatewayFlows; p++ {
-		var fr []flowRun
-		for _, r := range runs {
-			if r.port == p {
-				fr = append(fr, r)
-			}
-		}
-		f := joinFlow(fr, from, to)
-		st.lost, st.moves, st.silence = st.lost+f.lost, st.moves+f.moves, max(st.silence, f.silence)
-	}
-	return st
-}
-
 // kernelGatewayAddr is the address of site2's prefix both site2 gateways
 // hold on a dummy link, the flows' destination.
 const kernelGatewayAddr = "10.2.0.2"
@@ -197,18 +179,7 @@ func kernelGatewayMesh(t *testing.T, subnet int) (m *testMesh, a, b0, b1 *site) 
 	waitFor(t, 30*time.Second, "site1 routes site2's prefix over both gateways", func() error {
 		return a.expectKernelTunnel(b0.prefix(), a.iface, slot1)
 	})
-	waitFor(t, 30*time.Second, "site1's probes up with both gateways of site2", func() error {
-		up := map[string]bool{}
-		for _, p := range a.status().Peers {
-			if p.Probe != nil && p.Probe.State == control.ProbeUp {
-				up[p.Node] = true
-			}
-		}
-		if !up["site2"] || !up["site2.1"] {
-			return fmt.Errorf("probes up: %v", up)
-		}
-		return nil
-	})
+	a.waitProbesUp(t, "site2", "site2.1")
 	return m, a, b0, b1
 }
 
