@@ -129,6 +129,7 @@ var (
 	descProbeRTT  = prometheus.NewDesc("dcmesh_peer_probe_rtt_seconds", "Smoothed round-trip time of the in-tunnel probes (absent for unprobed peers).", peerLabels, nil)
 	descProbeLoss = prometheus.NewDesc("dcmesh_peer_probe_loss_ratio", "Share of in-tunnel probes lost over the last 10 s (absent for unprobed peers).", peerLabels, nil)
 	descPeerRoute = prometheus.NewDesc("dcmesh_peer_routes_programmed", "1 if every allowed prefix of the peer has its tunnel and fail-closed route.", peerLabels, nil)
+	descInGroup   = prometheus.NewDesc("dcmesh_peer_in_group", "1 while the peer, a gateway of a site with several, is a member of its site's nexthop group (absent for one-gateway sites).", peerLabels, nil)
 	descKeySince  = prometheus.NewDesc("dcmesh_key_current_since_timestamp_seconds", "When this site's current WireGuard key became current.", nil, nil)
 	descKeyEpoch  = prometheus.NewDesc("dcmesh_key_epoch", "Completed key rotations of this site.", nil, nil)
 	descNextRot   = prometheus.NewDesc("dcmesh_key_next_rotation_timestamp_seconds", "When the next scheduled rotation starts (absent if none).", nil, nil)
@@ -151,7 +152,7 @@ type snapshotCollector metrics
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descHandshake, descRx, descTx, descPeerUp, descPeerState, descProbeRTT, descProbeLoss,
-		descPeerRoute, descKeySince, descKeyEpoch, descNextRot, descRotPhase, descRejected, descRoutesD, descRoutesP, descMembers,
+		descPeerRoute, descInGroup, descKeySince, descKeyEpoch, descNextRot, descRotPhase, descRejected, descRoutesD, descRoutesP, descMembers,
 		descStreams, descMalformed, descDropped, descSquatters, descUncert, descSkipped, descCtlRef, descSnapshot} {
 		ch <- d
 	}
@@ -236,6 +237,9 @@ func collectPeer(g, ctr emit, p control.PeerStatus) {
 		g(descProbeLoss, p.Probe.Loss, l...)
 	}
 	g(descPeerRoute, oneIf(p.RoutesProgrammed), l...)
+	if p.InGroup != nil {
+		g(descInGroup, oneIf(*p.InGroup), l...)
+	}
 }
 
 func collectUntrusted(g, ctr emit, u control.UntrustedStatus) {

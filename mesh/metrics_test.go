@@ -98,3 +98,27 @@ func TestReadBuildInfoDefaults(t *testing.T) {
 		t.Errorf("version %q", bi.Version)
 	}
 }
+
+// dcmesh_peer_in_group follows status's in_group: 1 or 0 for the gateways of
+// a multi-gateway site, absent for a one-gateway site's peer.
+func TestMetricsPeerInGroup(t *testing.T) {
+	in, out := true, false
+	m := newMetrics(BuildInfo{Version: "v1", GoVersion: "go1.26.0"})
+	m.snapshot.Store(&control.Status{
+		GeneratedAt: time.Unix(1700000100, 0), Site: "fra1", Interface: "dcm0", Backend: "userspace", PublicKey: "SELF",
+		Peers: []control.PeerStatus{
+			{Site: "ams1", Node: "ams1", PublicKey: "A0", Role: control.RoleCurrent, State: control.PeerUp, InGroup: &in},
+			{Site: "ams1", Gateway: 1, Node: "ams1.1", PublicKey: "A1", Role: control.RoleCurrent, State: control.PeerUp, InGroup: &out},
+			{Site: "par1", Node: "par1", PublicKey: "P", Role: control.RoleCurrent, State: control.PeerUp},
+		},
+	})
+	want := `
+# HELP dcmesh_peer_in_group 1 while the peer, a gateway of a site with several, is a member of its site's nexthop group (absent for one-gateway sites).
+# TYPE dcmesh_peer_in_group gauge
+dcmesh_peer_in_group{public_key="A0",role="current",site="ams1"} 1
+dcmesh_peer_in_group{public_key="A1",role="current",site="ams1.1"} 0
+`
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want), "dcmesh_peer_in_group"); err != nil {
+		t.Error(err)
+	}
+}

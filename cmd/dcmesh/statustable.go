@@ -87,6 +87,9 @@ func peerRow(p control.PeerStatus) []string {
 	if p.Draining {
 		name += " (draining)"
 	}
+	if p.InGroup != nil && !*p.InGroup {
+		name += " (not in group)" // a gateway of a multi-gateway site that carries nothing new
+	}
 	hs := "never"
 	if p.HandshakeAgeSeconds != nil {
 		hs = roundAge(time.Duration(*p.HandshakeAgeSeconds)*time.Second) + " ago"

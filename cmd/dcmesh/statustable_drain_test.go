@@ -34,3 +34,21 @@ func TestStatusTableShowsDrain(t *testing.T) {
 		t.Errorf("in service, status mentions drain:\n%s", b.String())
 	}
 }
+
+// A gateway of a multi-gateway site outside its site's nexthop group is
+// marked; one in the group, and a one-gateway site's peer, are not.
+func TestStatusTableShowsGroupMembership(t *testing.T) {
+	in, out := true, false
+	st := control.Status{Site: "fra1", Peers: []control.PeerStatus{
+		{Site: "ams1", Node: "ams1", Role: control.RoleCurrent, State: control.PeerUp, InGroup: &in},
+		{Site: "ams1", Gateway: 1, Node: "ams1.1", Role: control.RoleCurrent, State: control.PeerUp, InGroup: &out},
+		{Site: "par1", Node: "par1", Role: control.RoleCurrent, State: control.PeerUp}}}
+	var b strings.Builder
+	if err := writeStatusTable(&b, st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got := b.String()
+	if !strings.Contains(got, "\nams1.1 (not in group) ") || strings.Count(got, "not in group") != 1 {
+		t.Errorf("want only ams1.1 marked not in group:\n%s", got)
+	}
+}
