@@ -307,11 +307,15 @@ func (b *desiredBuilder) noteMembers(gateways []records.Site, members []netconfi
 // now: the healthy, not draining, active (weight > 0) ones with their
 // weights; if there are none, the healthy standbys alike; else none.
 func groupMembers(gateways []records.Site, links []string, healthy map[string]bool) []netconfig.Member {
-	var active, standby []netconfig.Member
+	var active, standby, drained []netconfig.Member
 	gws := slices.Clone(gateways)
 	slices.SortFunc(gws, func(a, b records.Site) int { return cmp.Compare(a.Gateway, b.Gateway) })
 	for _, g := range gws {
-		if g.Drain || !healthy[g.Node()] {
+		if !healthy[g.Node()] {
+			continue
+		}
+		if g.Drain {
+			drained = append(drained, netconfig.Member{Link: links[g.Gateway], Weight: 1})
 			continue
 		}
 		if g.Standby || g.Weight <= 0 {
@@ -323,7 +327,14 @@ func groupMembers(gateways []records.Site, links []string, healthy map[string]bo
 	if len(active) > 0 {
 		return active
 	}
-	return standby
+	if len(standby) > 0 {
+		return standby
+	}
+	// Every healthy gateway drains: drain means "send to the others", and
+	// there are none, so keep sending to them rather than drop the site
+	// (draining the last gateway in service must not take the site off
+	// the backbone; its fabric export is degraded already).
+	return drained
 }
 
 // finish assembles the desired state; with one slot exactly the

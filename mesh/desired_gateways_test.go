@@ -161,7 +161,9 @@ func renderDesiredSlots(t *testing.T, d desiredState) string {
 
 // par2's group follows health, drain, weight and standby: the healthy
 // active gateways; when none, the healthy standbys (weight 1 each); when
-// none at all, no tunnel route, so the fail-closed route answers.
+// every healthy one drains, those (draining the last gateway in service
+// must not drop the site); when none is healthy, no tunnel route, so the
+// fail-closed route answers.
 func TestDesiredGatewaysGroupMembers(t *testing.T) {
 	cfg, err := config.Parse([]byte(validConfig), "/etc/dcmesh")
 	if err != nil {
@@ -179,7 +181,9 @@ func TestDesiredGatewaysGroupMembers(t *testing.T) {
 		{"gateway 0 unhealthy", func(_, _ *records.Site) {}, map[string]bool{"par2.1": true}, []netconfig.Member{{Link: "dcm0g1", Weight: 3}}},
 		{"none healthy", func(_, _ *records.Site) {}, nil, nil},
 		{"gateway 1 drains", func(_, g1 *records.Site) { g1.Drain = true }, both, []netconfig.Member{{Link: "dcm0", Weight: 1}}},
-		{"both drain", func(g0, g1 *records.Site) { g0.Drain, g1.Drain = true, true }, both, nil},
+		{"both drain: still carried, not dropped", func(g0, g1 *records.Site) { g0.Drain, g1.Drain = true, true }, both, []netconfig.Member{{Link: "dcm0", Weight: 1}, {Link: "dcm0g1", Weight: 1}}},
+		{"the healthy one drains", func(g0, _ *records.Site) { g0.Drain = true }, map[string]bool{"par2": true}, []netconfig.Member{{Link: "dcm0", Weight: 1}}},
+		{"drained and unhealthy", func(g0, g1 *records.Site) { g0.Drain, g1.Drain = true, true }, nil, nil},
 		{"gateway 1 standby", func(_, g1 *records.Site) { g1.Weight, g1.Standby = 0, true }, both, []netconfig.Member{{Link: "dcm0", Weight: 1}}},
 		{"standby alone healthy", func(_, g1 *records.Site) { g1.Weight, g1.Standby = 0, true }, map[string]bool{"par2.1": true}, []netconfig.Member{{Link: "dcm0g1", Weight: 1}}},
 		{"standby healthy, active draining", func(g0, g1 *records.Site) { g0.Drain, g1.Weight, g1.Standby = true, 0, true }, both, []netconfig.Member{{Link: "dcm0g1", Weight: 1}}},
