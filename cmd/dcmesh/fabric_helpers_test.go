@@ -773,7 +773,14 @@ func (l *fabricLab) other(g *fabricGateway) *fabricGateway {
 // each gateway (by name).
 func (l *fabricLab) echoCounts(t testing.TB) map[string]int {
 	t.Helper()
-	out := l.rem.Run(t, "nft", "-j", "list", "table", "inet", l.counterTable)
+	return nftCounters(t, l.rem, l.counterTable)
+}
+
+// nftCounters returns the packet counter of each rule of an inet table in
+// ns, by the rule's comment.
+func nftCounters(t testing.TB, ns *netconfigtest.NS, table string) map[string]int {
+	t.Helper()
+	out := ns.Run(t, "nft", "-j", "list", "table", "inet", table)
 	var v struct {
 		Nftables []struct {
 			Rule *struct {

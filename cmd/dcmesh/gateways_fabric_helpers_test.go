@@ -14,7 +14,6 @@ package main
 // would.
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -201,34 +200,7 @@ func addFlowCounters(t testing.TB, ns *netconfigtest.NS) {
 // flowCounters returns the packets a gateway forwarded per flow (port).
 func flowCounters(t testing.TB, ns *netconfigtest.NS) map[string]int {
 	t.Helper()
-	out := ns.Run(t, "nft", "-j", "list", "table", "inet", fabricFlowsTable)
-	var v struct {
-		Nftables []struct {
-			Rule *struct {
-				Comment string `json:"comment"`
-				Expr    []struct {
-					Counter *struct {
-						Packets int `json:"packets"`
-					} `json:"counter"`
-				} `json:"expr"`
-			} `json:"rule"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("nft -j: %v\n%s", err, out)
-	}
-	counts := map[string]int{}
-	for _, o := range v.Nftables {
-		if o.Rule == nil {
-			continue
-		}
-		for _, e := range o.Rule.Expr {
-			if e.Counter != nil {
-				counts[o.Rule.Comment] = e.Counter.Packets
-			}
-		}
-	}
-	return counts
+	return nftCounters(t, ns, fabricFlowsTable)
 }
 
 // flowDelta is how many packets of each flow a gateway forwarded since
