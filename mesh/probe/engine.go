@@ -27,6 +27,17 @@ type engine struct {
 	out     []outPacket
 	changed bool // a reported state changed, or a target came or went
 	drops   Drops
+
+	// roundAt is the instant of the last transmission round, roundJitter
+	// the fraction of a quarter interval its sessions' next transmission
+	// comes early (see transmit).
+	roundAt     time.Time
+	roundJitter float64
+
+	// rxSeen is when the Prober last read everything queued for it
+	// (zero: always now). Packets that arrived since may still wait in
+	// the bulk socket, so the open gap of a session's loss ends there.
+	rxSeen time.Time
 }
 
 // outPacket is one packet to send.
@@ -153,6 +164,10 @@ func (e *engine) receive(b []byte, src netip.Addr, ttl int, now time.Time) {
 // selected session s.
 func (e *engine) handle(s *session, p Packet, now time.Time) {
 	s.rxPackets++
+	if now.Before(s.lastRx) {
+		e.handleStale(s, p, now)
+		return
+	}
 	s.lastRx = now
 	e.countLoss(s, p, now)
 	s.remoteDiscr = p.MyDiscr
@@ -193,6 +208,22 @@ func (e *engine) handle(s *session, p Packet, now time.Time) {
 	}
 	if p.Poll {
 		// Answer at once, whatever the transmit timer (RFC 5880 §6.8.7).
+		e.emit(s, false, true)
+	}
+}
+
+// handleStale takes a packet that arrived before one already handled: the
+// Prober reads two sockets (see socket), and sorts what it reads together,
+// but the reader goroutine and the timer loop may each hold part of a
+// burst. Such a packet says nothing about the session now, so it moves no
+// timer and no state; a Poll still gets its Final (the remote waits for
+// it) and a Final still ends this side's Poll Sequence.
+func (e *engine) handleStale(s *session, p Packet, now time.Time) {
+	s.loss.add(e.bucket(now), 1, 0)
+	if p.Final && s.poll.active {
+		e.endPoll(s, now)
+	}
+	if p.Poll && s.state != StateAdminDown {
 		e.emit(s, false, true)
 	}
 }
@@ -320,68 +351,6 @@ func (e *engine) endPoll(s *session, now time.Time) {
 	s.poll = pollState{}
 }
 
-// earliestTx is the earliest a periodic packet may leave: three quarters
-// of the interval after the last one (RFC 5880 §6.8.7's jitter floor). The
-// smaller of the old and the current interval counts, so that a session
-// that just sped up (reached Up) may use the new one at once.
-func (s *session) earliestTx() time.Time {
-	return s.lastTx.Add(min(s.curTx, s.txInterval()) * 3 / 4)
-}
-
-// sendSoon moves the next periodic transmission as early as allowed, so a
-// state change reaches the remote without waiting a whole slow interval.
-func (e *engine) sendSoon(s *session, now time.Time) {
-	at := s.earliestTx()
-	if at.Before(now) {
-		at = now
-	}
-	if at.Before(s.nextTx) {
-		s.nextTx = at
-	}
-}
-
-// txDue reports whether the periodic packet of s should leave at now. A
-// packet due within a tenth of its interval leaves with whatever woke the
-// timer, never before earliestTx: one wakeup then serves several sessions,
-// which is most of the CPU a Prober with many peers spends, and every
-// interval still falls within RFC 5880's 75-100 %.
-func txDue(s *session, now time.Time) bool {
-	return !now.Before(s.nextTx.Add(-s.txInterval()/10)) && !now.Before(s.earliestTx())
-}
-
-// emit queues one packet for s: Final answers a Poll and never carries P.
-func (e *engine) emit(s *session, poll, final bool) {
-	p := Packet{
-		Diag: s.localDiag, State: s.state, Poll: poll && !final, Final: final,
-		DetectMult: e.cfg.Multiplier, MyDiscr: s.localDiscr, YourDiscr: s.remoteDiscr,
-		DesiredMinTxUS:  uint32(s.desiredMinTx / time.Microsecond),
-		RequiredMinRxUS: uint32(e.cfg.Interval / time.Microsecond),
-	}
-	o := outPacket{dst: s.remote}
-	p.Append(o.b[:0])
-	e.out = append(e.out, o)
-	s.txPackets++
-}
-
-// transmit sends the periodic packet of s that is due and schedules the
-// next one, jittered to 75-100 % of the interval (RFC 5880 §6.8.7).
-func (e *engine) transmit(s *session, now time.Time) {
-	s.curTx = s.txInterval()
-	s.nextTx = now.Add(s.curTx - time.Duration(e.rng.Int64N(int64(s.curTx/4)+1)))
-	if s.remoteMinRx == 0 || s.demandActive() {
-		return // the remote asked for no periodic packets
-	}
-	if s.state == StateUp && !s.poll.active && e.cfg.RTTInterval > 0 && !now.Before(s.nextRTTPoll) {
-		e.startPoll(s, now)
-	}
-	e.emit(s, s.poll.active, false)
-	if s.poll.active {
-		s.poll.sent++
-		s.poll.lastSent = now
-	}
-	s.lastTx = now
-}
-
 // advance runs every timer due at now and returns the next deadline.
 func (e *engine) advance(now time.Time) time.Time {
 	var next time.Time
@@ -436,6 +405,19 @@ func (e *engine) graceStall(now time.Time, grace time.Duration) int {
 		n++
 	}
 	return n
+}
+
+// anyInit reports whether a session is in Init: it goes Up on the
+// remote's next Up packet, which the Prober's bulk socket holds until the
+// timer loop drains it, so the loop wakes at least every tenth of an
+// interval until no session waits.
+func (e *engine) anyInit() bool {
+	for _, s := range e.list {
+		if s.state == StateInit {
+			return true
+		}
+	}
+	return false
 }
 
 // expiring reports whether a detection deadline has passed at now.

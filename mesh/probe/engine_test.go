@@ -3,6 +3,7 @@ package probe
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -340,6 +341,45 @@ func TestJitter(t *testing.T) {
 	}
 }
 
+// TestRoundsMerge: 31 sessions added at different times end up sending in
+// one round per interval (one wakeup), each still jittered within 75-100 %.
+func TestRoundsMerge(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Local = netip.MustParseAddr("10.255.0.1")
+	now := time.Unix(1000, 0)
+	e := newEngine(cfg, rand.New(rand.NewPCG(1, 2)), now)
+	var ts []Target
+	for i := range 31 {
+		ts = append(ts, Target{Name: fmt.Sprint(i), Addr: netip.AddrFrom4([4]byte{10, 255, 0, byte(2 + i)})})
+		e.setTargets(ts, now)
+		now = now.Add(37 * time.Millisecond) // staggered: 31 phases to begin with
+	}
+	rounds := map[time.Time]int{}
+	last := map[netip.Addr]time.Time{}
+	end := now.Add(120 * time.Second)
+	for now.Before(end) {
+		next := e.advance(now)
+		out, _ := e.takeOut(nil)
+		for _, o := range out {
+			if now.After(end.Add(-20 * time.Second)) {
+				rounds[now]++
+				if l, ok := last[o.dst]; ok {
+					// Down sessions send at the slow 1 s interval.
+					if d := now.Sub(l); d < 750*time.Millisecond || d > time.Second {
+						t.Fatalf("%v: interval %v, want 750ms-1s", o.dst, d)
+					}
+				}
+			}
+			last[o.dst] = now
+		}
+		now = next
+	}
+	// 20 s at 0.75-1 s per round: 20-27 rounds if all merged.
+	if len(rounds) > 27 {
+		t.Errorf("%d transmission rounds in the last 20 s, want one per interval (≤ 27): %v", len(rounds), rounds)
+	}
+}
+
 // TestLoss: every fourth periodic packet B→A lost gives 25 % loss, and
 // Missed counts exactly the packets dropped; the loss leaves the window
 // once the link is clean.
@@ -584,4 +624,31 @@ func TestStallGrace(t *testing.T) {
 			t.Errorf("a second stall in one silence was graced (%d sessions)", got)
 		}
 	})
+}
+
+// TestStalePacket: a packet older than one already handled (read from the
+// other socket later) moves no timer and no state, but a Poll in it is
+// still answered.
+func TestStalePacket(t *testing.T) {
+	_, a, _ := pair(t, DefaultConfig(), lat)
+	s := a.byAddr[addrB]
+	lastRx, detectAt, rx := s.lastRx, s.detectAt, s.rxPackets
+	old := lastRx.Add(-100 * time.Millisecond)
+	down := Packet{State: StateDown, DetectMult: 3, MyDiscr: s.remoteDiscr, YourDiscr: s.localDiscr,
+		DesiredMinTxUS: 200000, RequiredMinRxUS: 200000}
+	a.receive(down.Append(nil), addrB, 255, old)
+	if s.state != StateUp || !s.lastRx.Equal(lastRx) || !s.detectAt.Equal(detectAt) || s.rxPackets != rx+1 {
+		t.Errorf("after a stale Down: state %v, lastRx moved %v, detectAt moved %v, rx %d (want up, 0, 0, %d)",
+			s.state, s.lastRx.Sub(lastRx), s.detectAt.Sub(detectAt), s.rxPackets, rx+1)
+	}
+	poll := down
+	poll.State, poll.Poll = StateUp, true
+	a.receive(poll.Append(nil), addrB, 255, old)
+	out, _ := a.takeOut(nil)
+	if len(out) != 1 {
+		t.Fatalf("a stale Poll got %d answers, want 1 Final", len(out))
+	}
+	if p, err := ParsePacket(out[0].b[:]); err != nil || !p.Final {
+		t.Errorf("answer to a stale Poll: %+v, %v; want a Final", p, err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,11 +142,14 @@ func (p *Prober) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("probe: Run called twice")
 	}
-	conn, err := listen(ctx, p.cfg.Local, p.cfg.Port)
+	conn, err := openSocket(ctx, p.cfg.Local, p.cfg.Port)
 	if err != nil {
 		return fmt.Errorf("probe: listen on %s: %w", netip.AddrPortFrom(p.cfg.Local, p.cfg.Port), err)
 	}
-	p.eng.log.Info("probe listening", "addr", conn.LocalAddr(), "interval", p.cfg.Interval, "multiplier", p.cfg.Multiplier)
+	p.eng.log.Info("probe listening", "addr", conn.urgent.LocalAddr(), "interval", p.cfg.Interval, "multiplier", p.cfg.Multiplier)
+	if conn.bulkErr != nil {
+		p.eng.log.Info("probe: one socket, every packet wakes the reader", "why", conn.bulkErr)
+	}
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
@@ -157,7 +161,7 @@ func (p *Prober) Run(ctx context.Context) error {
 	out, changed := p.eng.takeOut(nil)
 	p.mu.Unlock()
 	p.send(conn, out)
-	conn.Close()
+	conn.close()
 	<-readDone
 	if changed {
 		signal(p.changes)
@@ -165,18 +169,18 @@ func (p *Prober) Run(ctx context.Context) error {
 	return nil
 }
 
-// timerLoop runs the engine's timers until ctx is done. Before a
-// detection deadline is acted on, it drains the socket: after this process
-// was starved of CPU, packets that arrived in time may still sit in the
-// socket buffer, the reader goroutine not yet scheduled, and expiring first
-// would be a false down.
-func (p *Prober) timerLoop(ctx context.Context, conn *net.UDPConn) {
+// timerLoop runs the engine's timers until ctx is done. Each wakeup first
+// handles what the bulk socket holds (see socket). Before a detection
+// deadline is acted on, it drains the urgent socket too: after this
+// process was starved of CPU, packets that arrived in time may still sit
+// in the socket buffer, the reader goroutine not yet scheduled, and
+// expiring first would be a false down.
+func (p *Prober) timerLoop(ctx context.Context, conn *socket) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var out []outPacket
 	var deadline time.Time
-	handle := p.rxHandler(conn)
-	buf, oob := make([]byte, 512), make([]byte, oobSize)
+	rx := newReceiver(p.rxHandler(conn))
 	for {
 		p.mu.Lock()
 		now := time.Now()
@@ -191,12 +195,18 @@ func (p *Prober) timerLoop(ctx context.Context, conn *net.UDPConn) {
 			expiring = p.eng.expiring(now)
 		}
 		p.mu.Unlock()
+		drained := time.Now()
 		if expiring {
-			drain(conn, buf, oob, handle)
+			conn.drain(rx.buf, rx.oob, rx.collect)
+		} else {
+			conn.drainBulk(rx.buf, rx.oob, rx.collect)
 		}
+		rx.flush()
+		p.noteDrained(drained)
 		p.mu.Lock()
 		now = time.Now()
 		deadline = p.eng.advance(now)
+		initWait := p.eng.anyInit()
 		var changed bool
 		out, changed = p.eng.takeOut(out)
 		p.mu.Unlock()
@@ -208,6 +218,9 @@ func (p *Prober) timerLoop(ctx context.Context, conn *net.UDPConn) {
 		if !deadline.IsZero() {
 			wait = deadline.Sub(now)
 		}
+		if initWait { // its remote's Up packets wait in the bulk socket
+			wait = min(wait, p.cfg.Interval/10)
+		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -216,6 +229,16 @@ func (p *Prober) timerLoop(ctx context.Context, conn *net.UDPConn) {
 		case <-p.wake: // woken before the deadline, late is 0; after it, it counts
 		}
 	}
+}
+
+// noteDrained records that everything the bulk socket received before t
+// has been handled: Snapshot's loss counts an open gap only up to there.
+func (p *Prober) noteDrained(t time.Time) {
+	p.mu.Lock()
+	if t.After(p.eng.rxSeen) {
+		p.eng.rxSeen = t
+	}
+	p.mu.Unlock()
 }
 
 // noteDelay records how late a timer wakeup was. Called with mu held.
@@ -229,13 +252,13 @@ func (p *Prober) noteDelay(late time.Duration) {
 // readLoop receives until the socket is closed. Each packet is handled
 // here, so a Final answer leaves without a detour through the timer loop
 // (it matters for the peer's RTT).
-func (p *Prober) readLoop(conn *net.UDPConn) {
+func (p *Prober) readLoop(conn *socket) {
 	buf := make([]byte, 512)
 	oob := make([]byte, oobSize)
-	handle := p.rxHandler(conn)
+	rx := newReceiver(p.rxHandler(conn))
 	backoff := time.Millisecond
 	for {
-		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		n, oobn, _, src, err := conn.urgent.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -249,13 +272,59 @@ func (p *Prober) readLoop(conn *net.UDPConn) {
 		}
 		backoff = time.Millisecond
 		ttl, stamp := parseOOB(oob[:oobn])
-		handle(buf[:n], src.Addr().Unmap(), ttl, rxTime(stamp, time.Now()))
+		// What the bulk socket holds arrived before, or with, this
+		// packet: handle all of it in the kernel's arrival order, so a
+		// session never sees an older packet after a newer one.
+		rx.collect(buf[:n], src.Addr().Unmap(), ttl, rxTime(stamp, time.Now()))
+		drained := time.Now()
+		conn.drainBulk(rx.buf, rx.oob, rx.collect)
+		rx.flush()
+		p.noteDrained(drained)
 	}
 }
 
+// receiver gathers datagrams read from both sockets and hands them to the
+// engine sorted by arrival time. Each goroutine that receives has its own.
+type receiver struct {
+	handle   rxFunc
+	buf, oob []byte // for reads
+	pkts     []rxPacket
+	data     []byte // the payloads of pkts, back to back
+}
+
+type rxPacket struct {
+	off, n int
+	src    netip.Addr
+	ttl    int
+	at     time.Time
+}
+
+func newReceiver(handle rxFunc) *receiver {
+	return &receiver{handle: handle, buf: make([]byte, 512), oob: make([]byte, oobSize)}
+}
+
+// collect is an rxFunc that keeps a copy of the datagram for flush.
+func (r *receiver) collect(b []byte, src netip.Addr, ttl int, at time.Time) {
+	r.pkts = append(r.pkts, rxPacket{off: len(r.data), n: len(b), src: src, ttl: ttl, at: at})
+	r.data = append(r.data, b...)
+}
+
+// flush handles what collect kept, oldest first.
+func (r *receiver) flush() {
+	slices.SortStableFunc(r.pkts, func(a, b rxPacket) int { return a.at.Compare(b.at) })
+	for _, q := range r.pkts {
+		r.handle(r.data[q.off:q.off+q.n], q.src, q.ttl, q.at)
+	}
+	r.pkts, r.data = r.pkts[:0], r.data[:0]
+}
+
+// rxFunc handles one received datagram: its payload, source, TTL (-1 if
+// unknown) and when it arrived.
+type rxFunc func(b []byte, src netip.Addr, ttl int, now time.Time)
+
 // rxHandler returns a function that hands one datagram to the engine and
 // sends what it answers. Each goroutine that receives uses its own.
-func (p *Prober) rxHandler(conn *net.UDPConn) func(b []byte, src netip.Addr, ttl int, now time.Time) {
+func (p *Prober) rxHandler(conn *socket) rxFunc {
 	var out []outPacket
 	return func(b []byte, src netip.Addr, ttl int, now time.Time) {
 		p.mu.Lock()
@@ -278,10 +347,10 @@ func (p *Prober) rxHandler(conn *net.UDPConn) func(b []byte, src netip.Addr, ttl
 // send writes the packets. A failure (no route yet, a WireGuard peer
 // without a key: ENOKEY) is counted on the session, not fatal: the probe
 // is what finds out the path is broken.
-func (p *Prober) send(conn *net.UDPConn, out []outPacket) {
+func (p *Prober) send(conn *socket, out []outPacket) {
 	for i := range out {
 		o := &out[i]
-		if _, err := conn.WriteToUDPAddrPort(o.b[:], netip.AddrPortFrom(o.dst, p.cfg.Port)); err != nil {
+		if err := conn.send(o.b[:], netip.AddrPortFrom(o.dst, p.cfg.Port)); err != nil {
 			p.mu.Lock()
 			if s := p.eng.byAddr[o.dst]; s != nil {
 				s.txErrors++
@@ -320,6 +389,10 @@ func signal(c chan struct{}) {
 // snapshot copies every session's consumer view.
 func (e *engine) snapshot(now time.Time) []PeerState {
 	ps := make([]PeerState, 0, len(e.list))
+	seen := now
+	if !e.rxSeen.IsZero() && e.rxSeen.Before(now) {
+		seen = e.rxSeen
+	}
 	for _, s := range e.list {
 		st := PeerState{
 			Name: s.name, Addr: s.remote, State: s.reported, Since: s.since, HoldUntil: s.holdUntil,
@@ -333,8 +406,8 @@ func (e *engine) snapshot(now time.Time) []PeerState {
 			st.DetectTime = s.detectTime(e.cfg.Interval)
 		}
 		rx, missed := s.loss.sum(e.bucket(now))
-		if s.state == StateUp && !s.prevRx.IsZero() {
-			missed += uint64(missedIn(now.Sub(s.prevRx), s.prevRemote)) // the gap still open
+		if s.state == StateUp && !s.prevRx.IsZero() && seen.After(s.prevRx) {
+			missed += uint64(missedIn(seen.Sub(s.prevRx), s.prevRemote)) // the gap still open
 		}
 		if rx+missed > 0 {
 			st.Loss = float64(missed) / float64(rx+missed)
