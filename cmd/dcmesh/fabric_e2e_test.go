@@ -99,6 +99,7 @@ func TestFabricExport(t *testing.T) {
 	t.Run("WithdrawVariant", l.testWithdraw)
 	t.Run("ImportFilterStopsShadowing", l.testImportFilter)
 	t.Run("TunnelStateToFabricLatency", l.testLatency)
+	t.Run("LinksVanishWithTheAgent", l.testLinksVanish)
 	t.Run("SilentGatewayBFD", l.testBFD)
 }
 
