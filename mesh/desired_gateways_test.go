@@ -106,9 +106,10 @@ link dcm0 mtu 1380 up
 link dcm0g1 mtu 1380 up
 sysctl net/ipv4/conf/dcm0/rp_filter=2
 sysctl net/ipv4/conf/dcm0g1/rp_filter=2
-nexthop id 252072391 group 252072475,3/252073119 type resilient proto 220
-nexthop id 252072475 dev dcm0g1 proto 220
-nexthop id 252073119 dev dcm0 proto 220
+nexthop id 414151 group 414235,3/414879 type resilient proto 220
+nexthop id 414235 dev dcm0g1 proto 220
+nexthop id 414879 dev dcm0 proto 220
+nexthop id 16777216 blackhole proto 220
 route 10.2.0.0/16 dev dcm0 proto 220 metric 50 table 100
 route 10.255.0.2/32 dev dcm0 proto 220 metric 50 table 100
 route 10.255.0.4/32 dev dcm0 proto 220 metric 50 table 100
@@ -118,8 +119,8 @@ route 10.255.0.8/32 dev dcm0g1 proto 220 metric 50 table 100
 route 10.3.0.0/16 dev dcm0 proto 220 metric 50 table 100
 route 10.4.0.0/16 dev dcm0 proto 220 metric 50 table 100
 route 10.6.0.0/16 dev dcm0g1 proto 220 metric 50 table 100
-route 10.7.0.0/16 nhid 252072391 proto 220 metric 50 table 100
-route fd00:7::/48 nhid 252072391 proto 220 metric 50 table 100
+route 10.7.0.0/16 nhid 414151 proto 220 metric 50 table 100
+route fd00:7::/48 nhid 414151 proto 220 metric 50 table 100
 route unreachable 10.2.0.0/16 proto 220 metric 51 table 100
 route unreachable 10.255.0.2/32 proto 220 metric 51 table 100
 route unreachable 10.255.0.4/32 proto 220 metric 51 table 100

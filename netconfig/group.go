@@ -72,6 +72,19 @@ func ownedNexthops(nhs []Nexthop, table int) []Nexthop {
 	return out
 }
 
+// legacyNexthops are the objects of ours for table at their former ids
+// (legacyIDBase), sorted by id: Apply and Purge delete them.
+func legacyNexthops(nhs []Nexthop, table int) []Nexthop {
+	var out []Nexthop
+	for _, nh := range nhs {
+		if legacyNexthop(nh, table) {
+			out = append(out, nh)
+		}
+	}
+	slices.SortFunc(out, compareNexthops)
+	return out
+}
+
 // OwnedNexthops lists the nexthop objects of ours for table (0: main).
 func (m *Manager) OwnedNexthops(table int) ([]Nexthop, error) {
 	if table == 0 {
@@ -126,6 +139,9 @@ func (m *Manager) applyGroups(cfg Config, links map[string]linkState, nhs []Next
 			multi = nil
 		}
 	}
+	if len(multi) > 0 {
+		p.ensureFence()
+	}
 	singles := p.ensureSingles(multi)
 	for _, g := range multi {
 		g.members = slices.DeleteFunc(g.members, func(mb resolvedMember) bool { return singles[mb.index] == 0 })
@@ -147,7 +163,40 @@ func (m *Manager) applyGroups(cfg Config, links map[string]linkState, nhs []Next
 			st.del = append(st.del, nh)
 		}
 	}
+	st.del = append(st.del, legacyNexthops(nhs, p.table)...)
 	return st
+}
+
+// ensureFence makes the fence (see fenceID) before any other object of
+// ours, unless something has its id already (which fences as well).
+func (p *nexthopPlanner) ensureFence() {
+	if p.taken[fenceID] {
+		return
+	}
+	fence, err := p.m.addBlackhole(fenceID)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		// Not fatal: without it zebra may hand out one of our ids to one of
+		// its groups, which only matters once a link of ours vanishes.
+		*p.errs = append(*p.errs, fmt.Errorf("add nexthop fence %s: %w", fence, err))
+		return
+	}
+	p.taken[fenceID] = true
+	if err == nil {
+		p.ch.NexthopsAdded = append(p.ch.NexthopsAdded, fence)
+	}
+}
+
+// addBlackhole adds a blackhole nexthop object of ours: IPv6, or IPv4 where
+// the kernel refuses IPv6 ones (disable_ipv6 on lo; the members are IPv4
+// objects there too, memberFamily).
+func (m *Manager) addBlackhole(id uint32) (Nexthop, error) {
+	nh := Nexthop{ID: id, Protocol: RouteProtocol, Family: unix.AF_INET6, Blackhole: true}
+	err := m.nh.NexthopAdd(nh)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		nh.Family = unix.AF_INET
+		err = m.nh.NexthopAdd(nh)
+	}
+	return nh, err
 }
 
 // DetectGroupType finds out, once per Manager, which nexthop groups the
@@ -173,14 +222,15 @@ func (m *Manager) DetectGroupType(table int) (GroupType, error) {
 		for _, nh := range nhs {
 			taken[nh.ID] = true
 		}
-		hole := Nexthop{ID: freeID(preferredID(table, "probe", "blackhole"), taken), Protocol: RouteProtocol, Family: unix.AF_INET6, Blackhole: true}
-		taken[hole.ID] = true
-		if err = m.nh.NexthopAdd(hole); err != nil {
-			// Refused where IPv6 is disabled (disable_ipv6 on lo); the
-			// members are IPv4 objects there too (memberFamily).
-			hole.Family = unix.AF_INET
-			err = m.nh.NexthopAdd(hole)
+		if !taken[fenceID] {
+			// Before the probe, the first object of ours (see fenceID).
+			if _, ferr := m.addBlackhole(fenceID); ferr != nil && !errors.Is(ferr, unix.EEXIST) {
+				m.log.Warn("nexthop fence not made; the next Apply tries again", "id", fenceID, "err", ferr)
+			}
 		}
+		var hole Nexthop
+		hole, err = m.addBlackhole(freeID(preferredID(table, "probe", "blackhole"), taken))
+		taken[hole.ID] = true
 		if err == nil {
 			grp := Nexthop{ID: freeID(preferredID(table, "probe", "group"), taken), Protocol: RouteProtocol,
 				Members: []NexthopMember{{ID: hole.ID, Weight: 1}}, Resilient: true}

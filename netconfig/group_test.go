@@ -75,40 +75,43 @@ func groupStates() []groupState {
 	return []groupState{
 		{"par1 over two gateways 1:3, ams1 over two", gwSite(
 			[]netconfig.Member{member("dcm0", 1), member("dcm1", 3)},
-			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 252702954 group 252703500/252704709 type resilient proto 220
-nexthop id 252703500 dev dcm1 proto 220
-nexthop id 252703578 group 252703500,3/252703903 type resilient proto 220
-nexthop id 252703903 dev dcm0 proto 220
-nexthop id 252704709 dev dcm2 proto 220
-route 10.2.0.0/16 nhid 252703578 proto 220 metric 100 table 254
+			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 1044714 group 1045260/1046469 type resilient proto 220
+nexthop id 1045260 dev dcm1 proto 220
+nexthop id 1045338 group 1045260,3/1045663 type resilient proto 220
+nexthop id 1045663 dev dcm0 proto 220
+nexthop id 1046469 dev dcm2 proto 220
+nexthop id 16777216 blackhole proto 220
+route 10.2.0.0/16 nhid 1045338 proto 220 metric 100 table 254
 route 10.3.0.0/16 dev dcm0 proto 220 metric 100 table 254
-route 10.5.0.0/16 nhid 252702954 proto 220 metric 100 table 254
+route 10.5.0.0/16 nhid 1044714 proto 220 metric 100 table 254
 route 192.0.2.0/24 dev eth0 proto 2 metric 0 table 254
-route fd00:2::/48 nhid 252703578 proto 220 metric 100 table 254
+route fd00:2::/48 nhid 1045338 proto 220 metric 100 table 254
 ` + gwFailClosed},
 		{"par1 gains a third gateway", gwSite(
 			[]netconfig.Member{member("dcm0", 1), member("dcm1", 3), member("dcm2", 1)},
-			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 252702954 group 252703500/252704709 type resilient proto 220
-nexthop id 252703500 dev dcm1 proto 220
-nexthop id 252703578 group 252703500,3/252703903/252704709 type resilient proto 220
-nexthop id 252703903 dev dcm0 proto 220
-nexthop id 252704709 dev dcm2 proto 220
-route 10.2.0.0/16 nhid 252703578 proto 220 metric 100 table 254
+			[]netconfig.Member{member("dcm1", 1), member("dcm2", 1)}), gwLinks + `nexthop id 1044714 group 1045260/1046469 type resilient proto 220
+nexthop id 1045260 dev dcm1 proto 220
+nexthop id 1045338 group 1045260,3/1045663/1046469 type resilient proto 220
+nexthop id 1045663 dev dcm0 proto 220
+nexthop id 1046469 dev dcm2 proto 220
+nexthop id 16777216 blackhole proto 220
+route 10.2.0.0/16 nhid 1045338 proto 220 metric 100 table 254
 route 10.3.0.0/16 dev dcm0 proto 220 metric 100 table 254
-route 10.5.0.0/16 nhid 252702954 proto 220 metric 100 table 254
+route 10.5.0.0/16 nhid 1044714 proto 220 metric 100 table 254
 route 192.0.2.0/24 dev eth0 proto 2 metric 0 table 254
-route fd00:2::/48 nhid 252703578 proto 220 metric 100 table 254
+route fd00:2::/48 nhid 1045338 proto 220 metric 100 table 254
 ` + gwFailClosed},
 		{"dcm1's gateways leave both groups", gwSite(
 			[]netconfig.Member{member("dcm0", 1), member("dcm2", 1)},
-			[]netconfig.Member{member("dcm2", 1)}), gwLinks + `nexthop id 252703578 group 252703903/252704709 type resilient proto 220
-nexthop id 252703903 dev dcm0 proto 220
-nexthop id 252704709 dev dcm2 proto 220
-route 10.2.0.0/16 nhid 252703578 proto 220 metric 100 table 254
+			[]netconfig.Member{member("dcm2", 1)}), gwLinks + `nexthop id 1045338 group 1045663/1046469 type resilient proto 220
+nexthop id 1045663 dev dcm0 proto 220
+nexthop id 1046469 dev dcm2 proto 220
+nexthop id 16777216 blackhole proto 220
+route 10.2.0.0/16 nhid 1045338 proto 220 metric 100 table 254
 route 10.3.0.0/16 dev dcm0 proto 220 metric 100 table 254
 route 10.5.0.0/16 dev dcm2 proto 220 metric 100 table 254
 route 192.0.2.0/24 dev eth0 proto 2 metric 0 table 254
-route fd00:2::/48 nhid 252703578 proto 220 metric 100 table 254
+route fd00:2::/48 nhid 1045338 proto 220 metric 100 table 254
 ` + gwFailClosed},
 		{"par1 down to one gateway, ams1 to none", gwSite(
 			[]netconfig.Member{member("dcm2", 1)}, nil), gwLinks + `route 10.2.0.0/16 dev dcm2 proto 220 metric 100 table 254
@@ -178,7 +181,7 @@ func TestGroupShrinkIsOneReplace(t *testing.T) {
 	if _, err := m.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"nexthop replace id 252703578 group 252703903/252704709 type resilient proto 220"}
+	want := []string{"nexthop replace id 1045338 group 1045663/1046469 type resilient proto 220"}
 	if !slices.Equal(f.Ops, want) {
 		t.Fatalf("ops %q, want %q", f.Ops, want)
 	}
@@ -189,7 +192,7 @@ func TestGroupShrinkIsOneReplace(t *testing.T) {
 	if _, err := m.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"nexthop replace id 252702954 group 252703903/252704709 type resilient proto 220", "nexthop del id 252703500"}
+	want = []string{"nexthop replace id 1044714 group 1045663/1046469 type resilient proto 220", "nexthop del id 1045260"}
 	if !slices.Equal(f.Ops, want) {
 		t.Fatalf("ops %q, want %q", f.Ops, want)
 	}
@@ -352,17 +355,17 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 	f := newGatewayFake()
 	eth, _ := f.LinkByName("eth0")
 	// zebra's, sitting on the ids dcm0's single and par1's group prefer.
-	f.AddForeignNexthop(netconfig.Nexthop{ID: 252703903, Protocol: unix.RTPROT_ZEBRA, Family: unix.AF_INET, Link: eth.Attrs().Index})
-	f.AddForeignNexthop(netconfig.Nexthop{ID: 252703578, Protocol: unix.RTPROT_ZEBRA, Members: []netconfig.NexthopMember{{ID: 252703903, Weight: 1}}})
-	f.AddForeignNexthopRoute(netconfig.NexthopRoute{Dst: netip.MustParsePrefix("10.9.0.0/16"), Table: unix.RT_TABLE_MAIN, Metric: 20, Protocol: unix.RTPROT_ZEBRA, Nexthop: 252703578})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: 1045663, Protocol: unix.RTPROT_ZEBRA, Family: unix.AF_INET, Link: eth.Attrs().Index})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: 1045338, Protocol: unix.RTPROT_ZEBRA, Members: []netconfig.NexthopMember{{ID: 1045663, Weight: 1}}})
+	f.AddForeignNexthopRoute(netconfig.NexthopRoute{Dst: netip.MustParsePrefix("10.9.0.0/16"), Table: unix.RT_TABLE_MAIN, Metric: 20, Protocol: unix.RTPROT_ZEBRA, Nexthop: 1045338})
 	// Ours for another table, and a stale one of ours for this one.
-	other := netconfig.Nexthop{ID: 0x0F000000 | 1236<<12 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index}
+	other := netconfig.Nexthop{ID: 1236<<12 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index}
 	f.AddForeignNexthop(other)
-	f.AddForeignNexthop(netconfig.Nexthop{ID: 0x0F000000 | 255<<12 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: 255<<12 | 7, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: eth.Attrs().Index})
 	foreign := []string{
-		"nexthop id 252703903 dev eth0 proto 11",
-		"nexthop id 252703578 group 252703903 proto 11",
-		"route 10.9.0.0/16 nhid 252703578 proto 11 metric 20 table 254",
+		"nexthop id 1045663 dev eth0 proto 11",
+		"nexthop id 1045338 group 1045663 proto 11",
+		"route 10.9.0.0/16 nhid 1045338 proto 11 metric 20 table 254",
 		fmt.Sprintf("nexthop id %d dev eth0 proto 220", other.ID),
 	}
 	m := netconfig.New(f, nil)
@@ -376,7 +379,7 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 				t.Fatalf("%s: %q was touched:\n%s", st.name, want, got)
 			}
 		}
-		if strings.Contains(got, fmt.Sprintf("nexthop id %d ", 0x0F000000|255<<12|7)) {
+		if strings.Contains(got, fmt.Sprintf("nexthop id %d ", 255<<12|7)) {
 			t.Fatalf("%s: stale nexthop of ours not swept:\n%s", st.name, got)
 		}
 	}
@@ -384,8 +387,8 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 	if _, err := m.Apply(groupStates()[0].cfg); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.String(); !strings.Contains(got, "nexthop id 252703579 group 252703500,3/252703904 type resilient proto 220\n") ||
-		!strings.Contains(got, "route 10.2.0.0/16 nhid 252703579 proto 220") {
+	if got := f.String(); !strings.Contains(got, "nexthop id 1045339 group 1045260,3/1045664 type resilient proto 220\n") ||
+		!strings.Contains(got, "route 10.2.0.0/16 nhid 1045339 proto 220") {
 		t.Fatalf("ours not moved to the next free ids:\n%s", got)
 	}
 	if _, err := m.Purge(0); err != nil {
@@ -397,13 +400,51 @@ func TestGroupsLeaveForeignNexthops(t *testing.T) {
 			t.Errorf("purge touched %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "proto 220 metric") || strings.Count(got, "proto 220") != 1 {
+	// Left: table 1236's object, and the fence, which stays while any
+	// table has an object of ours.
+	if strings.Contains(got, "proto 220 metric") || strings.Count(got, "proto 220") != 2 || !strings.Contains(got, "nexthop id 16777216 blackhole proto 220\n") {
 		t.Errorf("purge left ours:\n%s", got)
 	}
 	for _, op := range f.Ops {
-		if strings.HasPrefix(op, "nexthop del") && (strings.Contains(op, "252703903") || strings.Contains(op, fmt.Sprint(other.ID))) {
+		if strings.HasPrefix(op, "nexthop del") && (strings.Contains(op, "1045663") || strings.Contains(op, fmt.Sprint(other.ID))) {
 			t.Errorf("deleted a nexthop not ours: %s", op)
 		}
+	}
+}
+
+// The fence (an object of ours at 1<<24) is the first object of ours a
+// kernel gets and goes with the last; objects of ours at the ids of before
+// 2026-12 (0x0F000000 up, which FRR's zebra takes for a routing daemon's
+// and so never re-checks) give way to ours below the fence.
+func TestNexthopFenceAndLegacyIDs(t *testing.T) {
+	f := newGatewayFake()
+	dcm0, _ := f.LinkByName("dcm0")
+	dcm1, _ := f.LinkByName("dcm1")
+	const legacy = 0x0F000000 | 255<<12
+	f.AddForeignNexthop(netconfig.Nexthop{ID: legacy | 1, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: dcm0.Attrs().Index})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: legacy | 2, Protocol: netconfig.RouteProtocol, Family: unix.AF_INET6, Link: dcm1.Attrs().Index})
+	f.AddForeignNexthop(netconfig.Nexthop{ID: legacy | 3, Protocol: netconfig.RouteProtocol, Resilient: true,
+		Members: []netconfig.NexthopMember{{ID: legacy | 1, Weight: 1}, {ID: legacy | 2, Weight: 3}}})
+	for _, p := range pfx("10.2.0.0/16", "fd00:2::/48") {
+		f.AddForeignNexthopRoute(netconfig.NexthopRoute{Dst: p, Table: unix.RT_TABLE_MAIN, Metric: 100, Protocol: netconfig.RouteProtocol, Nexthop: legacy | 3})
+	}
+	m := netconfig.New(f, nil)
+	st := groupStates()[0]
+	if _, err := m.Apply(st.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.String(); got != st.want {
+		t.Fatalf("after an agent of before: kernel state\n%s\nwant, as on a fresh kernel,\n%s", got, st.want)
+	}
+	if i := slices.IndexFunc(f.Ops, func(op string) bool { return strings.HasPrefix(op, "nexthop add") }); i < 0 || !strings.HasPrefix(f.Ops[i], "nexthop add id 16777216 blackhole") {
+		t.Errorf("the first object added is not the fence: %q", f.Ops)
+	}
+	f.Ops = nil
+	if _, err := m.Purge(0); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.String(); strings.Contains(got, "proto 220") {
+		t.Errorf("purge left ours (the fence goes with the last object):\n%s", got)
 	}
 }
 

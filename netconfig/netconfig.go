@@ -237,6 +237,7 @@ func (m *Manager) Apply(cfg Config) (Changes, error) {
 	want := desiredRoutes(cfg, links[cfg.Link].index, st.routes)
 	kept := m.applyRoutes(have, want, &ch, &errs)
 	m.deleteNexthops(st, nhs, kept, &ch, &errs)
+	m.deleteFence(nhs, &ch, &errs)
 	return ch, errors.Join(errs...)
 }
 
@@ -366,8 +367,35 @@ func (m *Manager) Purge(table int) ([]Route, error) {
 		gone = append(gone, r)
 	}
 	var ch Changes
-	m.deleteNexthops(nexthopState{del: ownedNexthops(nhs, table)}, nhs, nil, &ch, &errs)
+	m.deleteNexthops(nexthopState{del: append(ownedNexthops(nhs, table), legacyNexthops(nhs, table)...)}, nhs, nil, &ch, &errs)
+	m.deleteFence(nhs, &ch, &errs)
 	return gone, errors.Join(errs...)
+}
+
+// deleteFence deletes the fence (see fenceID) once no other object of
+// ours, of any table, is left: those in nhs, less ch's gone, plus ch's
+// added. (The next object of ours makes it anew, first.)
+func (m *Manager) deleteFence(nhs []Nexthop, ch *Changes, errs *[]error) {
+	fence := false
+	for _, nh := range slices.Concat(nhs, ch.NexthopsAdded) {
+		if nh.Protocol != RouteProtocol || slices.ContainsFunc(ch.NexthopsGone, func(g Nexthop) bool { return g.ID == nh.ID }) {
+			continue
+		}
+		switch {
+		case nh.ID == fenceID:
+			fence = nh.Blackhole
+		case nh.ID < fenceID, nh.ID&^(fenceID-1) == legacyIDBase:
+			return // still in use
+		}
+	}
+	if !fence {
+		return
+	}
+	if err := m.nh.NexthopDel(fenceID); err != nil && !errors.Is(err, unix.ENOENT) {
+		*errs = append(*errs, fmt.Errorf("delete nexthop fence %d: %w", fenceID, err))
+		return
+	}
+	ch.NexthopsGone = append(ch.NexthopsGone, Nexthop{ID: fenceID, Protocol: RouteProtocol, Blackhole: true})
 }
 
 // UnderlayMTU returns the smallest MTU among the interfaces the kernel would

@@ -134,10 +134,12 @@ func TestGroupsRealKernel(t *testing.T) {
 	k.Run(t, "ip", "-6", "nexthop", "add", "id", "7", "dev", a+"p", "proto", "static")
 	k.Run(t, "ip", "nexthop", "add", "id", "8", "group", "7", "proto", "static")
 	k.Run(t, "ip", "route", "add", "10.9.0.0/16", "nhid", "8", "proto", "static", "table", fmt.Sprint(table))
-	stale := 0x0F000000 | uint32(table%4095+1)<<12 | 5
-	other := 0x0F000000 | uint32(foreignTable%4095+1)<<12 | 5
+	stale := uint32(table%4095+1)<<12 | 5
+	other := uint32(foreignTable%4095+1)<<12 | 5
+	legacy := 0x0F000000 | uint32(table%4095+1)<<12 | 6 // ours, at an id of before 2026-12
 	k.Run(t, "ip", "-6", "nexthop", "add", "id", fmt.Sprint(stale), "dev", primary, "proto", "220")
 	k.Run(t, "ip", "-6", "nexthop", "add", "id", fmt.Sprint(other), "dev", a, "proto", "220")
+	k.Run(t, "ip", "-6", "nexthop", "add", "id", fmt.Sprint(legacy), "dev", primary, "proto", "220")
 
 	m := netconfig.New(k.h, nil)
 	if gt, err := m.DetectGroupType(table); err != nil || gt != netconfig.GroupResilient {
@@ -166,8 +168,13 @@ func TestGroupsRealKernel(t *testing.T) {
 	if g := nhs[gid]; g.Type != "resilient" || g.Resilient.Buckets != 128 || g.Resilient.IdleTimer != 1 || g.Resilient.UnbalancedTimer != 10 || g.Protocol != "220" {
 		t.Errorf("group %+v: want resilient, 128 buckets, timers 1 s and 10 s, proto 220", g)
 	}
-	if _, ok := nhs[stale]; ok {
-		t.Errorf("stale nexthop %d of ours not swept", stale)
+	for _, id := range []uint32{stale, legacy} {
+		if _, ok := nhs[id]; ok {
+			t.Errorf("stale nexthop %d of ours not swept", id)
+		}
+	}
+	if f, ok := nhs[1<<24]; !ok || f.Protocol != "220" {
+		t.Errorf("no fence of ours at id %d (keeps zebra's ids above ours): %+v", 1<<24, f)
 	}
 	for _, id := range []uint32{7, 8, other} {
 		if _, ok := nhs[id]; !ok {
@@ -267,7 +274,7 @@ func groupEmptyAndPurge(t *testing.T, k *kernelNS, m *netconfig.Manager, cfg net
 	}
 	nhs := k.nexthops(t)
 	for id, nh := range nhs {
-		if id>>20 == uint32(table%4095+1) {
+		if id < 1<<24 && id>>12 == uint32(table%4095+1) {
 			t.Errorf("nexthop of ours left after purge: %+v", nh)
 		}
 	}
@@ -288,7 +295,7 @@ func checkGroup(t *testing.T, nhs map[uint32]ipNexthop, weights map[string]int) 
 	t.Helper()
 	var gid uint32
 	for id, nh := range nhs {
-		if len(nh.Group) > 0 && nh.Protocol == "220" && id >= 0x0F000000 {
+		if len(nh.Group) > 0 && nh.Protocol == "220" && id < 1<<24 {
 			if gid != 0 {
 				t.Fatalf("two groups of ours: %d and %d", gid, id)
 			}

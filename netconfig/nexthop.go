@@ -150,29 +150,56 @@ const (
 
 // Nexthop ids. The kernel has one id space per network namespace, shared
 // with FRR's zebra and anyone running `ip nexthop`. dcmesh's ids for table T
-// are idBase | tag(T)<<12 | slot. idBase keeps them in 0x0F000000-0x0FFFFFFF,
-// a block FRR's zebra does not allocate from (it counts up from low ids and
-// keeps the ids with the top four bits set for EVPN), so a gateway that also
-// runs FRR (examples/frr) never sees its ids taken. tag(T) = T mod 4095 + 1
+// are tag(T)<<12 | slot, all below fenceID (1<<24): tag(T) = T mod 4095 + 1
 // (12 bits, never 0; tables 1-4094 never share a tag); slot is the FNV-1a
 // hash of the object's kind and name (the link for a single nexthop, the
 // Group name for a group), 12 bits: 4,096 objects per table, for about as
 // many multi-gateway sites. An id taken by anything else moves the object to
 // the next free slot. Objects keep their ids from Apply to Apply and across
 // restarts: Apply finds them again in the kernel before it hashes.
-// Ownership is protocol 220, idBase and the table's tag; nothing else is
-// ever replaced or deleted.
+// Ownership is protocol 220 and the table's tag; nothing else is ever
+// replaced or deleted.
+//
+// Why below 1<<24: FRR's zebra (8.0 to 10.1) takes a route whose nexthop
+// object has an id at or above its ZEBRA_NHG_PROTO_LOWER (24,193,548; a
+// block it leaves to routing daemons) for a daemon's and never checks that
+// route's nexthops again. When an embedded-backend agent dies (kill -9) its
+// links go, the kernel drops the routes over them without a notification,
+// and zebra kept such a route selected: the gateway went on exporting the
+// prefix as healthy (TestGatewaysFabric, LocalAgentKilled; the ids were in
+// 0x0F000000-0x0FFFFFFF until 2026-12). Below that line zebra re-checks a
+// route's nexthops when a link goes, as for a route through a link, and
+// selects the unreachable route. FRR 10.2 and later delete such kernel
+// routes whatever the id.
+//
+// The fence: zebra raises the counter it hands its own ids from to the
+// highest id below that line it has read from the kernel. With the shipped
+// `no zebra nexthop kernel enable` its objects stay out of the kernel, where
+// dcmesh would see them taken, so an id of ours above zebra's counter could
+// later name a different group in zebra. A blackhole object of ours at
+// fenceID, made before any other object of ours, keeps zebra's counter
+// above every id of ours until it wraps at ZEBRA_NHG_PROTO_LOWER and counts
+// up again from 1: some seven million of its nexthop groups later. The
+// fence belongs to no table; Purge removes it with the last object of ours.
 const (
-	idBase     = 0x0F000000
 	idTagBits  = 12
 	idSlotBits = 12
 	idSlotMask = 1<<idSlotBits - 1
+	fenceID    = 1 << (idTagBits + idSlotBits)
+	// legacyIDBase is where ids were before: objects of ours there (protocol
+	// 220, the table's tag) are deleted once nothing uses them, never reused.
+	legacyIDBase = 0x0F000000
 )
 
 func idTag(table int) uint32 { return uint32(table%4095) + 1 }
 
 func ownNexthop(nh Nexthop, table int) bool {
-	return nh.Protocol == RouteProtocol && nh.ID&^(1<<(idTagBits+idSlotBits)-1) == idBase && nh.ID>>idSlotBits&(1<<idTagBits-1) == idTag(table)
+	return nh.Protocol == RouteProtocol && nh.ID>>idSlotBits == idTag(table)
+}
+
+// legacyNexthop reports an object of ours for table at its former id.
+func legacyNexthop(nh Nexthop, table int) bool {
+	return nh.Protocol == RouteProtocol && nh.ID&^(fenceID-1) == legacyIDBase && nh.ID>>idSlotBits&(1<<idTagBits-1) == idTag(table)
 }
 
 // preferredID is where (kind, name) starts looking for an id in table.
@@ -181,7 +208,7 @@ func preferredID(table int, kind, name string) uint32 {
 	h.Write([]byte(kind))
 	h.Write([]byte{0})
 	h.Write([]byte(name))
-	return idBase | idTag(table)<<idSlotBits | h.Sum32()&idSlotMask
+	return idTag(table)<<idSlotBits | h.Sum32()&idSlotMask
 }
 
 // nextID is the next slot with the same base and tag, wrapping around.

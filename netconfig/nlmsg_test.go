@@ -95,15 +95,23 @@ func TestNexthopMessagesRejectGarbage(t *testing.T) {
 	}
 }
 
+// zebraProtoLower is FRR's ZEBRA_NHG_PROTO_LOWER in 8.0-9.1 (the lowest of
+// any release): zebra never re-checks the nexthops of a route over an
+// object at this id or above (see fenceID).
+const zebraProtoLower = 24193548
+
 func TestNexthopIDs(t *testing.T) {
 	tag := func(id uint32) uint32 { return id >> idSlotBits & (1<<idTagBits - 1) }
-	if id := preferredID(MainTable, "group", "par1"); tag(id) != 255 || id < 0x0F000000 || id > 0x0FFFFFFF {
-		t.Errorf("main table id %#x: tag %d, want 255 within 0x0F000000-0x0FFFFFFF (never zebra's)", id, tag(id))
+	if id := preferredID(MainTable, "group", "par1"); tag(id) != 255 || id >= fenceID {
+		t.Errorf("main table id %#x: tag %d, want 255, below the fence %#x", id, tag(id), fenceID)
+	}
+	if top := preferredID(4094, "group", "x") | idSlotMask; top >= fenceID || fenceID >= zebraProtoLower {
+		t.Errorf("highest id %#x, fence %#x: want both below zebra's ZEBRA_NHG_PROTO_LOWER %d", top, fenceID, zebraProtoLower)
 	}
 	if a, b := preferredID(100, "group", "par1"), preferredID(101, "group", "par1"); tag(a) == tag(b) {
 		t.Errorf("tables 100 and 101 share a tag")
 	}
-	base := uint32(idBase | 7<<idSlotBits)
+	base := uint32(7 << idSlotBits)
 	last := base | idSlotMask
 	if next := nextID(last); next != base {
 		t.Errorf("nextID wraps to %#x, want %#x (same tag)", next, base)
@@ -114,7 +122,12 @@ func TestNexthopIDs(t *testing.T) {
 	}
 	if !ownNexthop(Nexthop{ID: preferredID(1234, "link", "dcm0"), Protocol: RouteProtocol}, 1234) ||
 		ownNexthop(Nexthop{ID: preferredID(1234, "link", "dcm0"), Protocol: 11}, 1234) ||
-		ownNexthop(Nexthop{ID: preferredID(1235, "link", "dcm0"), Protocol: RouteProtocol}, 1234) {
-		t.Error("ownership is protocol 220 and the table's tag")
+		ownNexthop(Nexthop{ID: preferredID(1235, "link", "dcm0"), Protocol: RouteProtocol}, 1234) ||
+		ownNexthop(Nexthop{ID: fenceID, Protocol: RouteProtocol}, 0) {
+		t.Error("ownership is protocol 220 and the table's tag; the fence is no table's")
+	}
+	legacy := Nexthop{ID: legacyIDBase | preferredID(1234, "link", "dcm0"), Protocol: RouteProtocol}
+	if ownNexthop(legacy, 1234) || !legacyNexthop(legacy, 1234) || legacyNexthop(legacy, 1235) || legacyNexthop(Nexthop{ID: legacy.ID, Protocol: 11}, 1234) {
+		t.Error("a former id of ours (0x0F000000 block) is legacy, for its table only, and never ours to reuse")
 	}
 }

@@ -99,6 +99,7 @@ func TestFabricExport(t *testing.T) {
 	t.Run("WithdrawVariant", l.testWithdraw)
 	t.Run("ImportFilterStopsShadowing", l.testImportFilter)
 	t.Run("TunnelStateToFabricLatency", l.testLatency)
+	t.Run("LinksVanishWithTheAgent", l.testLinksVanish)
 	t.Run("SilentGatewayBFD", l.testBFD)
 }
 
@@ -322,10 +323,10 @@ func nexthopGroup(t testing.TB, ns *netconfigtest.NS, id int) []int {
 	return ids
 }
 
-// dcmeshNexthopBase is where the test puts dcmesh's nexthop IDs: above the
-// 250,000,000 zebra hands out and below the top 4 bits it keeps for EVPN
-// groups, a range no FRR daemon allocates from.
-const dcmeshNexthopBase = 0x0F00DC00
+// dcmeshNexthopBase is where the test puts dcmesh's nexthop IDs: in the
+// main table's block of dcmesh's (tag 255, below 1<<24; see netconfig's
+// fenceID for why below zebra's ZEBRA_NHG_PROTO_LOWER).
+const dcmeshNexthopBase = 255<<12 | 0xDC0
 
 // testNexthopGroups: with several remote gateways the tunnel route points
 // at a nexthop group (nhid) over the slot devices. Both daemons must treat

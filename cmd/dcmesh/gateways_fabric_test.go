@@ -28,12 +28,14 @@ import (
 //  3. site1's first gateway goes silent (everything in, out and through it
 //     dropped): only BFD tells the fabric, which moves to the other gateway;
 //     site3's gateways' probes take it out of their groups; it comes back;
-//  4. (DCMESH_GWFABRIC_KILL=1: fails today, see the subtest's skip) site1's
-//     second gateway's agent is killed (-9): the embedded data plane dies
-//     with it, its tunnel routes go, FRR should export the prefix degraded
-//     and the fabric move to the first gateway;
-//  5. the underlay carried WireGuard UDP and gossip only, never the
-//     pattern of the echo payload.
+//  4. site1's second gateway's agent is killed (-9): the embedded data
+//     plane dies with it, the kernel drops its tunnel routes without a
+//     word, zebra notices the links gone (dcmesh's nexthop ids are below
+//     zebra's ZEBRA_NHG_PROTO_LOWER, see netconfig's fenceID) and FRR
+//     exports the prefix degraded: the fabric moves to the first gateway;
+//  5. the underlay carried WireGuard UDP and gossip only (and, after the
+//     kill, the dead gateway's ICMP port unreachable for its closed
+//     ports), never the pattern of the echo payload.
 func TestGatewaysFabric(t *testing.T) {
 	daemonDir := requireFabric(t)
 	requireTool(t, "tcpdump")
@@ -61,10 +63,6 @@ func TestGatewaysFabric(t *testing.T) {
 	silent := localSilent(t, sa, sb)
 	var killed *fault
 	t.Run("LocalAgentKilled", func(t *testing.T) {
-		if os.Getenv("DCMESH_GWFABRIC_KILL") != "1" {
-			t.Skip("known defect, run with DCMESH_GWFABRIC_KILL=1: after kill -9 of a gateway's agent the kernel drops its nhid tunnel route " +
-				"without a notification, zebra keeps exporting it as healthy and the fabric keeps sending that gateway traffic it black-holes")
-		}
 		f := localKilled(t, sa, sb)
 		killed = &f
 	})
@@ -96,7 +94,7 @@ func TestGatewaysFabric(t *testing.T) {
 			t.Errorf("local agent killed: the fabric moved after %s and a flow was silent %.2f s, want ≤ 1.5 s and ≤ 2 s (target 1.0)", killed.moved, killedFlows.silence)
 		}
 	}
-	checkUnderlay(t, m, capt)
+	checkUnderlay(t, m, capt, sa.gws[1].underlay())
 	t.Logf("took %s", time.Since(start).Round(100*time.Millisecond))
 }
 
@@ -173,9 +171,10 @@ func localKilled(t *testing.T, sa, sb *fabricSite) fault {
 	f := fault{at: float64(start.UnixMicro()) / 1e6}
 	r, err := sa.watch.waitSince(start, 10*time.Second, func(r kernelRoute) bool { return r.isVia(gwAddrs[0]) })
 	if err != nil {
-		zebra, _ := sa.gwFRR[1].vtyshTry("show ip route " + sa.remote)
-		t.Fatalf("%s's agent killed: %v\nits kernel routes (proto 220):\n%s\nits links:\n%s\nits zebra:\n%s", sa.node(a1), err,
-			a1.ns.Run(t, "ip", "route", "show", "proto", "220"), a1.ns.Run(t, "ip", "-br", "link"), zebra)
+		zebra, _ := sa.gwFRR[1].vtyshTry("show ip route "+sa.remote, "show bgp ipv4 unicast neighbors "+fabAddrs[1]+" advertised-routes")
+		fabric, _ := sa.fabFRR.vtyshTry("show bgp ipv4 unicast " + sa.remote)
+		t.Fatalf("%s's agent killed: %v\nits kernel routes (proto 220):\n%s\nits links:\n%s\nits nexthop objects:\n%s\nits zebra and bgpd:\n%s\nthe fabric's bgpd:\n%s", sa.node(a1), err,
+			a1.ns.Run(t, "ip", "route", "show", "proto", "220"), a1.ns.Run(t, "ip", "-br", "link"), a1.ns.Run(t, "ip", "nexthop"), zebra, fabric)
 	}
 	f.moved = r.at.Sub(start)
 	waitRemoteGroups(t, sb, "", sa.node(a0))
@@ -274,18 +273,21 @@ func startFabricFlows(t *testing.T, ns *netconfigtest.NS, mode, src, dst string)
 }
 
 // anyWGPacket is WireGuard UDP between two gateways' ports (slot k listens
-// on 51820 + k); gossipPacket memberlist's TCP and UDP.
+// on 51820 + k); gossipPacket memberlist's TCP and UDP; closedPort the
+// kernel's answer to a packet for one of those ports with nobody behind it.
 var (
 	anyWGPacket  = regexp.MustCompile(`IP 192\.168\.\d+\.\d+\.5182[0-3] > 192\.168\.\d+\.\d+\.5182[0-3]: UDP, length \d+$`)
 	gossipPacket = regexp.MustCompile(`IP 192\.168\.\d+\.\d+\.\d+ > 192\.168\.\d+\.\d+\.\d+: `)
+	closedPort   = regexp.MustCompile(`IP (192\.168\.\d+\.\d+) > 192\.168\.\d+\.\d+: ICMP (192\.168\.\d+\.\d+) udp port (5182[0-3]|7946) unreachable, length \d+$`)
 )
 
 // checkUnderlay: the capture holds WireGuard UDP, gossip (port 7946) and
-// ARP only, and never the echo payload's pattern.
-func checkUnderlay(t *testing.T, m *testMesh, capt *capture) {
+// ARP only, and never the echo payload's pattern; and from dead (a killed
+// agent's gateway) ICMP port unreachable for those ports too.
+func checkUnderlay(t *testing.T, m *testMesh, capt *capture, dead string) {
 	t.Helper()
 	lines, raw := capt.stop(t)
-	wg, gossip, other := 0, 0, 0
+	wg, gossip, closed, other := 0, 0, 0, 0
 	observer := fmt.Sprintf("IP 192.168.%d.254 > ", m.subnet) // the capture namespace's own bridge (IGMP reports)
 	for _, l := range lines {
 		switch {
@@ -293,6 +295,8 @@ func checkUnderlay(t *testing.T, m *testMesh, capt *capture) {
 			wg++
 		case gossipPacket.MatchString(l) && strings.Contains(l, ".7946"):
 			gossip++
+		case isClosedPort(l, dead):
+			closed++
 		case strings.Contains(l, " ARP, "), strings.Contains(l, observer):
 		default:
 			if other++; other <= 10 {
@@ -306,7 +310,15 @@ func checkUnderlay(t *testing.T, m *testMesh, capt *capture) {
 	if bytes.Contains(raw, []byte(probePattern)) {
 		t.Errorf("the echo payload's cleartext %q appears on the underlay", probePattern)
 	}
-	t.Logf("underlay capture: %d packets, %d WireGuard UDP, %d gossip, %d other; no cleartext of the echo payload", len(lines), wg, gossip, other)
+	t.Logf("underlay capture: %d packets, %d WireGuard UDP, %d gossip, %d ICMP port unreachable from %s (agent killed), %d other; no cleartext of the echo payload",
+		len(lines), wg, gossip, closed, dead, other)
+}
+
+// isClosedPort reports whether l is dead's ICMP port unreachable for one of
+// its WireGuard or gossip ports.
+func isClosedPort(l, dead string) bool {
+	sm := closedPort.FindStringSubmatch(l)
+	return sm != nil && sm[1] == dead && sm[2] == dead
 }
 
 // lossLine is ping's summary line ("N packets transmitted, …").
