@@ -17,8 +17,8 @@ import (
 //   - the last gateway in service: with site2.1 drained, drain --wait on
 //     site2.0 is refused (exit 1, nothing changed), plain drain drains it
 //     and warns naming site2.1 drained, and site1 keeps sending to both;
-//   - issue 12's "drain then stop the gateway: 0 packets lost": site2.1
-//     undrained, drain --wait on site2.0 returns idle, its agent is
+//   - issue 12's "drain then stop the gateway: 0 packets lost": both back
+//     in service, drain --wait on site2.0 returns idle, its agent is
 //     stopped (SIGTERM, its embedded device goes), and no packet of any
 //     flow is lost across the drain and the stop: site2.1 carries them all;
 //   - then site2.1 is the last in service, its sibling down (gossip):
@@ -43,9 +43,9 @@ func TestGatewaysDrainThenStop(t *testing.T) {
 	})
 	a.waitSent(a.iface, b0.pub, 20000, "flows through the drained site2.0")
 	m.cli("undrain", "--config", b1.cfgPath)
-	netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "the group holds site2.1 only", func() error {
-		return a.expectTunnel(b0.prefix(), slot1)
-	})
+	m.cli("undrain", "--config", b0.cfgPath)
+	a.waitSent(a.iface, b0.pub, 20000, "flows through site2.0 back in service")
+	a.waitSent(slot1, b1.pub, 20000, "flows through site2.1 back in service")
 
 	// Drain then stop site2.0.
 	drainAt := nowSeconds()
@@ -56,6 +56,9 @@ func TestGatewaysDrainThenStop(t *testing.T) {
 		t.Fatalf("drain --wait on site2.0 with site2.1 in service: exit %d, %s (%v), stderr %q; want idle, not last in service", code, out, err, errOut)
 	}
 	idleAt := nowSeconds()
+	if err := a.expectTunnel(b0.prefix(), slot1); err != nil {
+		t.Errorf("site1 once site2.0 is idle: %v", err)
+	}
 	if err := b0.agent.Stop(20 * time.Second); err != nil {
 		t.Errorf("site2.0's agent on SIGTERM: %v", err)
 	}
