@@ -56,9 +56,9 @@ func TestGatewaysDrainThenStop(t *testing.T) {
 		t.Fatalf("drain --wait on site2.0 with site2.1 in service: exit %d, %s (%v), stderr %q; want idle, not last in service", code, out, err, errOut)
 	}
 	idleAt := nowSeconds()
-	if err := a.expectTunnel(b0.prefix(), slot1); err != nil {
-		t.Errorf("site1 once site2.0 is idle: %v", err)
-	}
+	netconfigtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "site1 routes over site2.1 alone once site2.0 is idle", func() error {
+		return a.expectTunnel(b0.prefix(), slot1)
+	})
 	if err := b0.agent.Stop(20 * time.Second); err != nil {
 		t.Errorf("site2.0's agent on SIGTERM: %v", err)
 	}
@@ -96,9 +96,18 @@ func (s *site) lastWithSiblingDown(t *testing.T) {
 	s.expectRefusedWait(t, "site2 down (gossip: dead)", "this gateway stays in service")
 	s.expectLastDrain(t, "site2 down (gossip: dead)")
 	s.expectRefusedWait(t, "site2 down (gossip: dead)", "this gateway stays drained")
-	out, _, code := runBinary(t, "drain", "--wait", "--force", "--timeout", "3s", "--settle", "1s", "--config", s.cfgPath)
-	if code != 1 || !strings.Contains(out, "still carrying traffic after 3s: site1 (") {
-		t.Errorf("drain --wait --force on the last gateway in service with flows: exit %d, %q; want it to wait, and exit 1 naming site1", code, out)
+	// Forced, it waits: busy naming site1 while the flows run. (Idle is a
+	// wait too: a spurious probe down between site1 and site2.1 on a
+	// loaded machine takes site2 out of site1's routes for the anti-flap
+	// hold, longer than the settle. Only the refusal is wrong here.)
+	start := time.Now()
+	out, errOut, code := runBinary(t, "drain", "--wait", "--force", "--timeout", "3s", "--settle", "1s", "--config", s.cfgPath)
+	busy := code == 1 && strings.Contains(out, "still carrying traffic after 3s: site1 (")
+	idle := code == 0 && strings.Contains(out, "and idle: no peer carried traffic for 1s")
+	if !busy && !idle || time.Since(start) < time.Second || strings.Contains(errOut, "last gateway of its site in service;") {
+		t.Errorf("drain --wait --force on the last gateway in service with flows: exit %d, %q %q; want it to wait, and exit 1 naming site1", code, out, errOut)
+	} else if idle {
+		t.Logf("drain --wait --force found %s idle: site1 stopped sending to it during the wait", s.name)
 	}
 }
 
