@@ -132,9 +132,12 @@ func (a *Agent) setDrain(rt *siteRuntime, on bool) (bool, error) {
 	return true, nil
 }
 
-func (a *Agent) drainReply(rt *siteRuntime, changed bool, r control.DrainResult) control.DrainReply {
+// drainReply answers a drain or undrain, with the site's other gateways
+// as they are now.
+func (a *Agent) drainReply(rt *siteRuntime, changed bool, r control.DrainResult, sibs []control.Sibling) control.DrainReply {
 	st := rt.drain.status()
-	return control.DrainReply{Result: r, Drained: st.Drained, Since: st.Since, Changed: changed, Busy: []control.DrainPeer{}}
+	return control.DrainReply{Result: r, Drained: st.Drained, Since: st.Since, Changed: changed, Busy: []control.DrainPeer{},
+		Siblings: sibs, LastInService: lastInService(sibs)}
 }
 
 func (a *Agent) apiUndrain(rt *siteRuntime, _ control.Empty) (control.DrainReply, error) {
@@ -142,7 +145,7 @@ func (a *Agent) apiUndrain(rt *siteRuntime, _ control.Empty) (control.DrainReply
 	if err != nil {
 		return control.DrainReply{}, err
 	}
-	return a.drainReply(rt, changed, control.DrainUndrained), nil
+	return a.drainReply(rt, changed, control.DrainUndrained, siblings(rt, time.Now())), nil
 }
 
 // drainSampleEvery is how often `drain --wait` reads the counters.
@@ -153,12 +156,23 @@ const drainSampleEvery = 250 * time.Millisecond
 func (a *Agent) apiDrain(ctx context.Context, in control.DrainRequest) (control.DrainReply, error) {
 	var probeBytes uint64
 	reply, err := call(ctx, a, func(rt *siteRuntime) (control.DrainReply, error) {
+		sibs := siblings(rt, time.Now())
+		if err := refuseLastWait(in, rt.cfg.Site, sibs, rt.drain.on); err != nil {
+			a.log.Warn("drain --wait refused: the last gateway of the site in service", "siblings", describeSiblings(sibs))
+			return control.DrainReply{}, err
+		}
 		changed, err := a.setDrain(rt, true)
 		if err != nil {
 			return control.DrainReply{}, err
 		}
+		switch {
+		case changed && len(sibs) > 0 && lastInService(sibs):
+			a.log.Warn("drained the last gateway of the site in service: peers keep sending to it", "siblings", describeSiblings(sibs))
+		case changed && len(sibs) == 0:
+			a.log.Info("drained with no other gateway of the site known: peers keep sending to it")
+		}
 		probeBytes = probeWireBytes(rt.cfg.OverlayAddress.Addr()) // read by this goroutine only after the call
-		return a.drainReply(rt, changed, control.DrainDraining), nil
+		return a.drainReply(rt, changed, control.DrainDraining, sibs), nil
 	})
 	if err != nil || !in.Wait {
 		return reply, err

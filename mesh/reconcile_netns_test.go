@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dcmesh/dcmesh/mesh/trust/trusttest"
+	"github.com/dcmesh/dcmesh/netconfig"
 	"github.com/dcmesh/dcmesh/netconfig/netconfigtest"
 	"github.com/dcmesh/dcmesh/wg"
 	"github.com/vishvananda/netlink"
@@ -28,7 +29,10 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 )
 
-// reconcileHelperEnv carries "SITES ITERATIONS INTERFACE" to the child.
+// reconcileHelperEnv carries "SITES ITERATIONS INTERFACE [GATEWAYS]" to
+// the child. With GATEWAYS (1 or 2: gateways per remote site) every peer
+// reads as freshly handshaken (freshHandshakes), so that two gateways of a
+// site are healthy and their nexthop group has both members.
 const reconcileHelperEnv = "DCMESH_RECONCILE_HELPER"
 
 // reconcileResult is what the child reports, per reconcile.
@@ -42,6 +46,8 @@ type reconcileResult struct {
 	IdleCPUPercent  float64 `json:"idle_cpu_percent"` // background: the device's own timers
 	Peers           int     `json:"peers"`            // counted by wg(8)
 	Routes          int     `json:"routes"`           // counted by ip(8)
+	SlotPeers       int     `json:"slot_peers"`       // on slot 1's device (gateways 2), by wg(8)
+	GroupRoutes     int     `json:"group_routes"`     // routes over a nexthop group, by ip(8)
 }
 
 // processCPU is this process's user+system CPU time so far.
@@ -60,29 +66,16 @@ func TestHelperReconcileInNamespace(t *testing.T) {
 	if spec == "" {
 		t.Skip("helper process for the namespace reconcile benchmark; runs only when started by it")
 	}
-	var n, iters int
+	var n, iters, gateways int
 	var iface string
-	if _, err := fmt.Sscanf(spec, "%d %d %s", &n, &iters, &iface); err != nil {
-		t.Fatalf("%s=%q: %v", reconcileHelperEnv, spec, err)
+	f := strings.Fields(spec)
+	if len(f) == 3 {
+		f = append(f, "0") // no GATEWAYS: as before it was a field
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dev, err := wg.OpenDevice(wg.DeviceOptions{Name: iface, Mode: wg.ModeUserspace, MTU: 1420, Logger: log})
-	if err != nil {
-		t.Fatal(err)
+	if _, err := fmt.Sscanf(strings.Join(f, " "), "%d %d %s %d", &n, &iters, &iface, &gateways); err != nil || len(f) != 4 {
+		t.Fatalf("%s=%q: want SITES ITERATIONS INTERFACE [GATEWAYS] (%v)", reconcileHelperEnv, spec, err)
 	}
-	defer dev.Close()
-	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nl.Close()
-	wgc, err := wgctrl.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wgc.Close()
-	m := newScaleMeshIn(t, n, scaleEnv{iface: iface, dev: dev, wgc: wgc, nl: nl})
-
+	m, g1s := reconcileHelperMesh(t, n, iface, gateways)
 	// Background CPU (keepalive handshakes to unreachable endpoints, GC):
 	// subtracted from the reconciles below.
 	const idle = time.Second
@@ -106,35 +99,111 @@ func TestHelperReconcileInNamespace(t *testing.T) {
 	}
 	res := reconcileResult{Sites: n, Iterations: iters, IdleCPUPercent: 100 * bg}
 	res.SteadyWallMS, res.SteadyCPUMS = measure(nil)
-	s := m.sites[n/2]
+	s, g := m.sites[n/2], 0
+	if g1s != nil {
+		s, g = g1s[n/2], 2 // scaleEndpoint generation 1 is the gateways 1's
+	}
 	res.OneChangeWallMS, res.OneChangeCPUMS = measure(func(i int) {
-		m.offer(t, s, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(n/2, 1+i%2)}})
+		m.offer(t, s, trusttest.RecordOptions{Endpoints: []netip.AddrPort{scaleEndpoint(n/2, g+1+i%2)}})
 	})
+	countInNamespace(t, m, iface, &res)
+	b, _ := json.Marshal(res)
+	fmt.Printf("RESULT %s\n", b)
+}
 
-	// wg(8) and ip(8), not our code, count what the device and kernel hold.
+// reconcileHelperMesh opens the device and netlink of the child and
+// builds the mesh on them: n remote sites, each with a second gateway for
+// gateways 2 (returned; nil otherwise). What it opens is closed at the
+// test's end, failed or not (an embedded device left open leaves its
+// socket in /var/run/wireguard).
+func reconcileHelperMesh(t *testing.T, n int, iface string, gateways int) (*scaleMesh, []*scaleSite) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dev, err := wg.OpenDevice(wg.DeviceOptions{Name: iface, Mode: wg.ModeUserspace, MTU: 1420, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dev.Close() })
+	var nl interface {
+		netconfig.Netlink
+		Close()
+	}
+	if gateways == 0 {
+		nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	} else {
+		nl, err = netconfig.OpenHandle() // nexthop objects and sysctls, as the agent opens it
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nl.Close)
+	wgc, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wgc.Close() })
+	var client wg.Client = wgc
+	if gateways > 0 {
+		client = freshHandshakes{wgc}
+	}
+	m := newScaleMeshIn(t, n, scaleEnv{iface: iface, dev: dev, wgc: client, nl: nl})
+	t.Cleanup(func() { _ = m.rt.closeSlotDevices(false) }) // runs before the closes above
+	var g1s []*scaleSite
+	if gateways == 2 {
+		g1s = m.addSecondGateways(t) // opens slot 1's device, a real one
+		m.reconcile(t)               // healthy: the groups get both members
+		m.reconcile(t)
+	}
+	return m, g1s
+}
+
+// countInNamespace has wg(8) and ip(8), not our code, count what the
+// devices and the kernel hold.
+func countInNamespace(t *testing.T, m *scaleMesh, iface string, res *reconcileResult) {
+	t.Helper()
 	out, err := runCmd("wg", "show", iface, "peers")
 	if err != nil {
 		t.Fatalf("wg show: %v\n%s", err, out)
 	}
 	res.Peers = len(strings.Fields(out))
+	if len(m.rt.slots) > 0 {
+		if out, err = runCmd("wg", "show", iface+"g1", "peers"); err != nil {
+			t.Fatalf("wg show: %v\n%s", err, out)
+		}
+		res.SlotPeers = len(strings.Fields(out))
+	}
 	out, err = runCmd("ip", "-4", "route", "show", "table", strconv.Itoa(m.rt.cfg.RouteTable), "proto", "220")
 	if err != nil {
 		t.Fatalf("ip route: %v\n%s", err, out)
 	}
-	res.Routes = len(strings.Split(strings.TrimSpace(out), "\n"))
-	b, _ := json.Marshal(res)
-	fmt.Printf("RESULT %s\n", b)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, " ") { // not a group member's line
+			res.Routes++
+		}
+	}
+	res.GroupRoutes = strings.Count(out, " nhid ")
 }
 
 // runReconcileInNamespace runs the child for n sites and checks that the
 // device and the kernel hold exactly the mesh.
 func runReconcileInNamespace(tb testing.TB, n, iters int) reconcileResult {
+	return runReconcileInNamespaceWith(tb, n, iters, 0)
+}
+
+// runReconcileInNamespaceWith is runReconcileInNamespace with gateways per
+// remote site (0: as runReconcileInNamespace; 1 or 2: with fresh
+// handshakes, reconcileHelperEnv).
+func runReconcileInNamespaceWith(tb testing.TB, n, iters, gateways int) reconcileResult {
 	tb.Helper()
 	netconfigtest.RequireRoot(tb)
 	sfx := netconfigtest.UniqueSuffix()
 	ns := netconfigtest.NewNS(tb, "dcmrec-"+sfx)
 	cmd := ns.Command(os.Args[0], "-test.run=^TestHelperReconcileInNamespace$", "-test.count=1", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d dcmrec%s", reconcileHelperEnv, n, iters, sfx))
+	spec := fmt.Sprintf("%d %d dcmrec%s", n, iters, sfx)
+	if gateways > 0 {
+		spec += fmt.Sprintf(" %d", gateways)
+	}
+	cmd.Env = append(os.Environ(), reconcileHelperEnv+"="+spec)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		tb.Fatalf("reconcile helper in %s: %v\n%s", ns.Name, err, out)
@@ -150,8 +219,14 @@ func runReconcileInNamespace(tb testing.TB, n, iters int) reconcileResult {
 	// validConfig's 2 static peers and 3 prefixes, plus per site one peer
 	// and two prefixes (its /24 and overlay address); every prefix has a
 	// route to the device and a fail-closed unreachable route.
-	if res.Peers != n+2 || res.Routes != 2*(3+2*n) {
+	if gateways < 2 && (res.Peers != n+2 || res.Routes != 2*(3+2*n)) {
 		tb.Fatalf("after the reconciles: %d peers (want %d), %d routes (want %d)\n%s", res.Peers, n+2, res.Routes, 2*(3+2*n), out)
+	}
+	// Two gateways: gateway 1 on slot 1's device, its overlay address a
+	// third prefix of the site, the site's prefix over a group of both.
+	if gateways == 2 && (res.Peers != n+2 || res.SlotPeers != n || res.Routes != 2*(3+3*n) || res.GroupRoutes != n) {
+		tb.Fatalf("after the reconciles: %d+%d peers (want %d+%d), %d routes (want %d), %d over a group (want %d)\n%s",
+			res.Peers, res.SlotPeers, n+2, n, res.Routes, 2*(3+3*n), res.GroupRoutes, n, out)
 	}
 	return res
 }
@@ -189,4 +264,36 @@ func BenchmarkReconcileNamespace(b *testing.B) {
 func runCmd(name string, args ...string) (string, error) {
 	out, err := osexec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// The namespace benchmark with two gateways per remote site, small: slot
+// 1's real device holds the gateways 1, and each site's prefix goes over a
+// real nexthop group of both (runReconcileInNamespaceWith checks the
+// counts with wg(8) and ip(8)).
+func TestReconcileInNamespaceGatewaysSmoke(t *testing.T) {
+	res := runReconcileInNamespaceWith(t, 4, 3, 2)
+	if res.SteadyWallMS <= 0 || res.OneChangeWallMS <= 0 {
+		t.Errorf("no time measured: %+v", res)
+	}
+	t.Logf("4 sites × 2 gateways: steady reconcile %.2f ms wall / %.2f ms CPU, one change %.2f / %.2f ms",
+		res.SteadyWallMS, res.SteadyCPUMS, res.OneChangeWallMS, res.OneChangeCPUMS)
+}
+
+// BenchmarkReconcileNamespaceGateways is BenchmarkReconcileNamespace for
+// 16 remote sites of two gateways (two devices, nexthop groups) beside 16
+// and 32 one-gateway sites, all with fresh handshakes (reconcileHelperEnv):
+//
+//	sudo go test -run '^$' -bench ReconcileNamespaceGateways -benchtime 1x ./mesh
+func BenchmarkReconcileNamespaceGateways(b *testing.B) {
+	for _, c := range []struct{ sites, gateways int }{{16, 1}, {32, 1}, {16, 2}} {
+		b.Run(fmt.Sprintf("sites=%d/gateways=%d", c.sites, c.gateways), func(b *testing.B) {
+			for b.Loop() {
+				res := runReconcileInNamespaceWith(b, c.sites, 50, c.gateways)
+				b.ReportMetric(res.SteadyWallMS, "steady-ms")
+				b.ReportMetric(res.SteadyCPUMS, "steady-cpu-ms")
+				b.ReportMetric(res.OneChangeWallMS, "change-ms")
+				b.ReportMetric(res.OneChangeCPUMS, "change-cpu-ms")
+			}
+		})
+	}
 }

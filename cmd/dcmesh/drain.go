@@ -42,15 +42,25 @@ the dcmesh_drained metric show it; peers' status shows the peer as draining.
 --wait returns once every WireGuard peer of this gateway has carried nothing
 but in-tunnel probes and keepalives for --settle, and exits 1 at --timeout
 naming the peers still carrying traffic, with their rates. Then the agent
-can be stopped or upgraded without losing a packet.`,
+can be stopped or upgraded without losing a packet.
+
+The last gateway of a site in service (every other gateway of the site
+drained or down, or none known) keeps its traffic when drained: peers have
+nowhere else to send it. drain warns on stderr, naming the other gateways
+and their states ("last_in_service" and "siblings" in --json). --wait there
+is refused (exit 1, nothing changed) when the site has other gateways, all
+drained or down: the wait could only end at its timeout. --force drains and
+waits anyway. A site with no other gateway known waits as always, until its
+traffic itself stops.`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "wait", Usage: "wait until no peer carries traffic"},
+			&cli.BoolFlag{Name: "force", Usage: "with --wait, drain and wait even when every other gateway of the site is drained or down"},
 			durationFlag("timeout", "with --wait, give up waiting after `DURATION`", control.DefaultDrainWait),
 			durationFlag("settle", "with --wait, count a peer idle after `DURATION` without traffic", control.DefaultDrainSettle),
 			jsonFlag(),
 		}, clientFlags...),
 		Action: func(c *cli.Context) error {
-			req := control.DrainRequest{Wait: c.Bool("wait"), Timeout: durationOf(c, "timeout"), Settle: durationOf(c, "settle")}
+			req := control.DrainRequest{Wait: c.Bool("wait"), Timeout: durationOf(c, "timeout"), Settle: durationOf(c, "settle"), Force: c.Bool("force")}
 			if err := req.Validate(); err != nil {
 				return fmt.Errorf("--%w", err)
 			}
@@ -66,6 +76,9 @@ can be stopped or upgraded without losing a packet.`,
 			}
 			if err := printResult(c, drainResultJSON(r), func(w io.Writer) error { return writeDrainText(w, r, req) }); err != nil {
 				return err
+			}
+			if w := lastInServiceWarning(r); w != "" {
+				fmt.Fprint(c.App.ErrWriter, w)
 			}
 			if r.Result == control.DrainBusy {
 				return cli.Exit("", 1)
@@ -100,7 +113,27 @@ the state directory. Undraining a gateway in service changes nothing.`,
 
 // drainResultJSON is the --json shape of drain and undrain.
 func drainResultJSON(r control.DrainReply) drainJSON {
-	return drainJSON{Schema: jsonSchema, Result: r.Result, Drained: r.Drained, Since: r.Since, Changed: r.Changed, Busy: orEmpty(r.Busy)}
+	return drainJSON{Schema: jsonSchema, Result: r.Result, Drained: r.Drained, Since: r.Since, Changed: r.Changed, Busy: orEmpty(r.Busy),
+		LastInService: r.LastInService, Siblings: orEmpty(r.Siblings)}
+}
+
+// lastInServiceWarning is what drain says on stderr when the gateway is
+// the last of its site in service; "" otherwise, and for an agent too old
+// to say (no siblings in its answer).
+func lastInServiceWarning(r control.DrainReply) string {
+	if r.Siblings == nil || !r.LastInService || !r.Drained {
+		return ""
+	}
+	others := "no other gateway of this site is known to this agent"
+	if len(r.Siblings) > 0 {
+		parts := make([]string, len(r.Siblings))
+		for i, s := range r.Siblings {
+			parts[i] = s.String()
+		}
+		others = "this is the last gateway of its site in service: " + strings.Join(parts, ", ")
+	}
+	return fmt.Sprintf("dcmesh: warning: %s. Peers keep sending to this gateway while it is drained, so nothing moves away; "+
+		"stopping it takes the site off the backbone until another gateway is back in service.\n", others)
 }
 
 // writeDrainText says where the drain stands, in one line.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -96,5 +97,71 @@ func TestDrainCLI(t *testing.T) {
 		if _, errOut, code := runBinary(t, cmd, "--socket", nowhere); code != 3 || !strings.Contains(errOut, "not running") {
 			t.Errorf("%s without an agent: exit %d, %q; want 3", cmd, code, errOut)
 		}
+	}
+}
+
+// The last gateway of a site in service: drain warns on stderr naming the
+// other gateways and their states, --json carries last_in_service and
+// siblings; the refusal of a --wait is an error (exit 1, stderr only);
+// --force reaches the agent only with --wait; an agent that says nothing
+// of siblings (older) gets no warning.
+func TestDrainCLILastInService(t *testing.T) {
+	var reply atomic.Pointer[control.DrainReply]
+	var forced atomic.Bool
+	mux := http.NewServeMux()
+	control.Serve(mux, control.EndpointDrain, func(_ context.Context, in control.DrainRequest) (control.DrainReply, error) {
+		forced.Store(in.Force)
+		if in.Wait && !in.Force {
+			return control.DrainReply{}, errors.New("this is the last gateway of its site in service; the other gateways of fra1: fra1.1 drained")
+		}
+		return *reply.Load(), nil
+	})
+	sock := filepath.Join(shortTempDir(t), "control.sock")
+	srv, err := control.Listen(sock, mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	since := time.Date(2026, 12, 1, 16, 20, 5, 0, time.UTC)
+	base := control.DrainReply{Result: control.DrainDraining, Drained: true, Since: &since, Changed: true, Busy: []control.DrainPeer{}}
+	last := base
+	last.LastInService = true
+	last.Siblings = []control.Sibling{{Node: "fra1.1", Gateway: 1, State: control.SiblingDrained}, {Node: "fra1.2", Gateway: 2, State: control.SiblingDown, Reason: "gossip: dead"}}
+	reply.Store(&last)
+	out, errOut, code := runBinary(t, "drain", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "gateway drained") ||
+		!strings.Contains(errOut, "warning: this is the last gateway of its site in service: fra1.1 drained, fra1.2 down (gossip: dead). Peers keep sending to this gateway") {
+		t.Errorf("drain, last in service: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = runBinary(t, "drain", "--socket", sock, "--json")
+	var j drainJSON
+	if err := json.Unmarshal([]byte(out), &j); err != nil || code != 0 || !j.LastInService || len(j.Siblings) != 2 || j.Siblings[1].State != control.SiblingDown ||
+		!strings.Contains(errOut, "warning: ") {
+		t.Errorf("drain --json, last in service: exit %d, %+v (%v), stderr %q", code, j, err, errOut)
+	}
+	alone := base
+	alone.LastInService, alone.Siblings = true, []control.Sibling{}
+	reply.Store(&alone)
+	if _, errOut, code := runBinary(t, "drain", "--socket", sock); code != 0 || !strings.Contains(errOut, "warning: no other gateway of this site is known to this agent.") {
+		t.Errorf("drain, one-gateway site: exit %d, stderr %q", code, errOut)
+	}
+	older := base // an agent that knows nothing of siblings
+	reply.Store(&older)
+	out, errOut, code = runBinary(t, "drain", "--socket", sock, "--json")
+	if err := json.Unmarshal([]byte(out), &j); err != nil || code != 0 || errOut != "" || j.LastInService || j.Siblings == nil || len(j.Siblings) != 0 {
+		t.Errorf("drain --json from an older agent: exit %d, %+v (%v), stderr %q; want no warning and siblings []", code, j, err, errOut)
+	}
+	out, errOut, code = runBinary(t, "drain", "--wait", "--timeout", "3s", "--settle", "1s", "--socket", sock, "--json")
+	if code != 1 || out != "" || !strings.Contains(errOut, "the last gateway of its site in service") {
+		t.Errorf("drain --wait refused: exit %d, stdout %q, stderr %q; want exit 1 and the reason on stderr only", code, out, errOut)
+	}
+	reply.Store(&last)
+	if _, _, code := runBinary(t, "drain", "--wait", "--force", "--timeout", "3s", "--settle", "1s", "--socket", sock); code != 0 || !forced.Load() {
+		t.Errorf("drain --wait --force: exit %d, force sent %v", code, forced.Load())
+	}
+	forced.Store(false)
+	if out, errOut, code := runBinary(t, "drain", "--force", "--socket", sock); code != 1 || out != "" || !strings.Contains(errOut, "--force: applies to --wait only") {
+		t.Errorf("drain --force without --wait: exit %d, %q %q", code, out, errOut)
 	}
 }

@@ -63,6 +63,9 @@ type drainJSON struct {
 	Since   *time.Time          `json:"since"`
 	Changed bool                `json:"changed"`
 	Busy    []control.DrainPeer `json:"busy"`
+	// LastInService and Siblings: control.DrainReply's.
+	LastInService bool              `json:"last_in_service"`
+	Siblings      []control.Sibling `json:"siblings"`
 }
 
 // issueJSON is `dcmesh ca issue --json`.

@@ -233,7 +233,7 @@ func TestCLIDocJSONExamples(t *testing.T) {
 		// And every field of the shape is in the example (health's are
 		// docs/STATUS.md's business).
 		fields := reflect.TypeOf(shape).Elem()
-		for i := range fields.NumField() * btoi(fields.PkgPath() == "main") {
+		for i := range fields.NumField() * btoi(fields.PkgPath() != reflect.TypeOf(control.Health{}).PkgPath()) {
 			name, _, _ := strings.Cut(fields.Field(i).Tag.Get("json"), ",")
 			if name == "" {
 				continue // an embedded wire type: its fields are its own docs' business

@@ -2,7 +2,9 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -36,6 +38,11 @@ type DrainRequest struct {
 	Wait    bool          `json:"wait"`
 	Timeout time.Duration `json:"timeout"`
 	Settle  time.Duration `json:"settle"`
+	// Force a Wait on the last gateway of its site in service (the agent
+	// refuses it otherwise: ErrLastInService). Omitted when false, so that
+	// a request without it still reaches an agent older than the field
+	// (the agent refuses unknown fields).
+	Force bool `json:"force,omitempty"`
 }
 
 // Bounds of DrainRequest's durations; 0 means the default.
@@ -55,6 +62,9 @@ func (r DrainRequest) Validate() error {
 	}
 	if err := checkOptional("settle", r.Settle, MinDrainSettle, MaxDrainSettle, DefaultDrainSettle); err != nil {
 		return err
+	}
+	if r.Force && !r.Wait {
+		return errors.New("force: applies to --wait only (drain without --wait never waits, so there is nothing to force)")
 	}
 	if r.Wait && r.SettleFor() > r.WaitFor() {
 		return fmt.Errorf("settle: %s is longer than the timeout %s: the wait could never succeed; use a shorter settle or a longer timeout", r.SettleFor(), r.WaitFor())
@@ -94,7 +104,55 @@ type DrainReply struct {
 	// Busy lists the peers that still carried data beyond probes and
 	// keepalives at the timeout (DrainBusy only), busiest first.
 	Busy []DrainPeer `json:"busy"`
+	// Siblings are the other gateways of this site the agent knows of, by
+	// index; [] when it knows none. nil in an answer of an agent older
+	// than the field (it says nothing about them).
+	Siblings []Sibling `json:"siblings"`
+	// LastInService: no sibling is in service (none known, or every one
+	// drained or down), so peers keep sending to this gateway drained,
+	// nothing moves away, and stopping it takes the site off the backbone.
+	LastInService bool `json:"last_in_service"`
 }
+
+// Sibling is another gateway of this site as this gateway sees it: from
+// its signed record and the gossip membership (siblings are no WireGuard
+// peers, so there are no probes to them).
+type Sibling struct {
+	Node    string       `json:"node"`
+	Gateway uint8        `json:"gateway"`
+	State   SiblingState `json:"state"`
+	// Reason says why a sibling is down; "" otherwise.
+	Reason string `json:"reason"`
+}
+
+// SiblingState is what a sibling does for the site's traffic.
+type SiblingState string
+
+const (
+	SiblingInService SiblingState = "in_service" // carries traffic
+	SiblingStandby   SiblingState = "standby"    // weight 0: takes the traffic over when no active gateway is left, so in service
+	SiblingDrained   SiblingState = "drained"    // drained for maintenance
+	SiblingDown      SiblingState = "down"       // gone from gossip, said goodbye, record expired, or certificate not valid
+)
+
+// InService says whether peers move traffic to the sibling when this
+// gateway drains.
+func (s Sibling) InService() bool { return s.State == SiblingInService || s.State == SiblingStandby }
+
+// String is the sibling in a message: "fra1.1 drained", "fra1.2 down
+// (gossip: dead)".
+func (s Sibling) String() string {
+	d := s.Node + " " + strings.ReplaceAll(string(s.State), "_", " ")
+	if s.Reason != "" {
+		d += " (" + s.Reason + ")"
+	}
+	return d
+}
+
+// ErrLastInService is the refusal of a Wait on the last gateway of its
+// site in service without Force (LastInService): the wait would only end
+// at its timeout, and the answer would not be "it can be stopped".
+var ErrLastInService = errors.New("this is the last gateway of its site in service")
 
 // DrainPeer is a peer that still carries traffic: its node name, its
 // data rates beyond probes and keepalives over the last sample, in bytes

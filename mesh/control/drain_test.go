@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,5 +77,31 @@ func TestHealthDegradedWhileDrained(t *testing.T) {
 	st.Drain = DrainStatus{}
 	if h := EvaluateHealth(st, 0, 0, now); h.Status != Healthy {
 		t.Errorf("undrained: %s %q", h.Status, h.Reasons)
+	}
+}
+
+// force goes on the wire only when set, so that a drain without it still
+// reaches an agent older than the field (which refuses unknown fields),
+// and only with wait: without it there is nothing to force.
+func TestDrainRequestForce(t *testing.T) {
+	raw, err := json.Marshal(DrainRequest{Wait: true})
+	if err != nil || strings.Contains(string(raw), "force") {
+		t.Errorf("without force: %s %v", raw, err)
+	}
+	if raw, _ := json.Marshal(DrainRequest{Wait: true, Force: true}); !strings.Contains(string(raw), `"force":true`) {
+		t.Errorf("with force: %s", raw)
+	}
+	if err := (DrainRequest{Force: true}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "force: applies to --wait only") {
+		t.Errorf("force without wait: %v", err)
+	}
+	if err := (DrainRequest{Wait: true, Force: true}).Validate(); err != nil {
+		t.Errorf("force with wait: %v", err)
+	}
+	s := Sibling{Node: "fra1.1", Gateway: 1, State: SiblingDown, Reason: "gossip: dead"}
+	if s.String() != "fra1.1 down (gossip: dead)" || s.InService() {
+		t.Errorf("%q in service %v", s, s.InService())
+	}
+	if s := (Sibling{Node: "fra1.2", State: SiblingInService}); s.String() != "fra1.2 in service" || !s.InService() {
+		t.Errorf("%q in service %v", s, s.InService())
 	}
 }
