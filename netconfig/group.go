@@ -62,22 +62,21 @@ func (m *Manager) listNexthops() ([]Nexthop, error) {
 }
 
 func ownedNexthops(nhs []Nexthop, table int) []Nexthop {
-	var out []Nexthop
-	for _, nh := range nhs {
-		if ownNexthop(nh, table) {
-			out = append(out, nh)
-		}
-	}
-	slices.SortFunc(out, compareNexthops)
-	return out
+	return selectNexthops(nhs, table, ownNexthop)
 }
 
 // legacyNexthops are the objects of ours for table at their former ids
 // (legacyIDBase), sorted by id: Apply and Purge delete them.
 func legacyNexthops(nhs []Nexthop, table int) []Nexthop {
+	return selectNexthops(nhs, table, legacyNexthop)
+}
+
+// selectNexthops returns the nexthops of nhs that keep holds for table,
+// sorted by id.
+func selectNexthops(nhs []Nexthop, table int, keep func(Nexthop, int) bool) []Nexthop {
 	var out []Nexthop
 	for _, nh := range nhs {
-		if legacyNexthop(nh, table) {
+		if keep(nh, table) {
 			out = append(out, nh)
 		}
 	}
